@@ -1,0 +1,208 @@
+//! `plinth`: pretrain a base model, fill in blanks, generate text, inspect checkpoints.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use plinth_generate::{FinishReason, SamplingConfig};
+use plinth_train::{Checkpoint, ObjectiveKind, PretrainConfig, Pretrainer, RunOptions};
+
+/// plinth: a foundation-model toolkit on libtorch.
+#[derive(Debug, Parser)]
+#[command(name = "plinth", version, about)]
+struct Cli {
+    /// Compute device: `auto` picks CUDA when libtorch sees a GPU.
+    #[arg(long, global = true, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pretrain a base model by self-supervision (masked fill-in-the-blank or
+    /// next-token prediction) on the corpus named in the config; writes a
+    /// checkpoint, metrics.jsonl and loss.png to the config's out_dir.
+    Pretrain {
+        /// Pretraining config.
+        #[arg(long, default_value = "configs/pretrain/tiny-mlm.toml")]
+        config: PathBuf,
+        /// Continue from the checkpoint in out_dir (exactly where it stopped).
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Fill the blank marked `___` in a text, e.g. `plinth fill "It's raining cats and ___"`,
+    /// with a masked checkpoint (iterative unmasking) or a causal one trained with
+    /// fill-in-the-middle.
+    Fill {
+        /// Text with exactly one `___`.
+        text: String,
+        /// Checkpoint folder.
+        #[arg(long, default_value = "runs/tiny-mlm/checkpoint")]
+        checkpoint: PathBuf,
+        /// Longest blank to try, in tokens (masked models).
+        #[arg(long, default_value_t = 3)]
+        max_span: usize,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Continue a prompt with a causal checkpoint.
+    Generate {
+        /// The prompt.
+        prompt: String,
+        /// Checkpoint folder.
+        #[arg(long, default_value = "runs/tiny-causal/checkpoint")]
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Describe a checkpoint: architecture, size, objective, training progress.
+    Info {
+        /// Checkpoint folder.
+        checkpoint: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SamplingArgs {
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 48)]
+    max_tokens: usize,
+    /// 0 is greedy; higher is more random.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Sample only among the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only from the smallest set of tokens whose probability reaches p.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop at this string (repeatable); it is not printed.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Recompute every position at every step instead of using the KV cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+impl SamplingArgs {
+    fn config(&self) -> SamplingConfig {
+        SamplingConfig {
+            max_new_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            stop: self.stop.clone(),
+            use_cache: !self.no_cache,
+        }
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = match cli.device {
+        DeviceArg::Auto => tch::Device::cuda_if_available(),
+        DeviceArg::Cpu => tch::Device::Cpu,
+        DeviceArg::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
+        DeviceArg::Cuda => bail!("--device cuda was asked for but libtorch sees no GPU; use --device cpu"),
+    };
+    match cli.command {
+        Command::Pretrain { config, resume } => pretrain(&config, resume, device),
+        Command::Fill { text, checkpoint, max_span, sampling } => {
+            let ck = Checkpoint::load(&checkpoint, device)?;
+            let fill = match ck.state.objective.kind {
+                ObjectiveKind::Mlm => plinth_generate::fill_masked(&ck.model, &ck.tokenizer, &text, max_span)?,
+                ObjectiveKind::Causal if ck.state.objective.fim_rate > 0.0 => {
+                    plinth_generate::fill_middle(&ck.model, &ck.tokenizer, &text, &sampling.config())?
+                }
+                ObjectiveKind::Causal => bail!(
+                    "{} is a causal model trained without fill-in-the-middle (fim_rate = 0); use a masked checkpoint or one pretrained with fim_rate > 0",
+                    checkpoint.display()
+                ),
+            };
+            println!("{}", fill.text);
+            for (cand, p) in &fill.candidates {
+                eprintln!("  {:>6.2}%  {}", p * 100.0, cand.trim());
+            }
+            Ok(())
+        }
+        Command::Generate { prompt, checkpoint, sampling } => {
+            let ck = Checkpoint::load(&checkpoint, device)?;
+            if ck.state.objective.kind != ObjectiveKind::Causal {
+                bail!("{} is a masked (bidirectional) model and cannot generate left to right; use `plinth fill` or a causal checkpoint", checkpoint.display());
+            }
+            let gen = plinth_generate::generate(&ck.model, &ck.tokenizer, &prompt, &sampling.config())?;
+            println!("{}{}", prompt, gen.text);
+            if gen.finish == FinishReason::ContextFull {
+                eprintln!("(stopped: the model's context of {} tokens is full)", ck.model.config().max_seq_len);
+            }
+            Ok(())
+        }
+        Command::Info { checkpoint } => info(&checkpoint),
+    }
+}
+
+fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {
+    let cfg = PretrainConfig::from_file(config)?;
+    let opts = RunOptions { resume, progress: std::io::stderr().is_terminal(), device, cache_dir: plinth_data::cache_dir() };
+    let mut trainer = Pretrainer::new(cfg, &opts).with_context(|| format!("preparing the run in {}", config.display()))?;
+    let m = trainer.model().config();
+    tracing::info!(params = m.num_params(), d_model = m.d_model, layers = m.n_layers, vocab = m.vocab_size, ?device, "model");
+    trainer.run()?;
+    let st = trainer.state();
+    println!(
+        "pretrained {} steps, {} tokens; validation loss {}; checkpoint in {}",
+        st.step,
+        st.tokens_seen,
+        st.val_loss.map_or("n/a".into(), |v| format!("{v:.4}")),
+        trainer.checkpoint_dir().display()
+    );
+    Ok(())
+}
+
+fn info(dir: &std::path::Path) -> Result<()> {
+    let ck = Checkpoint::load(dir, tch::Device::Cpu)?;
+    let c = ck.model.config();
+    let st = &ck.state;
+    println!("checkpoint   {}", dir.display());
+    println!("parameters   {}", c.num_params());
+    println!(
+        "architecture d_model {} · layers {} · heads {} (kv {}) · d_ff {} · context {} · {:?} · {:?} · {:?} positions · bias {} · tied {}",
+        c.d_model, c.n_layers, c.n_heads, c.kv_heads(), c.d_ff, c.max_seq_len, c.norm, c.mlp, c.position, c.bias, c.tie_embeddings
+    );
+    println!("vocabulary   {} tokens (byte-level BPE)", c.vocab_size);
+    println!(
+        "objective    {:?}{}",
+        st.objective.kind,
+        match st.objective.kind {
+            ObjectiveKind::Mlm => format!(" (mask_prob {})", st.objective.mask_prob),
+            ObjectiveKind::Causal => format!(" (fim_rate {})", st.objective.fim_rate),
+        }
+    );
+    println!("trained      {} steps, {} tokens", st.step, st.tokens_seen);
+    println!("val loss     {}", st.val_loss.map_or("n/a".into(), |v| format!("{v:.4}")));
+    Ok(())
+}

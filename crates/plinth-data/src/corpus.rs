@@ -1,0 +1,170 @@
+//! Unlabelled corpora as lists of documents.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::packages::{fetch_debian, WORDNET};
+use crate::rng::SplitMix64;
+use crate::{DataError, Result};
+
+/// Where a pretraining corpus comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorpusSource {
+    /// WordNet 3.0's 117k glosses (Debian `wordnet-base`), one document per synset:
+    /// `lemma, lemma: gloss; "example"`.
+    Wordnet,
+    /// Plain UTF-8 text files; a blank line separates documents.
+    TextFiles(Vec<PathBuf>),
+}
+
+/// A list of non-empty documents.
+#[derive(Debug, Clone, Default)]
+pub struct Corpus {
+    pub documents: Vec<String>,
+}
+
+/// Loads a corpus, fetching its package into `cache` on first use.
+pub fn load_corpus(source: &CorpusSource, cache: &Path) -> Result<Corpus> {
+    let documents = match source {
+        CorpusSource::Wordnet => {
+            let root = fetch_debian(&WORDNET, cache)?;
+            let dir = root.join("usr/share/wordnet");
+            let mut docs = Vec::new();
+            for part in ["noun", "verb", "adj", "adv"] {
+                docs.extend(read_wordnet_data(&dir.join(format!("data.{part}")))?);
+            }
+            docs
+        }
+        CorpusSource::TextFiles(paths) => {
+            let mut docs = Vec::new();
+            for path in paths {
+                let text = std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.clone(), source })?;
+                docs.extend(paragraphs(&text));
+            }
+            docs
+        }
+    };
+    if documents.is_empty() {
+        return Err(DataError::Empty(format!("the corpus {source:?} has no documents; point `data.corpus` at non-empty text")));
+    }
+    Ok(Corpus { documents })
+}
+
+/// Splits documents into (train, validation) by a seeded shuffle; both sides are
+/// non-empty whenever there are at least two documents.
+pub fn split_train_val(corpus: &Corpus, val_fraction: f64, seed: u64) -> Result<(Vec<String>, Vec<String>)> {
+    let n = corpus.documents.len();
+    if n < 2 {
+        return Err(DataError::Empty(format!("need at least 2 documents to hold out a validation split, found {n}")));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    SplitMix64::new(seed ^ 0x5EED_5917).shuffle(&mut order);
+    let n_val = ((n as f64 * val_fraction).round() as usize).clamp(1, n - 1);
+    let val = order[..n_val].iter().map(|&i| corpus.documents[i].clone()).collect();
+    let train = order[n_val..].iter().map(|&i| corpus.documents[i].clone()).collect();
+    Ok((train, val))
+}
+
+fn paragraphs(text: &str) -> Vec<String> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            if !current.is_empty() {
+                docs.push(std::mem::take(&mut current));
+            }
+        } else {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(line);
+        }
+    }
+    if !current.is_empty() {
+        docs.push(current);
+    }
+    docs
+}
+
+/// Parses a WordNet `data.*` file (wndb(5WN)): `offset lex_filenum ss_type w_cnt
+/// (word lex_id){w_cnt} ... | gloss`. Licence header lines start with spaces.
+fn read_wordnet_data(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let mut docs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with(' ') || line.trim().is_empty() {
+            continue;
+        }
+        let parse_err = |message: &str| DataError::Parse { path: path.to_path_buf(), line: i + 1, message: message.to_string() };
+        let (head, gloss) = line.split_once(" | ").ok_or_else(|| parse_err("no ` | ` before the gloss"))?;
+        let fields: Vec<&str> = head.split(' ').collect();
+        let count = fields
+            .get(3)
+            .and_then(|c| usize::from_str_radix(c, 16).ok())
+            .ok_or_else(|| parse_err("word count is not hexadecimal"))?;
+        let words: Vec<String> = (0..count)
+            .filter_map(|k| fields.get(4 + 2 * k))
+            .map(|w| {
+                let w = w.split('(').next().unwrap_or(w); // drop adjective markers such as `(a)`
+                w.replace('_', " ")
+            })
+            .collect();
+        if words.is_empty() {
+            return Err(parse_err("synset lists no words"));
+        }
+        docs.push(format!("{}: {}", words.join(", "), gloss.trim()));
+    }
+    Ok(docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wordnet_lines_become_lemma_and_gloss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("data.noun");
+        std::fs::write(
+            &path,
+            "  1 This software and database is being provided\n02084071 05 n 03 dog 0 domestic_dog 0 Canis_familiaris 0 001 @ 02083346 n 0000 | a member of the genus Canis; \"the dog barked all night\"  \n",
+        )
+        .expect("write");
+        let docs = read_wordnet_data(&path).expect("parse");
+        assert_eq!(docs, vec!["dog, domestic dog, Canis familiaris: a member of the genus Canis; \"the dog barked all night\"".to_string()]);
+    }
+
+    #[test]
+    fn malformed_wordnet_line_names_file_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("data.verb");
+        std::fs::write(&path, "00001740 29 v zz breathe 0\n").expect("write");
+        let err = read_wordnet_data(&path).expect_err("malformed");
+        assert!(err.to_string().contains("data.verb:1"), "{err}");
+    }
+
+    #[test]
+    fn split_is_deterministic_disjoint_and_complete() {
+        let corpus = Corpus { documents: (0..100).map(|i| format!("doc {i}")).collect() };
+        let (a, b) = split_train_val(&corpus, 0.1, 7).expect("split");
+        let (a2, b2) = split_train_val(&corpus, 0.1, 7).expect("split");
+        assert_eq!((a.len(), b.len()), (90, 10));
+        assert_eq!((&a, &b), (&a2, &b2));
+        let mut all: Vec<_> = a.iter().chain(&b).cloned().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 100);
+    }
+
+    #[test]
+    fn empty_text_corpus_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("empty.txt");
+        std::fs::write(&path, "\n\n  \n").expect("write");
+        let err = load_corpus(&CorpusSource::TextFiles(vec![path]), dir.path()).expect_err("empty");
+        assert!(err.to_string().contains("no documents"), "{err}");
+    }
+}

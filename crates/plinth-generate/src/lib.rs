@@ -1,0 +1,359 @@
+//! Inference on a plinth model: autoregressive generation with a KV cache
+//! (greedy, temperature, top-k, top-p, seed, token budget, stop strings) and
+//! filling a blank, either by iterative unmasking (masked models) or by
+//! fill-in-the-middle generation (causal models trained with FIM).
+
+use plinth_data::SplitMix64;
+use plinth_model::{AttentionMode, ModelError, Transformer};
+use plinth_tokenizer::{PlinthTokenizer, Special, TokenizerError};
+use tch::{Kind, Tensor};
+
+/// The marker for the blank in `fill` inputs.
+pub const BLANK: &str = "___";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+pub type Result<T, E = GenerateError> = std::result::Result<T, E>;
+
+/// How to pick each next token.
+#[derive(Debug, Clone)]
+pub struct SamplingConfig {
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// 0 picks the most likely token (greedy); higher values flatten the distribution.
+    pub temperature: f64,
+    /// Keep only the k most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1: all).
+    pub top_p: f64,
+    /// Seed of the sampler; the same seed gives the same text.
+    pub seed: u64,
+    /// Generation stops at the first of these strings, which is not returned.
+    pub stop: Vec<String>,
+    /// Reuse keys and values of earlier positions (the default); off recomputes
+    /// the whole prefix at every step, which is only useful to check the cache.
+    pub use_cache: bool,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig { max_new_tokens: 64, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, stop: Vec::new(), use_cache: true }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced `<eos>`.
+    EndOfText,
+    /// A stop string appeared.
+    Stop,
+    /// `max_new_tokens` were generated.
+    MaxTokens,
+    /// The context window is full.
+    ContextFull,
+}
+
+/// Generated tokens and text.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub finish: FinishReason,
+}
+
+/// Continues `prompt` (token ids) with a causal model; stops at `<eos>`,
+/// a stop string, the token budget or the context length.
+pub fn generate_ids(model: &Transformer, tok: &PlinthTokenizer, prompt: &[u32], cfg: &SamplingConfig) -> Result<Generation> {
+    check_sampling(cfg)?;
+    let ctx = model.config().max_seq_len as usize;
+    if prompt.is_empty() {
+        return Err(GenerateError::Input("the prompt is empty".into()));
+    }
+    if prompt.len() >= ctx {
+        return Err(GenerateError::Input(format!(
+            "the prompt has {} tokens but the model's context is {ctx}; shorten the prompt to leave room for an answer",
+            prompt.len()
+        )));
+    }
+    let device = model_device(model);
+    let mut rng = SplitMix64::new(cfg.seed);
+    let mut cache = cfg.use_cache.then(|| model.new_cache(1));
+    let mut all: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+    let mut new: Vec<u32> = Vec::new();
+    let mut next_input = all.clone();
+    let mut finish = FinishReason::MaxTokens;
+    let mut text = String::new();
+    tch::no_grad(|| -> Result<()> {
+        while new.len() < cfg.max_new_tokens {
+            if all.len() > ctx {
+                finish = FinishReason::ContextFull;
+                break;
+            }
+            let logits = match cache.as_mut() {
+                Some(c) => {
+                    let ids = Tensor::from_slice(&next_input).view([1, -1]).to_device(device);
+                    model.forward(&ids, AttentionMode::Causal, Some(c))?
+                }
+                None => {
+                    let ids = Tensor::from_slice(&all).view([1, -1]).to_device(device);
+                    model.forward(&ids, AttentionMode::Causal, None)?
+                }
+            }; // (1, T, V)
+            let last = logits.select(1, -1).squeeze_dim(0); // (V,)
+            let id = sample(&last, cfg, &mut rng);
+            if id == Special::Eos.id() {
+                finish = FinishReason::EndOfText;
+                break;
+            }
+            new.push(id);
+            all.push(i64::from(id));
+            next_input = vec![i64::from(id)];
+            text = tok.decode(&new)?;
+            if let Some(cut) = cfg.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(cut);
+                finish = FinishReason::Stop;
+                break;
+            }
+            if all.len() >= ctx && new.len() < cfg.max_new_tokens {
+                finish = FinishReason::ContextFull;
+                break;
+            }
+        }
+        Ok(())
+    })?;
+    if finish != FinishReason::Stop {
+        text = tok.decode(&new)?;
+    }
+    Ok(Generation { ids: new, text, finish })
+}
+
+/// Continues a text prompt; the prompt is framed as a document start (`<bos>`).
+pub fn generate(model: &Transformer, tok: &PlinthTokenizer, prompt: &str, cfg: &SamplingConfig) -> Result<Generation> {
+    let mut ids = vec![Special::Bos.id()];
+    ids.extend(tok.encode(prompt)?);
+    generate_ids(model, tok, &ids, cfg)
+}
+
+/// A filled blank.
+#[derive(Debug, Clone)]
+pub struct Fill {
+    /// The input with the blank replaced.
+    pub text: String,
+    /// What went into the blank.
+    pub answer: String,
+    /// Mean log-probability per filled token (masked models) or of the generated
+    /// middle (FIM); higher is more confident.
+    pub score: f64,
+    /// For masked models, the most likely single tokens for a one-token blank
+    /// with their probabilities.
+    pub candidates: Vec<(String, f64)>,
+}
+
+/// Splits `text` at its single `___`.
+pub fn split_blank(text: &str) -> Result<(&str, &str)> {
+    let parts: Vec<&str> = text.split(BLANK).collect();
+    if parts.len() != 2 {
+        return Err(GenerateError::Input(format!(
+            "put exactly one {BLANK} in the text to mark the blank (found {})",
+            parts.len() - 1
+        )));
+    }
+    Ok((parts[0], parts[1]))
+}
+
+/// Fills the blank with a masked (bidirectional) model: for each span length
+/// 1..=`max_span` the blank becomes that many `<mask>` tokens, which are filled
+/// one at a time, most confident first (as in Mask-Predict, Ghazvininejad et al.
+/// 2019); the span with the best mean log-probability wins.
+pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_span: usize) -> Result<Fill> {
+    let (before, after) = split_blank(text)?;
+    if max_span == 0 {
+        return Err(GenerateError::Input("the blank must allow at least one token".into()));
+    }
+    let before = before.trim_end();
+    let prefix = tok.encode(before)?;
+    let suffix = tok.encode(after)?;
+    let device = model_device(model);
+    let n_special = Special::ALL.len() as i64;
+    let mut best: Option<(f64, Vec<u32>)> = None;
+    let mut candidates = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for span in 1..=max_span {
+            let start = 1 + prefix.len();
+            let mut ids: Vec<i64> = std::iter::once(Special::Bos.id())
+                .chain(prefix.iter().copied())
+                .chain(std::iter::repeat_n(Special::Mask.id(), span))
+                .chain(suffix.iter().copied())
+                .chain(std::iter::once(Special::Eos.id()))
+                .map(i64::from)
+                .collect();
+            let mut open: Vec<usize> = (start..start + span).collect();
+            let mut total = 0.0;
+            while !open.is_empty() {
+                let input = Tensor::from_slice(&ids).view([1, -1]).to_device(device);
+                let logits = model.forward(&input, AttentionMode::Bidirectional, None)?.squeeze_dim(0); // (T, V)
+                let logp = logits.narrow(1, n_special, logits.size()[1] - n_special).log_softmax(-1, Kind::Float); // (T, V - specials)
+                if span == 1 {
+                    let (p, i) = logp.get(start as i64).exp().topk(5, -1, true, true);
+                    let probs: Vec<f64> = Vec::try_from(p.to_kind(Kind::Double)).unwrap_or_default();
+                    let idx: Vec<i64> = Vec::try_from(i).unwrap_or_default();
+                    candidates = idx
+                        .iter()
+                        .zip(probs)
+                        .map(|(&id, p)| Ok((tok.decode(&[(id + n_special) as u32])?, p)))
+                        .collect::<Result<Vec<_>>>()?;
+                }
+                let (mut choice, mut choice_lp, mut choice_id) = (0, f64::NEG_INFINITY, 0i64);
+                for (k, &pos) in open.iter().enumerate() {
+                    let (lp, id) = logp.get(pos as i64).max_dim(-1, false);
+                    let lp = lp.double_value(&[]);
+                    if lp > choice_lp {
+                        (choice, choice_lp, choice_id) = (k, lp, id.int64_value(&[]) + n_special);
+                    }
+                }
+                ids[open[choice]] = choice_id;
+                total += choice_lp;
+                open.remove(choice);
+            }
+            let score = total / span as f64;
+            if best.as_ref().is_none_or(|(s, _)| score > *s) {
+                best = Some((score, ids[start..start + span].iter().map(|&t| t as u32).collect()));
+            }
+        }
+        Ok(())
+    })?;
+    let (score, span_ids) = best.ok_or_else(|| GenerateError::Input("no fill found".into()))?;
+    let answer = tok.decode(&span_ids)?;
+    Ok(Fill { text: format!("{before}{answer}{after}"), answer: answer.trim().to_string(), score, candidates })
+}
+
+/// Fills the blank with a causal model trained with fill-in-the-middle: the
+/// prompt is `<fim_prefix> before <fim_suffix> after <fim_middle>` and the
+/// middle is generated until `<eos>`.
+pub fn fill_middle(model: &Transformer, tok: &PlinthTokenizer, text: &str, cfg: &SamplingConfig) -> Result<Fill> {
+    let (before, after) = split_blank(text)?;
+    let before = before.trim_end();
+    let mut ids = vec![Special::FimPrefix.id()];
+    ids.extend(tok.encode(before)?);
+    ids.push(Special::FimSuffix.id());
+    ids.extend(tok.encode(after)?);
+    ids.push(Special::FimMiddle.id());
+    let gen = generate_ids(model, tok, &ids, cfg)?;
+    let score = score_continuation(model, &ids, &gen.ids)?;
+    let middle = gen.text.trim_end().to_string();
+    let sep = if middle.starts_with(' ') || before.is_empty() { "" } else { " " };
+    Ok(Fill { text: format!("{before}{sep}{middle}{after}"), answer: middle.trim().to_string(), score, candidates: Vec::new() })
+}
+
+/// Mean log-probability of `cont` after `prompt` under a causal model.
+fn score_continuation(model: &Transformer, prompt: &[u32], cont: &[u32]) -> Result<f64> {
+    if cont.is_empty() {
+        return Ok(0.0);
+    }
+    let ids: Vec<i64> = prompt.iter().chain(cont).map(|&t| i64::from(t)).collect();
+    let device = model_device(model);
+    tch::no_grad(|| {
+        let input = Tensor::from_slice(&ids).view([1, -1]).to_device(device);
+        let logp = model.forward(&input, AttentionMode::Causal, None)?.squeeze_dim(0).log_softmax(-1, Kind::Float); // (T, V)
+        let mut total = 0.0;
+        for (k, &t) in cont.iter().enumerate() {
+            total += logp.double_value(&[(prompt.len() + k - 1) as i64, i64::from(t)]);
+        }
+        Ok(total / cont.len() as f64)
+    })
+}
+
+fn check_sampling(cfg: &SamplingConfig) -> Result<()> {
+    if !(cfg.temperature >= 0.0) || !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+        return Err(GenerateError::Input(format!(
+            "temperature must be >= 0 and top_p in (0, 1], got {} and {}",
+            cfg.temperature, cfg.top_p
+        )));
+    }
+    Ok(())
+}
+
+fn model_device(model: &Transformer) -> tch::Device {
+    model.device()
+}
+
+/// Picks a token id from last-position logits (V,).
+fn sample(logits: &Tensor, cfg: &SamplingConfig, rng: &mut SplitMix64) -> u32 {
+    if cfg.temperature == 0.0 {
+        return logits.argmax(-1, false).int64_value(&[]) as u32;
+    }
+    let mut scaled = logits.to_kind(Kind::Float) / cfg.temperature; // (V,)
+    let v = scaled.size()[0];
+    if cfg.top_k > 0 && (cfg.top_k as i64) < v {
+        let (kth, _) = scaled.topk(cfg.top_k as i64, -1, true, true);
+        let threshold = kth.select(0, cfg.top_k as i64 - 1);
+        scaled = scaled.masked_fill(&scaled.lt_tensor(&threshold), f64::NEG_INFINITY);
+    }
+    let probs = scaled.softmax(-1, Kind::Float); // (V,)
+    let (sorted, order) = probs.sort(-1, true);
+    let sorted: Vec<f32> = Vec::try_from(sorted.to_device(tch::Device::Cpu)).unwrap_or_default();
+    let order: Vec<i64> = Vec::try_from(order.to_device(tch::Device::Cpu)).unwrap_or_default();
+    // Nucleus: the smallest prefix of the sorted distribution reaching top_p.
+    let mut keep = sorted.len();
+    let mut cum = 0.0f64;
+    for (i, p) in sorted.iter().enumerate() {
+        cum += f64::from(*p);
+        if cum >= cfg.top_p {
+            keep = i + 1;
+            break;
+        }
+    }
+    let mass: f64 = sorted[..keep].iter().map(|&p| f64::from(p)).sum();
+    let mut u = rng.next_f64() * mass;
+    for i in 0..keep {
+        u -= f64::from(sorted[i]);
+        if u <= 0.0 {
+            return order[i] as u32;
+        }
+    }
+    order[keep.saturating_sub(1)] as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_one_is_greedy_and_sampling_is_seeded() {
+        let logits = Tensor::from_slice(&[0.1f32, 2.0, 1.5, -1.0]);
+        let mut rng = SplitMix64::new(1);
+        let cfg = SamplingConfig { temperature: 1.0, top_k: 1, ..Default::default() };
+        for _ in 0..10 {
+            assert_eq!(sample(&logits, &cfg, &mut rng), 1);
+        }
+        let cfg = SamplingConfig { temperature: 1.0, ..Default::default() };
+        let a: Vec<u32> = (0..20).map(|_| sample(&logits, &cfg, &mut SplitMix64::new(9))).collect();
+        let b: Vec<u32> = (0..20).map(|_| sample(&logits, &cfg, &mut SplitMix64::new(9))).collect();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus() {
+        // Probabilities ≈ [0.64, 0.24, 0.09, 0.03]: top_p 0.5 keeps only the first.
+        let logits = Tensor::from_slice(&[3.0f32, 2.0, 1.0, 0.0]);
+        let cfg = SamplingConfig { temperature: 1.0, top_p: 0.5, ..Default::default() };
+        let mut rng = SplitMix64::new(3);
+        assert!((0..50).all(|_| sample(&logits, &cfg, &mut rng) == 0));
+    }
+
+    #[test]
+    fn blank_must_appear_once() {
+        assert!(split_blank("no blank").is_err());
+        assert!(split_blank("___ and ___").is_err());
+        assert_eq!(split_blank("cats and ___.").expect("one blank"), ("cats and ", "."));
+    }
+}

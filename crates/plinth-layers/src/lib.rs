@@ -1,0 +1,267 @@
+//! Transformer building blocks on tch. Layers know no model names: a model crate
+//! composes them, and the `nn::Path` a layer is built under is its checkpoint key.
+//!
+//! Conventions follow Llama (Touvron et al. 2023, and Hugging Face's
+//! `modeling_llama.py` for the rotate-half rotary layout) so that a plinth model can
+//! later be mapped onto Llama and BERT checkpoints without reordering weights.
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::Module, Kind, Tensor};
+
+/// Which normalisation a block uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// Root-mean-square norm with a learned scale (Llama).
+    RmsNorm,
+    /// Layer norm with learned scale and shift (BERT, GPT-2).
+    LayerNorm,
+}
+
+/// The feed-forward block's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MlpKind {
+    /// `down(silu(gate(x)) * up(x))` (Llama).
+    SwiGlu,
+    /// `down(gelu(up(x)))` (BERT, GPT-2).
+    Gelu,
+}
+
+/// How attention sees the sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionMode {
+    /// Every position sees every other (masked fill-in-the-blank).
+    Bidirectional,
+    /// A position sees itself and earlier positions only (next-token prediction).
+    Causal,
+}
+
+/// A normalisation layer; parameters live at `weight` (and `bias` for layer norm).
+#[derive(Debug)]
+pub struct Norm {
+    kind: NormKind,
+    weight: Tensor,
+    bias: Option<Tensor>,
+    eps: f64,
+    dim: i64,
+}
+
+impl Norm {
+    pub fn new(p: nn::Path, kind: NormKind, dim: i64, eps: f64) -> Self {
+        let weight = p.ones("weight", &[dim]);
+        let bias = match kind {
+            NormKind::RmsNorm => None,
+            NormKind::LayerNorm => Some(p.zeros("bias", &[dim])),
+        };
+        Norm { kind, weight, bias, eps, dim }
+    }
+}
+
+impl Module for Norm {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        match self.kind {
+            NormKind::RmsNorm => x.rms_norm(&[self.dim], Some(&self.weight), self.eps),
+            NormKind::LayerNorm => {
+                x.layer_norm(&[self.dim], Some(&self.weight), self.bias.as_ref(), self.eps, true)
+            }
+        }
+    }
+}
+
+/// A linear map `y = x Wᵀ (+ b)` with GPT-style N(0, 0.02) initialisation.
+pub fn linear(p: nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> nn::Linear {
+    let cfg = nn::LinearConfig {
+        ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+        bs_init: Some(nn::Init::Const(0.0)),
+        bias,
+    };
+    nn::linear(p, in_dim, out_dim, cfg)
+}
+
+/// Rotary position embedding tables (Su et al. 2021) in the rotate-half layout.
+#[derive(Debug)]
+pub struct Rotary {
+    cos: Tensor, // (max_len, head_dim)
+    sin: Tensor, // (max_len, head_dim)
+}
+
+impl Rotary {
+    pub fn new(head_dim: i64, max_len: i64, theta: f64, device: tch::Device) -> Self {
+        let half = head_dim / 2;
+        let inv_freq = Tensor::arange_start_step(0, half * 2, 2, (Kind::Float, device))
+            .divide_scalar(head_dim as f64)
+            .multiply_scalar(-theta.ln())
+            .exp(); // (half,)
+        let pos = Tensor::arange(max_len, (Kind::Float, device)); // (max_len,)
+        let freqs = pos.outer(&inv_freq); // (max_len, half)
+        let emb = Tensor::cat(&[&freqs, &freqs], -1); // (max_len, head_dim)
+        Rotary { cos: emb.cos(), sin: emb.sin() }
+    }
+
+    /// Rotates `x` of shape (B, H, T, D) whose first position is `offset`.
+    pub fn apply(&self, x: &Tensor, offset: i64) -> Tensor {
+        let t = x.size()[2];
+        let d = x.size()[3];
+        let cos = self.cos.narrow(0, offset, t).to_kind(x.kind()); // (T, D)
+        let sin = self.sin.narrow(0, offset, t).to_kind(x.kind()); // (T, D)
+        let x1 = x.narrow(-1, 0, d / 2);
+        let x2 = x.narrow(-1, d / 2, d / 2);
+        let rotated = Tensor::cat(&[&x2.neg(), &x1], -1); // (B, H, T, D)
+        x * cos + rotated * sin
+    }
+}
+
+/// One layer's keys and values, preallocated to the context length.
+#[derive(Debug)]
+pub struct LayerKv {
+    k: Tensor, // (B, H_kv, max_len, D)
+    v: Tensor, // (B, H_kv, max_len, D)
+}
+
+impl LayerKv {
+    pub fn new(batch: i64, kv_heads: i64, max_len: i64, head_dim: i64, kind: Kind, device: tch::Device) -> Self {
+        let shape = [batch, kv_heads, max_len, head_dim];
+        LayerKv { k: Tensor::zeros(shape, (kind, device)), v: Tensor::zeros(shape, (kind, device)) }
+    }
+}
+
+/// Shape of an attention layer.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionDims {
+    pub d_model: i64,
+    pub n_heads: i64,
+    pub n_kv_heads: i64,
+    pub head_dim: i64,
+    pub bias: bool,
+}
+
+/// Multi-head attention with grouped-query key/value heads, computed by libtorch's
+/// fused `scaled_dot_product_attention`.
+#[derive(Debug)]
+pub struct Attention {
+    q_proj: nn::Linear,
+    k_proj: nn::Linear,
+    v_proj: nn::Linear,
+    o_proj: nn::Linear,
+    dims: AttentionDims,
+}
+
+impl Attention {
+    pub fn new(p: nn::Path, dims: AttentionDims) -> Self {
+        let AttentionDims { d_model, n_heads, n_kv_heads, head_dim, bias } = dims;
+        Attention {
+            q_proj: linear(&p / "q_proj", d_model, n_heads * head_dim, bias),
+            k_proj: linear(&p / "k_proj", d_model, n_kv_heads * head_dim, bias),
+            v_proj: linear(&p / "v_proj", d_model, n_kv_heads * head_dim, bias),
+            o_proj: linear(&p / "o_proj", n_heads * head_dim, d_model, bias),
+            dims,
+        }
+    }
+
+    /// `x` is (B, T, C); `offset` is the position of its first token. With a cache,
+    /// keys and values are written at `offset..offset+T` and attention covers
+    /// `0..offset+T`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rotary: Option<&Rotary>,
+        mode: AttentionMode,
+        cache: Option<&mut LayerKv>,
+        offset: i64,
+    ) -> Tensor {
+        let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
+        let AttentionDims { n_heads, n_kv_heads, head_dim, .. } = self.dims;
+        let q = self.q_proj.forward(x).view([b, t, n_heads, head_dim]).transpose(1, 2); // (B, H, T, D)
+        let k = self.k_proj.forward(x).view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
+        let v = self.v_proj.forward(x).view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
+        let (q, k) = match rotary {
+            Some(r) => (r.apply(&q, offset), r.apply(&k, offset)),
+            None => (q, k),
+        };
+        let (k, v) = match cache {
+            Some(kv) => {
+                kv.k.narrow(2, offset, t).copy_(&k);
+                kv.v.narrow(2, offset, t).copy_(&v);
+                (kv.k.narrow(2, 0, offset + t), kv.v.narrow(2, 0, offset + t)) // (B, Hkv, S, D)
+            }
+            None => (k, v),
+        };
+        let gqa = n_kv_heads != n_heads;
+        let y = match mode {
+            AttentionMode::Bidirectional => {
+                Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, gqa)
+            }
+            // A single query, or a full prefill, is what `is_causal` handles natively.
+            AttentionMode::Causal if t == 1 || offset == 0 => {
+                Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, t > 1, None, gqa)
+            }
+            // A chunk appended after cached positions: query i sees keys 0..=offset+i.
+            AttentionMode::Causal => {
+                let s = offset + t;
+                let mask = Tensor::ones([t, s], (Kind::Bool, x.device())).tril(offset); // (T, S)
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa)
+            }
+        }; // (B, H, T, D)
+        let y = y.transpose(1, 2).contiguous().view([b, t, n_heads * head_dim]); // (B, T, H*D)
+        self.o_proj.forward(&y)
+    }
+}
+
+/// The feed-forward block; parameters at `gate_proj`, `up_proj`, `down_proj`.
+#[derive(Debug)]
+pub struct Mlp {
+    gate_proj: Option<nn::Linear>,
+    up_proj: nn::Linear,
+    down_proj: nn::Linear,
+}
+
+impl Mlp {
+    pub fn new(p: nn::Path, kind: MlpKind, d_model: i64, d_ff: i64, bias: bool) -> Self {
+        let gate_proj = match kind {
+            MlpKind::SwiGlu => Some(linear(&p / "gate_proj", d_model, d_ff, bias)),
+            MlpKind::Gelu => None,
+        };
+        Mlp {
+            gate_proj,
+            up_proj: linear(&p / "up_proj", d_model, d_ff, bias),
+            down_proj: linear(&p / "down_proj", d_ff, d_model, bias),
+        }
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let h = match &self.gate_proj {
+            Some(gate) => gate.forward(x).silu() * self.up_proj.forward(x), // (B, T, F)
+            None => self.up_proj.forward(x).gelu("none"),                   // (B, T, F)
+        };
+        self.down_proj.forward(&h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotary_preserves_norm_and_is_identity_at_position_zero() {
+        let r = Rotary::new(8, 16, 10_000.0, tch::Device::Cpu);
+        let x = Tensor::randn([1, 2, 4, 8], (Kind::Float, tch::Device::Cpu));
+        let y = r.apply(&x, 0);
+        let diff = (y.narrow(2, 0, 1) - x.narrow(2, 0, 1)).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "position 0 must not rotate, diff {diff}");
+        let nx = x.norm_scalaropt_dim(2.0, [-1], false);
+        let ny = y.norm_scalaropt_dim(2.0, [-1], false);
+        assert!((nx - ny).abs().max().double_value(&[]) < 1e-5);
+    }
+
+    #[test]
+    fn rms_norm_normalises_rows() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let n = Norm::new(vs.root() / "n", NormKind::RmsNorm, 6, 1e-6);
+        let x = Tensor::randn([3, 6], (Kind::Float, tch::Device::Cpu)) * 5.0;
+        let rms = n.forward(&x).square().mean_dim([-1], false, Kind::Float).sqrt();
+        assert!((rms - 1.0).abs().max().double_value(&[]) < 1e-4);
+    }
+}

@@ -1,0 +1,214 @@
+use std::path::Path;
+
+use plinth_layers::{MlpKind, NormKind};
+use serde::{Deserialize, Serialize};
+
+use crate::{ModelError, Result};
+
+/// Where position information comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionKind {
+    /// Rotary embeddings applied to queries and keys (Llama).
+    Rotary,
+    /// A learned absolute position table added to the token embeddings (BERT, GPT-2).
+    Learned,
+}
+
+/// The architecture of a plinth Transformer, exactly as it is stored in
+/// `configs/models/*.toml` and in a checkpoint's `model.json`.
+///
+/// The knobs are the ones that separate the Llama family (rotary, RMSNorm, SwiGLU,
+/// grouped-query attention, no biases) from the BERT/GPT-2 family (learned
+/// positions, layer norm, GELU, biases), so both can be expressed without
+/// approximation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Vocabulary size; 0 in a preset means "take it from the tokenizer".
+    #[serde(default)]
+    pub vocab_size: i64,
+    /// Width of the residual stream.
+    pub d_model: i64,
+    /// Number of Transformer blocks.
+    pub n_layers: i64,
+    /// Query heads per attention layer; must divide `d_model`.
+    pub n_heads: i64,
+    /// Key/value heads (grouped-query attention); defaults to `n_heads`.
+    #[serde(default)]
+    pub n_kv_heads: Option<i64>,
+    /// Hidden width of the feed-forward block.
+    pub d_ff: i64,
+    /// Longest sequence (prompt plus generated tokens) the model accepts.
+    pub max_seq_len: i64,
+    /// Normalisation layer, default `rmsnorm`.
+    #[serde(default = "default_norm")]
+    pub norm: NormKind,
+    /// Epsilon of the normalisation layers, default 1e-5.
+    #[serde(default = "default_eps")]
+    pub norm_eps: f64,
+    /// Feed-forward shape, default `swiglu`.
+    #[serde(default = "default_mlp")]
+    pub mlp: MlpKind,
+    /// Position encoding, default `rotary`.
+    #[serde(default = "default_position")]
+    pub position: PositionKind,
+    /// Rotary base frequency, default 10000.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// Biases on the attention and feed-forward projections, default false.
+    #[serde(default)]
+    pub bias: bool,
+    /// Share the output projection with the token embedding, default true.
+    #[serde(default = "default_true")]
+    pub tie_embeddings: bool,
+}
+
+fn default_norm() -> NormKind {
+    NormKind::RmsNorm
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_mlp() -> MlpKind {
+    MlpKind::SwiGlu
+}
+fn default_position() -> PositionKind {
+    PositionKind::Rotary
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_true() -> bool {
+    true
+}
+
+impl ModelConfig {
+    /// A 4-layer, 256-wide model that pretrains in minutes on two CPU cores.
+    pub fn tiny() -> Self {
+        ModelConfig {
+            vocab_size: 0,
+            d_model: 256,
+            n_layers: 4,
+            n_heads: 4,
+            n_kv_heads: None,
+            d_ff: 688,
+            max_seq_len: 256,
+            norm: NormKind::RmsNorm,
+            norm_eps: 1e-5,
+            mlp: MlpKind::SwiGlu,
+            position: PositionKind::Rotary,
+            rope_theta: 10_000.0,
+            bias: false,
+            tie_embeddings: true,
+        }
+    }
+
+    /// Parses a TOML model config; the error names the file and the line.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let cfg: ModelConfig = toml::from_str(&text)
+            .map_err(|e| ModelError::ConfigFile { path: path.to_path_buf(), message: e.to_string() })?;
+        Ok(cfg)
+    }
+
+    pub fn kv_heads(&self) -> i64 {
+        self.n_kv_heads.unwrap_or(self.n_heads)
+    }
+
+    pub fn head_dim(&self) -> i64 {
+        self.d_model / self.n_heads.max(1)
+    }
+
+    /// Checks the config in the user's terms.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::Config(m));
+        for (name, v) in [
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("d_ff", self.d_ff),
+            ("max_seq_len", self.max_seq_len),
+        ] {
+            if v <= 0 {
+                return bad(format!("{name} must be positive, got {v}"));
+            }
+        }
+        if self.vocab_size <= 0 {
+            return bad(format!("vocab_size must be positive, got {} (set it or build the model with a tokenizer)", self.vocab_size));
+        }
+        if self.d_model % self.n_heads != 0 {
+            return bad(format!("d_model {} is not divisible by n_heads {}", self.d_model, self.n_heads));
+        }
+        let kv = self.kv_heads();
+        if kv <= 0 || self.n_heads % kv != 0 {
+            return bad(format!("n_kv_heads {kv} must divide n_heads {}", self.n_heads));
+        }
+        if self.position == PositionKind::Rotary && self.head_dim() % 2 != 0 {
+            return bad(format!("rotary positions need an even head dimension, got {}", self.head_dim()));
+        }
+        if !(self.norm_eps > 0.0) {
+            return bad(format!("norm_eps must be positive, got {}", self.norm_eps));
+        }
+        Ok(())
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_params(&self) -> i64 {
+        let (c, f, v, l) = (self.d_model, self.d_ff, self.vocab_size, self.n_layers);
+        let kvd = self.kv_heads() * self.head_dim();
+        let b = i64::from(self.bias);
+        let attn = c * c * 2 + c * kvd * 2 + b * (c * 2 + kvd * 2);
+        let n_mlp = if self.mlp == MlpKind::SwiGlu { 3 } else { 2 };
+        let mlp = n_mlp * c * f + b * ((n_mlp - 1) * f + c);
+        let norm_params = if self.norm == NormKind::LayerNorm { 2 * c } else { c };
+        let block = attn + mlp + 2 * norm_params;
+        let pos = if self.position == PositionKind::Learned { self.max_seq_len * c } else { 0 };
+        let head = if self.tie_embeddings { 0 } else { v * c };
+        v * c + pos + l * block + norm_params + head
+    }
+
+    /// Forward-plus-backward FLOPs per token at sequence length `t` with logits
+    /// at every position: 6 per weight used in a matmul plus attention's
+    /// 12·L·C·T (the PaLM appendix B estimate). Lookup tables (positions, and the
+    /// token embedding when the head is untied) do no matmul and are left out.
+    pub fn train_flops_per_token(&self, t: i64) -> f64 {
+        let lookup_only = if self.position == PositionKind::Learned { self.max_seq_len * self.d_model } else { 0 }
+            + if self.tie_embeddings { 0 } else { self.vocab_size * self.d_model };
+        let matmul_params = self.num_params() - lookup_only;
+        6.0 * matmul_params as f64 + 12.0 * (self.n_layers * self.d_model * t) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_preset_validates_once_vocab_is_known() {
+        let mut c = ModelConfig::tiny();
+        assert!(c.validate().is_err());
+        c.vocab_size = 1000;
+        c.validate().expect("tiny preset is valid");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = toml::from_str::<ModelConfig>("d_model = 8\nn_layers = 1\nn_heads = 2\nd_ff = 8\nmax_seq_len = 4\nwidth = 3\n")
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("width"), "{err}");
+    }
+
+    #[test]
+    fn param_count_matches_hand_count() {
+        let mut c = ModelConfig::tiny();
+        c.vocab_size = 100;
+        c.d_model = 8;
+        c.n_layers = 1;
+        c.n_heads = 2;
+        c.d_ff = 16;
+        // embed 800, attn 4*64, mlp 3*128, two norms 16, final norm 8
+        assert_eq!(c.num_params(), 800 + 256 + 384 + 16 + 8);
+    }
+}

@@ -1,0 +1,17 @@
+//! plinth's base model: one Transformer whose weights serve two attention modes,
+//! bidirectional for masked fill-in-the-blank and causal for generation.
+//!
+//! The public surface is [`ModelConfig`], [`Transformer`], [`KvCache`] and the
+//! checkpoint functions in [`checkpoint`]; blocks are private.
+
+pub mod checkpoint;
+mod config;
+mod error;
+mod transformer;
+
+pub use config::{ModelConfig, PositionKind};
+pub use error::ModelError;
+pub use plinth_layers::{AttentionMode, MlpKind, NormKind};
+pub use transformer::{KvCache, Transformer};
+
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -1,0 +1,176 @@
+//! A pre-norm decoder/encoder Transformer (Vaswani et al. 2017 with the pre-norm
+//! placement of GPT-2 and Llama). The same weights run bidirectionally for masked
+//! fill-in-the-blank (BERT, Devlin et al. 2019) and causally for generation.
+//! Inference state lives in [`KvCache`], never in the weights (llama2.c's split).
+
+use plinth_layers::{linear, Attention, AttentionDims, AttentionMode, LayerKv, Mlp, Norm, Rotary};
+use tch::{nn, nn::Module, Kind, Tensor};
+
+use crate::{ModelConfig, ModelError, PositionKind, Result};
+
+#[derive(Debug)]
+struct Block {
+    attn_norm: Norm,
+    attn: Attention,
+    mlp_norm: Norm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn new(p: nn::Path, cfg: &ModelConfig) -> Self {
+        let dims = AttentionDims {
+            d_model: cfg.d_model,
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.kv_heads(),
+            head_dim: cfg.head_dim(),
+            bias: cfg.bias,
+        };
+        Block {
+            attn_norm: Norm::new(&p / "attn_norm", cfg.norm, cfg.d_model, cfg.norm_eps),
+            attn: Attention::new(&p / "attn", dims),
+            mlp_norm: Norm::new(&p / "mlp_norm", cfg.norm, cfg.d_model, cfg.norm_eps),
+            mlp: Mlp::new(&p / "mlp", cfg.mlp, cfg.d_model, cfg.d_ff, cfg.bias),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, rotary: Option<&Rotary>, mode: AttentionMode, kv: Option<&mut LayerKv>, offset: i64) -> Tensor {
+        let x = x + self.attn.forward(&self.attn_norm.forward(x), rotary, mode, kv, offset); // (B, T, C)
+        &x + self.mlp.forward(&self.mlp_norm.forward(&x)) // (B, T, C)
+    }
+}
+
+/// Keys and values of every layer for one batch of sequences being decoded.
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<LayerKv>,
+    len: i64,
+    capacity: i64,
+    batch: i64,
+}
+
+impl KvCache {
+    /// Number of positions already cached.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every cached position, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// The base model. Parameter paths are checkpoint keys:
+/// `embed.weight`, `pos_embed.weight`, `blocks.{i}.attn.q_proj.weight`, ...,
+/// `norm.weight`, `lm_head.weight` (untied only).
+#[derive(Debug)]
+pub struct Transformer {
+    cfg: ModelConfig,
+    embed: nn::Embedding,
+    pos_embed: Option<nn::Embedding>,
+    rotary: Option<Rotary>,
+    blocks: Vec<Block>,
+    norm: Norm,
+    lm_head: Option<nn::Linear>,
+}
+
+impl Transformer {
+    /// Creates the parameters under `p` with fresh initialisation.
+    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Result<Self> {
+        cfg.validate()?;
+        let emb_cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
+        let embed = nn::embedding(p / "embed", cfg.vocab_size, cfg.d_model, emb_cfg);
+        let (pos_embed, rotary) = match cfg.position {
+            PositionKind::Learned => (Some(nn::embedding(p / "pos_embed", cfg.max_seq_len, cfg.d_model, emb_cfg)), None),
+            PositionKind::Rotary => (None, Some(Rotary::new(cfg.head_dim(), cfg.max_seq_len, cfg.rope_theta, p.device()))),
+        };
+        let blocks = (0..cfg.n_layers).map(|i| Block::new(p / "blocks" / i, cfg)).collect();
+        let norm = Norm::new(p / "norm", cfg.norm, cfg.d_model, cfg.norm_eps);
+        let lm_head = (!cfg.tie_embeddings).then(|| linear(p / "lm_head", cfg.d_model, cfg.vocab_size, false));
+        Ok(Transformer { cfg: cfg.clone(), embed, pos_embed, rotary, blocks, norm, lm_head })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> tch::Device {
+        self.embed.ws.device()
+    }
+
+    /// A cache for `batch` sequences of up to `max_seq_len` tokens.
+    pub fn new_cache(&self, batch: i64) -> KvCache {
+        let c = &self.cfg;
+        let device = self.embed.ws.device();
+        let kind = self.embed.ws.kind();
+        let layers = (0..c.n_layers)
+            .map(|_| LayerKv::new(batch, c.kv_heads(), c.max_seq_len, c.head_dim(), kind, device))
+            .collect();
+        KvCache { layers, len: 0, capacity: c.max_seq_len, batch }
+    }
+
+    /// Final-normed hidden states (B, T, C) for token ids (B, T).
+    ///
+    /// With a cache, `ids` continue the cached sequence and the cache grows by T.
+    pub fn hidden(&self, ids: &Tensor, mode: AttentionMode, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = ids
+            .size2()
+            .map_err(|_| ModelError::Input(format!("token ids must have shape (batch, time), got {:?}", ids.size())))?;
+        if ids.kind() != Kind::Int64 {
+            return Err(ModelError::Input(format!("token ids must be int64, got {:?}", ids.kind())));
+        }
+        let offset = cache.as_ref().map_or(0, |c| c.len);
+        if let Some(c) = cache.as_ref() {
+            if c.batch != b {
+                return Err(ModelError::Input(format!("cache holds {} sequences but {b} were given", c.batch)));
+            }
+        }
+        let capacity = cache.as_ref().map_or(self.cfg.max_seq_len, |c| c.capacity);
+        if t == 0 || offset + t > capacity {
+            return Err(ModelError::Input(format!(
+                "sequence of {} tokens does not fit the context of {} tokens (max_seq_len); shorten the input",
+                offset + t,
+                capacity
+            )));
+        }
+        let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
+        if lo < 0 || hi >= self.cfg.vocab_size {
+            return Err(ModelError::Input(format!(
+                "token id {} is outside the vocabulary of {} tokens",
+                if lo < 0 { lo } else { hi },
+                self.cfg.vocab_size
+            )));
+        }
+        let mut x = self.embed.forward(ids); // (B, T, C)
+        if let Some(pos) = &self.pos_embed {
+            let positions = Tensor::arange_start(offset, offset + t, (Kind::Int64, ids.device()));
+            x = x + pos.forward(&positions).unsqueeze(0); // (B, T, C)
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = block.forward(&x, self.rotary.as_ref(), mode, kv, offset);
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        Ok(self.norm.forward(&x))
+    }
+
+    /// Projects hidden states (..., C) onto the vocabulary (..., V).
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.linear::<Tensor>(&self.embed.ws, None),
+        }
+    }
+
+    /// Logits (B, T, V) for token ids (B, T).
+    pub fn forward(&self, ids: &Tensor, mode: AttentionMode, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        Ok(self.logits(&self.hidden(ids, mode, cache)?))
+    }
+}

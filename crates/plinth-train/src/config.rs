@@ -1,0 +1,236 @@
+//! The pretraining config: a TOML file such as `configs/pretrain/tiny-mlm.toml`.
+
+use std::path::{Path, PathBuf};
+
+use plinth_data::CorpusSource;
+use plinth_model::ModelConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, TrainError};
+
+/// A whole pretraining run, as written in its TOML file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Model architecture: a path to a `configs/models/*.toml` preset, relative
+    /// to this file, or an inline table.
+    pub model: ModelSpec,
+    /// Where checkpoints, metrics and the loss curve go (relative to the working directory).
+    pub out_dir: PathBuf,
+    pub tokenizer: TokenizerConfig,
+    pub data: DataConfig,
+    pub objective: ObjectiveConfig,
+    pub train: TrainConfig,
+}
+
+/// A model preset by path, or the architecture inline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelSpec {
+    Preset(PathBuf),
+    Inline(ModelConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizerConfig {
+    /// Vocabulary size of the byte-level BPE trained on the training split.
+    pub vocab_size: usize,
+    /// Minimum pair frequency for a merge, default 2.
+    #[serde(default = "two")]
+    pub min_frequency: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `"wordnet"` or `{ text_files = ["a.txt", ...] }`.
+    pub corpus: CorpusSource,
+    /// Fraction of documents held out for validation, default 0.02.
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// Use only the first N documents (0: all), default 0.
+    #[serde(default)]
+    pub max_documents: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectiveKind {
+    /// Masked fill-in-the-blank with bidirectional attention.
+    Mlm,
+    /// Next-token prediction with causal attention (plus fill-in-the-middle when `fim_rate` > 0).
+    Causal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveConfig {
+    pub kind: ObjectiveKind,
+    /// Fraction of tokens selected for prediction (MLM), default 0.15; of those 80%
+    /// become `<mask>`, 10% a random token and 10% stay.
+    #[serde(default = "default_mask_prob")]
+    pub mask_prob: f64,
+    /// Fraction of documents rewritten as prefix/suffix/middle (causal only), default 0.
+    #[serde(default)]
+    pub fim_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Tokens per training sequence.
+    pub seq_len: usize,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches accumulated per optimizer step, default 1.
+    #[serde(default = "one")]
+    pub grad_accum: usize,
+    /// Optimizer steps in the whole run (the cosine schedule ends here).
+    pub max_steps: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Final learning rate as a fraction of `lr`, default 0.1.
+    #[serde(default = "default_min_lr_ratio")]
+    pub min_lr_ratio: f64,
+    /// Linear warmup steps, default 100.
+    #[serde(default = "default_warmup")]
+    pub warmup_steps: u64,
+    /// Decoupled weight decay on matrices (not on norms, biases or embeddings), default 0.1.
+    #[serde(default = "default_wd")]
+    pub weight_decay: f64,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Global gradient-norm clip (0: off), default 1.0.
+    #[serde(default = "one_f")]
+    pub clip_norm: f64,
+    /// Evaluate on the held-out split every N steps, default 100.
+    #[serde(default = "default_eval_every")]
+    pub eval_every: u64,
+    /// Held-out batches per evaluation, default 10.
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: usize,
+    /// Save a checkpoint every N steps (and at the end), default 500.
+    #[serde(default = "default_save_every")]
+    pub save_every: u64,
+    /// Seed for initialisation, data order and masking, default 1234.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// libtorch intra-op threads (0: libtorch's default), default 0.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn two() -> u64 {
+    2
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn default_val_fraction() -> f64 {
+    0.02
+}
+fn default_mask_prob() -> f64 {
+    0.15
+}
+fn default_min_lr_ratio() -> f64 {
+    0.1
+}
+fn default_warmup() -> u64 {
+    100
+}
+fn default_wd() -> f64 {
+    0.1
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.95
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_eval_every() -> u64 {
+    100
+}
+fn default_eval_batches() -> usize {
+    10
+}
+fn default_save_every() -> u64 {
+    500
+}
+fn default_seed() -> u64 {
+    1234
+}
+
+impl PretrainConfig {
+    /// Reads a config file; the error names the file, line and key. A model
+    /// preset path is resolved against the file's directory and inlined, so the
+    /// returned config stands on its own.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
+        let mut cfg: PretrainConfig =
+            toml::from_str(&text).map_err(|e| TrainError::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        if let ModelSpec::Preset(preset) = &cfg.model {
+            let base = path.parent().unwrap_or(Path::new("."));
+            let model = ModelConfig::from_toml_file(&base.join(preset))?;
+            cfg.model = ModelSpec::Inline(model);
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The model architecture (after [`PretrainConfig::from_file`], always inline).
+    pub fn model_config(&self) -> Result<ModelConfig> {
+        match &self.model {
+            ModelSpec::Inline(m) => Ok(m.clone()),
+            ModelSpec::Preset(p) => Err(TrainError::Invalid(format!("model preset {} was not resolved; load the config with from_file", p.display()))),
+        }
+    }
+
+    /// Checks values in the user's terms.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Invalid(m));
+        let t = &self.train;
+        if t.seq_len < 2 || t.batch_size == 0 || t.grad_accum == 0 || t.max_steps == 0 {
+            return bad("train.seq_len must be at least 2, and batch_size, grad_accum and max_steps positive".into());
+        }
+        if !(t.lr > 0.0) || !(0.0..=1.0).contains(&t.min_lr_ratio) {
+            return bad(format!("train.lr must be positive and train.min_lr_ratio in [0, 1], got {} and {}", t.lr, t.min_lr_ratio));
+        }
+        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) || !(t.eps > 0.0) || t.weight_decay < 0.0 || t.clip_norm < 0.0 {
+            return bad("train.beta1 and beta2 must be in [0, 1), eps positive, weight_decay and clip_norm non-negative".into());
+        }
+        if t.eval_every == 0 || t.save_every == 0 || t.eval_batches == 0 {
+            return bad("train.eval_every, eval_batches and save_every must be positive".into());
+        }
+        if !(0.0 < self.objective.mask_prob && self.objective.mask_prob < 1.0) {
+            return bad(format!("objective.mask_prob must be in (0, 1), got {}", self.objective.mask_prob));
+        }
+        if !(0.0..=1.0).contains(&self.objective.fim_rate) {
+            return bad(format!("objective.fim_rate must be in [0, 1], got {}", self.objective.fim_rate));
+        }
+        if self.objective.kind == ObjectiveKind::Mlm && self.objective.fim_rate > 0.0 {
+            return bad("objective.fim_rate applies to causal models only; set kind = \"causal\" or fim_rate = 0".into());
+        }
+        if !(0.0 < self.data.val_fraction && self.data.val_fraction < 1.0) {
+            return bad(format!("data.val_fraction must be in (0, 1), got {}", self.data.val_fraction));
+        }
+        if self.tokenizer.vocab_size < 300 {
+            return bad(format!("tokenizer.vocab_size must be at least 300 (256 bytes plus specials), got {}", self.tokenizer.vocab_size));
+        }
+        let model = self.model_config()?;
+        if t.seq_len as i64 > model.max_seq_len {
+            return bad(format!("train.seq_len {} exceeds the model's max_seq_len {}", t.seq_len, model.max_seq_len));
+        }
+        Ok(())
+    }
+}

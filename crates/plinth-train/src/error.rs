@@ -1,0 +1,28 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("invalid training config: {0}")]
+    Invalid(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Checkpoint(String),
+    #[error(transparent)]
+    Model(#[from] plinth_model::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] plinth_tokenizer::TokenizerError),
+    #[error(transparent)]
+    Data(#[from] plinth_data::DataError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+impl TrainError {
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TrainError {
+        let path = path.to_path_buf();
+        move |source| TrainError::Io { path, source }
+    }
+}

@@ -1,0 +1,124 @@
+//! Self-supervised objectives: how a block of tokens becomes inputs and targets.
+
+use plinth_data::SplitMix64;
+use plinth_tokenizer::Special;
+use tch::{Kind, Tensor};
+
+/// Label value ignored by the loss.
+pub const IGNORE: i64 = -100;
+
+/// BERT's masking (Devlin et al. 2019, §3.1): each non-special token is selected
+/// with probability `mask_prob`; a selected token becomes `<mask>` 80% of the
+/// time, a random non-special token 10% and stays 10%. Returns `(inputs,
+/// labels)` where labels hold the original id at selected positions and
+/// [`IGNORE`] elsewhere. Draws from libtorch's global generator; the trainer
+/// seeds it per step so that a resumed run draws the same masks.
+pub fn mask_tokens(ids: &Tensor, mask_prob: f64, vocab_size: i64) -> (Tensor, Tensor) {
+    let n_special = Special::ALL.len() as i64;
+    let selectable = ids.ge(n_special); // (B, T)
+    let uniform = || Tensor::rand(ids.size(), (Kind::Float, ids.device()));
+    let mut selected = uniform().lt(mask_prob).logical_and(&selectable); // (B, T)
+    if selected.sum(Kind::Int64).int64_value(&[]) == 0 {
+        // An all-unselected batch has no loss; predict its first selectable token.
+        let first = selectable.view([-1]).to_kind(Kind::Int64).argmax(0, false);
+        selected = selected.view([-1]).index_fill(0, &first.view([1]), 1).view_as(ids).logical_and(&selectable);
+    }
+    let labels = ids.where_self(&selected, &Tensor::full_like(ids, IGNORE)); // (B, T)
+    let roll = uniform(); // one uniform per position decides mask/random/keep
+    let to_mask = selected.logical_and(&roll.lt(0.8));
+    let to_random = selected.logical_and(&roll.ge(0.8).logical_and(&roll.lt(0.9)));
+    let random = Tensor::randint_low(n_special, vocab_size, ids.size(), (Kind::Int64, ids.device()));
+    let inputs = ids
+        .where_self(&to_mask.logical_not(), &Tensor::full_like(ids, Special::Mask.id() as i64))
+        .where_self(&to_random.logical_not(), &random);
+    (inputs, labels)
+}
+
+/// Frames one document's tokens for causal pretraining: `<bos> doc <eos>`, or
+/// with probability `fim_rate` the prefix-suffix-middle form of Bavarian et al.
+/// (2022): `<fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle <eos>`,
+/// with the two cut points drawn uniformly.
+pub fn frame_causal(doc: &[u32], fim_rate: f64, rng: &mut SplitMix64) -> Vec<u32> {
+    let mut out = Vec::with_capacity(doc.len() + 4);
+    if fim_rate > 0.0 && rng.next_f64() < fim_rate {
+        let n = doc.len() as u64 + 1;
+        let (a, b) = (rng.below(n) as usize, rng.below(n) as usize);
+        let (lo, hi) = (a.min(b), a.max(b));
+        out.push(Special::FimPrefix.id());
+        out.extend_from_slice(&doc[..lo]);
+        out.push(Special::FimSuffix.id());
+        out.extend_from_slice(&doc[hi..]);
+        out.push(Special::FimMiddle.id());
+        out.extend_from_slice(&doc[lo..hi]);
+    } else {
+        out.push(Special::Bos.id());
+        out.extend_from_slice(doc);
+    }
+    out.push(Special::Eos.id());
+    out
+}
+
+/// Frames a document for masked pretraining: `<bos> doc <eos>`.
+pub fn frame_masked(doc: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(doc.len() + 2);
+    out.push(Special::Bos.id());
+    out.extend_from_slice(doc);
+    out.push(Special::Eos.id());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_follows_15_80_10_10() {
+        tch::manual_seed(0);
+        let vocab = 1000;
+        let ids = Tensor::randint_low(7, vocab, [64, 512], (Kind::Int64, tch::Device::Cpu));
+        let (inputs, labels) = mask_tokens(&ids, 0.15, vocab);
+        let n = ids.numel() as f64;
+        let selected = labels.ne(IGNORE);
+        let n_sel = selected.sum(Kind::Int64).int64_value(&[]) as f64;
+        assert!((n_sel / n - 0.15).abs() < 0.005, "selected {}", n_sel / n);
+        let masked = inputs.eq(Special::Mask.id() as i64).logical_and(&selected).sum(Kind::Int64).int64_value(&[]) as f64;
+        let kept = inputs.eq_tensor(&ids).logical_and(&selected).sum(Kind::Int64).int64_value(&[]) as f64;
+        let changed_elsewhere = inputs.ne_tensor(&ids).logical_and(&selected.logical_not()).sum(Kind::Int64).int64_value(&[]);
+        assert!((masked / n_sel - 0.8).abs() < 0.01, "mask {}", masked / n_sel);
+        // "kept" also counts random replacements that drew the original id (p = 1/993).
+        assert!((kept / n_sel - 0.1).abs() < 0.01, "keep {}", kept / n_sel);
+        assert!((1.0 - masked / n_sel - kept / n_sel - 0.1).abs() < 0.01);
+        assert_eq!(changed_elsewhere, 0, "unselected tokens must be untouched");
+    }
+
+    #[test]
+    fn specials_are_never_selected_and_some_token_always_is() {
+        tch::manual_seed(1);
+        let ids = Tensor::from_slice(&[1i64, 2, 9, 2, 1]).view([1, 5]);
+        let (_, labels) = mask_tokens(&ids, 1e-9, 50);
+        let labels: Vec<i64> = Vec::try_from(labels.view([-1])).expect("labels");
+        assert_eq!(labels, vec![IGNORE, IGNORE, 9, IGNORE, IGNORE]);
+    }
+
+    #[test]
+    fn fim_keeps_every_token_exactly_once() {
+        let doc: Vec<u32> = (100..140).collect();
+        let mut rng = SplitMix64::new(5);
+        for _ in 0..20 {
+            let framed = frame_causal(&doc, 1.0, &mut rng);
+            assert_eq!(framed[0], Special::FimPrefix.id());
+            assert_eq!(*framed.last().expect("eos"), Special::Eos.id());
+            let mut body: Vec<u32> = framed.iter().copied().filter(|&t| t >= 7).collect();
+            body.sort();
+            assert_eq!(body, doc);
+            let s = framed.iter().position(|&t| t == Special::FimSuffix.id()).expect("suffix");
+            let m = framed.iter().position(|&t| t == Special::FimMiddle.id()).expect("middle");
+            // Reassembling prefix + middle + suffix gives the document back.
+            let mut again = framed[1..s].to_vec();
+            again.extend_from_slice(&framed[m + 1..framed.len() - 1]);
+            again.extend_from_slice(&framed[s + 1..m]);
+            assert_eq!(again, doc);
+        }
+        assert_eq!(frame_causal(&doc, 0.0, &mut rng)[0], Special::Bos.id());
+    }
+}

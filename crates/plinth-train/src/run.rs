@@ -1,0 +1,350 @@
+//! The pretraining loop.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use plinth_data::{load_corpus, pack_blocks, split_train_val, BlockSampler, SamplerState, SplitMix64};
+use plinth_model::{AttentionMode, ModelConfig, Transformer};
+use plinth_tokenizer::{PlinthTokenizer, TrainOptions};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Reduction, Tensor};
+
+use crate::config::{ObjectiveKind, PretrainConfig};
+use crate::objectives::{frame_causal, frame_masked, mask_tokens, IGNORE};
+use crate::optim::{lr_at, AdamW, AdamWConfig};
+use crate::plot::{write_line_chart, Series};
+use crate::state::{self, SaveRequest, TrainingState};
+use crate::{Result, TrainError};
+
+/// Name of the checkpoint folder inside `out_dir`.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const LOSS_PLOT: &str = "loss.png";
+
+/// How to run, beyond what the config file says.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Continue from `out_dir/checkpoint` instead of refusing to overwrite it.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    pub device: Device,
+    /// Where registry packages are cached.
+    pub cache_dir: PathBuf,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub val_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grad_norm: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tokens_per_s: Option<f64>,
+}
+
+/// A pretraining run: data, model, optimizer and where they are.
+#[derive(Debug)]
+pub struct Pretrainer {
+    cfg: PretrainConfig,
+    model_cfg: ModelConfig,
+    vs: nn::VarStore,
+    model: Transformer,
+    tokenizer: PlinthTokenizer,
+    opt: AdamW,
+    train_blocks: Tensor, // (N, L) int64
+    val_blocks: Tensor,   // (M, L) int64
+    sampler: BlockSampler,
+    state: TrainingState,
+    out_dir: PathBuf,
+    progress: bool,
+}
+
+impl Pretrainer {
+    /// Prepares a run: loads (and on first use fetches) the corpus, trains or
+    /// reloads the tokenizer, builds the model and, with `resume`, restores the
+    /// checkpoint in `out_dir`.
+    pub fn new(cfg: PretrainConfig, opts: &RunOptions) -> Result<Self> {
+        cfg.validate()?;
+        if cfg.train.threads > 0 {
+            tch::set_num_threads(cfg.train.threads as i32);
+        }
+        let out_dir = cfg.out_dir.clone();
+        let ckpt_dir = out_dir.join(CHECKPOINT_DIR);
+        let resuming = opts.resume && ckpt_dir.join(plinth_model::checkpoint::WEIGHTS_FILE).exists();
+        if !opts.resume && ckpt_dir.exists() {
+            return Err(TrainError::Checkpoint(format!(
+                "{} already holds a checkpoint; pass --resume to continue it or set another out_dir",
+                ckpt_dir.display()
+            )));
+        }
+
+        let mut corpus = load_corpus(&cfg.data.corpus, &opts.cache_dir)?;
+        if cfg.data.max_documents > 0 {
+            corpus.documents.truncate(cfg.data.max_documents);
+        }
+        let (train_docs, val_docs) = split_train_val(&corpus, cfg.data.val_fraction, cfg.train.seed)?;
+        tracing::info!(train = train_docs.len(), validation = val_docs.len(), "documents");
+
+        let tokenizer = if resuming {
+            PlinthTokenizer::from_file(&ckpt_dir.join(state::TOKENIZER_FILE))?
+        } else {
+            let opts = TrainOptions { vocab_size: cfg.tokenizer.vocab_size, min_frequency: cfg.tokenizer.min_frequency };
+            PlinthTokenizer::train(train_docs.iter(), &opts)?
+        };
+        let mut model_cfg = cfg.model_config()?;
+        let vocab = tokenizer.vocab_size() as i64;
+        if model_cfg.vocab_size != 0 && model_cfg.vocab_size != vocab {
+            return Err(TrainError::Invalid(format!(
+                "model vocab_size {} differs from the tokenizer's {vocab}; leave vocab_size out of pretraining presets",
+                model_cfg.vocab_size
+            )));
+        }
+        model_cfg.vocab_size = vocab;
+
+        let causal = cfg.objective.kind == ObjectiveKind::Causal;
+        let block_len = cfg.train.seq_len + usize::from(causal);
+        let train_blocks = blocks_tensor(&tokenizer, &train_docs, &cfg, block_len, opts.device, "training")?;
+        let val_blocks = blocks_tensor(&tokenizer, &val_docs, &cfg, block_len, opts.device, "validation")?;
+
+        tch::manual_seed(cfg.train.seed as i64);
+        let mut vs = nn::VarStore::new(opts.device);
+        let model = Transformer::new(&vs.root(), &model_cfg)?;
+        let t = &cfg.train;
+        let mut opt = AdamW::new(
+            plinth_model::checkpoint::named_variables(&vs),
+            AdamWConfig { beta1: t.beta1, beta2: t.beta2, eps: t.eps, weight_decay: t.weight_decay },
+        );
+        let mut st = TrainingState {
+            step: 0,
+            sampler: SamplerState { epoch: 0, position: 0 },
+            objective: cfg.objective.clone(),
+            tokens_seen: 0,
+            val_loss: None,
+        };
+        if resuming {
+            plinth_model::checkpoint::load_into(&mut vs, &ckpt_dir.join(plinth_model::checkpoint::WEIGHTS_FILE))?;
+            st = state::read_state(&ckpt_dir)?;
+            if st.objective != cfg.objective {
+                return Err(TrainError::Checkpoint(format!(
+                    "{} was trained with objective {:?} but the config says {:?}; resume with the config it was started with",
+                    ckpt_dir.display(),
+                    st.objective,
+                    cfg.objective
+                )));
+            }
+            opt.load_state(&state::read_optimizer(&ckpt_dir)?, st.step as i64).map_err(TrainError::Checkpoint)?;
+            tracing::info!(step = st.step, "resumed from {}", ckpt_dir.display());
+        }
+        let n_blocks = train_blocks.size()[0] as usize;
+        let sampler = BlockSampler::resume(n_blocks, cfg.train.seed, st.sampler);
+        Ok(Pretrainer { progress: opts.progress, cfg, model_cfg, vs, model, tokenizer, opt, train_blocks, val_blocks, sampler, state: st, out_dir })
+    }
+
+    pub fn state(&self) -> &TrainingState {
+        &self.state
+    }
+
+    pub fn model(&self) -> &Transformer {
+        &self.model
+    }
+
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    pub fn tokenizer(&self) -> &PlinthTokenizer {
+        &self.tokenizer
+    }
+
+    /// The checkpoint folder this run writes.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.out_dir.join(CHECKPOINT_DIR)
+    }
+
+    /// Trains until `max_steps` from the config.
+    pub fn run(&mut self) -> Result<()> {
+        self.train_until(self.cfg.train.max_steps)
+    }
+
+    /// Trains until `target` optimizer steps are done (at most `max_steps`),
+    /// evaluating and saving on the configured cadence and saving at the end.
+    pub fn train_until(&mut self, target: u64) -> Result<()> {
+        let t = self.cfg.train.clone();
+        let target = target.min(t.max_steps);
+        std::fs::create_dir_all(&self.out_dir).map_err(TrainError::io(&self.out_dir))?;
+        let metrics_path = self.out_dir.join(METRICS_FILE);
+        let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(TrainError::io(&metrics_path))?;
+        let bar = self.progress_bar(target);
+        let tokens_per_step = (t.batch_size * t.seq_len * t.grad_accum) as f64;
+        let mut window = Instant::now();
+        let mut window_steps = 0u64;
+        while self.state.step < target {
+            let step = self.state.step + 1;
+            let lr = lr_at(step, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio);
+            // Masks and random replacements are a pure function of (seed, step), so
+            // a resumed run draws exactly what the uninterrupted one would have.
+            tch::manual_seed(t.seed.wrapping_add(step) as i64);
+            self.opt.zero_grad();
+            let mut loss_sum = 0.0;
+            for _ in 0..t.grad_accum {
+                let idx: Vec<i64> = self.sampler.next_indices(t.batch_size).into_iter().map(|i| i as i64).collect();
+                let batch = self.train_blocks.index_select(0, &Tensor::from_slice(&idx).to_device(self.train_blocks.device()));
+                let loss = self.loss(&batch)?;
+                (&loss / t.grad_accum as f64).backward();
+                loss_sum += loss.double_value(&[]);
+            }
+            let grad_norm = self.opt.clip_grad_norm(t.clip_norm);
+            self.opt.step(lr);
+            let loss = loss_sum / t.grad_accum as f64;
+            if !loss.is_finite() {
+                return Err(TrainError::Invalid(format!(
+                    "loss became {loss} at step {step}; lower train.lr or raise warmup_steps (the last checkpoint is untouched)"
+                )));
+            }
+            self.state.step = step;
+            self.state.sampler = self.sampler.state();
+            self.state.tokens_seen += tokens_per_step as u64;
+            window_steps += 1;
+            let tps = tokens_per_step * window_steps as f64 / window.elapsed().as_secs_f64().max(1e-9);
+            if window_steps >= 20 {
+                window = Instant::now();
+                window_steps = 0;
+            }
+            let mut line = StepMetrics { step, loss: Some(loss), val_loss: None, lr: Some(lr), grad_norm: Some(grad_norm), tokens_per_s: Some(tps) };
+            if step % t.eval_every == 0 || step == t.max_steps {
+                let val = self.evaluate()?;
+                self.state.val_loss = Some(val);
+                line.val_loss = Some(val);
+                tracing::info!(step, loss = format!("{loss:.4}"), val_loss = format!("{val:.4}"), tokens_per_s = format!("{tps:.0}"), "eval");
+            }
+            writeln!(metrics, "{}", serde_json::to_string(&line).map_err(|e| TrainError::Checkpoint(e.to_string()))?)
+                .map_err(TrainError::io(&metrics_path))?;
+            bar.set_position(step);
+            bar.set_message(format!("loss {loss:.3}  {tps:.0} tok/s"));
+            if step % t.save_every == 0 || step == target {
+                metrics.flush().map_err(TrainError::io(&metrics_path))?;
+                self.save()?;
+            }
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// Mean held-out loss over the first `eval_batches` validation batches, with
+    /// fixed masks so that evaluations are comparable across steps.
+    pub fn evaluate(&self) -> Result<f64> {
+        let t = &self.cfg.train;
+        let n = self.val_blocks.size()[0];
+        let b = t.batch_size as i64;
+        let batches = (n / b).clamp(1, t.eval_batches as i64);
+        tch::manual_seed(t.seed.wrapping_add(0xE7A1) as i64);
+        tch::no_grad(|| {
+            let mut total = 0.0;
+            for i in 0..batches {
+                let len = b.min(n - i * b);
+                total += self.loss(&self.val_blocks.narrow(0, i * b, len))?.double_value(&[]);
+            }
+            Ok(total / batches as f64)
+        })
+    }
+
+    /// Saves the checkpoint, then redraws the loss curve beside it.
+    pub fn save(&self) -> Result<()> {
+        let req = SaveRequest {
+            vs: &self.vs,
+            model_cfg: &self.model_cfg,
+            tokenizer: &self.tokenizer,
+            optimizer: &self.opt,
+            state: &self.state,
+            config: &self.cfg,
+        };
+        state::save(&self.checkpoint_dir(), &req)?;
+        plot_metrics(&self.out_dir.join(METRICS_FILE), &self.out_dir.join(LOSS_PLOT))
+    }
+
+    /// The objective's loss on one batch of blocks (B, L).
+    fn loss(&self, batch: &Tensor) -> Result<Tensor> {
+        let t = self.cfg.train.seq_len as i64;
+        match self.cfg.objective.kind {
+            ObjectiveKind::Mlm => {
+                let (inputs, labels) = mask_tokens(batch, self.cfg.objective.mask_prob, self.model_cfg.vocab_size);
+                let hidden = self.model.hidden(&inputs, AttentionMode::Bidirectional, None)?; // (B, T, C)
+                // Only selected positions need logits: the vocabulary projection is the
+                // largest matmul, and ~85% of its rows would be thrown away.
+                let picked = labels.view([-1]).ne(IGNORE).nonzero().squeeze_dim(1); // (N,)
+                let h = hidden.view([-1, self.model_cfg.d_model]).index_select(0, &picked); // (N, C)
+                let targets = labels.view([-1]).index_select(0, &picked); // (N,)
+                let logits = self.model.logits(&h); // (N, V)
+                Ok(logits.f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, IGNORE, 0.0)?)
+            }
+            ObjectiveKind::Causal => {
+                let inputs = batch.narrow(1, 0, t); // (B, T)
+                let targets = batch.narrow(1, 1, t); // (B, T)
+                let logits = self.model.forward(&inputs, AttentionMode::Causal, None)?; // (B, T, V)
+                let v = self.model_cfg.vocab_size;
+                Ok(logits.view([-1, v]).f_cross_entropy_loss::<Tensor>(&targets.reshape([-1]), None, Reduction::Mean, IGNORE, 0.0)?)
+            }
+        }
+    }
+
+    fn progress_bar(&self, target: u64) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(target);
+        if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  eta {eta}") {
+            bar.set_style(style);
+        }
+        bar.set_position(self.state.step);
+        bar
+    }
+}
+
+/// Tokenizes, frames and packs documents into a (N, L) tensor of blocks.
+fn blocks_tensor(tok: &PlinthTokenizer, docs: &[String], cfg: &PretrainConfig, block_len: usize, device: Device, what: &str) -> Result<Tensor> {
+    let encoded = tok.encode_batch(docs)?;
+    let mut rng = SplitMix64::new(cfg.train.seed ^ 0xF1F1);
+    let framed: Vec<Vec<u32>> = encoded
+        .iter()
+        .map(|d| match cfg.objective.kind {
+            ObjectiveKind::Mlm => frame_masked(d),
+            ObjectiveKind::Causal => frame_causal(d, cfg.objective.fim_rate, &mut rng),
+        })
+        .collect();
+    let blocks = pack_blocks(&framed, block_len);
+    let min_blocks = if what == "training" { cfg.train.batch_size } else { 1 };
+    if blocks.len() < min_blocks {
+        return Err(TrainError::Data(plinth_data::DataError::Empty(format!(
+            "the {what} split packs into {} blocks of {block_len} tokens but needs at least {min_blocks}; use more documents or a shorter seq_len",
+            blocks.len()
+        ))));
+    }
+    let flat: Vec<i64> = blocks.iter().flatten().map(|&t| i64::from(t)).collect();
+    Ok(Tensor::from_slice(&flat).view([blocks.len() as i64, block_len as i64]).to_device(device))
+}
+
+/// Redraws the loss curve from `metrics.jsonl`: training loss in blue, held-out
+/// loss in orange. Lines that do not parse are skipped.
+pub fn plot_metrics(metrics: &Path, png: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(metrics).unwrap_or_default();
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    for m in text.lines().filter_map(|l| serde_json::from_str::<StepMetrics>(l).ok()) {
+        if let Some(l) = m.loss {
+            train.push((m.step as f64, l));
+        }
+        if let Some(v) = m.val_loss {
+            val.push((m.step as f64, v));
+        }
+    }
+    write_line_chart(png, &[Series { points: train, rgb: [31, 119, 180] }, Series { points: val, rgb: [255, 127, 14] }])
+}

@@ -1,0 +1,12 @@
+# Sourced by ./dev and the justfile: puts the project-local virtual environment first,
+# so torch-sys finds PyTorch 2.11.0 (LIBTORCH_USE_PYTORCH=1), and keeps cargo's
+# target directory outside the clone so CI and fresh clones reuse the libtorch build.
+# The directory is keyed by the clone's path: torch-sys records the absolute path of
+# the libtorch it linked against, so a build cached for another clone's .venv must
+# never be reused by this one.
+plinth_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export VIRTUAL_ENV="$plinth_root/.venv"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
+export LIBTORCH_USE_PYTORCH=1
+plinth_key="$(printf '%s' "$plinth_root" | sha256sum | cut -c1-12)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/plinth/target-$plinth_key}"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Creates (or repairs) the project-local Python environment that provides libtorch
+# for tch, numpy for torch, and the `just` command runner. Idempotent: a second
+# run with everything in place only checks versions and exits.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+torch_version="2.11.0"
+just_version="1.59.0"
+numpy_spec="numpy>=2,<3"
+extras=("$@") # extra requirement specs, e.g. for benchmarks
+
+py="${PLINTH_PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "plinth: creating virtual environment in $venv" >&2
+  "$py" -m venv "$venv"
+fi
+vpy="$venv/bin/python"
+
+have() { "$vpy" - "$@" <<'PY'
+import importlib.metadata as m, sys
+want = dict(a.split("==") for a in sys.argv[1:])
+for name, ver in want.items():
+    try:
+        if m.version(name).split("+")[0] != ver:
+            sys.exit(1)
+    except m.PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+
+if ! have "torch==$torch_version" "rust-just==$just_version" || ! "$vpy" -c "import numpy" 2>/dev/null; then
+  echo "plinth: installing torch==$torch_version, numpy and just into $venv (about 5 GB, a few minutes the first time)" >&2
+  "$vpy" -m pip install --quiet --disable-pip-version-check \
+    "torch==$torch_version" "$numpy_spec" "rust-just==$just_version"
+fi
+if [ "${#extras[@]}" -gt 0 ]; then
+  "$vpy" -m pip install --quiet --disable-pip-version-check "${extras[@]}"
+fi

@@ -117,11 +117,13 @@ pub fn generate_ids(model: &Transformer, tok: &PlinthTokenizer, prompt: &[u32], 
             new.push(id);
             all.push(i64::from(id));
             next_input = vec![i64::from(id)];
-            text = tok.decode(&new)?;
-            if let Some(cut) = cfg.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                text.truncate(cut);
-                finish = FinishReason::Stop;
-                break;
+            if !cfg.stop.is_empty() {
+                text = tok.decode(&new)?;
+                if let Some(cut) = cfg.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                    text.truncate(cut);
+                    finish = FinishReason::Stop;
+                    break;
+                }
             }
             if all.len() >= ctx && new.len() < cfg.max_new_tokens {
                 finish = FinishReason::ContextFull;

@@ -261,7 +261,7 @@ mod tests {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let n = Norm::new(vs.root() / "n", NormKind::RmsNorm, 6, 1e-6);
         let x = Tensor::randn([3, 6], (Kind::Float, tch::Device::Cpu)) * 5.0;
-        let rms = n.forward(&x).square().mean_dim([-1], false, Kind::Float).sqrt();
+        let rms = n.forward(&x).square().mean_dim(Some([-1i64].as_slice()), false, Kind::Float).sqrt();
         assert!((rms - 1.0).abs().max().double_value(&[]) < 1e-4);
     }
 }

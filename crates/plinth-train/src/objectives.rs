@@ -1,8 +1,12 @@
 //! Self-supervised objectives: how a block of tokens becomes inputs and targets.
 
 use plinth_data::SplitMix64;
+use plinth_model::{AttentionMode, Transformer};
 use plinth_tokenizer::Special;
-use tch::{Kind, Tensor};
+use tch::{Kind, Reduction, Tensor};
+
+use crate::config::{ObjectiveConfig, ObjectiveKind};
+use crate::Result;
 
 /// Label value ignored by the loss.
 pub const IGNORE: i64 = -100;
@@ -32,6 +36,33 @@ pub fn mask_tokens(ids: &Tensor, mask_prob: f64, vocab_size: i64) -> (Tensor, Te
         .where_self(&to_mask.logical_not(), &Tensor::full_like(ids, Special::Mask.id() as i64))
         .where_self(&to_random.logical_not(), &random);
     (inputs, labels)
+}
+
+/// The objective's mean loss on a batch of packed blocks (B, L): L = T tokens for
+/// masked models, T + 1 for causal ones (inputs are the first T, targets the last T).
+pub fn batch_loss(model: &Transformer, objective: &ObjectiveConfig, batch: &Tensor) -> Result<Tensor> {
+    let cfg = model.config();
+    match objective.kind {
+        ObjectiveKind::Mlm => {
+            let (inputs, labels) = mask_tokens(batch, objective.mask_prob, cfg.vocab_size);
+            let hidden = model.hidden(&inputs, AttentionMode::Bidirectional, None)?; // (B, T, C)
+            // Only selected positions need logits: the vocabulary projection is the
+            // largest matmul, and ~85% of its rows would be thrown away.
+            let picked = labels.view([-1]).ne(IGNORE).nonzero().squeeze_dim(1); // (N,)
+            let h = hidden.view([-1, cfg.d_model]).index_select(0, &picked); // (N, C)
+            let targets = labels.view([-1]).index_select(0, &picked); // (N,)
+            let logits = model.logits(&h); // (N, V)
+            Ok(logits.f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, IGNORE, 0.0)?)
+        }
+        ObjectiveKind::Causal => {
+            let t = batch.size()[1] - 1;
+            let inputs = batch.narrow(1, 0, t); // (B, T)
+            let targets = batch.narrow(1, 1, t); // (B, T)
+            let logits = model.forward(&inputs, AttentionMode::Causal, None)?; // (B, T, V)
+            let flat = logits.view([-1, cfg.vocab_size]); // (B*T, V)
+            Ok(flat.f_cross_entropy_loss::<Tensor>(&targets.reshape([-1]), None, Reduction::Mean, IGNORE, 0.0)?)
+        }
+    }
 }
 
 /// Frames one document's tokens for causal pretraining: `<bos> doc <eos>`, or
@@ -75,7 +106,8 @@ mod tests {
     fn masking_follows_15_80_10_10() {
         tch::manual_seed(0);
         let vocab = 1000;
-        let ids = Tensor::randint_low(7, vocab, [64, 512], (Kind::Int64, tch::Device::Cpu));
+        // 131k tokens: every tolerance below is at least 4.5 standard deviations wide.
+        let ids = Tensor::randint_low(7, vocab, [256, 512], (Kind::Int64, tch::Device::Cpu));
         let (inputs, labels) = mask_tokens(&ids, 0.15, vocab);
         let n = ids.numel() as f64;
         let selected = labels.ne(IGNORE);
@@ -84,7 +116,7 @@ mod tests {
         let masked = inputs.eq(Special::Mask.id() as i64).logical_and(&selected).sum(Kind::Int64).int64_value(&[]) as f64;
         let kept = inputs.eq_tensor(&ids).logical_and(&selected).sum(Kind::Int64).int64_value(&[]) as f64;
         let changed_elsewhere = inputs.ne_tensor(&ids).logical_and(&selected.logical_not()).sum(Kind::Int64).int64_value(&[]);
-        assert!((masked / n_sel - 0.8).abs() < 0.01, "mask {}", masked / n_sel);
+        assert!((masked / n_sel - 0.8).abs() < 0.015, "mask {}", masked / n_sel);
         // "kept" also counts random replacements that drew the original id (p = 1/993).
         assert!((kept / n_sel - 0.1).abs() < 0.01, "keep {}", kept / n_sel);
         assert!((1.0 - masked / n_sel - kept / n_sel - 0.1).abs() < 0.01);

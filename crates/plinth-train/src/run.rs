@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use plinth_data::{load_corpus, pack_blocks, split_train_val, BlockSampler, SamplerState, SplitMix64};
-use plinth_model::{AttentionMode, ModelConfig, Transformer};
+use plinth_model::{ModelConfig, Transformer};
 use plinth_tokenizer::{PlinthTokenizer, TrainOptions};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Reduction, Tensor};
+use tch::{nn, Device, Tensor};
 
 use crate::config::{ObjectiveKind, PretrainConfig};
-use crate::objectives::{frame_causal, frame_masked, mask_tokens, IGNORE};
+use crate::objectives::{batch_loss, frame_causal, frame_masked};
 use crate::optim::{lr_at, AdamW, AdamWConfig};
 use crate::plot::{write_line_chart, Series};
 use crate::state::{self, SaveRequest, TrainingState};
@@ -273,27 +273,7 @@ impl Pretrainer {
 
     /// The objective's loss on one batch of blocks (B, L).
     fn loss(&self, batch: &Tensor) -> Result<Tensor> {
-        let t = self.cfg.train.seq_len as i64;
-        match self.cfg.objective.kind {
-            ObjectiveKind::Mlm => {
-                let (inputs, labels) = mask_tokens(batch, self.cfg.objective.mask_prob, self.model_cfg.vocab_size);
-                let hidden = self.model.hidden(&inputs, AttentionMode::Bidirectional, None)?; // (B, T, C)
-                // Only selected positions need logits: the vocabulary projection is the
-                // largest matmul, and ~85% of its rows would be thrown away.
-                let picked = labels.view([-1]).ne(IGNORE).nonzero().squeeze_dim(1); // (N,)
-                let h = hidden.view([-1, self.model_cfg.d_model]).index_select(0, &picked); // (N, C)
-                let targets = labels.view([-1]).index_select(0, &picked); // (N,)
-                let logits = self.model.logits(&h); // (N, V)
-                Ok(logits.f_cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, IGNORE, 0.0)?)
-            }
-            ObjectiveKind::Causal => {
-                let inputs = batch.narrow(1, 0, t); // (B, T)
-                let targets = batch.narrow(1, 1, t); // (B, T)
-                let logits = self.model.forward(&inputs, AttentionMode::Causal, None)?; // (B, T, V)
-                let v = self.model_cfg.vocab_size;
-                Ok(logits.view([-1, v]).f_cross_entropy_loss::<Tensor>(&targets.reshape([-1]), None, Reduction::Mean, IGNORE, 0.0)?)
-            }
-        }
+        batch_loss(&self.model, &self.cfg.objective, batch)
     }
 
     fn progress_bar(&self, target: u64) -> ProgressBar {

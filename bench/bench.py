@@ -1,0 +1,209 @@
+"""`just bench`: plinth against PyTorch on the same libtorch, in one session.
+
+Measures, with the same thread count and shapes:
+  * training tokens/s (forward, backward, clip, AdamW) for the tiny and small
+    presets: plinth vs the same architecture in PyTorch eager and torch.compile;
+  * batch-1 greedy generation tokens/s with and without the KV cache: plinth vs
+    Hugging Face transformers' `generate` on a LlamaForCausalLM of the same shape;
+  * an f32 matmul peak from both sides, against which model FLOP utilisation (MFU)
+    is reported.
+
+Prints a Markdown table and writes bench/out/results.json. Medians, not means.
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- the reference model: plinth's architecture, written in PyTorch ----------
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        d, h, kv = c["d_model"], c["n_heads"], c.get("n_kv_heads", c["n_heads"])
+        self.h, self.kv, self.hd = h, kv, d // h
+        self.attn_norm = nn.RMSNorm(d, eps=1e-5)
+        self.q = nn.Linear(d, h * self.hd, bias=False)
+        self.k = nn.Linear(d, kv * self.hd, bias=False)
+        self.v = nn.Linear(d, kv * self.hd, bias=False)
+        self.o = nn.Linear(h * self.hd, d, bias=False)
+        self.mlp_norm = nn.RMSNorm(d, eps=1e-5)
+        self.gate = nn.Linear(d, c["d_ff"], bias=False)
+        self.up = nn.Linear(d, c["d_ff"], bias=False)
+        self.down = nn.Linear(c["d_ff"], d, bias=False)
+
+    def forward(self, x, cos, sin):
+        b, t, _ = x.shape
+        y = self.attn_norm(x)
+        q = self.q(y).view(b, t, self.h, self.hd).transpose(1, 2)
+        k = self.k(y).view(b, t, self.kv, self.hd).transpose(1, 2)
+        v = self.v(y).view(b, t, self.kv, self.hd).transpose(1, 2)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv != self.h)
+        x = x + self.o(a.transpose(1, 2).reshape(b, t, -1))
+        y = self.mlp_norm(x)
+        return x + self.down(F.silu(self.gate(y)) * self.up(y))
+
+
+def rope(x, cos, sin):
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Model(nn.Module):
+    def __init__(self, c, vocab):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, c["d_model"])
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c["n_layers"]))
+        self.norm = nn.RMSNorm(c["d_model"], eps=1e-5)
+        hd = c["d_model"] // c["n_heads"]
+        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+        f = torch.outer(torch.arange(c["max_seq_len"]).float(), inv)
+        e = torch.cat([f, f], -1)
+        self.register_buffer("cos", e.cos(), persistent=False)
+        self.register_buffer("sin", e.sin(), persistent=False)
+
+    def forward(self, ids):
+        t = ids.shape[1]
+        x = self.embed(ids)
+        cos, sin = self.cos[:t], self.sin[:t]
+        for blk in self.blocks:
+            x = blk(x, cos, sin)
+        return self.norm(x) @ self.embed.weight.t()
+
+
+def python_train(c, vocab, seq_len, batch, steps, warmup, compiled):
+    torch.manual_seed(0)
+    model = Model(c, vocab)
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
+    fwd = torch.compile(model) if compiled else model
+    times = []
+    for i in range(warmup + steps):
+        data = torch.randint(7, vocab, (batch, seq_len + 1))
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        logits = fwd(data[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, vocab), data[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss.item()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
+    return {"median_step_s": step, "tokens_per_s": batch * seq_len / step}
+
+
+def hf_generate(c, vocab, prompt_len, new_tokens, repeats, use_cache):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=vocab, hidden_size=c["d_model"], intermediate_size=c["d_ff"], num_hidden_layers=c["n_layers"],
+        num_attention_heads=c["n_heads"], num_key_value_heads=c.get("n_kv_heads", c["n_heads"]),
+        max_position_embeddings=c["max_seq_len"], rms_norm_eps=1e-5, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    prompt = torch.randint(7, vocab, (1, prompt_len))
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, do_sample=False, use_cache=use_cache)
+            times.append(time.perf_counter() - t0)
+            assert out.shape[1] == prompt_len + new_tokens
+    s = statistics.median(times[1:])
+    return {"median_s": s, "tokens_per_s": new_tokens / s}
+
+
+def python_matmul(n, repeats):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    times = []
+    for _ in range(repeats + 2):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times[2:]) / 1e9
+
+
+def plinth(binary, threads, *args):
+    out = subprocess.run([binary, "--threads", str(threads), *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plinth", required=True, help="path to the plinth-bench binary")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "results.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    vocab, batch, seq_len = 8000, 16, 128
+    rows, res = [], {"threads": args.threads, "torch": torch.__version__, "train": {}, "generate": {}}
+
+    peaks = [plinth(args.plinth, args.threads, "matmul")["gflops"], python_matmul(1024, 30)]
+    peak = max(peaks)
+    res["matmul_gflops"] = {"plinth": peaks[0], "torch": peaks[1], "peak": peak}
+    print(f"matmul peak (f32, 1024^3): plinth {peaks[0]:.1f} GFLOP/s, torch {peaks[1]:.1f} GFLOP/s", file=sys.stderr)
+
+    for name in args.presets.split(","):
+        preset = ROOT / "configs" / "models" / f"{name}.toml"
+        c = tomllib.loads(preset.read_text())
+        warm = 3
+        r = plinth(args.plinth, args.threads, "train", "--preset", str(preset), "--vocab", str(vocab), "--seq-len", str(seq_len),
+                   "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(warm))
+        eager = python_train(c, vocab, seq_len, batch, args.steps, warm, compiled=False)
+        comp = python_train(c, vocab, seq_len, batch, args.steps, warm + 2, compiled=True)
+        mfu = lambda tps: tps * r["flops_per_token"] / (peak * 1e9)
+        res["train"][name] = {"plinth": r, "eager": eager, "compile": comp}
+        rows.append((f"train {name} ({r['params'] / 1e6:.1f}M, B={batch}, T={seq_len})",
+                     r["tokens_per_s"], eager["tokens_per_s"], comp["tokens_per_s"], mfu(r["tokens_per_s"]), mfu(eager["tokens_per_s"])))
+        print(f"train {name}: plinth {r['tokens_per_s']:.0f} tok/s, eager {eager['tokens_per_s']:.0f}, compile {comp['tokens_per_s']:.0f}", file=sys.stderr)
+
+    gen_preset = ROOT / "configs" / "models" / "tiny.toml"
+    c = tomllib.loads(gen_preset.read_text())
+    for cache in (True, False):
+        flag = [] if cache else ["--no-cache"]
+        r = plinth(args.plinth, args.threads, "generate", "--preset", str(gen_preset), "--vocab", str(vocab),
+                   "--new-tokens", str(args.new_tokens), *flag)
+        hf = hf_generate(c, vocab, 16, args.new_tokens, 3, cache)
+        res["generate"]["cache" if cache else "no_cache"] = {"plinth": r, "hf": hf}
+        rows.append((f"generate tiny, batch 1, {args.new_tokens} tokens, {'KV cache' if cache else 'no cache'}",
+                     r["tokens_per_s"], hf["tokens_per_s"], None, None, None))
+        print(f"generate cache={cache}: plinth {r['tokens_per_s']:.0f} tok/s, HF {hf['tokens_per_s']:.0f}", file=sys.stderr)
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2))
+    print(f"| measurement | plinth tok/s | PyTorch eager / HF generate tok/s | torch.compile tok/s | plinth ÷ eager | plinth ÷ compile | MFU plinth | MFU eager |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, p, e, cmp, mp, me in rows:
+        fmt = lambda v, f: "—" if v is None else f.format(v)
+        print(f"| {label} | {p:.0f} | {e:.0f} | {fmt(cmp, '{:.0f}')} | {p / e:.2f}× | {fmt(None if cmp is None else p / cmp, '{:.2f}×')} | {fmt(mp, '{:.1%}')} | {fmt(me, '{:.1%}')} |")
+    print(f"\nthreads {args.threads}, torch {torch.__version__}, f32 matmul peak {peak:.1f} GFLOP/s (max of plinth {peaks[0]:.1f} and torch {peaks[1]:.1f}, 1024³)")
+
+
+if __name__ == "__main__":
+    main()

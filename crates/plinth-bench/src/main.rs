@@ -1,0 +1,220 @@
+//! `plinth-bench`: the Rust half of `just bench`. Each subcommand measures one
+//! thing on random data and prints one JSON object; `bench/bench.py` runs it
+//! beside the PyTorch references in the same session and computes the ratios.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use plinth_model::{AttentionMode, ModelConfig, Transformer};
+use plinth_train::objectives::batch_loss;
+use plinth_train::optim::{AdamW, AdamWConfig};
+use plinth_train::{ObjectiveConfig, ObjectiveKind};
+use serde_json::json;
+use tch::{nn, Device, Kind, Tensor};
+
+#[derive(Debug, Parser)]
+#[command(name = "plinth-bench", about = "throughput probes for `just bench`")]
+struct Cli {
+    /// libtorch intra-op threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0, global = true)]
+    threads: i32,
+    /// Device to measure on.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu, global = true)]
+    device: DeviceArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Median wall time of full optimizer steps (forward, backward, clip, AdamW).
+    Train {
+        #[arg(long)]
+        preset: PathBuf,
+        #[arg(long, default_value_t = 8000)]
+        vocab: i64,
+        #[arg(long, default_value_t = 128)]
+        seq_len: i64,
+        #[arg(long, default_value_t = 32)]
+        batch: i64,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, value_enum, default_value_t = Objective::Causal)]
+        objective: Objective,
+    },
+    /// Batch-1 greedy generation tokens/s, with or without the KV cache.
+    Generate {
+        #[arg(long)]
+        preset: PathBuf,
+        #[arg(long, default_value_t = 8000)]
+        vocab: i64,
+        #[arg(long, default_value_t = 16)]
+        prompt_len: i64,
+        #[arg(long, default_value_t = 128)]
+        new_tokens: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// f32 square-matmul throughput: the peak that MFU is measured against.
+    Matmul {
+        #[arg(long, default_value_t = 1024)]
+        n: i64,
+        #[arg(long, default_value_t = 30)]
+        repeats: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Objective {
+    Causal,
+    Mlm,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.threads > 0 {
+        tch::set_num_threads(cli.threads);
+    }
+    let device = match cli.device {
+        DeviceArg::Cpu => Device::Cpu,
+        DeviceArg::Cuda => Device::Cuda(0),
+    };
+    let out = match cli.command {
+        Command::Train { preset, vocab, seq_len, batch, steps, warmup, objective } => {
+            let cfg = load_preset(&preset, vocab)?;
+            let kind = match objective {
+                Objective::Causal => ObjectiveKind::Causal,
+                Objective::Mlm => ObjectiveKind::Mlm,
+            };
+            train(&cfg, kind, seq_len, batch, steps, warmup, device)?
+        }
+        Command::Generate { preset, vocab, prompt_len, new_tokens, repeats, no_cache } => {
+            let cfg = load_preset(&preset, vocab)?;
+            generate(&cfg, prompt_len, new_tokens, repeats, !no_cache, device)?
+        }
+        Command::Matmul { n, repeats } => matmul(n, repeats, device),
+    };
+    println!("{out}");
+    Ok(())
+}
+
+fn load_preset(path: &std::path::Path, vocab: i64) -> Result<ModelConfig> {
+    let mut cfg = ModelConfig::from_toml_file(path).with_context(|| format!("preset {}", path.display()))?;
+    cfg.vocab_size = vocab;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+fn train(cfg: &ModelConfig, kind: ObjectiveKind, seq_len: i64, batch: i64, steps: usize, warmup: usize, device: Device) -> Result<serde_json::Value> {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let model = Transformer::new(&vs.root(), cfg)?;
+    let mut opt = AdamW::new(
+        plinth_model::checkpoint::named_variables(&vs),
+        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
+    );
+    let objective = ObjectiveConfig { kind, mask_prob: 0.15, fim_rate: 0.0 };
+    let len = seq_len + i64::from(kind == ObjectiveKind::Causal);
+    let mut times = Vec::new();
+    let mut last_loss = 0.0;
+    for i in 0..warmup + steps {
+        let data = Tensor::randint_low(7, cfg.vocab_size, [batch, len], (Kind::Int64, device));
+        sync(device);
+        let t0 = Instant::now();
+        opt.zero_grad();
+        let loss = batch_loss(&model, &objective, &data)?;
+        loss.backward();
+        opt.clip_grad_norm(1.0);
+        opt.step(1e-3);
+        last_loss = loss.double_value(&[]);
+        sync(device);
+        if i >= warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let step_s = median(times);
+    Ok(json!({
+        "what": "train", "objective": format!("{kind:?}").to_lowercase(), "params": cfg.num_params(),
+        "batch": batch, "seq_len": seq_len, "median_step_s": step_s,
+        "tokens_per_s": (batch * seq_len) as f64 / step_s,
+        "flops_per_token": cfg.train_flops_per_token(seq_len), "final_loss": last_loss,
+    }))
+}
+
+fn generate(cfg: &ModelConfig, prompt_len: i64, new_tokens: usize, repeats: usize, use_cache: bool, device: Device) -> Result<serde_json::Value> {
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let model = Transformer::new(&vs.root(), cfg)?;
+    let prompt = Tensor::randint_low(7, cfg.vocab_size, [1, prompt_len], (Kind::Int64, device));
+    let mut times = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for _ in 0..repeats + 1 {
+            sync(device);
+            let t0 = Instant::now();
+            decode(&model, &prompt, new_tokens, use_cache)?;
+            sync(device);
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        Ok(())
+    })?;
+    times.remove(0); // the first run warms allocator and caches
+    let s = median(times);
+    Ok(json!({"what": "generate", "cache": use_cache, "prompt_len": prompt_len, "new_tokens": new_tokens, "median_s": s, "tokens_per_s": new_tokens as f64 / s}))
+}
+
+/// Greedy decoding of exactly `n` tokens (no early stop), as HF's
+/// `generate(min_new_tokens=n, max_new_tokens=n)` does.
+fn decode(model: &Transformer, prompt: &Tensor, n: usize, use_cache: bool) -> Result<()> {
+    let mut cache = use_cache.then(|| model.new_cache(1));
+    let mut all = prompt.shallow_clone();
+    let mut next = prompt.shallow_clone();
+    for _ in 0..n {
+        let logits = match cache.as_mut() {
+            Some(c) => model.forward(&next, AttentionMode::Causal, Some(c))?,
+            None => model.forward(&all, AttentionMode::Causal, None)?,
+        };
+        next = logits.select(1, -1).argmax(-1, true); // (1, 1)
+        if cache.is_none() {
+            all = Tensor::cat(&[&all, &next], 1);
+        }
+    }
+    Ok(())
+}
+
+fn matmul(n: i64, repeats: usize, device: Device) -> serde_json::Value {
+    let a = Tensor::randn([n, n], (Kind::Float, device));
+    let b = Tensor::randn([n, n], (Kind::Float, device));
+    let mut times = Vec::new();
+    for _ in 0..repeats + 2 {
+        sync(device);
+        let t0 = Instant::now();
+        let _c = a.matmul(&b);
+        sync(device);
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let s = median(times[2..].to_vec());
+    json!({"what": "matmul", "n": n, "median_s": s, "gflops": 2.0 * (n * n * n) as f64 / s / 1e9})
+}

@@ -1,0 +1,49 @@
+# plinth's recipes. Run them through ./dev on a fresh machine (it installs what
+# they need first), or with `just` once .venv exists.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+env := "source scripts/env.sh &&"
+plinth := env + " \"$CARGO_TARGET_DIR/release/plinth\""
+
+# list the recipes
+default:
+    @just --list
+
+# install PyTorch 2.11.0, numpy and just into .venv (idempotent)
+setup:
+    scripts/setup-venv.sh
+
+# build everything in release mode (tests run in the same profile, so libtorch's wrapper is built once)
+build: setup
+    {{env}} cargo build --release --workspace --all-targets
+
+# plinth's main job: pretrain the tiny model on WordNet (or reuse the finished run), then fill blanks
+demo: build
+    {{plinth}} pretrain --config configs/pretrain/tiny-mlm.toml --resume
+    {{plinth}} info runs/tiny-mlm/checkpoint
+    {{plinth}} fill "a domestic ___ that barks"
+    {{plinth}} fill "the capital of ___"
+    {{plinth}} fill "a ___ of cows"
+
+# pretrain with a config (default: the tiny masked model)
+pretrain config="configs/pretrain/tiny-mlm.toml" *flags="": build
+    {{plinth}} pretrain --config {{config}} {{flags}}
+
+# run the plinth CLI with arguments, e.g. `just plinth fill "a cup of ___"`
+plinth *args: build
+    {{plinth}} {{args}}
+
+# the whole test suite (CPU-only, offline once setup ran)
+test: build
+    {{env}} cargo test --release --workspace
+
+# formatting and lints, as CI would want them
+lint: setup
+    {{env}} cargo fmt --all --check
+    {{env}} cargo clippy --release --workspace --all-targets -- -D warnings
+
+# training and generation throughput against PyTorch eager, torch.compile and HF generate
+bench: build
+    scripts/setup-venv.sh "transformers==5.23.0"
+    {{env}} python bench/bench.py --plinth "$CARGO_TARGET_DIR/release/plinth-bench"

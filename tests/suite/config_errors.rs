@@ -1,0 +1,85 @@
+//! Config files: every mistake names the file, and the line or key where it can.
+
+use plinth_train::PretrainConfig;
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
+
+const GOOD: &str = r#"model = "tiny.toml"
+out_dir = "runs/x"
+[tokenizer]
+vocab_size = 1000
+[data]
+corpus = "wordnet"
+[objective]
+kind = "mlm"
+[train]
+seq_len = 64
+batch_size = 8
+max_steps = 10
+lr = 1e-3
+"#;
+
+const TINY: &str = "d_model = 32\nn_layers = 1\nn_heads = 2\nd_ff = 64\nmax_seq_len = 64\n";
+
+#[test]
+fn a_good_config_resolves_its_model_preset() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write(tmp.path(), "tiny.toml", TINY);
+    let cfg = PretrainConfig::from_file(&write(tmp.path(), "p.toml", GOOD)).expect("valid");
+    assert_eq!(cfg.model_config().expect("inline").d_model, 32);
+    assert_eq!(cfg.train.grad_accum, 1, "documented default");
+}
+
+#[test]
+fn shipped_configs_all_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/pretrain");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&root).expect("configs/pretrain") {
+        let path = entry.expect("entry").path();
+        PretrainConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 2);
+}
+
+#[test]
+fn missing_file_is_named() {
+    let err = PretrainConfig::from_file(std::path::Path::new("/no/such/pretrain.toml")).expect_err("missing").to_string();
+    assert!(err.contains("/no/such/pretrain.toml"), "{err}");
+}
+
+#[test]
+fn malformed_toml_names_the_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let broken = GOOD.replace("batch_size = 8", "batch_size = = 8");
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &broken)).expect_err("malformed").to_string();
+    assert!(err.contains("p.toml") && err.contains("line 11"), "{err}");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write(tmp.path(), "tiny.toml", TINY);
+    let typo = GOOD.replace("lr = 1e-3", "lr = 1e-3\nlearning_rate = 1e-3");
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &typo)).expect_err("unknown key").to_string();
+    assert!(err.contains("learning_rate"), "{err}");
+    write(tmp.path(), "tiny.toml", &format!("{TINY}heads = 3\n"));
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", GOOD)).expect_err("unknown model key").to_string();
+    assert!(err.contains("heads") && err.contains("tiny.toml"), "{err}");
+}
+
+#[test]
+fn impossible_values_are_explained() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write(tmp.path(), "tiny.toml", TINY);
+    let long = GOOD.replace("seq_len = 64", "seq_len = 65");
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &long)).expect_err("too long").to_string();
+    assert!(err.contains("max_seq_len"), "{err}");
+    let fim = GOOD.replace("kind = \"mlm\"", "kind = \"mlm\"\nfim_rate = 0.5");
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &fim)).expect_err("fim on mlm").to_string();
+    assert!(err.contains("fim_rate"), "{err}");
+}

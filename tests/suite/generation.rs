@@ -1,0 +1,96 @@
+//! Generation and fill-in-the-blank on small trained models.
+
+use std::path::Path;
+
+use plinth_generate::{fill_masked, fill_middle, generate, FinishReason, SamplingConfig};
+use plinth_model::ModelConfig;
+use plinth_tests::{micro_config, micro_model, options, torch_lock};
+use plinth_train::{ModelSpec, ObjectiveKind, Pretrainer};
+
+fn trained(dir: &Path, kind: ObjectiveKind, steps: u64) -> Pretrainer {
+    let mut cfg = micro_config(dir, kind);
+    cfg.train.max_steps = steps;
+    cfg.train.eval_every = steps;
+    let mut t = Pretrainer::new(cfg, &options(false)).expect("trainer");
+    t.run().expect("run");
+    t
+}
+
+#[test]
+fn cached_generation_equals_full_recompute_token_for_token() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = trained(tmp.path(), ObjectiveKind::Causal, 20);
+    for (temperature, top_k, top_p) in [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.8, 20, 0.9)] {
+        let base = SamplingConfig { max_new_tokens: 40, temperature, top_k, top_p, seed: 11, ..Default::default() };
+        let cached = generate(t.model(), t.tokenizer(), "The dog", &base).expect("cached");
+        let full = generate(t.model(), t.tokenizer(), "The dog", &SamplingConfig { use_cache: false, ..base }).expect("full");
+        assert!(!cached.ids.is_empty());
+        assert_eq!(cached.ids, full.ids, "temperature {temperature}: the KV cache changed the tokens");
+    }
+}
+
+#[test]
+fn stop_strings_end_generation_before_the_string() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = trained(tmp.path(), ObjectiveKind::Causal, 20);
+    let cfg = SamplingConfig { max_new_tokens: 30, temperature: 1.0, seed: 3, ..Default::default() };
+    let free = generate(t.model(), t.tokenizer(), "The", &cfg).expect("free");
+    let chars: Vec<char> = free.text.chars().collect();
+    assert!(chars.len() > 6, "need some text to cut: {:?}", free.text);
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let cut = free.text.find(&stop).expect("stop occurs");
+    let stopped = generate(t.model(), t.tokenizer(), "The", &SamplingConfig { stop: vec![stop.clone()], ..cfg }).expect("stopped");
+    assert_eq!(stopped.finish, FinishReason::Stop);
+    assert_eq!(stopped.text, free.text[..cut], "stop string {stop:?}");
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_refused() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = trained(tmp.path(), ObjectiveKind::Causal, 1);
+    let long = "the cat sat on the mat ".repeat(40);
+    let err = generate(t.model(), t.tokenizer(), &long, &SamplingConfig::default()).expect_err("too long").to_string();
+    assert!(err.contains("context") && err.contains("shorten"), "{err}");
+}
+
+#[test]
+fn fills_keep_the_text_around_the_blank() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mlm = trained(&tmp.path().join("mlm"), ObjectiveKind::Mlm, 10);
+    let fill = fill_masked(mlm.model(), mlm.tokenizer(), "The cat sat on the ___ and slept.", 2).expect("fill");
+    assert!(fill.text.starts_with("The cat sat on the") && fill.text.ends_with(" and slept."), "{}", fill.text);
+    assert!(!fill.answer.is_empty());
+    assert_eq!(fill.candidates.len(), 5);
+    let fim = trained(&tmp.path().join("fim"), ObjectiveKind::Causal, 10);
+    let cfg = SamplingConfig { max_new_tokens: 8, ..Default::default() };
+    let fill = fill_middle(fim.model(), fim.tokenizer(), "The cat sat on the ___ and slept.", &cfg).expect("fim");
+    assert!(fill.text.starts_with("The cat sat on the") && fill.text.ends_with(" and slept."), "{}", fill.text);
+}
+
+/// A fixed-seed model at temperature 0 must print exactly the checked-in string.
+/// Regenerate with `PLINTH_BLESS=1 just test` after an intended change.
+#[test]
+fn golden_greedy_generation() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cfg = micro_config(tmp.path(), ObjectiveKind::Causal);
+    cfg.objective.fim_rate = 0.0;
+    cfg.model = ModelSpec::Inline(ModelConfig { d_model: 64, d_ff: 128, ..micro_model() });
+    cfg.train.lr = 1e-2;
+    cfg.train.max_steps = 200;
+    cfg.train.eval_every = 200;
+    let mut t = Pretrainer::new(cfg, &options(false)).expect("trainer");
+    t.run().expect("run");
+    let cfg = SamplingConfig { max_new_tokens: 24, ..Default::default() };
+    let text = generate(t.model(), t.tokenizer(), "The cat", &cfg).expect("generate").text;
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/generate.txt");
+    if std::env::var_os("PLINTH_BLESS").is_some() {
+        std::fs::write(&golden, &text).expect("bless");
+    }
+    let want = std::fs::read_to_string(&golden).expect("golden file; run once with PLINTH_BLESS=1");
+    assert_eq!(text, want);
+}

@@ -1,0 +1,7 @@
+//! plinth's feature tests, one binary so libtorch is linked once.
+
+mod config_errors;
+mod dependencies;
+mod generation;
+mod model;
+mod training;

@@ -1,0 +1,116 @@
+//! The Transformer's invariants across the architecture knobs.
+
+use plinth_model::{checkpoint, AttentionMode, MlpKind, ModelConfig, NormKind, PositionKind, Transformer};
+use plinth_tests::{micro_model, torch_lock};
+use tch::{nn, Device, Kind, Tensor};
+
+/// Llama-style, BERT/GPT-2-style and a mix, so every knob is exercised.
+fn variants() -> Vec<ModelConfig> {
+    let llama = ModelConfig { vocab_size: 97, ..micro_model() };
+    let bert_like = ModelConfig {
+        norm: NormKind::LayerNorm,
+        mlp: MlpKind::Gelu,
+        position: PositionKind::Learned,
+        bias: true,
+        tie_embeddings: false,
+        n_kv_heads: None,
+        ..llama.clone()
+    };
+    let mixed = ModelConfig { n_kv_heads: Some(1), tie_embeddings: false, ..llama.clone() };
+    vec![llama, bert_like, mixed]
+}
+
+fn build(cfg: &ModelConfig, seed: i64) -> (nn::VarStore, Transformer) {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Transformer::new(&vs.root(), cfg).expect("valid config");
+    (vs, model)
+}
+
+fn random_ids(vocab: i64, len: i64) -> Tensor {
+    Tensor::randint_low(7, vocab, [1, len], (Kind::Int64, Device::Cpu))
+}
+
+#[test]
+fn causal_attention_never_sees_future_tokens() {
+    let _g = torch_lock();
+    for cfg in variants() {
+        let (_vs, model) = build(&cfg, 1);
+        let ids = random_ids(cfg.vocab_size, 20);
+        let changed = ids.copy();
+        let _ = changed.get(0).get(12).fill_((ids.int64_value(&[0, 12]) + 1 - 7) % (cfg.vocab_size - 7) + 7);
+        let a = model.forward(&ids, AttentionMode::Causal, None).expect("forward");
+        let b = model.forward(&changed, AttentionMode::Causal, None).expect("forward");
+        let before = (a.narrow(1, 0, 12) - b.narrow(1, 0, 12)).abs().max().double_value(&[]);
+        let after = (a.narrow(1, 12, 8) - b.narrow(1, 12, 8)).abs().max().double_value(&[]);
+        assert_eq!(before, 0.0, "{cfg:?}: a future token changed an earlier logit");
+        assert!(after > 0.0, "{cfg:?}: the changed token must change its own logits");
+        // The same weights run bidirectionally: now earlier positions do see it.
+        let c = model.forward(&ids, AttentionMode::Bidirectional, None).expect("forward");
+        let d = model.forward(&changed, AttentionMode::Bidirectional, None).expect("forward");
+        assert!((c.narrow(1, 0, 12) - d.narrow(1, 0, 12)).abs().max().double_value(&[]) > 0.0);
+    }
+}
+
+#[test]
+fn kv_cache_in_chunks_matches_full_recompute() {
+    let _g = torch_lock();
+    for cfg in variants() {
+        let (_vs, model) = build(&cfg, 2);
+        let ids = random_ids(cfg.vocab_size, 20);
+        let full = model.forward(&ids, AttentionMode::Causal, None).expect("forward"); // (1, 20, V)
+        let mut cache = model.new_cache(1);
+        let mut parts = Vec::new();
+        for (start, len) in [(0, 7), (7, 5), (12, 1), (13, 1), (14, 6)] {
+            parts.push(model.forward(&ids.narrow(1, start, len), AttentionMode::Causal, Some(&mut cache)).expect("cached"));
+        }
+        assert_eq!(cache.len(), 20);
+        let cached = Tensor::cat(&parts, 1);
+        let diff = (full - cached).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{cfg:?}: cached logits differ by {diff}");
+    }
+}
+
+#[test]
+fn safetensors_round_trip_gives_bit_identical_logits() {
+    let _g = torch_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (i, cfg) in variants().into_iter().enumerate() {
+        let (vs, model) = build(&cfg, 3);
+        let path = dir.path().join(format!("m{i}.safetensors"));
+        checkpoint::save_tensors(&checkpoint::named_variables(&vs), &path).expect("save");
+        let (mut vs2, model2) = build(&cfg, 99);
+        checkpoint::load_into(&mut vs2, &path).expect("load");
+        let ids = random_ids(cfg.vocab_size, 16);
+        let a = model.forward(&ids, AttentionMode::Causal, None).expect("a");
+        let b = model2.forward(&ids, AttentionMode::Causal, None).expect("b");
+        assert!(a.equal(&b), "{cfg:?}: logits changed after save and load");
+    }
+}
+
+#[test]
+fn loading_into_another_shape_names_the_tensor() {
+    let _g = torch_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = ModelConfig { vocab_size: 97, ..micro_model() };
+    let (vs, _m) = build(&cfg, 4);
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save_tensors(&checkpoint::named_variables(&vs), &path).expect("save");
+    let wider = ModelConfig { d_ff: 96, ..cfg };
+    let (mut vs2, _m2) = build(&wider, 4);
+    let err = checkpoint::load_into(&mut vs2, &path).expect_err("shape mismatch").to_string();
+    assert!(err.contains("mlp") && err.contains("shape"), "{err}");
+}
+
+#[test]
+fn bad_token_ids_and_overlong_inputs_are_refused() {
+    let _g = torch_lock();
+    let cfg = ModelConfig { vocab_size: 97, ..micro_model() };
+    let (_vs, model) = build(&cfg, 5);
+    let too_big = Tensor::from_slice(&[1i64, 97]).view([1, 2]);
+    let err = model.forward(&too_big, AttentionMode::Causal, None).expect_err("id out of range").to_string();
+    assert!(err.contains("97") && err.contains("vocabulary"), "{err}");
+    let too_long = random_ids(97, 65);
+    let err = model.forward(&too_long, AttentionMode::Causal, None).expect_err("too long").to_string();
+    assert!(err.contains("65") && err.contains("context"), "{err}");
+}

@@ -1,0 +1,101 @@
+//! Pretraining: learning, exact resume, checkpoint round trips, safe failures.
+
+use plinth_model::AttentionMode;
+use plinth_tests::{dir_digest, micro_config, options, torch_lock};
+use plinth_train::{Checkpoint, ObjectiveKind, Pretrainer};
+use tch::{Device, Tensor};
+
+fn digest_of(dir: &std::path::Path, names: &[&str]) -> Vec<(String, String)> {
+    dir_digest(dir).into_iter().filter(|(n, _)| names.contains(&n.as_str())).collect()
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let _g = torch_lock();
+    for kind in [ObjectiveKind::Mlm, ObjectiveKind::Causal] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let straight = micro_config(&tmp.path().join("straight"), kind);
+        let split = micro_config(&tmp.path().join("split"), kind);
+        let mut a = Pretrainer::new(straight, &options(false)).expect("a");
+        a.train_until(12).expect("train a");
+        let mut b = Pretrainer::new(split.clone(), &options(false)).expect("b");
+        b.train_until(5).expect("train b");
+        assert_eq!(b.state().step, 5);
+        drop(b);
+        let mut c = Pretrainer::new(split, &options(true)).expect("resume");
+        assert_eq!(c.state().step, 5, "resume must start where the checkpoint stopped");
+        c.train_until(12).expect("train c");
+        let files = ["model.safetensors", "optimizer.safetensors", "training.json"];
+        let da = digest_of(&a.checkpoint_dir(), &files);
+        let dc = digest_of(&c.checkpoint_dir(), &files);
+        assert_eq!(da.len(), 3);
+        assert_eq!(da, dc, "{kind:?}: k steps + resume + (N-k) steps must equal N steps bit for bit");
+    }
+}
+
+#[test]
+fn training_lowers_the_held_out_loss() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cfg = micro_config(tmp.path(), ObjectiveKind::Causal);
+    cfg.train.max_steps = 30;
+    let mut t = Pretrainer::new(cfg, &options(false)).expect("trainer");
+    let before = t.evaluate().expect("eval");
+    t.run().expect("run");
+    let after = t.evaluate().expect("eval");
+    assert!(after < before - 0.5, "held-out loss went from {before} to {after}");
+    assert!(tmp.path().join("loss.png").exists(), "a loss curve is written beside the checkpoint");
+    let lines = std::fs::read_to_string(tmp.path().join("metrics.jsonl")).expect("metrics");
+    assert_eq!(lines.lines().count(), 30, "one metrics line per step");
+}
+
+#[test]
+fn loaded_checkpoint_gives_bit_identical_logits() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut t = Pretrainer::new(micro_config(tmp.path(), ObjectiveKind::Mlm), &options(false)).expect("trainer");
+    t.train_until(4).expect("train");
+    let ck = Checkpoint::load(&t.checkpoint_dir(), Device::Cpu).expect("load");
+    assert_eq!(ck.mode(), AttentionMode::Bidirectional);
+    assert_eq!(ck.state.step, 4);
+    let ids = Tensor::from_slice(&[1i64, 20, 30, 40, 50, 2]).view([1, 6]);
+    let a = t.model().forward(&ids, AttentionMode::Bidirectional, None).expect("a");
+    let b = ck.model.forward(&ids, AttentionMode::Bidirectional, None).expect("b");
+    assert!(a.equal(&b));
+    assert_eq!(ck.tokenizer.encode("the cat").expect("x"), t.tokenizer().encode("the cat").expect("y"));
+}
+
+#[test]
+fn a_new_run_never_overwrites_a_saved_checkpoint() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = micro_config(tmp.path(), ObjectiveKind::Mlm);
+    let mut t = Pretrainer::new(cfg.clone(), &options(false)).expect("trainer");
+    t.train_until(2).expect("train");
+    let saved = dir_digest(&t.checkpoint_dir());
+    let err = Pretrainer::new(cfg.clone(), &options(false)).expect_err("must refuse").to_string();
+    assert!(err.contains("--resume"), "{err}");
+    // Resuming with a different objective is refused too.
+    let mut other = cfg;
+    other.objective.mask_prob = 0.3;
+    let err = Pretrainer::new(other, &options(true)).expect_err("objective changed").to_string();
+    assert!(err.contains("objective"), "{err}");
+    assert_eq!(dir_digest(&t.checkpoint_dir()), saved, "the saved checkpoint must be untouched");
+}
+
+#[test]
+fn empty_corpus_is_a_clear_error_and_keeps_the_checkpoint() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = micro_config(tmp.path(), ObjectiveKind::Mlm);
+    let mut t = Pretrainer::new(cfg.clone(), &options(false)).expect("trainer");
+    t.train_until(2).expect("train");
+    let saved = dir_digest(&t.checkpoint_dir());
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "\n\n").expect("write");
+    let mut bad = cfg;
+    bad.data.corpus = plinth_data::CorpusSource::TextFiles(vec![empty]);
+    let err = Pretrainer::new(bad, &options(true)).expect_err("empty corpus").to_string();
+    assert!(err.contains("no documents"), "{err}");
+    assert_eq!(dir_digest(&t.checkpoint_dir()), saved);
+}

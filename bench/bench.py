@@ -95,20 +95,28 @@ def python_train(c, vocab, seq_len, batch, steps, warmup, compiled):
     rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.95), eps=1e-8)
     fwd = torch.compile(model) if compiled else model
-    times = []
+    times, fwds, bwds, upds = [], [], [], []
     for i in range(warmup + steps):
         data = torch.randint(7, vocab, (batch, seq_len + 1))
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         logits = fwd(data[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, vocab), data[:, 1:].reshape(-1))
+        loss.item()
+        t1 = time.perf_counter()
         loss.backward()
+        t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        loss.item()
+        t3 = time.perf_counter()
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(t3 - t0)
+            fwds.append(t1 - t0)
+            bwds.append(t2 - t1)
+            upds.append(t3 - t2)
     step = statistics.median(times)
+    return {"median_step_s": step, "tokens_per_s": batch * seq_len / step, "forward_s": statistics.median(fwds),
+            "backward_s": statistics.median(bwds), "optimizer_s": statistics.median(upds)}
     return {"median_step_s": step, "tokens_per_s": batch * seq_len / step}
 
 

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use plinth_model::{AttentionMode, ModelConfig, Transformer};
 use plinth_train::objectives::batch_loss;
-use plinth_train::optim::{AdamW, AdamWConfig};
+use plinth_train::optim::{clip_grad_norm, gradients, AdamW, AdamWConfig};
 use plinth_train::{ObjectiveConfig, ObjectiveKind};
 use serde_json::json;
 use tch::{nn, Device, Kind, Tensor};
@@ -136,29 +136,38 @@ fn train(cfg: &ModelConfig, kind: ObjectiveKind, seq_len: i64, batch: i64, steps
         plinth_model::checkpoint::named_variables(&vs),
         AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 },
     );
+    let params = opt.params();
     let objective = ObjectiveConfig { kind, mask_prob: 0.15, fim_rate: 0.0 };
     let len = seq_len + i64::from(kind == ObjectiveKind::Causal);
     let mut times = Vec::new();
+    let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
     let mut last_loss = 0.0;
     for i in 0..warmup + steps {
         let data = Tensor::randint_low(7, cfg.vocab_size, [batch, len], (Kind::Int64, device));
         sync(device);
         let t0 = Instant::now();
-        opt.zero_grad();
         let loss = batch_loss(&model, &objective, &data)?;
-        loss.backward();
-        opt.clip_grad_norm(1.0);
-        opt.step(1e-3);
         last_loss = loss.double_value(&[]);
+        let t1 = Instant::now();
+        let mut grads = gradients(&loss, &params);
         sync(device);
+        let t2 = Instant::now();
+        clip_grad_norm(&mut grads, 1.0);
+        opt.step(&grads, 1e-3);
+        sync(device);
+        let t3 = Instant::now();
         if i >= warmup {
-            times.push(t0.elapsed().as_secs_f64());
+            times.push((t3 - t0).as_secs_f64());
+            fwd.push((t1 - t0).as_secs_f64());
+            bwd.push((t2 - t1).as_secs_f64());
+            upd.push((t3 - t2).as_secs_f64());
         }
     }
     let step_s = median(times);
     Ok(json!({
         "what": "train", "objective": format!("{kind:?}").to_lowercase(), "params": cfg.num_params(),
         "batch": batch, "seq_len": seq_len, "median_step_s": step_s,
+        "forward_s": median(fwd), "backward_s": median(bwd), "optimizer_s": median(upd),
         "tokens_per_s": (batch * seq_len) as f64 / step_s,
         "flops_per_token": cfg.train_flops_per_token(seq_len), "final_loss": last_loss,
     }))

@@ -53,63 +53,32 @@ impl AdamW {
         self.step
     }
 
-    /// Zeroes every gradient.
-    pub fn zero_grad(&mut self) {
-        for s in &mut self.slots {
-            let mut g = s.param.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
+    /// The parameters, in the order `step` expects their gradients.
+    pub fn params(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|s| s.param.shallow_clone()).collect()
     }
 
-    /// Scales gradients so their global L2 norm is at most `max_norm` (0: no
-    /// clipping) and returns the norm before clipping.
-    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
-        tch::no_grad(|| {
-            let norms: Vec<Tensor> = self
-                .slots
-                .iter()
-                .map(|s| s.param.grad())
-                .filter(|g| g.defined())
-                .map(|g| g.norm().to_kind(Kind::Float))
-                .collect();
-            if norms.is_empty() {
-                return 0.0;
-            }
-            let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
-            if max_norm > 0.0 && total > max_norm {
-                let scale = max_norm / (total + 1e-6);
-                for s in &self.slots {
-                    let mut g = s.param.grad();
-                    if g.defined() {
-                        let _ = g.g_mul_scalar_(scale);
-                    }
-                }
-            }
-            total
-        })
-    }
-
-    /// One AdamW update at learning rate `lr`.
-    pub fn step(&mut self, lr: f64) {
+    /// One AdamW update at learning rate `lr` with `grads` in [`AdamW::params`]
+    /// order; an undefined gradient (a parameter the loss did not use) is skipped.
+    pub fn step(&mut self, grads: &[Tensor], lr: f64) {
         self.step += 1;
         let AdamWConfig { beta1, beta2, eps, weight_decay } = self.cfg;
         let bc1 = 1.0 - beta1.powi(self.step as i32);
         let bc2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
         tch::no_grad(|| {
-            for s in &mut self.slots {
-                let g = s.param.grad();
+            for (s, g) in self.slots.iter_mut().zip(grads) {
                 if !g.defined() {
                     continue;
                 }
-                let _ = s.m.lerp_(&g, 1.0 - beta1); // m = β1 m + (1-β1) g
-                let _ = s.v.g_mul_scalar_(beta2).addcmul_(&g, &g.g_mul_scalar(1.0 - beta2)); // v = β2 v + (1-β2) g²
+                let _ = s.m.lerp_(g, 1.0 - beta1); // m = β1 m + (1-β1) g
+                let _ = s.v.lerp_(&g.square(), 1.0 - beta2); // v = β2 v + (1-β2) g²
                 if s.decay && weight_decay > 0.0 {
                     let _ = s.param.g_mul_scalar_(1.0 - lr * weight_decay);
                 }
-                let denom = s.v.sqrt().g_div_scalar_(bc2_sqrt).g_add_scalar_(eps); // √v̂ + ε
-                let _ = s.param.addcdiv_(&s.m.g_mul_scalar(-lr / bc1), &denom);
+                // p -= lr/bc1 · m / (√v / √bc2 + ε); the step size is folded into the
+                // denominator so the update allocates one temporary besides g².
+                let denom = s.v.sqrt().g_div_scalar_(bc2_sqrt).g_add_scalar_(eps).g_mul_scalar_(-bc1 / lr);
+                let _ = s.param.addcdiv_(&s.m, &denom);
             }
         });
     }
@@ -145,6 +114,46 @@ impl AdamW {
     }
 }
 
+/// Gradients of `loss` with respect to `params`, returned rather than
+/// accumulated into `.grad`: nothing has to be zeroed between steps and the first
+/// micro-batch's gradients are used as they come (undefined where a parameter
+/// does not influence the loss).
+pub fn gradients(loss: &Tensor, params: &[Tensor]) -> Vec<Tensor> {
+    Tensor::run_backward(&[loss], params, false, false)
+}
+
+/// Adds `more` into `acc` (gradient accumulation over micro-batches).
+pub fn accumulate(acc: &mut [Tensor], more: Vec<Tensor>) {
+    tch::no_grad(|| {
+        for (a, m) in acc.iter_mut().zip(more) {
+            if !a.defined() {
+                *a = m;
+            } else if m.defined() {
+                let _ = a.g_add_(&m);
+            }
+        }
+    });
+}
+
+/// Scales `grads` in place so their global L2 norm is at most `max_norm` (0: no
+/// clipping) and returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> f64 {
+    tch::no_grad(|| {
+        let norms: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.norm().to_kind(Kind::Float)).collect();
+        if norms.is_empty() {
+            return 0.0;
+        }
+        let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
+        if max_norm > 0.0 && total > max_norm {
+            let scale = max_norm / (total + 1e-6);
+            for g in grads.iter_mut().filter(|g| g.defined()) {
+                let _ = g.g_mul_scalar_(scale);
+            }
+        }
+        total
+    })
+}
+
 /// Linear warmup from 0 to `peak` over `warmup` steps, then cosine decay to
 /// `peak * min_ratio` at `total`. `step` counts from 1.
 pub fn lr_at(step: u64, peak: f64, warmup: u64, total: u64, min_ratio: f64) -> f64 {
@@ -173,9 +182,9 @@ mod tests {
     fn matches_the_adamw_formula_on_one_step() {
         let p = Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]).set_requires_grad(true);
         let loss = (&p * &p).sum(Kind::Float);
-        loss.backward();
         let mut opt = AdamW::new(vec![("w".into(), p.shallow_clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 });
-        opt.step(0.01);
+        let grads = gradients(&loss, &opt.params());
+        opt.step(&grads, 0.01);
         // Step 1: m̂ = g, v̂ = g², update = -lr·g/(|g|+ε) = -lr·sign(g); decay first.
         let got: Vec<f32> = Vec::try_from(p.detach().view([-1])).expect("vec");
         let want = [1.0 * (1.0 - 0.001) - 0.01, -2.0 * (1.0 - 0.001) + 0.01];
@@ -187,10 +196,19 @@ mod tests {
     #[test]
     fn clipping_bounds_the_global_norm() {
         let p = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
-        (&p * &p).sum(Kind::Float).g_mul_scalar(0.5).backward(); // grad = p, norm 5
-        let mut opt = AdamW::new(vec![("b".into(), p.shallow_clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 });
-        let before = opt.clip_grad_norm(1.0);
+        let mut grads = gradients(&(&p * &p).sum(Kind::Float).g_mul_scalar(0.5), &[p.shallow_clone()]); // grad = p, norm 5
+        let before = clip_grad_norm(&mut grads, 1.0);
         assert!((before - 5.0).abs() < 1e-5);
-        assert!((p.grad().norm().double_value(&[]) - 1.0).abs() < 1e-4);
+        assert!((grads[0].norm().double_value(&[]) - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn accumulation_sums_micro_batches() {
+        let p = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let params = [p.shallow_clone()];
+        let mut acc = gradients(&(&p * 2.0).sum(Kind::Float), &params);
+        accumulate(&mut acc, gradients(&(&p * 3.0).sum(Kind::Float), &params));
+        let got: Vec<f32> = Vec::try_from(&acc[0]).expect("vec");
+        assert_eq!(got, vec![5.0, 5.0]);
     }
 }

@@ -13,7 +13,7 @@ use tch::{nn, Device, Tensor};
 
 use crate::config::{ObjectiveKind, PretrainConfig};
 use crate::objectives::{batch_loss, frame_causal, frame_masked};
-use crate::optim::{lr_at, AdamW, AdamWConfig};
+use crate::optim::{accumulate, clip_grad_norm, gradients, lr_at, AdamW, AdamWConfig};
 use crate::plot::{write_line_chart, Series};
 use crate::state::{self, SaveRequest, TrainingState};
 use crate::{Result, TrainError};
@@ -193,17 +193,23 @@ impl Pretrainer {
             // Masks and random replacements are a pure function of (seed, step), so
             // a resumed run draws exactly what the uninterrupted one would have.
             tch::manual_seed(t.seed.wrapping_add(step) as i64);
-            self.opt.zero_grad();
+            let params = self.opt.params();
+            let mut grads: Vec<Tensor> = Vec::new();
             let mut loss_sum = 0.0;
             for _ in 0..t.grad_accum {
                 let idx: Vec<i64> = self.sampler.next_indices(t.batch_size).into_iter().map(|i| i as i64).collect();
                 let batch = self.train_blocks.index_select(0, &Tensor::from_slice(&idx).to_device(self.train_blocks.device()));
                 let loss = self.loss(&batch)?;
-                (&loss / t.grad_accum as f64).backward();
+                let micro = gradients(&(&loss / t.grad_accum as f64), &params);
+                if grads.is_empty() {
+                    grads = micro;
+                } else {
+                    accumulate(&mut grads, micro);
+                }
                 loss_sum += loss.double_value(&[]);
             }
-            let grad_norm = self.opt.clip_grad_norm(t.clip_norm);
-            self.opt.step(lr);
+            let grad_norm = clip_grad_norm(&mut grads, t.clip_norm);
+            self.opt.step(&grads, lr);
             let loss = loss_sum / t.grad_accum as f64;
             if !loss.is_finite() {
                 return Err(TrainError::Invalid(format!(

@@ -22,9 +22,9 @@ build: setup
 demo: build
     {{plinth}} pretrain --config configs/pretrain/tiny-mlm.toml --resume
     {{plinth}} info runs/tiny-mlm/checkpoint
-    {{plinth}} fill "a domestic ___ that barks"
-    {{plinth}} fill "the capital of ___"
-    {{plinth}} fill "a ___ of cows"
+    {{plinth}} fill "breakfast: the first ___ of the day"
+    {{plinth}} fill "Paris, City of Light: the capital and largest city of ___"
+    {{plinth}} fill "run: move fast by using one's ___"
 
 # pretrain with a config (default: the tiny masked model)
 pretrain config="configs/pretrain/tiny-mlm.toml" *flags="": build

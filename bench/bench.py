@@ -163,7 +163,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plinth", required=True, help="path to the plinth-bench binary")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--presets", default="tiny,small")
+    ap.add_argument("--presets", default="tiny,small,base")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "results.json"))

@@ -7,6 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 torch_version="2.11.0"
 just_version="1.59.0"
+tokenizers_version="0.23.3" # Python side of the tokenizer.json compatibility test
 numpy_spec="numpy>=2,<3"
 extras=("$@") # extra requirement specs, e.g. for benchmarks
 
@@ -29,10 +30,10 @@ for name, ver in want.items():
 PY
 }
 
-if ! have "torch==$torch_version" "rust-just==$just_version" || ! "$vpy" -c "import numpy" 2>/dev/null; then
-  echo "plinth: installing torch==$torch_version, numpy and just into $venv (about 5 GB, a few minutes the first time)" >&2
+if ! have "torch==$torch_version" "rust-just==$just_version" "tokenizers==$tokenizers_version" || ! "$vpy" -c "import numpy" 2>/dev/null; then
+  echo "plinth: installing torch==$torch_version, numpy, tokenizers and just into $venv (about 5 GB, a few minutes the first time)" >&2
   "$vpy" -m pip install --quiet --disable-pip-version-check \
-    "torch==$torch_version" "$numpy_spec" "rust-just==$just_version"
+    "torch==$torch_version" "$numpy_spec" "rust-just==$just_version" "tokenizers==$tokenizers_version"
 fi
 if [ "${#extras[@]}" -gt 0 ]; then
   "$vpy" -m pip install --quiet --disable-pip-version-check "${extras[@]}"

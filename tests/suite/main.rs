@@ -4,4 +4,5 @@ mod config_errors;
 mod dependencies;
 mod generation;
 mod model;
+mod tokenizer_python;
 mod training;

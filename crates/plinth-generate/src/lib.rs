@@ -152,8 +152,8 @@ pub struct Fill {
     pub text: String,
     /// What went into the blank.
     pub answer: String,
-    /// Mean log-probability per filled token (masked models) or of the generated
-    /// middle (FIM); higher is more confident.
+    /// Joint log-probability of the filled tokens (masked models) or mean
+    /// log-probability per token of the generated middle (FIM); higher is more confident.
     pub score: f64,
     /// For masked models, the most likely single tokens for a one-token blank
     /// with their probabilities.
@@ -175,7 +175,10 @@ pub fn split_blank(text: &str) -> Result<(&str, &str)> {
 /// Fills the blank with a masked (bidirectional) model: for each span length
 /// 1..=`max_span` the blank becomes that many `<mask>` tokens, which are filled
 /// one at a time, most confident first (as in Mask-Predict, Ghazvininejad et al.
-/// 2019); the span with the best mean log-probability wins.
+/// 2019); the span with the highest joint log-probability wins. When text comes
+/// before the blank, the blank starts a new word: its first token must be a
+/// word-initial token (one that begins with a space), so `___` is never filled
+/// with the tail of the previous word.
 pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_span: usize) -> Result<Fill> {
     let (before, after) = split_blank(text)?;
     if max_span == 0 {
@@ -186,6 +189,17 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
     let suffix = tok.encode(after)?;
     let device = model_device(model);
     let n_special = Special::ALL.len() as i64;
+    let vocab = model.config().vocab_size;
+    // Additive mask over non-special tokens: 0 for word-initial tokens, -inf otherwise.
+    let word_start = (!before.is_empty()).then(|| {
+        let allowed: Vec<f32> = (n_special..vocab)
+            .map(|id| match tok.token_text(id as u32) {
+                Some(t) if t.starts_with('Ġ') => 0.0,
+                _ => f32::NEG_INFINITY,
+            })
+            .collect();
+        Tensor::from_slice(&allowed).to_device(device)
+    });
     let mut best: Option<(f64, Vec<u32>)> = None;
     let mut candidates = Vec::new();
     tch::no_grad(|| -> Result<()> {
@@ -204,6 +218,9 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
                 let input = Tensor::from_slice(&ids).view([1, -1]).to_device(device);
                 let logits = model.forward(&input, AttentionMode::Bidirectional, None)?.squeeze_dim(0); // (T, V)
                 let logp = logits.narrow(1, n_special, logits.size()[1] - n_special).log_softmax(-1, Kind::Float); // (T, V - specials)
+                if let Some(mask) = &word_start {
+                    let _ = logp.get(start as i64).g_add_(mask);
+                }
                 if span == 1 {
                     let (p, i) = logp.get(start as i64).exp().topk(5, -1, true, true);
                     let probs: Vec<f64> = Vec::try_from(p.to_kind(Kind::Double)).unwrap_or_default();
@@ -226,7 +243,7 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
                 total += choice_lp;
                 open.remove(choice);
             }
-            let score = total / span as f64;
+            let score = total;
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
                 best = Some((score, ids[start..start + span].iter().map(|&t| t as u32).collect()));
             }

@@ -1,0 +1,104 @@
+//! The `plinth` binary end to end on the fixture corpus: pretrain, info, fill,
+//! generate, resume, and the errors a user sees.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn plinth(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plinth")).args(args).current_dir(cwd).env("RUST_LOG", "warn").output().expect("run plinth")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn write_config(dir: &Path, kind: &str) -> std::path::PathBuf {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/corpus.txt");
+    let fim = if kind == "causal" { "fim_rate = 0.5" } else { "" };
+    let cfg = format!(
+        r#"out_dir = "run-{kind}"
+[model]
+d_model = 32
+n_layers = 2
+n_heads = 2
+d_ff = 64
+max_seq_len = 64
+[tokenizer]
+vocab_size = 400
+[data]
+corpus = {{ text_files = ["{}"] }}
+val_fraction = 0.2
+[objective]
+kind = "{kind}"
+{fim}
+[train]
+seq_len = 32
+batch_size = 4
+max_steps = 6
+lr = 3e-3
+warmup_steps = 2
+eval_every = 3
+eval_batches = 1
+threads = 1
+"#,
+        corpus.display()
+    );
+    let path = dir.join(format!("{kind}.toml"));
+    std::fs::write(&path, cfg).expect("write config");
+    path
+}
+
+#[test]
+fn pretrain_info_fill_generate_and_resume() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mlm = write_config(dir, "mlm");
+    let out = plinth(&["--device", "cpu", "pretrain", "--config", mlm.to_str().expect("utf8")], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("pretrained 6 steps"), "{}", text(&out));
+    for f in ["model.safetensors", "model.json", "tokenizer.json", "optimizer.safetensors", "training.json", "pretrain.toml"] {
+        assert!(dir.join("run-mlm/checkpoint").join(f).exists(), "{f} missing");
+    }
+    assert!(dir.join("run-mlm/loss.png").exists() && dir.join("run-mlm/metrics.jsonl").exists());
+
+    let out = plinth(&["info", "run-mlm/checkpoint"], dir);
+    assert!(out.status.success() && text(&out).contains("Mlm") && text(&out).contains("6 steps"), "{}", text(&out));
+
+    let out = plinth(&["fill", "--checkpoint", "run-mlm/checkpoint", "The cat sat on the ___."], dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("The cat sat on the") && stdout.trim_end().ends_with('.'), "{}", text(&out));
+
+    // A finished run resumed is a no-op that reports where it is.
+    let out = plinth(&["pretrain", "--config", mlm.to_str().expect("utf8"), "--resume"], dir);
+    assert!(out.status.success() && text(&out).contains("pretrained 6 steps"), "{}", text(&out));
+    // Without --resume the saved checkpoint is protected.
+    let out = plinth(&["pretrain", "--config", mlm.to_str().expect("utf8")], dir);
+    assert!(!out.status.success() && text(&out).contains("--resume"), "{}", text(&out));
+
+    let err = plinth(&["generate", "--checkpoint", "run-mlm/checkpoint", "The"], dir);
+    assert!(!err.status.success() && text(&err).contains("plinth fill"), "{}", text(&err));
+
+    let causal = write_config(dir, "causal");
+    let out = plinth(&["pretrain", "--config", causal.to_str().expect("utf8")], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = plinth(&["generate", "--checkpoint", "run-causal/checkpoint", "--max-tokens", "5", "The dog"], dir);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("The dog"), "{}", text(&out));
+    let out = plinth(&["fill", "--checkpoint", "run-causal/checkpoint", "--max-tokens", "4", "The ___ sat."], dir);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("The"), "{}", text(&out));
+}
+
+#[test]
+fn user_errors_are_one_clear_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let out = plinth(&["pretrain", "--config", "nope.toml"], dir);
+    assert!(!out.status.success() && text(&out).contains("nope.toml"), "{}", text(&out));
+    std::fs::write(dir.join("bad.toml"), "out_dir = \"x\"\n[train\nseq_len = 3\n").expect("write");
+    let out = plinth(&["pretrain", "--config", "bad.toml"], dir);
+    assert!(!out.status.success() && text(&out).contains("line 2"), "{}", text(&out));
+    let out = plinth(&["fill", "--checkpoint", "missing", "a ___"], dir);
+    assert!(!out.status.success() && text(&out).contains("not a plinth checkpoint"), "{}", text(&out));
+    let out = plinth(&["info", "."], dir);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"), "{}", text(&out));
+}

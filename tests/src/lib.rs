@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use plinth_data::CorpusSource;
 use plinth_model::ModelConfig;
-use plinth_train::{DataConfig, ModelSpec, ObjectiveConfig, ObjectiveKind, PretrainConfig, RunOptions, TokenizerConfig, TrainConfig};
+use plinth_train::{
+    DataConfig, ModelSpec, ObjectiveConfig, ObjectiveKind, PretrainConfig, RunOptions, TokenizerConfig, TrainConfig,
+};
 use sha2::{Digest, Sha256};
 
 /// The checked-in English fixture corpus.
@@ -15,7 +17,15 @@ pub fn fixture_corpus() -> PathBuf {
 
 /// A model small enough to train in a second.
 pub fn micro_model() -> ModelConfig {
-    ModelConfig { d_model: 32, n_layers: 2, n_heads: 4, n_kv_heads: Some(2), d_ff: 64, max_seq_len: 64, ..ModelConfig::tiny() }
+    ModelConfig {
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: Some(2),
+        d_ff: 64,
+        max_seq_len: 64,
+        ..ModelConfig::tiny()
+    }
 }
 
 /// A pretraining config over the fixture corpus writing to `out_dir`.
@@ -24,7 +34,11 @@ pub fn micro_config(out_dir: &Path, kind: ObjectiveKind) -> PretrainConfig {
         model: ModelSpec::Inline(micro_model()),
         out_dir: out_dir.to_path_buf(),
         tokenizer: TokenizerConfig { vocab_size: 400, min_frequency: 2 },
-        data: DataConfig { corpus: CorpusSource::TextFiles(vec![fixture_corpus()]), val_fraction: 0.2, max_documents: 0 },
+        data: DataConfig {
+            corpus: CorpusSource::TextFiles(vec![fixture_corpus()]),
+            val_fraction: 0.2,
+            max_documents: 0,
+        },
         objective: ObjectiveConfig {
             kind,
             mask_prob: 0.15,
@@ -54,7 +68,12 @@ pub fn micro_config(out_dir: &Path, kind: ObjectiveKind) -> PretrainConfig {
 
 /// Options for a quiet CPU run.
 pub fn options(resume: bool) -> RunOptions {
-    RunOptions { resume, progress: false, device: tch::Device::Cpu, cache_dir: std::env::temp_dir().join("plinth-test-cache") }
+    RunOptions {
+        resume,
+        progress: false,
+        device: tch::Device::Cpu,
+        cache_dir: std::env::temp_dir().join("plinth-test-cache"),
+    }
 }
 
 /// SHA-256 of every file in a directory, sorted by name: a fingerprint that

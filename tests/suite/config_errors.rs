@@ -48,7 +48,8 @@ fn shipped_configs_all_load() {
 
 #[test]
 fn missing_file_is_named() {
-    let err = PretrainConfig::from_file(std::path::Path::new("/no/such/pretrain.toml")).expect_err("missing").to_string();
+    let err =
+        PretrainConfig::from_file(std::path::Path::new("/no/such/pretrain.toml")).expect_err("missing").to_string();
     assert!(err.contains("/no/such/pretrain.toml"), "{err}");
 }
 

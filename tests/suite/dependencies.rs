@@ -30,7 +30,9 @@ fn crates_depend_only_downwards() {
             .and_then(|d| d.as_table())
             .map(|t| t.keys().filter(|k| k.starts_with("plinth-")).cloned().collect())
             .unwrap_or_default();
-        let ok = allowed.get(name.as_str()).unwrap_or_else(|| panic!("{name} is not in ALLOWED; add it to this table and to ARCHITECTURE.md"));
+        let ok = allowed
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("{name} is not in ALLOWED; add it to this table and to ARCHITECTURE.md"));
         for d in deps {
             assert!(ok.contains(&d.as_str()), "{name} depends on {d}, against the direction in ARCHITECTURE.md");
         }

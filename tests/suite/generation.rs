@@ -24,7 +24,8 @@ fn cached_generation_equals_full_recompute_token_for_token() {
     for (temperature, top_k, top_p) in [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.8, 20, 0.9)] {
         let base = SamplingConfig { max_new_tokens: 40, temperature, top_k, top_p, seed: 11, ..Default::default() };
         let cached = generate(t.model(), t.tokenizer(), "The dog", &base).expect("cached");
-        let full = generate(t.model(), t.tokenizer(), "The dog", &SamplingConfig { use_cache: false, ..base }).expect("full");
+        let full =
+            generate(t.model(), t.tokenizer(), "The dog", &SamplingConfig { use_cache: false, ..base }).expect("full");
         assert!(!cached.ids.is_empty());
         assert_eq!(cached.ids, full.ids, "temperature {temperature}: the KV cache changed the tokens");
     }
@@ -41,7 +42,8 @@ fn stop_strings_end_generation_before_the_string() {
     assert!(chars.len() > 6, "need some text to cut: {:?}", free.text);
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
     let cut = free.text.find(&stop).expect("stop occurs");
-    let stopped = generate(t.model(), t.tokenizer(), "The", &SamplingConfig { stop: vec![stop.clone()], ..cfg }).expect("stopped");
+    let stopped = generate(t.model(), t.tokenizer(), "The", &SamplingConfig { stop: vec![stop.clone()], ..cfg })
+        .expect("stopped");
     assert_eq!(stopped.finish, FinishReason::Stop);
     assert_eq!(stopped.text, free.text[..cut], "stop string {stop:?}");
 }

@@ -62,7 +62,9 @@ fn kv_cache_in_chunks_matches_full_recompute() {
         let mut cache = model.new_cache(1);
         let mut parts = Vec::new();
         for (start, len) in [(0, 7), (7, 5), (12, 1), (13, 1), (14, 6)] {
-            parts.push(model.forward(&ids.narrow(1, start, len), AttentionMode::Causal, Some(&mut cache)).expect("cached"));
+            parts.push(
+                model.forward(&ids.narrow(1, start, len), AttentionMode::Causal, Some(&mut cache)).expect("cached"),
+            );
         }
         assert_eq!(cache.len(), 20);
         let cached = Tensor::cat(&parts, 1);

@@ -29,7 +29,11 @@ fn python_tokenizers_reads_our_file_and_agrees_on_ids() {
         .arg(sample)
         .output()
         .expect("run the project's Python; `./dev setup` creates it");
-    assert!(out.status.success(), "python tokenizers failed (run `./dev setup`): {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python tokenizers failed (run `./dev setup`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ids: Vec<u32> = String::from_utf8_lossy(&out.stdout)
         .trim()
         .trim_matches(['[', ']'])

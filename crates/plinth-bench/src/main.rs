@@ -128,7 +128,15 @@ fn sync(device: Device) {
     }
 }
 
-fn train(cfg: &ModelConfig, kind: ObjectiveKind, seq_len: i64, batch: i64, steps: usize, warmup: usize, device: Device) -> Result<serde_json::Value> {
+fn train(
+    cfg: &ModelConfig,
+    kind: ObjectiveKind,
+    seq_len: i64,
+    batch: i64,
+    steps: usize,
+    warmup: usize,
+    device: Device,
+) -> Result<serde_json::Value> {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let model = Transformer::new(&vs.root(), cfg)?;
@@ -173,7 +181,14 @@ fn train(cfg: &ModelConfig, kind: ObjectiveKind, seq_len: i64, batch: i64, steps
     }))
 }
 
-fn generate(cfg: &ModelConfig, prompt_len: i64, new_tokens: usize, repeats: usize, use_cache: bool, device: Device) -> Result<serde_json::Value> {
+fn generate(
+    cfg: &ModelConfig,
+    prompt_len: i64,
+    new_tokens: usize,
+    repeats: usize,
+    use_cache: bool,
+    device: Device,
+) -> Result<serde_json::Value> {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let model = Transformer::new(&vs.root(), cfg)?;
@@ -191,7 +206,9 @@ fn generate(cfg: &ModelConfig, prompt_len: i64, new_tokens: usize, repeats: usiz
     })?;
     times.remove(0); // the first run warms allocator and caches
     let s = median(times);
-    Ok(json!({"what": "generate", "cache": use_cache, "prompt_len": prompt_len, "new_tokens": new_tokens, "median_s": s, "tokens_per_s": new_tokens as f64 / s}))
+    Ok(
+        json!({"what": "generate", "cache": use_cache, "prompt_len": prompt_len, "new_tokens": new_tokens, "median_s": s, "tokens_per_s": new_tokens as f64 / s}),
+    )
 }
 
 /// Greedy decoding of exactly `n` tokens (no early stop), as HF's

@@ -127,7 +127,9 @@ fn run(cli: Cli) -> Result<()> {
         DeviceArg::Auto => tch::Device::cuda_if_available(),
         DeviceArg::Cpu => tch::Device::Cpu,
         DeviceArg::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
-        DeviceArg::Cuda => bail!("--device cuda was asked for but libtorch sees no GPU; use --device cpu"),
+        DeviceArg::Cuda => {
+            bail!("--device cuda was asked for but libtorch sees no GPU; use --device cpu")
+        }
     };
     match cli.command {
         Command::Pretrain { config, resume } => pretrain(&config, resume, device),
@@ -167,10 +169,19 @@ fn run(cli: Cli) -> Result<()> {
 
 fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {
     let cfg = PretrainConfig::from_file(config)?;
-    let opts = RunOptions { resume, progress: std::io::stderr().is_terminal(), device, cache_dir: plinth_data::cache_dir() };
-    let mut trainer = Pretrainer::new(cfg, &opts).with_context(|| format!("preparing the run in {}", config.display()))?;
+    let opts =
+        RunOptions { resume, progress: std::io::stderr().is_terminal(), device, cache_dir: plinth_data::cache_dir() };
+    let mut trainer =
+        Pretrainer::new(cfg, &opts).with_context(|| format!("preparing the run in {}", config.display()))?;
     let m = trainer.model().config();
-    tracing::info!(params = m.num_params(), d_model = m.d_model, layers = m.n_layers, vocab = m.vocab_size, ?device, "model");
+    tracing::info!(
+        params = m.num_params(),
+        d_model = m.d_model,
+        layers = m.n_layers,
+        vocab = m.vocab_size,
+        ?device,
+        "model"
+    );
     trainer.run()?;
     let st = trainer.state();
     println!(

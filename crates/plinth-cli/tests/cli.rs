@@ -5,7 +5,12 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn plinth(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_plinth")).args(args).current_dir(cwd).env("RUST_LOG", "warn").output().expect("run plinth")
+    Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run plinth")
 }
 
 fn text(o: &Output) -> String {
@@ -56,7 +61,9 @@ fn pretrain_info_fill_generate_and_resume() {
     let out = plinth(&["--device", "cpu", "pretrain", "--config", mlm.to_str().expect("utf8")], dir);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("pretrained 6 steps"), "{}", text(&out));
-    for f in ["model.safetensors", "model.json", "tokenizer.json", "optimizer.safetensors", "training.json", "pretrain.toml"] {
+    for f in
+        ["model.safetensors", "model.json", "tokenizer.json", "optimizer.safetensors", "training.json", "pretrain.toml"]
+    {
         assert!(dir.join("run-mlm/checkpoint").join(f).exists(), "{f} missing");
     }
     assert!(dir.join("run-mlm/loss.png").exists() && dir.join("run-mlm/metrics.jsonl").exists());
@@ -66,7 +73,11 @@ fn pretrain_info_fill_generate_and_resume() {
 
     let out = plinth(&["fill", "--checkpoint", "run-mlm/checkpoint", "The cat sat on the ___."], dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.starts_with("The cat sat on the") && stdout.trim_end().ends_with('.'), "{}", text(&out));
+    assert!(
+        out.status.success() && stdout.starts_with("The cat sat on the") && stdout.trim_end().ends_with('.'),
+        "{}",
+        text(&out)
+    );
 
     // A finished run resumed is a no-op that reports where it is.
     let out = plinth(&["pretrain", "--config", mlm.to_str().expect("utf8"), "--resume"], dir);

@@ -40,14 +40,17 @@ pub fn load_corpus(source: &CorpusSource, cache: &Path) -> Result<Corpus> {
         CorpusSource::TextFiles(paths) => {
             let mut docs = Vec::new();
             for path in paths {
-                let text = std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| DataError::Io { path: path.clone(), source })?;
                 docs.extend(paragraphs(&text));
             }
             docs
         }
     };
     if documents.is_empty() {
-        return Err(DataError::Empty(format!("the corpus {source:?} has no documents; point `data.corpus` at non-empty text")));
+        return Err(DataError::Empty(format!(
+            "the corpus {source:?} has no documents; point `data.corpus` at non-empty text"
+        )));
     }
     Ok(Corpus { documents })
 }
@@ -98,7 +101,8 @@ fn read_wordnet_data(path: &Path) -> Result<Vec<String>> {
         if line.starts_with(' ') || line.trim().is_empty() {
             continue;
         }
-        let parse_err = |message: &str| DataError::Parse { path: path.to_path_buf(), line: i + 1, message: message.to_string() };
+        let parse_err =
+            |message: &str| DataError::Parse { path: path.to_path_buf(), line: i + 1, message: message.to_string() };
         let (head, gloss) = line.split_once(" | ").ok_or_else(|| parse_err("no ` | ` before the gloss"))?;
         let fields: Vec<&str> = head.split(' ').collect();
         let count = fields
@@ -134,7 +138,11 @@ mod tests {
         )
         .expect("write");
         let docs = read_wordnet_data(&path).expect("parse");
-        assert_eq!(docs, vec!["dog, domestic dog, Canis familiaris: a member of the genus Canis; \"the dog barked all night\"".to_string()]);
+        assert_eq!(
+            docs,
+            vec!["dog, domestic dog, Canis familiaris: a member of the genus Canis; \"the dog barked all night\""
+                .to_string()]
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! fixed-length blocks with a resumable sampler. No tensors here.
 
 mod corpus;
-mod packages;
 mod pack;
+mod packages;
 mod rng;
 
 pub use corpus::{load_corpus, split_train_val, Corpus, CorpusSource};

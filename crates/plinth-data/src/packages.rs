@@ -60,7 +60,12 @@ pub fn fetch_debian(pkg: &DebianPackage, cache: &Path) -> Result<PathBuf> {
         .args(["download", &format!("{}={}", pkg.name, pkg.version)])
         .current_dir(&work)
         .output()
-        .map_err(|e| DataError::Fetch(format!("cannot run apt-get to fetch {}: {e}; plinth reads its corpus from Debian's package registry", pkg.name)))?;
+        .map_err(|e| {
+            DataError::Fetch(format!(
+                "cannot run apt-get to fetch {}: {e}; plinth reads its corpus from Debian's package registry",
+                pkg.name
+            ))
+        })?;
     if !status.status.success() {
         return Err(DataError::Fetch(format!(
             "apt-get download {}={} failed: {}; run `apt-get update` and retry",
@@ -91,7 +96,11 @@ pub fn fetch_debian(pkg: &DebianPackage, cache: &Path) -> Result<PathBuf> {
         .output()
         .map_err(|e| DataError::Fetch(format!("cannot run dpkg-deb to unpack {}: {e}", deb.display())))?;
     if !out.status.success() {
-        return Err(DataError::Fetch(format!("dpkg-deb -x {} failed: {}", deb.display(), String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(DataError::Fetch(format!(
+            "dpkg-deb -x {} failed: {}",
+            deb.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     std::fs::write(&done, pkg.sha256).map_err(io(&done))?;
     let _ = std::fs::remove_dir_all(&work);

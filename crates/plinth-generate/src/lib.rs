@@ -45,7 +45,15 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        SamplingConfig { max_new_tokens: 64, temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, stop: Vec::new(), use_cache: true }
+        SamplingConfig {
+            max_new_tokens: 64,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+            stop: Vec::new(),
+            use_cache: true,
+        }
     }
 }
 
@@ -72,7 +80,12 @@ pub struct Generation {
 
 /// Continues `prompt` (token ids) with a causal model; stops at `<eos>`,
 /// a stop string, the token budget or the context length.
-pub fn generate_ids(model: &Transformer, tok: &PlinthTokenizer, prompt: &[u32], cfg: &SamplingConfig) -> Result<Generation> {
+pub fn generate_ids(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    prompt: &[u32],
+    cfg: &SamplingConfig,
+) -> Result<Generation> {
     check_sampling(cfg)?;
     let ctx = model.config().max_seq_len as usize;
     if prompt.is_empty() {
@@ -270,7 +283,12 @@ pub fn fill_middle(model: &Transformer, tok: &PlinthTokenizer, text: &str, cfg: 
     let score = score_continuation(model, &ids, &gen.ids)?;
     let middle = gen.text.trim_end().to_string();
     let sep = if middle.starts_with(' ') || before.is_empty() { "" } else { " " };
-    Ok(Fill { text: format!("{before}{sep}{middle}{after}"), answer: middle.trim().to_string(), score, candidates: Vec::new() })
+    Ok(Fill {
+        text: format!("{before}{sep}{middle}{after}"),
+        answer: middle.trim().to_string(),
+        score,
+        candidates: Vec::new(),
+    })
 }
 
 /// Mean log-probability of `cont` after `prompt` under a causal model.
@@ -292,7 +310,7 @@ fn score_continuation(model: &Transformer, prompt: &[u32], cont: &[u32]) -> Resu
 }
 
 fn check_sampling(cfg: &SamplingConfig) -> Result<()> {
-    if !(cfg.temperature >= 0.0) || !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
+    if !(cfg.temperature >= 0.0 && cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
         return Err(GenerateError::Input(format!(
             "temperature must be >= 0 and top_p in (0, 1], got {} and {}",
             cfg.temperature, cfg.top_p

@@ -68,11 +68,10 @@ impl Module for Norm {
             NormKind::RmsNorm => {
                 let doubled = Tensor::cat(&[x, &x.neg()], -1); // (..., 2C)
                 let weight = Tensor::cat(&[&self.weight, &self.weight], 0); // (2C,)
-                doubled.layer_norm(&[2 * self.dim], Some(&weight), None, self.eps, true).narrow(-1, 0, self.dim) // (..., C)
+                doubled.layer_norm([2 * self.dim], Some(&weight), None, self.eps, true).narrow(-1, 0, self.dim)
+                // (..., C)
             }
-            NormKind::LayerNorm => {
-                x.layer_norm(&[self.dim], Some(&self.weight), self.bias.as_ref(), self.eps, true)
-            }
+            NormKind::LayerNorm => x.layer_norm([self.dim], Some(&self.weight), self.bias.as_ref(), self.eps, true),
         }
     }
 }
@@ -261,7 +260,7 @@ impl Module for Mlp {
                 let f = gu.size()[gu.dim() - 1] / 2;
                 gu.narrow(-1, 0, f).silu() * gu.narrow(-1, f, f) // (B, T, F)
             }
-            None => self.up_proj.forward(x).gelu("none"),                   // (B, T, F)
+            None => self.up_proj.forward(x).gelu("none"), // (B, T, F)
         };
         self.down_proj.forward(&h)
     }

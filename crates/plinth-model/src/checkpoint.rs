@@ -17,7 +17,8 @@ pub const CONFIG_FILE: &str = "model.json";
 /// complete or not at all: it is written beside its destination and renamed.
 pub fn save_tensors(named: &[(String, Tensor)], path: &Path) -> Result<()> {
     let tmp = tmp_path(path);
-    Tensor::write_safetensors(named, &tmp).map_err(|e| ModelError::Checkpoint { path: path.to_path_buf(), message: e.to_string() })?;
+    Tensor::write_safetensors(named, &tmp)
+        .map_err(|e| ModelError::Checkpoint { path: path.to_path_buf(), message: e.to_string() })?;
     std::fs::rename(&tmp, path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })
 }
 
@@ -48,9 +49,15 @@ pub fn load_into(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
     }
     tch::no_grad(|| {
         for (name, src) in &tensors {
-            let Some(dst) = vars.get_mut(name) else { continue };
+            let Some(dst) = vars.get_mut(name) else {
+                continue;
+            };
             if dst.size() != src.size() {
-                return Err(err(format!("tensor {name} has shape {:?}, the model expects {:?}", src.size(), dst.size())));
+                return Err(err(format!(
+                    "tensor {name} has shape {:?}, the model expects {:?}",
+                    src.size(),
+                    dst.size()
+                )));
             }
             dst.f_copy_(src)?;
         }
@@ -68,7 +75,8 @@ pub fn save_config(cfg: &ModelConfig, dir: &Path) -> Result<()> {
 pub fn load_config(dir: &Path) -> Result<ModelConfig> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
-    let cfg: ModelConfig = serde_json::from_str(&text).map_err(|e| ModelError::ConfigFile { path, message: e.to_string() })?;
+    let cfg: ModelConfig =
+        serde_json::from_str(&text).map_err(|e| ModelError::ConfigFile { path, message: e.to_string() })?;
     cfg.validate()?;
     Ok(cfg)
 }

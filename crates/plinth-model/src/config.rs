@@ -106,8 +106,8 @@ impl ModelConfig {
 
     /// Parses a TOML model config; the error names the file and the line.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
         let cfg: ModelConfig = toml::from_str(&text)
             .map_err(|e| ModelError::ConfigFile { path: path.to_path_buf(), message: e.to_string() })?;
         Ok(cfg)
@@ -136,7 +136,10 @@ impl ModelConfig {
             }
         }
         if self.vocab_size <= 0 {
-            return bad(format!("vocab_size must be positive, got {} (set it or build the model with a tokenizer)", self.vocab_size));
+            return bad(format!(
+                "vocab_size must be positive, got {} (set it or build the model with a tokenizer)",
+                self.vocab_size
+            ));
         }
         if self.d_model % self.n_heads != 0 {
             return bad(format!("d_model {} is not divisible by n_heads {}", self.d_model, self.n_heads));
@@ -195,8 +198,10 @@ mod tests {
 
     #[test]
     fn unknown_key_is_rejected_with_its_name() {
-        let err = toml::from_str::<ModelConfig>("d_model = 8\nn_layers = 1\nn_heads = 2\nd_ff = 8\nmax_seq_len = 4\nwidth = 3\n")
-            .expect_err("unknown key");
+        let err = toml::from_str::<ModelConfig>(
+            "d_model = 8\nn_layers = 1\nn_heads = 2\nd_ff = 8\nmax_seq_len = 4\nwidth = 3\n",
+        )
+        .expect_err("unknown key");
         assert!(err.to_string().contains("width"), "{err}");
     }
 

@@ -33,7 +33,14 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: &Tensor, rotary: Option<&Rotary>, mode: AttentionMode, kv: Option<&mut LayerKv>, offset: i64) -> Tensor {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: Option<&Rotary>,
+        mode: AttentionMode,
+        kv: Option<&mut LayerKv>,
+        offset: i64,
+    ) -> Tensor {
         let x = x + self.attn.forward(&self.attn_norm.forward(x), rotary, mode, kv, offset); // (B, T, C)
         &x + self.mlp.forward(&self.mlp_norm.forward(&x)) // (B, T, C)
     }
@@ -85,8 +92,12 @@ impl Transformer {
         let emb_cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
         let embed = nn::embedding(p / "embed", cfg.vocab_size, cfg.d_model, emb_cfg);
         let (pos_embed, rotary) = match cfg.position {
-            PositionKind::Learned => (Some(nn::embedding(p / "pos_embed", cfg.max_seq_len, cfg.d_model, emb_cfg)), None),
-            PositionKind::Rotary => (None, Some(Rotary::new(cfg.head_dim(), cfg.max_seq_len, cfg.rope_theta, p.device()))),
+            PositionKind::Learned => {
+                (Some(nn::embedding(p / "pos_embed", cfg.max_seq_len, cfg.d_model, emb_cfg)), None)
+            }
+            PositionKind::Rotary => {
+                (None, Some(Rotary::new(cfg.head_dim(), cfg.max_seq_len, cfg.rope_theta, p.device())))
+            }
         };
         let blocks = (0..cfg.n_layers).map(|i| Block::new(p / "blocks" / i, cfg)).collect();
         let norm = Norm::new(p / "norm", cfg.norm, cfg.d_model, cfg.norm_eps);
@@ -149,7 +160,7 @@ impl Transformer {
         let mut x = self.embed.forward(ids); // (B, T, C)
         if let Some(pos) = &self.pos_embed {
             let positions = Tensor::arange_start(offset, offset + t, (Kind::Int64, ids.device()));
-            x = x + pos.forward(&positions).unsqueeze(0); // (B, T, C)
+            x = x.g_add(&pos.forward(&positions).unsqueeze(0)); // (B, T, C), not in place: autograd tracks x
         }
         for (i, block) in self.blocks.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);

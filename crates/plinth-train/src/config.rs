@@ -177,8 +177,8 @@ impl PretrainConfig {
     /// returned config stands on its own.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
-        let mut cfg: PretrainConfig =
-            toml::from_str(&text).map_err(|e| TrainError::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        let mut cfg: PretrainConfig = toml::from_str(&text)
+            .map_err(|e| TrainError::Config { path: path.to_path_buf(), message: e.to_string() })?;
         if let ModelSpec::Preset(preset) = &cfg.model {
             let base = path.parent().unwrap_or(Path::new("."));
             let model = ModelConfig::from_toml_file(&base.join(preset))?;
@@ -192,7 +192,10 @@ impl PretrainConfig {
     pub fn model_config(&self) -> Result<ModelConfig> {
         match &self.model {
             ModelSpec::Inline(m) => Ok(m.clone()),
-            ModelSpec::Preset(p) => Err(TrainError::Invalid(format!("model preset {} was not resolved; load the config with from_file", p.display()))),
+            ModelSpec::Preset(p) => Err(TrainError::Invalid(format!(
+                "model preset {} was not resolved; load the config with from_file",
+                p.display()
+            ))),
         }
     }
 
@@ -204,10 +207,20 @@ impl PretrainConfig {
             return bad("train.seq_len must be at least 2, and batch_size, grad_accum and max_steps positive".into());
         }
         if !(t.lr > 0.0) || !(0.0..=1.0).contains(&t.min_lr_ratio) {
-            return bad(format!("train.lr must be positive and train.min_lr_ratio in [0, 1], got {} and {}", t.lr, t.min_lr_ratio));
+            return bad(format!(
+                "train.lr must be positive and train.min_lr_ratio in [0, 1], got {} and {}",
+                t.lr, t.min_lr_ratio
+            ));
         }
-        if !(0.0..1.0).contains(&t.beta1) || !(0.0..1.0).contains(&t.beta2) || !(t.eps > 0.0) || t.weight_decay < 0.0 || t.clip_norm < 0.0 {
-            return bad("train.beta1 and beta2 must be in [0, 1), eps positive, weight_decay and clip_norm non-negative".into());
+        if !(0.0..1.0).contains(&t.beta1)
+            || !(0.0..1.0).contains(&t.beta2)
+            || !(t.eps > 0.0)
+            || t.weight_decay < 0.0
+            || t.clip_norm < 0.0
+        {
+            return bad(
+                "train.beta1 and beta2 must be in [0, 1), eps positive, weight_decay and clip_norm non-negative".into(),
+            );
         }
         if t.eval_every == 0 || t.save_every == 0 || t.eval_batches == 0 {
             return bad("train.eval_every, eval_batches and save_every must be positive".into());
@@ -219,13 +232,18 @@ impl PretrainConfig {
             return bad(format!("objective.fim_rate must be in [0, 1], got {}", self.objective.fim_rate));
         }
         if self.objective.kind == ObjectiveKind::Mlm && self.objective.fim_rate > 0.0 {
-            return bad("objective.fim_rate applies to causal models only; set kind = \"causal\" or fim_rate = 0".into());
+            return bad(
+                "objective.fim_rate applies to causal models only; set kind = \"causal\" or fim_rate = 0".into()
+            );
         }
         if !(0.0 < self.data.val_fraction && self.data.val_fraction < 1.0) {
             return bad(format!("data.val_fraction must be in (0, 1), got {}", self.data.val_fraction));
         }
         if self.tokenizer.vocab_size < 300 {
-            return bad(format!("tokenizer.vocab_size must be at least 300 (256 bytes plus specials), got {}", self.tokenizer.vocab_size));
+            return bad(format!(
+                "tokenizer.vocab_size must be at least 300 (256 bytes plus specials), got {}",
+                self.tokenizer.vocab_size
+            ));
         }
         let model = self.model_config()?;
         if t.seq_len as i64 > model.max_seq_len {

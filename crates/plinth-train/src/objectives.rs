@@ -46,8 +46,8 @@ pub fn batch_loss(model: &Transformer, objective: &ObjectiveConfig, batch: &Tens
         ObjectiveKind::Mlm => {
             let (inputs, labels) = mask_tokens(batch, objective.mask_prob, cfg.vocab_size);
             let hidden = model.hidden(&inputs, AttentionMode::Bidirectional, None)?; // (B, T, C)
-            // Only selected positions need logits: the vocabulary projection is the
-            // largest matmul, and ~85% of its rows would be thrown away.
+                                                                                     // Only selected positions need logits: the vocabulary projection is the
+                                                                                     // largest matmul, and ~85% of its rows would be thrown away.
             let picked = labels.view([-1]).ne(IGNORE).nonzero().squeeze_dim(1); // (N,)
             let h = hidden.view([-1, cfg.d_model]).index_select(0, &picked); // (N, C)
             let targets = labels.view([-1]).index_select(0, &picked); // (N,)
@@ -113,9 +113,11 @@ mod tests {
         let selected = labels.ne(IGNORE);
         let n_sel = selected.sum(Kind::Int64).int64_value(&[]) as f64;
         assert!((n_sel / n - 0.15).abs() < 0.005, "selected {}", n_sel / n);
-        let masked = inputs.eq(Special::Mask.id() as i64).logical_and(&selected).sum(Kind::Int64).int64_value(&[]) as f64;
+        let masked =
+            inputs.eq(Special::Mask.id() as i64).logical_and(&selected).sum(Kind::Int64).int64_value(&[]) as f64;
         let kept = inputs.eq_tensor(&ids).logical_and(&selected).sum(Kind::Int64).int64_value(&[]) as f64;
-        let changed_elsewhere = inputs.ne_tensor(&ids).logical_and(&selected.logical_not()).sum(Kind::Int64).int64_value(&[]);
+        let changed_elsewhere =
+            inputs.ne_tensor(&ids).logical_and(&selected.logical_not()).sum(Kind::Int64).int64_value(&[]);
         assert!((masked / n_sel - 0.8).abs() < 0.015, "mask {}", masked / n_sel);
         // "kept" also counts random replacements that drew the original id (p = 1/993).
         assert!((kept / n_sel - 0.1).abs() < 0.01, "keep {}", kept / n_sel);

@@ -102,7 +102,11 @@ impl AdamW {
                     let key = format!("{prefix}.{}", s.name);
                     let src = find(&key).ok_or_else(|| format!("optimizer state lacks {key}"))?;
                     if src.size() != dst.size() {
-                        return Err(format!("optimizer state {key} has shape {:?}, expected {:?}", src.size(), dst.size()));
+                        return Err(format!(
+                            "optimizer state {key} has shape {:?}, expected {:?}",
+                            src.size(),
+                            dst.size()
+                        ));
                     }
                     dst.copy_(src);
                 }
@@ -182,7 +186,10 @@ mod tests {
     fn matches_the_adamw_formula_on_one_step() {
         let p = Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]).set_requires_grad(true);
         let loss = (&p * &p).sum(Kind::Float);
-        let mut opt = AdamW::new(vec![("w".into(), p.shallow_clone())], AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 });
+        let mut opt = AdamW::new(
+            vec![("w".into(), p.shallow_clone())],
+            AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 },
+        );
         let grads = gradients(&loss, &opt.params());
         opt.step(&grads, 0.01);
         // Step 1: m̂ = g, v̂ = g², update = -lr·g/(|g|+ε) = -lr·sign(g); decay first.

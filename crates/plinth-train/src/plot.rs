@@ -37,7 +37,8 @@ pub fn write_line_chart(path: &Path, series: &[Series]) -> Result<()> {
     draw_line(&mut img, (MARGIN as f64, MARGIN as f64), (MARGIN as f64, (H - MARGIN) as f64), [0, 0, 0]);
     draw_line(&mut img, (MARGIN as f64, (H - MARGIN) as f64), ((W - MARGIN) as f64, (H - MARGIN) as f64), [0, 0, 0]);
     for s in series {
-        let pts: Vec<(f64, f64)> = s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| to_px(x, y)).collect();
+        let pts: Vec<(f64, f64)> =
+            s.points.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).map(|&(x, y)| to_px(x, y)).collect();
         for pair in pts.windows(2) {
             draw_line(&mut img, pair[0], pair[1], s.rgb);
         }

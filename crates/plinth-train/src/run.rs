@@ -97,7 +97,8 @@ impl Pretrainer {
         let tokenizer = if resuming {
             PlinthTokenizer::from_file(&ckpt_dir.join(state::TOKENIZER_FILE))?
         } else {
-            let opts = TrainOptions { vocab_size: cfg.tokenizer.vocab_size, min_frequency: cfg.tokenizer.min_frequency };
+            let opts =
+                TrainOptions { vocab_size: cfg.tokenizer.vocab_size, min_frequency: cfg.tokenizer.min_frequency };
             PlinthTokenizer::train(train_docs.iter(), &opts)?
         };
         let mut model_cfg = cfg.model_config()?;
@@ -146,7 +147,20 @@ impl Pretrainer {
         }
         let n_blocks = train_blocks.size()[0] as usize;
         let sampler = BlockSampler::resume(n_blocks, cfg.train.seed, st.sampler);
-        Ok(Pretrainer { progress: opts.progress, cfg, model_cfg, vs, model, tokenizer, opt, train_blocks, val_blocks, sampler, state: st, out_dir })
+        Ok(Pretrainer {
+            progress: opts.progress,
+            cfg,
+            model_cfg,
+            vs,
+            model,
+            tokenizer,
+            opt,
+            train_blocks,
+            val_blocks,
+            sampler,
+            state: st,
+            out_dir,
+        })
     }
 
     pub fn state(&self) -> &TrainingState {
@@ -182,7 +196,11 @@ impl Pretrainer {
         let target = target.min(t.max_steps);
         std::fs::create_dir_all(&self.out_dir).map_err(TrainError::io(&self.out_dir))?;
         let metrics_path = self.out_dir.join(METRICS_FILE);
-        let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(TrainError::io(&metrics_path))?;
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(TrainError::io(&metrics_path))?;
         let bar = self.progress_bar(target);
         let tokens_per_step = (t.batch_size * t.seq_len * t.grad_accum) as f64;
         let mut window = Instant::now();
@@ -198,7 +216,8 @@ impl Pretrainer {
             let mut loss_sum = 0.0;
             for _ in 0..t.grad_accum {
                 let idx: Vec<i64> = self.sampler.next_indices(t.batch_size).into_iter().map(|i| i as i64).collect();
-                let batch = self.train_blocks.index_select(0, &Tensor::from_slice(&idx).to_device(self.train_blocks.device()));
+                let batch =
+                    self.train_blocks.index_select(0, &Tensor::from_slice(&idx).to_device(self.train_blocks.device()));
                 let loss = self.loss(&batch)?;
                 let micro = gradients(&(&loss / t.grad_accum as f64), &params);
                 if grads.is_empty() {
@@ -225,18 +244,31 @@ impl Pretrainer {
                 window = Instant::now();
                 window_steps = 0;
             }
-            let mut line = StepMetrics { step, loss: Some(loss), val_loss: None, lr: Some(lr), grad_norm: Some(grad_norm), tokens_per_s: Some(tps) };
-            if step % t.eval_every == 0 || step == t.max_steps {
+            let mut line = StepMetrics {
+                step,
+                loss: Some(loss),
+                val_loss: None,
+                lr: Some(lr),
+                grad_norm: Some(grad_norm),
+                tokens_per_s: Some(tps),
+            };
+            if step.is_multiple_of(t.eval_every) || step == t.max_steps {
                 let val = self.evaluate()?;
                 self.state.val_loss = Some(val);
                 line.val_loss = Some(val);
-                tracing::info!(step, loss = format!("{loss:.4}"), val_loss = format!("{val:.4}"), tokens_per_s = format!("{tps:.0}"), "eval");
+                tracing::info!(
+                    step,
+                    loss = format!("{loss:.4}"),
+                    val_loss = format!("{val:.4}"),
+                    tokens_per_s = format!("{tps:.0}"),
+                    "eval"
+                );
             }
             writeln!(metrics, "{}", serde_json::to_string(&line).map_err(|e| TrainError::Checkpoint(e.to_string()))?)
                 .map_err(TrainError::io(&metrics_path))?;
             bar.set_position(step);
             bar.set_message(format!("loss {loss:.3}  {tps:.0} tok/s"));
-            if step % t.save_every == 0 || step == target {
+            if step.is_multiple_of(t.save_every) || step == target {
                 metrics.flush().map_err(TrainError::io(&metrics_path))?;
                 self.save()?;
             }
@@ -287,7 +319,9 @@ impl Pretrainer {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new(target);
-        if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  eta {eta}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  eta {eta}")
+        {
             bar.set_style(style);
         }
         bar.set_position(self.state.step);
@@ -296,7 +330,14 @@ impl Pretrainer {
 }
 
 /// Tokenizes, frames and packs documents into a (N, L) tensor of blocks.
-fn blocks_tensor(tok: &PlinthTokenizer, docs: &[String], cfg: &PretrainConfig, block_len: usize, device: Device, what: &str) -> Result<Tensor> {
+fn blocks_tensor(
+    tok: &PlinthTokenizer,
+    docs: &[String],
+    cfg: &PretrainConfig,
+    block_len: usize,
+    device: Device,
+    what: &str,
+) -> Result<Tensor> {
     let encoded = tok.encode_batch(docs)?;
     let mut rng = SplitMix64::new(cfg.train.seed ^ 0xF1F1);
     let framed: Vec<Vec<u32>> = encoded

@@ -10,3 +10,7 @@ export PATH="$VIRTUAL_ENV/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
 plinth_key="$(printf '%s' "$plinth_root" | sha256sum | cut -c1-12)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/plinth/target-$plinth_key}"
+if ! compgen -G "$VIRTUAL_ENV/lib/python3*/site-packages/torch/lib/libtorch_cpu.so" >/dev/null; then
+  echo "plinth: no PyTorch in $VIRTUAL_ENV; run ./dev setup (it installs torch 2.11.0 there)" >&2
+  return 1 2>/dev/null || exit 1
+fi

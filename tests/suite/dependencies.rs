@@ -12,7 +12,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plinth-train", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
     ("plinth-generate", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
     ("plinth-bench", &["plinth-model", "plinth-train"]),
-    ("plinth-cli", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-generate"]),
+    ("plinth-abi", &[]),
+    ("plinth-plugin-sdk", &["plinth-abi"]),
+    ("plinth-plugin-host", &["plinth-abi"]),
+    (
+        "plinth-cli",
+        &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-generate", "plinth-plugin-host"],
+    ),
 ];
 
 #[test]

@@ -4,5 +4,6 @@ mod config_errors;
 mod dependencies;
 mod generation;
 mod model;
+mod plugins;
 mod tokenizer_python;
 mod training;

@@ -69,6 +69,29 @@ enum Command {
         /// Checkpoint folder.
         checkpoint: PathBuf,
     },
+    /// Find, check and describe run-time plugins (shared libraries in the search
+    /// path: `search_paths` in the plugins config, `$PLINTH_PLUGIN_PATH`, and the
+    /// folder of the `plinth` binary, where the workspace's plugins are built).
+    Plugins {
+        /// Plugin search paths and SHA-256 pins; a missing default file means no extra settings.
+        #[arg(long, default_value = DEFAULT_PLUGINS_CONFIG)]
+        plugins_config: PathBuf,
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+const DEFAULT_PLUGINS_CONFIG: &str = "configs/plugins.toml";
+
+#[derive(Debug, Subcommand)]
+enum PluginsCommand {
+    /// One line per plugin file found: id, version, ABI, components, or why it was refused.
+    List,
+    /// Everything about one plugin: ABI versions, libtorch fingerprint, hash, file, components.
+    Inspect {
+        /// Plugin id, as `plinth plugins list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +187,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Info { checkpoint } => info(&checkpoint),
+        Command::Plugins { plugins_config, command } => plugins(&plugins_config, command),
     }
 }
 
@@ -192,6 +216,80 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
         trainer.checkpoint_dir().display()
     );
     Ok(())
+}
+
+fn plugin_host(config: &std::path::Path) -> Result<plinth_plugin_host::PluginHost> {
+    use plinth_plugin_host::HostConfig;
+    let mut cfg = if config.exists() || config != std::path::Path::new(DEFAULT_PLUGINS_CONFIG) {
+        HostConfig::from_file(config)?
+    } else {
+        HostConfig::default()
+    };
+    cfg = cfg.with_env();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(std::path::Path::to_path_buf)) {
+        cfg.search_paths.push(dir);
+    }
+    Ok(plinth_plugin_host::PluginHost::new(cfg))
+}
+
+fn plugins(config: &std::path::Path, command: PluginsCommand) -> Result<()> {
+    let mut host = plugin_host(config)?;
+    let found = host.discover();
+    match command {
+        PluginsCommand::List => {
+            if found.is_empty() {
+                println!("no plugin files in {:?}", host.config().search_paths);
+            }
+            for (path, result) in &found {
+                match result {
+                    Ok(p) => println!(
+                        "{:<12} {:<8} ABI {}.{}  {} components  {}",
+                        p.id,
+                        p.version,
+                        plinth_plugin_host::abi_major(),
+                        p.negotiated_minor,
+                        p.components.len(),
+                        p.path.display()
+                    ),
+                    Err(e) => println!(
+                        "{:<12} refused: {e}",
+                        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+                    ),
+                }
+            }
+            Ok(())
+        }
+        PluginsCommand::Inspect { id } => {
+            let p = host.get(&id)?;
+            println!("plugin       {} {}", p.id, p.version);
+            println!("file         {}", p.path.display());
+            println!("sha256       {}", p.sha256);
+            println!(
+                "ABI          built for {}.{}, negotiated {}.{}",
+                plinth_plugin_host::abi_major(),
+                p.built_minor,
+                plinth_plugin_host::abi_major(),
+                p.negotiated_minor
+            );
+            println!("libtorch     {}", if p.fingerprint.is_empty() { "not linked" } else { &p.fingerprint });
+            println!("poisoned     {}", p.is_poisoned());
+            println!("components");
+            for c in &p.components {
+                let threads = if c.sync {
+                    "Send+Sync"
+                } else if c.send {
+                    "Send (calls serialised)"
+                } else {
+                    "host thread only"
+                };
+                println!("  {:<10} {:<10} {}  [{threads}]", format!("{:?}", c.kind), c.name, c.description);
+                if c.spec != "{}" {
+                    println!("             spec {}", c.spec);
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 fn info(dir: &std::path::Path) -> Result<()> {

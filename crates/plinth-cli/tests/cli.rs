@@ -113,3 +113,23 @@ fn user_errors_are_one_clear_line() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(!text(&out).contains("panicked"), "{}", text(&out));
 }
+
+#[test]
+fn plugins_list_and_inspect_show_the_workspace_plugin() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = plinth(&["plugins", "list"], tmp.path());
+    assert!(
+        out.status.success() && text(&out).contains("example") && text(&out).contains("7 components"),
+        "{}",
+        text(&out)
+    );
+    let out = plinth(&["plugins", "inspect", "example"], tmp.path());
+    assert!(out.status.success(), "{}", text(&out));
+    for want in ["negotiated 1.0", "tch=0.24.0;torch=2.11.0", "Stage      shout", "sha256"] {
+        assert!(text(&out).contains(want), "missing {want:?} in {}", text(&out));
+    }
+    let out = plinth(&["plugins", "inspect", "nope"], tmp.path());
+    assert!(!out.status.success() && text(&out).contains("plinth plugins list"), "{}", text(&out));
+    let out = plinth(&["plugins", "--plugins-config", "missing.toml", "list"], tmp.path());
+    assert!(!out.status.success() && text(&out).contains("missing.toml"), "{}", text(&out));
+}

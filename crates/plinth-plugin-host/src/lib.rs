@@ -1,0 +1,415 @@
+//! The plugin host: finds plinth plugins (shared libraries) in configured
+//! directories, refuses untrusted or incompatible ones before any of their
+//! functions run, negotiates the ABI minor, and wraps the C function table in a
+//! safe API. Libraries are opened `RTLD_NOW | RTLD_LOCAL` and never closed.
+//!
+//! This crate and `plinth-plugin-sdk` are the only places where plinth code is
+//! `unsafe`; every unsafe block says which ABI rule makes it sound.
+
+#![allow(unsafe_code)]
+
+mod header;
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::mem::ManuallyDrop;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use header::{validate_header, HeaderFields};
+use plinth_abi::{ComponentInfo, ComponentKind, PlBuf, PlStr, PluginApi, PluginHeader, Status};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tch::Tensor;
+
+/// The ABI major this host speaks.
+pub fn abi_major() -> u32 {
+    plinth_abi::ABI_MAJOR
+}
+
+/// The environment variable with extra plugin directories, `:`-separated.
+pub const PLUGIN_PATH_ENV: &str = "PLINTH_PLUGIN_PATH";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("{path}: {message}")]
+    Refused { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("plugin config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("plugin {plugin}: component {component}: {status:?}: {message}")]
+    Call { plugin: String, component: String, status: Status, message: String },
+    #[error("plugin {plugin} has no component named {component}")]
+    NoComponent { plugin: String, component: String },
+    #[error("no plugin with id {0}; `plinth plugins list` shows what is loaded")]
+    Unknown(String),
+}
+
+pub type Result<T, E = PluginError> = std::result::Result<T, E>;
+
+/// Where plugins may come from and which hashes they must have.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Directories searched for `lib*.so` plugins; only these are trusted.
+    #[serde(default)]
+    pub search_paths: Vec<PathBuf>,
+    /// Plugin id -> required SHA-256 of its library file (lower-case hex).
+    #[serde(default)]
+    pub pins: BTreeMap<String, String>,
+}
+
+impl HostConfig {
+    /// Reads `configs/plugins.toml`-style files; relative search paths are taken
+    /// relative to the file's directory.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| PluginError::Io { path: path.into(), source })?;
+        let mut cfg: HostConfig =
+            toml::from_str(&text).map_err(|e| PluginError::Config { path: path.into(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.search_paths =
+            cfg.search_paths.into_iter().map(|p| if p.is_absolute() { p } else { base.join(p) }).collect();
+        Ok(cfg)
+    }
+
+    /// Appends the directories in `$PLINTH_PLUGIN_PATH`.
+    pub fn with_env(mut self) -> Self {
+        if let Some(v) = std::env::var_os(PLUGIN_PATH_ENV) {
+            self.search_paths.extend(std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()));
+        }
+        self
+    }
+}
+
+/// What a component is, as the plugin described it.
+#[derive(Debug, Clone)]
+pub struct ComponentMeta {
+    pub kind: ComponentKind,
+    pub name: String,
+    pub description: String,
+    pub spec: String,
+    pub send: bool,
+    pub sync: bool,
+}
+
+/// A loaded plugin. Never unloaded: dropping it leaves the library mapped.
+#[derive(Debug)]
+pub struct Plugin {
+    pub id: String,
+    pub version: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    /// The ABI minor the plugin was built against, and the one negotiated.
+    pub built_minor: u32,
+    pub negotiated_minor: u32,
+    pub fingerprint: String,
+    pub components: Vec<ComponentMeta>,
+    api: PluginApi,
+    /// Calls into components that are not `Sync` are serialised through this lock.
+    call_lock: Mutex<()>,
+    _library: ManuallyDrop<libloading::os::unix::Library>,
+}
+
+// SAFETY: the plugin's instance is only reached through its ABI functions, which
+// the SDK makes thread-safe for components flagged SEND|SYNC; others are
+// serialised by `call_lock`.
+unsafe impl Send for Plugin {}
+unsafe impl Sync for Plugin {}
+
+/// Loads and keeps plugins.
+#[derive(Debug, Default)]
+pub struct PluginHost {
+    config: HostConfig,
+    plugins: Vec<Arc<Plugin>>,
+}
+
+impl PluginHost {
+    pub fn new(config: HostConfig) -> Self {
+        PluginHost { config, plugins: Vec::new() }
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// Every loaded plugin, in load order.
+    pub fn plugins(&self) -> &[Arc<Plugin>] {
+        &self.plugins
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Plugin>> {
+        self.plugins.iter().find(|p| p.id == id).cloned().ok_or_else(|| PluginError::Unknown(id.into()))
+    }
+
+    /// Tries every `lib*.so` in the search paths; returns one result per file.
+    pub fn discover(&mut self) -> Vec<(PathBuf, Result<Arc<Plugin>>)> {
+        let mut files = Vec::new();
+        for dir in self.config.search_paths.clone() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    name.starts_with("lib") && name.ends_with(".so")
+                })
+                .collect();
+            found.sort();
+            files.extend(found);
+        }
+        files.into_iter().map(|f| (f.clone(), self.load(&f))).collect()
+    }
+
+    /// Loads one library, or returns the already-loaded plugin for the same file.
+    pub fn load(&mut self, path: &Path) -> Result<Arc<Plugin>> {
+        let refuse = |message: String| PluginError::Refused { path: path.into(), message };
+        let canonical = path.canonicalize().map_err(|source| PluginError::Io { path: path.into(), source })?;
+        if let Some(p) = self.plugins.iter().find(|p| p.path == canonical) {
+            return Ok(p.clone());
+        }
+        self.check_trust(&canonical).map_err(refuse)?;
+        let bytes = std::fs::read(&canonical).map_err(|source| PluginError::Io { path: path.into(), source })?;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+
+        // SAFETY: the file passed the trust checks; RTLD_LOCAL keeps its symbols private.
+        let library = unsafe {
+            libloading::os::unix::Library::open(
+                Some(&canonical),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        }
+        .map_err(|e| refuse(format!("cannot load: {e}")))?;
+        // SAFETY: a data symbol's value is its address; we only read it as a header
+        // after checking magic and size below.
+        let header: *const PluginHeader = unsafe {
+            match library.get::<*const PluginHeader>(plinth_abi::HEADER_SYMBOL) {
+                Ok(sym) => *sym,
+                Err(_) => return Err(refuse("not a plinth plugin (no plinth_plugin_header symbol)".into())),
+            }
+        };
+        // SAFETY: the symbol exists; `read_header` reads the magic before anything else.
+        let fields = unsafe { header::read_header(header) }.map_err(refuse)?;
+        validate_header(&fields).map_err(refuse)?;
+        if let Some(pinned) = self.config.pins.get(&fields.id) {
+            if !pinned.eq_ignore_ascii_case(&sha256) {
+                return Err(refuse(format!(
+                    "plugin {} is pinned to SHA-256 {pinned} but this file has {sha256}; update the pin if you trust the new build",
+                    fields.id
+                )));
+            }
+        }
+        if let Some(other) = self.plugins.iter().find(|p| p.id == fields.id) {
+            return Err(refuse(format!(
+                "plugin id {} is already loaded from {}; one id, one file",
+                fields.id,
+                other.path.display()
+            )));
+        }
+        // SAFETY: validated header of the ABI major we speak.
+        let entry = unsafe { (*header).entry }.ok_or_else(|| refuse("header has no entry function".into()))?;
+        let mut api = PluginApi {
+            size: std::mem::size_of::<PluginApi>() as u32,
+            minor: 0,
+            instance: std::ptr::null_mut(),
+            component_count: None,
+            component_info: None,
+            call: None,
+            forward: None,
+            parameters: None,
+            is_poisoned: None,
+        };
+        let mut err = PlBuf::EMPTY;
+        // SAFETY: entry follows the ABI contract: it writes at most api.size bytes.
+        let status = unsafe { entry(plinth_abi::ABI_MINOR, &mut api, &mut err) };
+        if status != Status::Ok {
+            return Err(refuse(format!("plugin entry failed ({status:?}): {}", take_buf(&mut err))));
+        }
+        let mut plugin = Plugin {
+            id: fields.id,
+            version: fields.version,
+            path: canonical,
+            sha256,
+            built_minor: fields.minor,
+            negotiated_minor: api.minor,
+            fingerprint: fields.fingerprint,
+            components: Vec::new(),
+            api,
+            call_lock: Mutex::new(()),
+            _library: ManuallyDrop::new(library),
+        };
+        plugin.components = plugin.read_components().map_err(|e| refuse(e.to_string()))?;
+        let plugin = Arc::new(plugin);
+        self.plugins.push(plugin.clone());
+        Ok(plugin)
+    }
+
+    /// A plugin file must sit directly in a configured directory, and neither it
+    /// nor that directory may be writable by group or others.
+    fn check_trust(&self, file: &Path) -> Result<(), String> {
+        let dir = file.parent().ok_or("has no parent directory")?;
+        let trusted = self.config.search_paths.iter().filter_map(|p| p.canonicalize().ok()).any(|p| p == dir);
+        if !trusted {
+            return Err(format!(
+                "{} is not a configured plugin directory; add it to search_paths in configs/plugins.toml or to ${PLUGIN_PATH_ENV}",
+                dir.display()
+            ));
+        }
+        for p in [file, dir] {
+            let mode = std::fs::metadata(p).map_err(|e| e.to_string())?.permissions().mode();
+            if mode & 0o022 != 0 {
+                return Err(format!(
+                    "{} is writable by other users (mode {:o}); run `chmod go-w {}` if you trust it",
+                    p.display(),
+                    mode & 0o777,
+                    p.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plugin {
+    fn read_components(&self) -> Result<Vec<ComponentMeta>> {
+        let n = match self.api.component_count {
+            // SAFETY: function from the negotiated table, instance from entry.
+            Some(f) => unsafe { f(self.api.instance) },
+            None => 0,
+        };
+        let Some(info_fn) = self.api.component_info else { return Ok(Vec::new()) };
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let mut info = ComponentInfo {
+                size: std::mem::size_of::<ComponentInfo>() as u32,
+                kind: 0,
+                flags: 0,
+                reserved: 0,
+                name: PlStr::EMPTY,
+                description: PlStr::EMPTY,
+                spec: PlStr::EMPTY,
+            };
+            let mut err = PlBuf::EMPTY;
+            // SAFETY: as above; `info.size` tells the plugin how much it may write.
+            let status = unsafe { info_fn(self.api.instance, i, &mut info, &mut err) };
+            if status != Status::Ok {
+                return Err(self.call_error(&format!("#{i}"), status, take_buf(&mut err)));
+            }
+            // SAFETY: strings in ComponentInfo live as long as the plugin instance.
+            let text = |s: PlStr| unsafe { String::from_utf8_lossy(s.as_bytes()).into_owned() };
+            let kind = match info.kind {
+                1 => ComponentKind::Tokenizer,
+                2 => ComponentKind::Data,
+                3 => ComponentKind::Task,
+                4 => ComponentKind::Module,
+                5 => ComponentKind::Stage,
+                _ => continue, // a kind from a later minor: ignored by this host
+            };
+            out.push(ComponentMeta {
+                kind,
+                name: text(info.name),
+                description: text(info.description),
+                spec: text(info.spec),
+                send: info.flags & plinth_abi::COMPONENT_SEND != 0,
+                sync: info.flags & plinth_abi::COMPONENT_SYNC != 0,
+            });
+        }
+        Ok(out)
+    }
+
+    fn index(&self, component: &str) -> Result<(u32, &ComponentMeta)> {
+        self.components
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == component)
+            .map(|(i, c)| (i as u32, c))
+            .ok_or_else(|| PluginError::NoComponent { plugin: self.id.clone(), component: component.into() })
+    }
+
+    fn call_error(&self, component: &str, status: Status, message: String) -> PluginError {
+        PluginError::Call { plugin: self.id.clone(), component: component.into(), status, message }
+    }
+
+    /// True once the plugin panicked; it then refuses every call.
+    pub fn is_poisoned(&self) -> bool {
+        // SAFETY: function from the negotiated table.
+        self.api.is_poisoned.is_some_and(|f| unsafe { f(self.api.instance) } != 0)
+    }
+
+    /// Sends a JSON request to a data or stage component and returns its JSON reply.
+    pub fn call(&self, component: &str, input: &str) -> Result<String> {
+        let (i, meta) = self.index(component)?;
+        let f =
+            self.api.call.ok_or_else(|| self.call_error(component, Status::Unsupported, "no call function".into()))?;
+        let _serial = (!meta.sync).then(|| self.call_lock.lock());
+        let (mut out, mut err) = (PlBuf::EMPTY, PlBuf::EMPTY);
+        // SAFETY: `input` outlives the call; out/err are ours to receive buffers.
+        let status = unsafe { f(self.api.instance, i, PlStr::from_bytes(input.as_bytes()), &mut out, &mut err) };
+        let reply = take_buf(&mut out);
+        match status {
+            Status::Ok => Ok(reply),
+            s => Err(self.call_error(component, s, take_buf(&mut err))),
+        }
+    }
+
+    /// Runs a module component on `input`; gradients flow back through it. The
+    /// plugin sees the host's tensor itself (no copy).
+    pub fn forward(&self, component: &str, input: &Tensor) -> Result<Tensor> {
+        let (i, meta) = self.index(component)?;
+        let f = self
+            .api
+            .forward
+            .ok_or_else(|| self.call_error(component, Status::Unsupported, "no forward function".into()))?;
+        let _serial = (!meta.sync).then(|| self.call_lock.lock());
+        let mut output: *mut c_void = std::ptr::null_mut();
+        let mut err = PlBuf::EMPTY;
+        // SAFETY: the fingerprint check guarantees one libtorch; the input handle is
+        // borrowed for the call, the output handle becomes ours.
+        let status = unsafe { f(self.api.instance, i, input.as_ptr() as *mut c_void, &mut output, &mut err) };
+        if status != Status::Ok || output.is_null() {
+            return Err(self.call_error(component, status, take_buf(&mut err)));
+        }
+        // SAFETY: a fresh at::Tensor* handle the plugin gave up.
+        Ok(unsafe { Tensor::from_ptr(output.cast::<torch_sys::C_tensor>()) })
+    }
+
+    /// The trainable parameters of a module component, as tensors shared with the plugin.
+    pub fn parameters(&self, component: &str) -> Result<Vec<Tensor>> {
+        let (i, _) = self.index(component)?;
+        let f = self
+            .api
+            .parameters
+            .ok_or_else(|| self.call_error(component, Status::Unsupported, "no parameters function".into()))?;
+        let mut count = 0usize;
+        let mut err = PlBuf::EMPTY;
+        // SAFETY: a zero-capacity call only reports the count.
+        let status = unsafe { f(self.api.instance, i, std::ptr::null_mut(), 0, &mut count, &mut err) };
+        if status != Status::Ok {
+            return Err(self.call_error(component, status, take_buf(&mut err)));
+        }
+        let mut handles: Vec<*mut c_void> = vec![std::ptr::null_mut(); count];
+        // SAFETY: `handles` has room for `count` handles, each of which becomes ours.
+        let status = unsafe { f(self.api.instance, i, handles.as_mut_ptr(), count, &mut count, &mut err) };
+        if status != Status::Ok {
+            return Err(self.call_error(component, status, take_buf(&mut err)));
+        }
+        // SAFETY: each non-null entry is a new at::Tensor* handle.
+        Ok(handles.into_iter().filter(|h| !h.is_null()).map(|h| unsafe { Tensor::from_ptr(h.cast()) }).collect())
+    }
+}
+
+/// Takes the text out of a plugin-owned buffer and gives the memory back to the plugin.
+fn take_buf(buf: &mut PlBuf) -> String {
+    let text = if buf.ptr.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the plugin wrote (ptr, len) for us; it stays valid until release.
+        unsafe { String::from_utf8_lossy(std::slice::from_raw_parts(buf.ptr, buf.len)).into_owned() }
+    };
+    if let Some(release) = buf.release.take() {
+        // SAFETY: the release function the plugin paired with this buffer.
+        unsafe { release(buf.ptr, buf.len, buf.cap) };
+    }
+    *buf = PlBuf::EMPTY;
+    text
+}

@@ -1,0 +1,100 @@
+//! `example`: one component of each kind, written in safe Rust against the SDK.
+//!
+//! * tokenizer `bytes`: a training recipe the host builds (byte-level BPE);
+//! * data `greetings`: a tiny unlabelled corpus, `{"split": "train"|"validation"}`;
+//! * task `length`: sequence regression of a text's length in words;
+//! * module `scale`: `y = x * w` with a plugin-owned parameter `w` (autograd flows through);
+//! * module `identity`: returns its input, so tests can check zero-copy hand-over;
+//! * stage `shout`: upper-cases a record's `text` field;
+//! * stage `explode`: panics when the record contains `boom` (tests panic containment).
+
+use plinth_plugin_sdk::tch::{Kind, Tensor};
+use plinth_plugin_sdk::{export_plugin, Component, Plugin, TensorModule};
+
+pub struct Example;
+
+struct Scale {
+    w: Tensor,
+}
+
+impl TensorModule for Scale {
+    fn forward(&self, input: &Tensor) -> Result<Tensor, String> {
+        input.f_mul(&self.w).map_err(|e| e.to_string())
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        vec![self.w.shallow_clone()]
+    }
+}
+
+struct Identity;
+
+impl TensorModule for Identity {
+    fn forward(&self, input: &Tensor) -> Result<Tensor, String> {
+        Ok(input.shallow_clone())
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        Vec::new()
+    }
+}
+
+/// Upper-cases the `text` field of a flat JSON record such as `{"text": "hi"}`.
+pub fn shout(record: &str) -> Result<String, String> {
+    if !record.contains("\"text\"") {
+        return Err("record has no \"text\" field".into());
+    }
+    Ok(record.replace("\"text\"", "\u{0}").to_uppercase().replace('\u{0}', "\"text\""))
+}
+
+impl Plugin for Example {
+    fn components(&self) -> Vec<Component> {
+        vec![
+            Component::tokenizer(
+                "bytes",
+                "byte-level BPE trained on the greetings corpus",
+                r#"{"train": {"vocab_size": 300, "corpus": "greetings"}}"#,
+            ),
+            Component::data("greetings", "a tiny corpus of greetings", |request: &str| {
+                if request.contains("validation") {
+                    Ok(r#"["good evening"]"#.into())
+                } else {
+                    Ok(r#"["hello world", "good morning", "hi there"]"#.into())
+                }
+            }),
+            Component::task(
+                "length",
+                "predict a text's length in words",
+                r#"{"head": "regression", "loss": "mse", "metrics": ["rmse", "mae", "r2"]}"#,
+            ),
+            Component::module(
+                "scale",
+                "y = x * w, w learned",
+                r#"{"init": 2.0}"#,
+                Scale {
+                    w: Tensor::full([1], 2.0, (Kind::Float, plinth_plugin_sdk::tch::Device::Cpu))
+                        .set_requires_grad(true),
+                },
+            ),
+            Component::module("identity", "returns its input unchanged", "{}", Identity),
+            Component::stage("shout", "upper-cases the text field", shout),
+            Component::stage("explode", "panics on records containing boom", |record: &str| {
+                if record.contains("boom") {
+                    panic!("explode was asked to blow up");
+                }
+                Ok(record.to_string())
+            }),
+        ]
+    }
+}
+
+export_plugin!(id: "example", version: "0.1.0", create: Example);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shout_upper_cases_values_not_keys() {
+        assert_eq!(super::shout(r#"{"text": "hi there"}"#).expect("ok"), r#"{"text": "HI THERE"}"#);
+        assert!(super::shout("{}").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Loading the example plugin through the C ABI: components, calls, tensors,
+//! panics, and the trust rules.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use plinth_plugin_host::{HostConfig, PluginHost};
+use tch::{Kind, Tensor};
+
+const LIB: &str = "libplinth_plugin_example.so";
+
+/// The example plugin as built by cargo next to this test binary (`target/release`).
+fn built_example() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let release = exe.parent().and_then(Path::parent).expect("target/release");
+    let lib = release.join(LIB);
+    assert!(lib.exists(), "{} missing: build the workspace first (`just test` does)", lib.display());
+    lib
+}
+
+/// A private plugin directory holding a copy of the example plugin.
+fn plugin_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let lib = dir.path().join(LIB);
+    std::fs::copy(built_example(), &lib).expect("copy plugin");
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (dir, lib)
+}
+
+fn host_for(dirs: &[&Path]) -> PluginHost {
+    PluginHost::new(HostConfig { search_paths: dirs.iter().map(|d| d.to_path_buf()).collect(), ..Default::default() })
+}
+
+#[test]
+fn example_plugin_loads_with_every_component_kind() {
+    let (dir, _) = plugin_dir();
+    let mut host = host_for(&[dir.path()]);
+    let found = host.discover();
+    assert_eq!(found.len(), 1);
+    let plugin = found[0].1.as_ref().expect("loads").clone();
+    assert_eq!((plugin.id.as_str(), plugin.version.as_str()), ("example", "0.1.0"));
+    assert_eq!(plugin.negotiated_minor, plinth_abi::ABI_MINOR);
+    let kinds: Vec<String> = plugin.components.iter().map(|c| format!("{:?}:{}", c.kind, c.name)).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Tokenizer:bytes",
+            "Data:greetings",
+            "Task:length",
+            "Module:scale",
+            "Module:identity",
+            "Stage:shout",
+            "Stage:explode"
+        ]
+    );
+    assert!(plugin.components[2].spec.contains("regression"));
+    assert_eq!(plugin.call("shout", r#"{"text": "hello"}"#).expect("stage"), r#"{"text": "HELLO"}"#);
+    assert!(plugin.call("greetings", r#"{"split": "train"}"#).expect("data").contains("hello world"));
+    let err = plugin.call("shout", "{}").expect_err("rejects").to_string();
+    assert!(err.contains("no \"text\" field"), "{err}");
+    assert!(plugin.call("nope", "{}").expect_err("unknown").to_string().contains("no component named nope"));
+}
+
+#[test]
+fn tensors_cross_without_copies_and_gradients_reach_both_sides() {
+    let (dir, lib) = plugin_dir();
+    let mut host = host_for(&[dir.path()]);
+    let plugin = host.load(&lib).expect("load");
+    let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).set_requires_grad(true);
+    let same = plugin.forward("identity", &x).expect("identity");
+    assert_eq!(same.data_ptr(), x.data_ptr(), "the plugin must see and return the host's storage");
+    let y = plugin.forward("scale", &x).expect("scale");
+    let w = plugin.parameters("scale").expect("params");
+    assert_eq!(w.len(), 1);
+    y.sum(Kind::Float).backward();
+    let gx: Vec<f32> = Vec::try_from(x.grad()).expect("x grad");
+    assert_eq!(gx, vec![2.0, 2.0, 2.0], "host input gets dL/dx = w");
+    assert_eq!(w[0].grad().double_value(&[0]), 6.0, "plugin parameter gets dL/dw = sum(x)");
+}
+
+#[test]
+fn a_panicking_plugin_is_contained_and_poisoned() {
+    let (dir, lib) = plugin_dir();
+    let mut host = host_for(&[dir.path()]);
+    let plugin = host.load(&lib).expect("load");
+    assert_eq!(plugin.call("explode", r#"{"ok": 1}"#).expect("no panic"), r#"{"ok": 1}"#);
+    let err = plugin.call("explode", r#"{"x": "boom"}"#).expect_err("panic").to_string();
+    assert!(err.contains("Panicked") && err.contains("blow up"), "{err}");
+    assert!(plugin.is_poisoned());
+    let err = plugin.call("shout", r#"{"text": "a"}"#).expect_err("poisoned").to_string();
+    assert!(err.contains("Poisoned"), "{err}");
+    // The host itself carries on.
+    assert_eq!(host.plugins().len(), 1);
+    assert_eq!((Tensor::from(2.0f64) * 3.0).double_value(&[]), 6.0);
+}
+
+#[test]
+fn one_file_is_one_plugin_and_one_id_is_one_file() {
+    let (dir_a, lib_a) = plugin_dir();
+    let (dir_b, lib_b) = plugin_dir();
+    let mut host = host_for(&[dir_a.path(), dir_b.path()]);
+    let first = host.load(&lib_a).expect("load");
+    let again = host.load(&lib_a).expect("load again");
+    assert!(Arc::ptr_eq(&first, &again));
+    let err = host.load(&lib_b).expect_err("duplicate id").to_string();
+    assert!(
+        err.contains("already loaded") && err.contains(&dir_a.path().canonicalize().expect("c").display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn untrusted_files_are_refused() {
+    let (dir, lib) = plugin_dir();
+    // Outside the configured directories.
+    let other = tempfile::tempdir().expect("tempdir");
+    let err = host_for(&[other.path()]).load(&lib).expect_err("unconfigured").to_string();
+    assert!(err.contains("not a configured plugin directory"), "{err}");
+    // Writable by others: file, then directory.
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let err = host_for(&[dir.path()]).load(&lib).expect_err("world-writable file").to_string();
+    assert!(err.contains("writable by other users") && err.contains("chmod go-w"), "{err}");
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let err = host_for(&[dir.path()]).load(&lib).expect_err("world-writable dir").to_string();
+    assert!(err.contains("writable by other users"), "{err}");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Not a plugin at all.
+    let junk = dir.path().join("libjunk.so");
+    std::fs::write(&junk, b"not an ELF file").expect("write");
+    let err = host_for(&[dir.path()]).load(&junk).expect_err("junk").to_string();
+    assert!(err.contains("cannot load"), "{err}");
+}
+
+#[test]
+fn pinned_hashes_are_enforced() {
+    let (dir, lib) = plugin_dir();
+    let actual = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(&lib).expect("read")))
+    };
+    let wrong = "0".repeat(64);
+    let mut cfg = HostConfig { search_paths: vec![dir.path().into()], ..Default::default() };
+    cfg.pins.insert("example".into(), wrong.clone());
+    let err = PluginHost::new(cfg.clone()).load(&lib).expect_err("pin mismatch").to_string();
+    assert!(err.contains(&wrong) && err.contains(&actual), "the message names both hashes: {err}");
+    cfg.pins.insert("example".into(), actual.clone());
+    let plugin = PluginHost::new(cfg).load(&lib).expect("pinned hash matches");
+    assert_eq!(plugin.sha256, actual);
+}

@@ -1,5 +1,7 @@
 //! `plinth`: pretrain a base model, fill in blanks, generate text, inspect checkpoints.
 
+mod scaffold;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -91,6 +93,14 @@ enum PluginsCommand {
     Inspect {
         /// Plugin id, as `plinth plugins list` shows it.
         id: String,
+    },
+    /// Write a new plugin crate (outside this workspace) that builds against the SDK.
+    New {
+        /// Plugin id and crate name (a-z, 0-9, -, _).
+        name: String,
+        /// Folder to create (default: ./NAME); it must not exist.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -233,6 +243,11 @@ fn plugin_host(config: &std::path::Path) -> Result<plinth_plugin_host::PluginHos
 }
 
 fn plugins(config: &std::path::Path, command: PluginsCommand) -> Result<()> {
+    if let PluginsCommand::New { name, dir } = &command {
+        let root = scaffold::new_plugin(name, dir.as_deref())?;
+        println!("wrote plugin crate {} (see its README.md to build it)", root.display());
+        return Ok(());
+    }
     let mut host = plugin_host(config)?;
     let found = host.discover();
     match command {
@@ -259,6 +274,7 @@ fn plugins(config: &std::path::Path, command: PluginsCommand) -> Result<()> {
             }
             Ok(())
         }
+        PluginsCommand::New { .. } => Ok(()),
         PluginsCommand::Inspect { id } => {
             let p = host.get(&id)?;
             println!("plugin       {} {}", p.id, p.version);

@@ -133,3 +133,48 @@ fn plugins_list_and_inspect_show_the_workspace_plugin() {
     let out = plinth(&["plugins", "--plugins-config", "missing.toml", "list"], tmp.path());
     assert!(!out.status.success() && text(&out).contains("missing.toml"), "{}", text(&out));
 }
+
+/// A third party's plugin: scaffolded outside the workspace, built only against the
+/// SDK, loaded from its own folder.
+#[test]
+fn scaffolded_plugin_builds_outside_the_workspace_and_loads() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let out = plinth(&["plugins", "new", "scaffold-probe"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = plinth(&["plugins", "new", "scaffold-probe"], dir);
+    assert!(!again.status.success() && text(&again).contains("already exists"), "{}", text(&again));
+    let bad = plinth(&["plugins", "new", "Bad Name"], dir);
+    assert!(!bad.status.success() && text(&bad).contains("must start with"), "{}", text(&bad));
+
+    // Built with plinth's environment (the test runs inside it), sharing its target
+    // folder so libtorch's wrapper is reused.
+    let crate_dir = dir.join("scaffold-probe");
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet"])
+        .current_dir(&crate_dir)
+        .output()
+        .expect("cargo");
+    assert!(build.status.success(), "{}", text(&build));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| crate_dir.join("target"));
+    let built = target.join("release/libscaffold_probe.so");
+    let plugins = dir.join("plugins");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    std::fs::copy(&built, plugins.join("libscaffold_probe.so")).expect("copy");
+    let _ = std::fs::remove_file(&built); // keep the shared target folder free of test plugins
+
+    let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(["plugins", "inspect", "scaffold-probe"])
+        .env("PLINTH_PLUGIN_PATH", &plugins)
+        .current_dir(dir)
+        .output()
+        .expect("run plinth");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("Stage      echo")
+            && text(&out).contains(&plugins.canonicalize().expect("c").display().to_string()),
+        "{}",
+        text(&out)
+    );
+}

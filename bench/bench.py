@@ -166,18 +166,20 @@ def main():
     ap.add_argument("--presets", default="tiny,small,base")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--sections", default="train,generate,plugins", help="comma-separated subset to run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     vocab, batch, seq_len = 8000, 16, 128
     rows, res = [], {"threads": args.threads, "torch": torch.__version__, "train": {}, "generate": {}}
 
+    sections = set(args.sections.split(","))
     peaks = [plinth(args.plinth, args.threads, "matmul")["gflops"], python_matmul(1024, 30)]
     peak = max(peaks)
     res["matmul_gflops"] = {"plinth": peaks[0], "torch": peaks[1], "peak": peak}
     print(f"matmul peak (f32, 1024^3): plinth {peaks[0]:.1f} GFLOP/s, torch {peaks[1]:.1f} GFLOP/s", file=sys.stderr)
 
-    for name in args.presets.split(","):
+    for name in args.presets.split(",") if "train" in sections else []:
         preset = ROOT / "configs" / "models" / f"{name}.toml"
         c = tomllib.loads(preset.read_text())
         warm = 3
@@ -193,7 +195,7 @@ def main():
 
     gen_preset = ROOT / "configs" / "models" / "tiny.toml"
     c = tomllib.loads(gen_preset.read_text())
-    for cache in (True, False):
+    for cache in (True, False) if "generate" in sections else ():
         flag = [] if cache else ["--no-cache"]
         r = plinth(args.plinth, args.threads, "generate", "--preset", str(gen_preset), "--vocab", str(vocab),
                    "--new-tokens", str(args.new_tokens), *flag)
@@ -203,13 +205,29 @@ def main():
                      r["tokens_per_s"], hf["tokens_per_s"], None, None, None))
         print(f"generate cache={cache}: plinth {r['tokens_per_s']:.0f} tok/s, HF {hf['tokens_per_s']:.0f}", file=sys.stderr)
 
+    plugin_rows = []
+    if "plugins" in sections:
+        p = plinth(args.plinth, args.threads, "plugins")
+        res["plugins"] = p
+        plugin_rows.append(("one stage call (`shout`, JSON in/out)", p["call_abi_ns"], p["call_direct_ns"], "plain Rust call of the same function"))
+        for t in p["tensor_handover"]:
+            plugin_rows.append((f"tensor to plugin and back, {t['numel']:,} floats (zero-copy: {t['zero_copy']})", t["abi_ns"],
+                                t["direct_shallow_clone_ns"], "new handle on the same tensor in the host"))
+        print(f"plugins: discover + load {p['plugins_loaded']} plugin(s) in {p['discover_and_load_ms']:.2f} ms", file=sys.stderr)
+
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
-    print(f"| measurement | plinth tok/s | PyTorch eager / HF generate tok/s | torch.compile tok/s | plinth ÷ eager | plinth ÷ compile | MFU plinth | MFU eager |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    if rows:
+        print(f"| measurement | plinth tok/s | PyTorch eager / HF generate tok/s | torch.compile tok/s | plinth ÷ eager | plinth ÷ compile | MFU plinth | MFU eager |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, p, e, cmp, mp, me in rows:
         fmt = lambda v, f: "—" if v is None else f.format(v)
         print(f"| {label} | {p:.0f} | {e:.0f} | {fmt(cmp, '{:.0f}')} | {p / e:.2f}× | {fmt(None if cmp is None else p / cmp, '{:.2f}×')} | {fmt(mp, '{:.1%}')} | {fmt(me, '{:.1%}')} |")
+    if plugin_rows:
+        print("\n| plugin ABI | through the ABI (ns) | baseline (ns) | baseline |\n|---|---:|---:|---|")
+        for label, abi, base, what in plugin_rows:
+            print(f"| {label} | {abi:.0f} | {base:.0f} | {what} |")
+        print(f"| discover and load all plugins ({res['plugins']['plugins_loaded']}): {res['plugins']['discover_and_load_ms']:.2f} ms | — | — | first load in a fresh process |")
     print(f"\nthreads {args.threads}, torch {torch.__version__}, f32 matmul peak {peak:.1f} GFLOP/s (max of plinth {peaks[0]:.1f} and torch {peaks[1]:.1f}, 1024³)")
 
 

@@ -11,7 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plinth-model", &["plinth-layers"]),
     ("plinth-train", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
     ("plinth-generate", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
-    ("plinth-bench", &["plinth-model", "plinth-train"]),
+    ("plinth-bench", &["plinth-model", "plinth-train", "plinth-plugin-host", "plinth-plugin-example"]),
     ("plinth-abi", &[]),
     ("plinth-plugin-sdk", &["plinth-abi"]),
     ("plinth-plugin-host", &["plinth-abi"]),

@@ -67,6 +67,12 @@ enum Command {
         #[arg(long)]
         no_cache: bool,
     },
+    /// Plugin ABI costs: one call through the C ABI against the same Rust function
+    /// called directly, a tensor handed to a plugin and back, and discovery + load.
+    Plugins {
+        #[arg(long, default_value_t = 20000)]
+        calls: usize,
+    },
     /// f32 square-matmul throughput: the peak that MFU is measured against.
     Matmul {
         #[arg(long, default_value_t = 1024)]
@@ -105,6 +111,7 @@ fn main() -> Result<()> {
             generate(&cfg, prompt_len, new_tokens, repeats, !no_cache, device)?
         }
         Command::Matmul { n, repeats } => matmul(n, repeats, device),
+        Command::Plugins { calls } => plugins(calls)?,
     };
     println!("{out}");
     Ok(())
@@ -243,4 +250,50 @@ fn matmul(n: i64, repeats: usize, device: Device) -> serde_json::Value {
     }
     let s = median(times[2..].to_vec());
     json!({"what": "matmul", "n": n, "median_s": s, "gflops": 2.0 * (n * n * n) as f64 / s / 1e9})
+}
+
+/// Median nanoseconds per call of `f` over 7 batches of `n` calls.
+fn ns_per_call(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut batches = Vec::new();
+    for _ in 0..7 {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        batches.push(t0.elapsed().as_secs_f64() * 1e9 / n as f64);
+    }
+    median(batches)
+}
+
+fn plugins(calls: usize) -> Result<serde_json::Value> {
+    use plinth_plugin_host::{HostConfig, PluginHost};
+    let dir = std::env::current_exe()?.parent().map(std::path::Path::to_path_buf).context("binary folder")?;
+    let t0 = Instant::now();
+    let mut host = PluginHost::new(HostConfig { search_paths: vec![dir], ..Default::default() });
+    let found = host.discover();
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let loaded = found.iter().filter(|(_, r)| r.is_ok()).count();
+    let plugin = host.get("example")?;
+    let record = r#"{"text": "hello plugin"}"#;
+    let abi_ns = ns_per_call(calls, || {
+        std::hint::black_box(plugin.call("shout", std::hint::black_box(record)).ok());
+    });
+    let direct_ns = ns_per_call(calls, || {
+        std::hint::black_box(plinth_plugin_example::shout(std::hint::black_box(record)).ok());
+    });
+    let mut tensor = Vec::new();
+    for numel in [1_000i64, 16_000_000] {
+        let x = Tensor::zeros([numel], (Kind::Float, Device::Cpu));
+        let y = plugin.forward("identity", &x)?;
+        let zero_copy = y.data_ptr() == x.data_ptr();
+        let ns = ns_per_call(calls / 10, || {
+            std::hint::black_box(plugin.forward("identity", &x).ok());
+        });
+        let local_ns = ns_per_call(calls / 10, || {
+            let _ = std::hint::black_box(x.shallow_clone());
+        });
+        tensor.push(json!({"numel": numel, "zero_copy": zero_copy, "abi_ns": ns, "direct_shallow_clone_ns": local_ns}));
+    }
+    Ok(json!({"what": "plugins", "plugins_loaded": loaded, "discover_and_load_ms": load_ms,
+        "call_abi_ns": abi_ns, "call_direct_ns": direct_ns, "tensor_handover": tensor}))
 }

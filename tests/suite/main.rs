@@ -4,6 +4,7 @@ mod config_errors;
 mod dependencies;
 mod generation;
 mod model;
+mod plugin_faults;
 mod plugins;
 mod tokenizer_python;
 mod training;

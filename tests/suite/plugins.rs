@@ -150,3 +150,29 @@ fn pinned_hashes_are_enforced() {
     let plugin = PluginHost::new(cfg).load(&lib).expect("pinned hash matches");
     assert_eq!(plugin.sha256, actual);
 }
+
+/// An older host that knows only the first 16 bytes of `PluginApi` (size, minor,
+/// instance) gets exactly those: the plugin writes no byte past the size the host
+/// announced, and reports what it filled and the minor it will speak.
+#[test]
+#[allow(unsafe_code)]
+fn entry_writes_only_the_prefix_the_host_knows() {
+    let (_dir, lib) = plugin_dir();
+    // SAFETY: a plinth plugin built by this workspace; the header symbol is a PluginHeader.
+    unsafe {
+        let library = libloading::Library::new(&lib).expect("dlopen");
+        let header: libloading::Symbol<*const plinth_abi::PluginHeader> =
+            library.get(plinth_abi::HEADER_SYMBOL).expect("header symbol");
+        let entry = (**header).entry.expect("entry");
+        let mut raw = [0xABu8; std::mem::size_of::<plinth_abi::PluginApi>()];
+        raw[..4].copy_from_slice(&16u32.to_ne_bytes());
+        let mut err = plinth_abi::PlBuf::EMPTY;
+        let status = entry(0, raw.as_mut_ptr().cast(), &mut err);
+        assert_eq!(status, plinth_abi::Status::Ok);
+        assert_eq!(u32::from_ne_bytes(raw[..4].try_into().expect("4 bytes")), 16, "the plugin reports the size it filled");
+        assert_eq!(u32::from_ne_bytes(raw[4..8].try_into().expect("4 bytes")), 0, "negotiated minor is min(host, plugin)");
+        assert_ne!(&raw[8..16], &[0xAB; 8], "the instance pointer was written");
+        assert!(raw[16..].iter().all(|&b| b == 0xAB), "nothing past the host's size was touched");
+        std::mem::forget(library); // plugins are never unloaded
+    }
+}

@@ -73,6 +73,7 @@ pub fn options(resume: bool) -> RunOptions {
         progress: false,
         device: tch::Device::Cpu,
         cache_dir: std::env::temp_dir().join("plinth-test-cache"),
+        plugins: None,
     }
 }
 

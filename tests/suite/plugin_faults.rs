@@ -67,7 +67,9 @@ fn build(id: &str, magic: u64, major: u32, flags: u32, fingerprint: &str) -> Bui
 
 fn load(b: &Built) -> Result<std::sync::Arc<plinth_plugin_host::Plugin>, String> {
     let dir = b.lib.parent().expect("dir").to_path_buf();
-    PluginHost::new(HostConfig { search_paths: vec![dir], ..Default::default() }).load(&b.lib).map_err(|e| e.to_string())
+    PluginHost::new(HostConfig { search_paths: vec![dir], ..Default::default() })
+        .load(&b.lib)
+        .map_err(|e| e.to_string())
 }
 
 const UNWIND: u32 = plinth_abi::FLAG_PANIC_UNWIND;
@@ -90,9 +92,21 @@ fn refused_headers_run_no_plugin_function() {
     let fp = plinth_abi::torch_fingerprint();
     let cases = [
         (build("c_magic", 0x1234, plinth_abi::ABI_MAJOR, UNWIND, ""), "bad magic"),
-        (build("c_major", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR + 1, UNWIND, ""), "speaks plugin ABI 2.0 but this plinth speaks 1.0"),
+        (
+            build("c_major", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR + 1, UNWIND, ""),
+            "speaks plugin ABI 2.0 but this plinth speaks 1.0",
+        ),
         (build("c_abort", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR, 0, ""), "panic = \"abort\""),
-        (build("c_torch", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR, UNWIND | TORCH, "tch=0.23.0;torch=2.10.0;cxx11abi=1"), "torch=2.10.0"),
+        (
+            build(
+                "c_torch",
+                plinth_abi::MAGIC,
+                plinth_abi::ABI_MAJOR,
+                UNWIND | TORCH,
+                "tch=0.23.0;torch=2.10.0;cxx11abi=1",
+            ),
+            "torch=2.10.0",
+        ),
     ];
     for (b, want) in &cases {
         let err = load(b).expect_err("refused");

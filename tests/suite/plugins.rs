@@ -169,8 +169,16 @@ fn entry_writes_only_the_prefix_the_host_knows() {
         let mut err = plinth_abi::PlBuf::EMPTY;
         let status = entry(0, raw.as_mut_ptr().cast(), &mut err);
         assert_eq!(status, plinth_abi::Status::Ok);
-        assert_eq!(u32::from_ne_bytes(raw[..4].try_into().expect("4 bytes")), 16, "the plugin reports the size it filled");
-        assert_eq!(u32::from_ne_bytes(raw[4..8].try_into().expect("4 bytes")), 0, "negotiated minor is min(host, plugin)");
+        assert_eq!(
+            u32::from_ne_bytes(raw[..4].try_into().expect("4 bytes")),
+            16,
+            "the plugin reports the size it filled"
+        );
+        assert_eq!(
+            u32::from_ne_bytes(raw[4..8].try_into().expect("4 bytes")),
+            0,
+            "negotiated minor is min(host, plugin)"
+        );
         assert_ne!(&raw[8..16], &[0xAB; 8], "the instance pointer was written");
         assert!(raw[16..].iter().all(|&b| b == 0xAB), "nothing past the host's size was touched");
         std::mem::forget(library); // plugins are never unloaded

@@ -201,10 +201,38 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Serves plugin data components to the trainer.
+#[derive(Debug)]
+struct HostDocuments(plinth_plugin_host::PluginHost);
+
+impl plinth_data::PluginDocuments for HostDocuments {
+    fn documents(&self, plugin: &str, component: &str, request: &str) -> Result<Vec<String>, String> {
+        let reply = self.0.get(plugin).and_then(|p| p.call(component, request)).map_err(|e| e.to_string())?;
+        serde_json::from_str::<Vec<String>>(&reply).map_err(|e| format!("expected a JSON array of strings: {e}"))
+    }
+}
+
 fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {
     let cfg = PretrainConfig::from_file(config)?;
-    let opts =
-        RunOptions { resume, progress: std::io::stderr().is_terminal(), device, cache_dir: plinth_data::cache_dir() };
+    let plugins: Option<std::sync::Arc<dyn plinth_data::PluginDocuments>> = match &cfg.data.corpus {
+        plinth_data::CorpusSource::Plugin(_) => {
+            let mut host = plugin_host(std::path::Path::new(DEFAULT_PLUGINS_CONFIG))?;
+            for (path, result) in host.discover() {
+                if let Err(e) = result {
+                    tracing::warn!("skipping {}: {e}", path.display());
+                }
+            }
+            Some(std::sync::Arc::new(HostDocuments(host)))
+        }
+        _ => None,
+    };
+    let opts = RunOptions {
+        resume,
+        progress: std::io::stderr().is_terminal(),
+        device,
+        cache_dir: plinth_data::cache_dir(),
+        plugins,
+    };
     let mut trainer =
         Pretrainer::new(cfg, &opts).with_context(|| format!("preparing the run in {}", config.display()))?;
     let m = trainer.model().config();

@@ -178,3 +178,45 @@ fn scaffolded_plugin_builds_outside_the_workspace_and_loads() {
         text(&out)
     );
 }
+
+/// A plugin's data component feeds pretraining: plugins attach to the base model.
+#[test]
+fn pretrain_reads_a_corpus_from_a_plugin() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let cfg = |id: &str| {
+        format!(
+            r#"out_dir = "run-{id}"
+[model]
+d_model = 16
+n_layers = 1
+n_heads = 2
+d_ff = 32
+max_seq_len = 16
+[tokenizer]
+vocab_size = 300
+[data]
+corpus = {{ plugin = {{ id = "{id}", component = "greetings" }} }}
+val_fraction = 0.2
+[objective]
+kind = "causal"
+[train]
+seq_len = 4
+batch_size = 2
+max_steps = 3
+lr = 1e-3
+warmup_steps = 1
+eval_every = 3
+eval_batches = 1
+threads = 1
+"#
+        )
+    };
+    std::fs::write(dir.join("plugin.toml"), cfg("example")).expect("write");
+    let out = plinth(&["pretrain", "--config", "plugin.toml"], dir);
+    assert!(out.status.success() && text(&out).contains("pretrained 3 steps"), "{}", text(&out));
+    std::fs::write(dir.join("missing.toml"), cfg("nope")).expect("write");
+    let out = plinth(&["pretrain", "--config", "missing.toml"], dir);
+    assert!(!out.status.success() && text(&out).contains("no plugin with id nope"), "{}", text(&out));
+    assert!(!dir.join("run-nope").exists(), "nothing is written for a failed start");
+}

@@ -17,6 +17,31 @@ pub enum CorpusSource {
     Wordnet,
     /// Plain UTF-8 text files; a blank line separates documents.
     TextFiles(Vec<PathBuf>),
+    /// A data component of a run-time plugin: `{ plugin = { id = "...", component = "..." } }`.
+    Plugin(PluginCorpus),
+}
+
+/// Which plugin component supplies the documents, and what to ask it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginCorpus {
+    /// Plugin id (`plinth plugins list`).
+    pub id: String,
+    /// Name of its data component.
+    pub component: String,
+    /// JSON request passed to the component, default `{}`.
+    #[serde(default = "empty_request")]
+    pub request: String,
+}
+
+fn empty_request() -> String {
+    "{}".into()
+}
+
+/// Documents from run-time plugins. The data crate knows no plugins; the host
+/// (the CLI) implements this over its loaded plugins and hands it in.
+pub trait PluginDocuments: std::fmt::Debug + Send + Sync {
+    fn documents(&self, plugin: &str, component: &str, request: &str) -> Result<Vec<String>, String>;
 }
 
 /// A list of non-empty documents.
@@ -25,8 +50,9 @@ pub struct Corpus {
     pub documents: Vec<String>,
 }
 
-/// Loads a corpus, fetching its package into `cache` on first use.
-pub fn load_corpus(source: &CorpusSource, cache: &Path) -> Result<Corpus> {
+/// Loads a corpus, fetching its package into `cache` on first use; plugin corpora
+/// come from `plugins`.
+pub fn load_corpus(source: &CorpusSource, cache: &Path, plugins: Option<&dyn PluginDocuments>) -> Result<Corpus> {
     let documents = match source {
         CorpusSource::Wordnet => {
             let root = fetch_debian(&WORDNET, cache)?;
@@ -45,6 +71,20 @@ pub fn load_corpus(source: &CorpusSource, cache: &Path) -> Result<Corpus> {
                 docs.extend(paragraphs(&text));
             }
             docs
+        }
+        CorpusSource::Plugin(p) => {
+            let plugins = plugins.ok_or_else(|| {
+                DataError::Fetch(format!(
+                    "corpus from plugin {} needs the plugin host; run it through the plinth command",
+                    p.id
+                ))
+            })?;
+            plugins
+                .documents(&p.id, &p.component, &p.request)
+                .map_err(|e| DataError::Fetch(format!("plugin {} component {}: {e}", p.id, p.component)))?
+                .into_iter()
+                .filter(|d| !d.trim().is_empty())
+                .collect()
         }
     };
     if documents.is_empty() {
@@ -172,7 +212,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("empty.txt");
         std::fs::write(&path, "\n\n  \n").expect("write");
-        let err = load_corpus(&CorpusSource::TextFiles(vec![path]), dir.path()).expect_err("empty");
+        let err = load_corpus(&CorpusSource::TextFiles(vec![path]), dir.path(), None).expect_err("empty");
         assert!(err.to_string().contains("no documents"), "{err}");
     }
 }

@@ -44,7 +44,8 @@ pub struct TokenizerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `"wordnet"` or `{ text_files = ["a.txt", ...] }`.
+    /// `"wordnet"`, `{ text_files = ["a.txt", ...] }` or
+    /// `{ plugin = { id = "example", component = "greetings" } }`.
     pub corpus: CorpusSource,
     /// Fraction of documents held out for validation, default 0.02.
     #[serde(default = "default_val_fraction")]

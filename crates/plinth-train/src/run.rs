@@ -33,6 +33,8 @@ pub struct RunOptions {
     pub device: Device,
     /// Where registry packages are cached.
     pub cache_dir: PathBuf,
+    /// Loaded plugins, for corpora that come from a plugin's data component.
+    pub plugins: Option<std::sync::Arc<dyn plinth_data::PluginDocuments>>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -87,7 +89,7 @@ impl Pretrainer {
             )));
         }
 
-        let mut corpus = load_corpus(&cfg.data.corpus, &opts.cache_dir)?;
+        let mut corpus = load_corpus(&cfg.data.corpus, &opts.cache_dir, opts.plugins.as_deref())?;
         if cfg.data.max_documents > 0 {
             corpus.documents.truncate(cfg.data.max_documents);
         }

@@ -59,7 +59,9 @@ impl Plugin for Example {
                 if request.contains("validation") {
                     Ok(r#"["good evening"]"#.into())
                 } else {
-                    Ok(r#"["hello world", "good morning", "hi there"]"#.into())
+                    Ok(r#"["hello world", "good morning", "hi there", "good afternoon to you", "hello again, old friend",
+                         "good day", "hi, how are you", "hello there, good morning", "morning, everyone", "hello, world, again"]"#
+                        .into())
                 }
             }),
             Component::task(

@@ -33,7 +33,7 @@ pub fn micro_config(out_dir: &Path, kind: ObjectiveKind) -> PretrainConfig {
     PretrainConfig {
         model: ModelSpec::Inline(micro_model()),
         out_dir: out_dir.to_path_buf(),
-        tokenizer: TokenizerConfig { vocab_size: 400, min_frequency: 2 },
+        tokenizer: TokenizerConfig { vocab_size: 400, min_frequency: 2, plugin: None },
         data: DataConfig {
             corpus: CorpusSource::TextFiles(vec![fixture_corpus()]),
             val_fraction: 0.2,

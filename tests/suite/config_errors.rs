@@ -80,6 +80,10 @@ fn impossible_values_are_explained() {
     let long = GOOD.replace("seq_len = 64", "seq_len = 65");
     let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &long)).expect_err("too long").to_string();
     assert!(err.contains("max_seq_len"), "{err}");
+    let both =
+        GOOD.replace("vocab_size = 1000", "vocab_size = 1000\nplugin = { id = \"example\", component = \"bytes\" }");
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &both)).expect_err("both").to_string();
+    assert!(err.contains("either tokenizer.vocab_size or tokenizer.plugin"), "{err}");
     let fim = GOOD.replace("kind = \"mlm\"", "kind = \"mlm\"\nfim_rate = 0.5");
     let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &fim)).expect_err("fim on mlm").to_string();
     assert!(err.contains("fim_rate"), "{err}");

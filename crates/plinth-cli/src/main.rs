@@ -205,17 +205,29 @@ fn run(cli: Cli) -> Result<()> {
 #[derive(Debug)]
 struct HostDocuments(plinth_plugin_host::PluginHost);
 
-impl plinth_data::PluginDocuments for HostDocuments {
+impl plinth_data::PluginData for HostDocuments {
     fn documents(&self, plugin: &str, component: &str, request: &str) -> Result<Vec<String>, String> {
         let reply = self.0.get(plugin).and_then(|p| p.call(component, request)).map_err(|e| e.to_string())?;
         serde_json::from_str::<Vec<String>>(&reply).map_err(|e| format!("expected a JSON array of strings: {e}"))
+    }
+
+    fn spec(&self, plugin: &str, component: &str) -> Result<String, String> {
+        let p = self.0.get(plugin).map_err(|e| e.to_string())?;
+        let c = p
+            .components
+            .iter()
+            .find(|c| c.name == component)
+            .ok_or_else(|| format!("plugin {plugin} has no component named {component}"))?;
+        Ok(c.spec.clone())
     }
 }
 
 fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {
     let cfg = PretrainConfig::from_file(config)?;
-    let plugins: Option<std::sync::Arc<dyn plinth_data::PluginDocuments>> = match &cfg.data.corpus {
-        plinth_data::CorpusSource::Plugin(_) => {
+    let wants_plugins =
+        matches!(cfg.data.corpus, plinth_data::CorpusSource::Plugin(_)) || cfg.tokenizer.plugin.is_some();
+    let plugins: Option<std::sync::Arc<dyn plinth_data::PluginData>> = match wants_plugins {
+        true => {
             let mut host = plugin_host(std::path::Path::new(DEFAULT_PLUGINS_CONFIG))?;
             for (path, result) in host.discover() {
                 if let Err(e) = result {
@@ -224,7 +236,7 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
             }
             Some(std::sync::Arc::new(HostDocuments(host)))
         }
-        _ => None,
+        false => None,
     };
     let opts = RunOptions {
         resume,

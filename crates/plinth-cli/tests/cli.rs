@@ -179,7 +179,8 @@ fn scaffolded_plugin_builds_outside_the_workspace_and_loads() {
     );
 }
 
-/// A plugin's data component feeds pretraining: plugins attach to the base model.
+/// A plugin's tokenizer recipe and data component feed pretraining: plugins attach
+/// to the base model.
 #[test]
 fn pretrain_reads_a_corpus_from_a_plugin() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -194,7 +195,7 @@ n_heads = 2
 d_ff = 32
 max_seq_len = 16
 [tokenizer]
-vocab_size = 300
+plugin = {{ id = "{id}", component = "bytes" }}
 [data]
 corpus = {{ plugin = {{ id = "{id}", component = "greetings" }} }}
 val_fraction = 0.2
@@ -215,6 +216,8 @@ threads = 1
     std::fs::write(dir.join("plugin.toml"), cfg("example")).expect("write");
     let out = plinth(&["pretrain", "--config", "plugin.toml"], dir);
     assert!(out.status.success() && text(&out).contains("pretrained 3 steps"), "{}", text(&out));
+    let tok = std::fs::read_to_string(dir.join("run-example/checkpoint/tokenizer.json")).expect("tokenizer saved");
+    assert!(tok.contains("<fim_middle>") && tok.contains("\"BPE\""), "the host trained the plugin's BPE recipe");
     std::fs::write(dir.join("missing.toml"), cfg("nope")).expect("write");
     let out = plinth(&["pretrain", "--config", "missing.toml"], dir);
     assert!(!out.status.success() && text(&out).contains("no plugin with id nope"), "{}", text(&out));

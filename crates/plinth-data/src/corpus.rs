@@ -38,10 +38,21 @@ fn empty_request() -> String {
     "{}".into()
 }
 
-/// Documents from run-time plugins. The data crate knows no plugins; the host
-/// (the CLI) implements this over its loaded plugins and hands it in.
-pub trait PluginDocuments: std::fmt::Debug + Send + Sync {
+/// A component of a run-time plugin, named in a config: `{ id = "...", component = "..." }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginComponent {
+    pub id: String,
+    pub component: String,
+}
+
+/// What training needs from run-time plugins. The data crate knows no plugins;
+/// the host (the CLI) implements this over its loaded plugins and hands it in.
+pub trait PluginData: std::fmt::Debug + Send + Sync {
+    /// Documents from a data component, asked with a JSON `request`.
     fn documents(&self, plugin: &str, component: &str, request: &str) -> Result<Vec<String>, String>;
+    /// The JSON spec a component declares (for a tokenizer: a `tokenizer.json` or a recipe).
+    fn spec(&self, plugin: &str, component: &str) -> Result<String, String>;
 }
 
 /// A list of non-empty documents.
@@ -52,7 +63,7 @@ pub struct Corpus {
 
 /// Loads a corpus, fetching its package into `cache` on first use; plugin corpora
 /// come from `plugins`.
-pub fn load_corpus(source: &CorpusSource, cache: &Path, plugins: Option<&dyn PluginDocuments>) -> Result<Corpus> {
+pub fn load_corpus(source: &CorpusSource, cache: &Path, plugins: Option<&dyn PluginData>) -> Result<Corpus> {
     let documents = match source {
         CorpusSource::Wordnet => {
             let root = fetch_debian(&WORDNET, cache)?;

@@ -7,7 +7,7 @@ mod pack;
 mod packages;
 mod rng;
 
-pub use corpus::{load_corpus, split_train_val, Corpus, CorpusSource, PluginCorpus, PluginDocuments};
+pub use corpus::{load_corpus, split_train_val, Corpus, CorpusSource, PluginComponent, PluginCorpus, PluginData};
 pub use pack::{pack_blocks, BlockSampler, SamplerState};
 pub use packages::{cache_dir, fetch_debian, DebianPackage, WORDNET};
 pub use rng::SplitMix64;

@@ -121,6 +121,14 @@ impl PlinthTokenizer {
         Self::check_specials(inner, path)
     }
 
+    /// Parses the contents of a `tokenizer.json`, checking plinth's special tokens.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let inner: Tokenizer = json
+            .parse()
+            .map_err(|e: tokenizers::Error| TokenizerError::File { path: "<json>".into(), message: e.to_string() })?;
+        Self::check_specials(inner, Path::new("<json>"))
+    }
+
     /// Saves `tokenizer.json` (pretty-printed).
     pub fn save(&self, path: &Path) -> Result<()> {
         self.inner

@@ -34,11 +34,17 @@ pub enum ModelSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenizerConfig {
-    /// Vocabulary size of the byte-level BPE trained on the training split.
+    /// Vocabulary size of the byte-level BPE trained on the training split
+    /// (required unless `plugin` is set).
+    #[serde(default)]
     pub vocab_size: usize,
     /// Minimum pair frequency for a merge, default 2.
     #[serde(default = "two")]
     pub min_frequency: u64,
+    /// Take the tokenizer from a plugin's tokenizer component instead:
+    /// `{ id = "example", component = "bytes" }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<plinth_data::PluginComponent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,7 +246,10 @@ impl PretrainConfig {
         if !(0.0 < self.data.val_fraction && self.data.val_fraction < 1.0) {
             return bad(format!("data.val_fraction must be in (0, 1), got {}", self.data.val_fraction));
         }
-        if self.tokenizer.vocab_size < 300 {
+        if self.tokenizer.plugin.is_some() && self.tokenizer.vocab_size != 0 {
+            return bad("set either tokenizer.vocab_size or tokenizer.plugin, not both".into());
+        }
+        if self.tokenizer.plugin.is_none() && self.tokenizer.vocab_size < 300 {
             return bad(format!(
                 "tokenizer.vocab_size must be at least 300 (256 bytes plus specials), got {}",
                 self.tokenizer.vocab_size

@@ -11,7 +11,7 @@ use plinth_tokenizer::{PlinthTokenizer, TrainOptions};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
-use crate::config::{ObjectiveKind, PretrainConfig};
+use crate::config::{ObjectiveKind, PretrainConfig, TokenizerConfig};
 use crate::objectives::{batch_loss, frame_causal, frame_masked};
 use crate::optim::{accumulate, clip_grad_norm, gradients, lr_at, AdamW, AdamWConfig};
 use crate::plot::{write_line_chart, Series};
@@ -34,7 +34,7 @@ pub struct RunOptions {
     /// Where registry packages are cached.
     pub cache_dir: PathBuf,
     /// Loaded plugins, for corpora that come from a plugin's data component.
-    pub plugins: Option<std::sync::Arc<dyn plinth_data::PluginDocuments>>,
+    pub plugins: Option<std::sync::Arc<dyn plinth_data::PluginData>>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -99,9 +99,7 @@ impl Pretrainer {
         let tokenizer = if resuming {
             PlinthTokenizer::from_file(&ckpt_dir.join(state::TOKENIZER_FILE))?
         } else {
-            let opts =
-                TrainOptions { vocab_size: cfg.tokenizer.vocab_size, min_frequency: cfg.tokenizer.min_frequency };
-            PlinthTokenizer::train(train_docs.iter(), &opts)?
+            build_tokenizer(&cfg.tokenizer, &train_docs, opts.plugins.as_deref())?
         };
         let mut model_cfg = cfg.model_config()?;
         let vocab = tokenizer.vocab_size() as i64;
@@ -328,6 +326,38 @@ impl Pretrainer {
         }
         bar.set_position(self.state.step);
         bar
+    }
+}
+
+/// Trains the configured tokenizer on the training split, or takes it from a
+/// plugin's tokenizer component: a `tokenizer.json`, or a recipe
+/// `{"train": {"vocab_size": N, "min_frequency": M}}` trained here.
+fn build_tokenizer(
+    cfg: &TokenizerConfig,
+    train_docs: &[String],
+    plugins: Option<&dyn plinth_data::PluginData>,
+) -> Result<PlinthTokenizer> {
+    let Some(p) = &cfg.plugin else {
+        let opts = TrainOptions { vocab_size: cfg.vocab_size, min_frequency: cfg.min_frequency };
+        return Ok(PlinthTokenizer::train(train_docs.iter(), &opts)?);
+    };
+    let bad = |m: String| TrainError::Invalid(format!("tokenizer from plugin {} component {}: {m}", p.id, p.component));
+    let plugins = plugins.ok_or_else(|| bad("needs the plugin host; run it through the plinth command".into()))?;
+    let spec = plugins.spec(&p.id, &p.component).map_err(bad)?;
+    let value: serde_json::Value = serde_json::from_str(&spec).map_err(|e| bad(format!("spec is not JSON: {e}")))?;
+    match value.get("train") {
+        Some(recipe) => {
+            let vocab_size = recipe
+                .get("vocab_size")
+                .and_then(serde_json::Value::as_u64)
+                .ok_or_else(|| bad("recipe lacks train.vocab_size".into()))?;
+            let min_frequency = recipe.get("min_frequency").and_then(serde_json::Value::as_u64).unwrap_or(2);
+            Ok(PlinthTokenizer::train(
+                train_docs.iter(),
+                &TrainOptions { vocab_size: vocab_size as usize, min_frequency },
+            )?)
+        }
+        None => Ok(PlinthTokenizer::from_json(&spec)?),
     }
 }
 

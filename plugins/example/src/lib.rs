@@ -52,8 +52,8 @@ impl Plugin for Example {
         vec![
             Component::tokenizer(
                 "bytes",
-                "byte-level BPE trained on the greetings corpus",
-                r#"{"train": {"vocab_size": 300, "corpus": "greetings"}}"#,
+                "byte-level BPE recipe: the host trains it on the run's training split",
+                r#"{"train": {"vocab_size": 300, "min_frequency": 1}}"#,
             ),
             Component::data("greetings", "a tiny corpus of greetings", |request: &str| {
                 if request.contains("validation") {

@@ -1,9 +1,11 @@
 //! Loading the example plugin through the C ABI: components, calls, tensors,
-//! panics, and the trust rules.
+//! panics, and the trust rules. The behavioural tests run against two builds of
+//! the same source: the workspace's, and a standalone crate outside the workspace
+//! that depends only on the SDK, as a third party would build it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use plinth_plugin_host::{HostConfig, PluginHost};
 use tch::{Kind, Tensor};
@@ -19,14 +21,61 @@ fn built_example() -> PathBuf {
     lib
 }
 
-/// A private plugin directory holding a copy of the example plugin.
+/// The same plugin source built the way a third party builds: a standalone crate
+/// outside the workspace that depends only on the SDK (built once per test run).
+fn external_example() -> PathBuf {
+    static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("checkout");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let krate = dir.path().join("external-example");
+            std::fs::create_dir_all(krate.join("src")).expect("mkdir");
+            let manifest = format!(
+                "[package]\nname = \"external-example\"\nversion = \"0.1.0\"\nedition = \"2021\"\nbuild = \"build.rs\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplinth-plugin-sdk = {{ path = \"{}\" }}\n\n[profile.release]\ndebug = false\ncodegen-units = 16\n\n[workspace]\n",
+                root.join("crates/plinth-plugin-sdk").display()
+            );
+            std::fs::write(krate.join("Cargo.toml"), manifest).expect("manifest");
+            std::fs::copy(root.join("build/torch_rpath.rs"), krate.join("build.rs")).expect("build.rs");
+            std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).expect("lock");
+            std::fs::copy(root.join("plugins/example/src/lib.rs"), krate.join("src/lib.rs")).expect("source");
+            let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["build", "--release", "--quiet"])
+                .current_dir(&krate)
+                .output()
+                .expect("run cargo");
+            assert!(out.status.success(), "external build failed: {}", String::from_utf8_lossy(&out.stderr));
+            let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| krate.join("target"));
+            let built = target.join("release/libexternal_example.so");
+            let kept = dir.path().join("libexternal_example.so");
+            std::fs::copy(&built, &kept).expect("copy");
+            let _ = std::fs::remove_file(&built); // keep the shared target folder free of test plugins
+            (dir, kept)
+        })
+        .1
+        .clone()
+}
+
+/// Private plugin directories holding a copy of the example plugin: one built in
+/// the workspace, one built outside it. Every test below runs against both.
+fn plugin_dirs() -> Vec<(tempfile::TempDir, PathBuf)> {
+    [built_example(), external_example()]
+        .into_iter()
+        .map(|src| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let lib = dir.path().join(LIB);
+            std::fs::copy(src, &lib).expect("copy plugin");
+            std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            (dir, lib)
+        })
+        .collect()
+}
+
+/// The in-workspace build only, for tests of host behaviour that does not depend
+/// on how the plugin was built.
 fn plugin_dir() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let lib = dir.path().join(LIB);
-    std::fs::copy(built_example(), &lib).expect("copy plugin");
-    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    (dir, lib)
+    plugin_dirs().swap_remove(0)
 }
 
 fn host_for(dirs: &[&Path]) -> PluginHost {
@@ -35,65 +84,68 @@ fn host_for(dirs: &[&Path]) -> PluginHost {
 
 #[test]
 fn example_plugin_loads_with_every_component_kind() {
-    let (dir, _) = plugin_dir();
-    let mut host = host_for(&[dir.path()]);
-    let found = host.discover();
-    assert_eq!(found.len(), 1);
-    let plugin = found[0].1.as_ref().expect("loads").clone();
-    assert_eq!((plugin.id.as_str(), plugin.version.as_str()), ("example", "0.1.0"));
-    assert_eq!(plugin.negotiated_minor, plinth_abi::ABI_MINOR);
-    let kinds: Vec<String> = plugin.components.iter().map(|c| format!("{:?}:{}", c.kind, c.name)).collect();
-    assert_eq!(
-        kinds,
-        [
-            "Tokenizer:bytes",
-            "Data:greetings",
-            "Task:length",
-            "Module:scale",
-            "Module:identity",
-            "Stage:shout",
-            "Stage:explode"
-        ]
-    );
-    assert!(plugin.components[2].spec.contains("regression"));
-    assert_eq!(plugin.call("shout", r#"{"text": "hello"}"#).expect("stage"), r#"{"text": "HELLO"}"#);
-    assert!(plugin.call("greetings", r#"{"split": "train"}"#).expect("data").contains("hello world"));
-    let err = plugin.call("shout", "{}").expect_err("rejects").to_string();
-    assert!(err.contains("no \"text\" field"), "{err}");
-    assert!(plugin.call("nope", "{}").expect_err("unknown").to_string().contains("no component named nope"));
+    for (dir, _) in plugin_dirs() {
+        let mut host = host_for(&[dir.path()]);
+        let found = host.discover();
+        assert_eq!(found.len(), 1);
+        let plugin = found[0].1.as_ref().expect("loads").clone();
+        assert_eq!((plugin.id.as_str(), plugin.version.as_str()), ("example", "0.1.0"));
+        assert_eq!(plugin.negotiated_minor, plinth_abi::ABI_MINOR);
+        let kinds: Vec<String> = plugin.components.iter().map(|c| format!("{:?}:{}", c.kind, c.name)).collect();
+        assert_eq!(
+            kinds,
+            [
+                "Tokenizer:bytes",
+                "Data:greetings",
+                "Task:length",
+                "Module:scale",
+                "Module:identity",
+                "Stage:shout",
+                "Stage:explode"
+            ]
+        );
+        assert!(plugin.components[2].spec.contains("regression"));
+        assert_eq!(plugin.call("shout", r#"{"text": "hello"}"#).expect("stage"), r#"{"text": "HELLO"}"#);
+        assert!(plugin.call("greetings", r#"{"split": "train"}"#).expect("data").contains("hello world"));
+        let err = plugin.call("shout", "{}").expect_err("rejects").to_string();
+        assert!(err.contains("no \"text\" field"), "{err}");
+        assert!(plugin.call("nope", "{}").expect_err("unknown").to_string().contains("no component named nope"));
+    }
 }
 
 #[test]
 fn tensors_cross_without_copies_and_gradients_reach_both_sides() {
-    let (dir, lib) = plugin_dir();
-    let mut host = host_for(&[dir.path()]);
-    let plugin = host.load(&lib).expect("load");
-    let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).set_requires_grad(true);
-    let same = plugin.forward("identity", &x).expect("identity");
-    assert_eq!(same.data_ptr(), x.data_ptr(), "the plugin must see and return the host's storage");
-    let y = plugin.forward("scale", &x).expect("scale");
-    let w = plugin.parameters("scale").expect("params");
-    assert_eq!(w.len(), 1);
-    y.sum(Kind::Float).backward();
-    let gx: Vec<f32> = Vec::try_from(x.grad()).expect("x grad");
-    assert_eq!(gx, vec![2.0, 2.0, 2.0], "host input gets dL/dx = w");
-    assert_eq!(w[0].grad().double_value(&[0]), 6.0, "plugin parameter gets dL/dw = sum(x)");
+    for (dir, lib) in plugin_dirs() {
+        let mut host = host_for(&[dir.path()]);
+        let plugin = host.load(&lib).expect("load");
+        let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).set_requires_grad(true);
+        let same = plugin.forward("identity", &x).expect("identity");
+        assert_eq!(same.data_ptr(), x.data_ptr(), "the plugin must see and return the host's storage");
+        let y = plugin.forward("scale", &x).expect("scale");
+        let w = plugin.parameters("scale").expect("params");
+        assert_eq!(w.len(), 1);
+        y.sum(Kind::Float).backward();
+        let gx: Vec<f32> = Vec::try_from(x.grad()).expect("x grad");
+        assert_eq!(gx, vec![2.0, 2.0, 2.0], "host input gets dL/dx = w");
+        assert_eq!(w[0].grad().double_value(&[0]), 6.0, "plugin parameter gets dL/dw = sum(x)");
+    }
 }
 
 #[test]
 fn a_panicking_plugin_is_contained_and_poisoned() {
-    let (dir, lib) = plugin_dir();
-    let mut host = host_for(&[dir.path()]);
-    let plugin = host.load(&lib).expect("load");
-    assert_eq!(plugin.call("explode", r#"{"ok": 1}"#).expect("no panic"), r#"{"ok": 1}"#);
-    let err = plugin.call("explode", r#"{"x": "boom"}"#).expect_err("panic").to_string();
-    assert!(err.contains("Panicked") && err.contains("blow up"), "{err}");
-    assert!(plugin.is_poisoned());
-    let err = plugin.call("shout", r#"{"text": "a"}"#).expect_err("poisoned").to_string();
-    assert!(err.contains("Poisoned"), "{err}");
-    // The host itself carries on.
-    assert_eq!(host.plugins().len(), 1);
-    assert_eq!((Tensor::from(2.0f64) * 3.0).double_value(&[]), 6.0);
+    for (dir, lib) in plugin_dirs() {
+        let mut host = host_for(&[dir.path()]);
+        let plugin = host.load(&lib).expect("load");
+        assert_eq!(plugin.call("explode", r#"{"ok": 1}"#).expect("no panic"), r#"{"ok": 1}"#);
+        let err = plugin.call("explode", r#"{"x": "boom"}"#).expect_err("panic").to_string();
+        assert!(err.contains("Panicked") && err.contains("blow up"), "{err}");
+        assert!(plugin.is_poisoned());
+        let err = plugin.call("shout", r#"{"text": "a"}"#).expect_err("poisoned").to_string();
+        assert!(err.contains("Poisoned"), "{err}");
+        // The host itself carries on.
+        assert_eq!(host.plugins().len(), 1);
+        assert_eq!((Tensor::from(2.0f64) * 3.0).double_value(&[]), 6.0);
+    }
 }
 
 #[test]

@@ -99,3 +99,21 @@ fn empty_corpus_is_a_clear_error_and_keeps_the_checkpoint() {
     assert!(err.contains("no documents"), "{err}");
     assert_eq!(dir_digest(&t.checkpoint_dir()), saved);
 }
+
+#[test]
+fn chunked_cross_entropy_equals_the_plain_loss_and_its_gradient() {
+    let _g = torch_lock();
+    tch::manual_seed(3);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let cfg = plinth_model::ModelConfig { vocab_size: 50, ..plinth_tests::micro_model() };
+    let model = plinth_model::Transformer::new(&vs.root(), &cfg).expect("model");
+    let hidden = Tensor::randn([600, cfg.d_model], (tch::Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let mut targets = Tensor::randint(50, [600], (tch::Kind::Int64, Device::Cpu));
+    let _ = targets.narrow(0, 10, 20).fill_(plinth_train::objectives::IGNORE); // ignored rows count for neither
+    let chunked = plinth_train::objectives::chunked_cross_entropy(&model, &hidden, &targets).expect("chunked");
+    let plain = model.logits(&hidden).cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, -100, 0.0);
+    assert!((chunked.double_value(&[]) - plain.double_value(&[])).abs() < 1e-5);
+    let g1 = Tensor::run_backward(&[&chunked], &[&hidden], true, false);
+    let g2 = Tensor::run_backward(&[&plain], &[&hidden], true, false);
+    assert!((&g1[0] - &g2[0]).abs().max().double_value(&[]) < 1e-6);
+}

@@ -153,11 +153,17 @@ pub const COMPONENT_SEND: u32 = 1 << 1;
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct ComponentInfo {
+    /// Set by the host to its struct size; the plugin writes at most that and sets what it wrote.
     pub size: u32,
+    /// A [`ComponentKind`] value; kinds unknown to the host are skipped.
     pub kind: u32,
+    /// [`COMPONENT_SEND`] / [`COMPONENT_SYNC`].
     pub flags: u32,
+    /// Zero; keeps the strings 8-byte aligned without padding.
     pub reserved: u32,
+    /// Unique within the plugin; borrowed for the plugin's lifetime.
     pub name: PlStr,
+    /// One line for `plinth plugins inspect`; borrowed for the plugin's lifetime.
     pub description: PlStr,
     /// Kind-specific JSON (see [`ComponentKind`]); borrowed for the plugin's lifetime.
     pub spec: PlStr,
@@ -224,17 +230,23 @@ pub type EntryFn = unsafe extern "C" fn(host_minor: u32, api: *mut PluginApi, er
 #[repr(C)]
 #[derive(Debug)]
 pub struct PluginHeader {
+    /// Always [`MAGIC`]; read first, before any other field.
     pub magic: u64,
+    /// `size_of::<PluginHeader>()` as the plugin was built; the host needs at least its own.
     pub header_size: u32,
+    /// [`ABI_MAJOR`] the plugin was built against; must equal the host's.
     pub abi_major: u32,
+    /// [`ABI_MINOR`] the plugin was built against; the lower of the two is spoken.
     pub abi_minor: u32,
+    /// [`FLAG_PANIC_UNWIND`] (required) and [`FLAG_LINKS_LIBTORCH`].
     pub flags: u32,
-    /// Unique plugin id, e.g. `example`.
+    /// Unique plugin id, e.g. `example` (ASCII letters, digits, `-`, `_`); static.
     pub id: PlStr,
-    /// The plugin's own version (not the ABI's).
+    /// The plugin's own version (not the ABI's); static.
     pub version: PlStr,
-    /// [`torch_fingerprint`] when `FLAG_LINKS_LIBTORCH` is set, else empty.
+    /// [`torch_fingerprint`] when `FLAG_LINKS_LIBTORCH` is set, else empty; static.
     pub fingerprint: PlStr,
+    /// Called once, only after every check above passed; see [`EntryFn`].
     pub entry: Option<EntryFn>,
 }
 

@@ -108,7 +108,7 @@ fn chunked_cross_entropy_equals_the_plain_loss_and_its_gradient() {
     let cfg = plinth_model::ModelConfig { vocab_size: 50, ..plinth_tests::micro_model() };
     let model = plinth_model::Transformer::new(&vs.root(), &cfg).expect("model");
     let hidden = Tensor::randn([600, cfg.d_model], (tch::Kind::Float, Device::Cpu)).set_requires_grad(true);
-    let mut targets = Tensor::randint(50, [600], (tch::Kind::Int64, Device::Cpu));
+    let targets = Tensor::randint(50, [600], (tch::Kind::Int64, Device::Cpu));
     let _ = targets.narrow(0, 10, 20).fill_(plinth_train::objectives::IGNORE); // ignored rows count for neither
     let chunked = plinth_train::objectives::chunked_cross_entropy(&model, &hidden, &targets).expect("chunked");
     let plain = model.logits(&hidden).cross_entropy_loss::<Tensor>(&targets, None, tch::Reduction::Mean, -100, 0.0);

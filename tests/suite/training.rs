@@ -65,14 +65,21 @@ fn loaded_checkpoint_gives_bit_identical_logits() {
     assert_eq!(ck.tokenizer.encode("the cat").expect("x"), t.tokenizer().encode("the cat").expect("y"));
 }
 
+/// A two-step run with its checkpoint saved: the config, the trainer and the
+/// checkpoint's fingerprint.
+fn saved_run(dir: &std::path::Path) -> (plinth_train::PretrainConfig, Pretrainer, Vec<(String, String)>) {
+    let cfg = micro_config(dir, ObjectiveKind::Mlm);
+    let mut t = Pretrainer::new(cfg.clone(), &options(false)).expect("trainer");
+    t.train_until(2).expect("train");
+    let saved = dir_digest(&t.checkpoint_dir());
+    (cfg, t, saved)
+}
+
 #[test]
 fn a_new_run_never_overwrites_a_saved_checkpoint() {
     let _g = torch_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = micro_config(tmp.path(), ObjectiveKind::Mlm);
-    let mut t = Pretrainer::new(cfg.clone(), &options(false)).expect("trainer");
-    t.train_until(2).expect("train");
-    let saved = dir_digest(&t.checkpoint_dir());
+    let (cfg, t, saved) = saved_run(tmp.path());
     let err = Pretrainer::new(cfg.clone(), &options(false)).expect_err("must refuse").to_string();
     assert!(err.contains("--resume"), "{err}");
     // Resuming with a different objective is refused too.
@@ -87,10 +94,7 @@ fn a_new_run_never_overwrites_a_saved_checkpoint() {
 fn empty_corpus_is_a_clear_error_and_keeps_the_checkpoint() {
     let _g = torch_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cfg = micro_config(tmp.path(), ObjectiveKind::Mlm);
-    let mut t = Pretrainer::new(cfg.clone(), &options(false)).expect("trainer");
-    t.train_until(2).expect("train");
-    let saved = dir_digest(&t.checkpoint_dir());
+    let (cfg, t, saved) = saved_run(tmp.path());
     let empty = tmp.path().join("empty.txt");
     std::fs::write(&empty, "\n\n").expect("write");
     let mut bad = cfg;

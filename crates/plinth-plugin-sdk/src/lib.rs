@@ -228,6 +228,14 @@ fn component(inst: &Instance, index: u32) -> Result<&Component, (Status, String)
     })
 }
 
+fn module(inst: &Instance, index: u32) -> Result<&dyn TensorModule, (Status, String)> {
+    let c = component(inst, index)?;
+    match &c.behaviour {
+        Behaviour::Module(m) => Ok(m.as_ref()),
+        _ => Err((Status::Unsupported, format!("component {} is not a module", c.name))),
+    }
+}
+
 unsafe extern "C" fn component_count(instance: *mut c_void) -> u32 {
     if instance.is_null() {
         return 0;
@@ -298,10 +306,7 @@ unsafe extern "C" fn forward(
     // SAFETY: arguments come from the host per the ABI contract.
     unsafe {
         guarded(instance, err, |inst| {
-            let c = component(inst, index)?;
-            let Behaviour::Module(m) = &c.behaviour else {
-                return Err((Status::Unsupported, format!("component {} is not a module", c.name)));
-            };
+            let m = module(inst, index)?;
             if input.is_null() || output.is_null() {
                 return Err((Status::InvalidArgument, "null tensor handle".into()));
             }
@@ -326,11 +331,7 @@ unsafe extern "C" fn parameters(
     // SAFETY: arguments come from the host per the ABI contract.
     unsafe {
         guarded(instance, err, |inst| {
-            let c = component(inst, index)?;
-            let Behaviour::Module(m) = &c.behaviour else {
-                return Err((Status::Unsupported, format!("component {} is not a module", c.name)));
-            };
-            let params = m.parameters();
+            let params = module(inst, index)?.parameters();
             if !count.is_null() {
                 *count = params.len();
             }

@@ -113,8 +113,8 @@ impl Pretrainer {
 
         let causal = cfg.objective.kind == ObjectiveKind::Causal;
         let block_len = cfg.train.seq_len + usize::from(causal);
-        let train_blocks = blocks_tensor(&tokenizer, &train_docs, &cfg, block_len, opts.device, "training")?;
-        let val_blocks = blocks_tensor(&tokenizer, &val_docs, &cfg, block_len, opts.device, "validation")?;
+        let train_blocks = blocks_tensor(&tokenizer, &train_docs, &cfg, block_len, opts.device, Split::Training)?;
+        let val_blocks = blocks_tensor(&tokenizer, &val_docs, &cfg, block_len, opts.device, Split::Validation)?;
 
         tch::manual_seed(cfg.train.seed as i64);
         let mut vs = nn::VarStore::new(opts.device);
@@ -361,6 +361,12 @@ fn build_tokenizer(
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Split {
+    Training,
+    Validation,
+}
+
 /// Tokenizes, frames and packs documents into a (N, L) tensor of blocks.
 fn blocks_tensor(
     tok: &PlinthTokenizer,
@@ -368,7 +374,7 @@ fn blocks_tensor(
     cfg: &PretrainConfig,
     block_len: usize,
     device: Device,
-    what: &str,
+    split: Split,
 ) -> Result<Tensor> {
     let encoded = tok.encode_batch(docs)?;
     let mut rng = SplitMix64::new(cfg.train.seed ^ 0xF1F1);
@@ -380,7 +386,11 @@ fn blocks_tensor(
         })
         .collect();
     let blocks = pack_blocks(&framed, block_len);
-    let min_blocks = if what == "training" { cfg.train.batch_size } else { 1 };
+    // Training needs one full batch; evaluation needs one block.
+    let (what, min_blocks) = match split {
+        Split::Training => ("training", cfg.train.batch_size),
+        Split::Validation => ("validation", 1),
+    };
     if blocks.len() < min_blocks {
         return Err(TrainError::Data(plinth_data::DataError::Empty(format!(
             "the {what} split packs into {} blocks of {block_len} tokens but needs at least {min_blocks}; use more documents or a shorter seq_len",

@@ -3,6 +3,7 @@
 mod config_errors;
 mod dependencies;
 mod generation;
+mod lora;
 mod model;
 mod plugin_faults;
 mod plugins;

@@ -97,6 +97,86 @@ pub fn fused_linear(x: &Tensor, layers: &[&nn::Linear]) -> Tensor {
     x.linear(&w, b.as_ref())
 }
 
+/// A LoRA update (Hu et al. 2021) for one projection: `Δy = scale · B A dropout(x)`
+/// with `A` (r, in) random and `B` (out, r) zero when created, so attaching an
+/// adapter changes nothing until it is trained.
+#[derive(Debug)]
+pub struct LoraPair {
+    pub a: Tensor, // (r, in)
+    pub b: Tensor, // (out, r)
+    pub scale: f64,
+    pub dropout: f64,
+}
+
+impl LoraPair {
+    /// The update for input `x` (..., in) -> (..., out); dropout only when training.
+    pub fn delta(&self, x: &Tensor, train: bool) -> Tensor {
+        let x = if train && self.dropout > 0.0 { x.dropout(self.dropout, true) } else { x.shallow_clone() };
+        x.matmul(&self.a.tr()).matmul(&self.b.tr()) * self.scale // (..., out)
+    }
+
+    /// The update as a weight, `scale · B A` (out, in), for merging into the base.
+    pub fn weight_delta(&self) -> Tensor {
+        self.b.matmul(&self.a) * self.scale
+    }
+}
+
+/// LoRA updates for the projections of one block; `None` leaves a projection as is.
+#[derive(Debug, Default)]
+pub struct BlockLora {
+    pub q_proj: Option<LoraPair>,
+    pub k_proj: Option<LoraPair>,
+    pub v_proj: Option<LoraPair>,
+    pub o_proj: Option<LoraPair>,
+    pub gate_proj: Option<LoraPair>,
+    pub up_proj: Option<LoraPair>,
+    pub down_proj: Option<LoraPair>,
+    /// Training mode (dropout on); set by the adapter's owner.
+    pub train: bool,
+}
+
+impl BlockLora {
+    /// The projections an adapter can target, by their path inside a block.
+    pub const PROJECTIONS: [&'static str; 7] =
+        ["attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+
+    /// The update slot of a projection named in [`BlockLora::PROJECTIONS`].
+    pub fn slot(&self, name: &str) -> Option<&Option<LoraPair>> {
+        Some(match name {
+            "attn.q_proj" => &self.q_proj,
+            "attn.k_proj" => &self.k_proj,
+            "attn.v_proj" => &self.v_proj,
+            "attn.o_proj" => &self.o_proj,
+            "mlp.gate_proj" => &self.gate_proj,
+            "mlp.up_proj" => &self.up_proj,
+            "mlp.down_proj" => &self.down_proj,
+            _ => return None,
+        })
+    }
+
+    /// Mutable access to the slot of a projection named in [`BlockLora::PROJECTIONS`].
+    pub fn slot_mut(&mut self, name: &str) -> Option<&mut Option<LoraPair>> {
+        Some(match name {
+            "attn.q_proj" => &mut self.q_proj,
+            "attn.k_proj" => &mut self.k_proj,
+            "attn.v_proj" => &mut self.v_proj,
+            "attn.o_proj" => &mut self.o_proj,
+            "mlp.gate_proj" => &mut self.gate_proj,
+            "mlp.up_proj" => &mut self.up_proj,
+            "mlp.down_proj" => &mut self.down_proj,
+            _ => return None,
+        })
+    }
+}
+
+/// `y` plus the LoRA update `pick` selects from `lora`, if there is one.
+fn adapt(y: Tensor, x: &Tensor, lora: Option<&BlockLora>, pick: fn(&BlockLora) -> &Option<LoraPair>) -> Tensor {
+    match lora.and_then(|l| pick(l).as_ref().map(|p| (p, l.train))) {
+        Some((pair, train)) => y + pair.delta(x, train),
+        None => y,
+    }
+}
+
 /// Rotary position embedding tables (Su et al. 2021) in the rotate-half layout.
 #[derive(Debug)]
 pub struct Rotary {
@@ -182,6 +262,7 @@ impl Attention {
     /// `x` is (B, T, C); `offset` is the position of its first token. With a cache,
     /// keys and values are written at `offset..offset+T` and attention covers
     /// `0..offset+T`.
+    /// With `lora`, each adapted projection adds its low-rank update.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -189,14 +270,18 @@ impl Attention {
         mode: AttentionMode,
         cache: Option<&mut LayerKv>,
         offset: i64,
+        lora: Option<&BlockLora>,
     ) -> Tensor {
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
         let AttentionDims { n_heads, n_kv_heads, head_dim, .. } = self.dims;
         let (qd, kvd) = (n_heads * head_dim, n_kv_heads * head_dim);
         let qkv = fused_linear(x, &[&self.q_proj, &self.k_proj, &self.v_proj]); // (B, T, qd + 2 kvd)
-        let q = qkv.narrow(-1, 0, qd).view([b, t, n_heads, head_dim]).transpose(1, 2); // (B, H, T, D)
-        let k = qkv.narrow(-1, qd, kvd).view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
-        let v = qkv.narrow(-1, qd + kvd, kvd).view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
+        let q = adapt(qkv.narrow(-1, 0, qd), x, lora, |l| &l.q_proj);
+        let k = adapt(qkv.narrow(-1, qd, kvd), x, lora, |l| &l.k_proj);
+        let v = adapt(qkv.narrow(-1, qd + kvd, kvd), x, lora, |l| &l.v_proj);
+        let q = q.view([b, t, n_heads, head_dim]).transpose(1, 2); // (B, H, T, D)
+        let k = k.view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
+        let v = v.view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
         let (q, k) = match rotary {
             Some(r) => (r.apply(&q, offset), r.apply(&k, offset)),
             None => (q, k),
@@ -226,7 +311,7 @@ impl Attention {
             }
         }; // (B, H, T, D)
         let y = y.transpose(1, 2).contiguous().view([b, t, n_heads * head_dim]); // (B, T, H*D)
-        self.o_proj.forward(&y)
+        adapt(self.o_proj.forward(&y), &y, lora, |l| &l.o_proj)
     }
 }
 
@@ -252,17 +337,26 @@ impl Mlp {
     }
 }
 
-impl Module for Mlp {
-    fn forward(&self, x: &Tensor) -> Tensor {
+impl Mlp {
+    /// The block's output; with `lora`, adapted projections add their updates.
+    pub fn forward_lora(&self, x: &Tensor, lora: Option<&BlockLora>) -> Tensor {
         let h = match &self.gate_proj {
             Some(gate) => {
                 let gu = fused_linear(x, &[gate, &self.up_proj]); // (B, T, 2F)
                 let f = gu.size()[gu.dim() - 1] / 2;
-                gu.narrow(-1, 0, f).silu() * gu.narrow(-1, f, f) // (B, T, F)
+                let g = adapt(gu.narrow(-1, 0, f), x, lora, |l| &l.gate_proj);
+                let u = adapt(gu.narrow(-1, f, f), x, lora, |l| &l.up_proj);
+                g.silu() * u // (B, T, F)
             }
-            None => self.up_proj.forward(x).gelu("none"), // (B, T, F)
+            None => adapt(self.up_proj.forward(x), x, lora, |l| &l.up_proj).gelu("none"), // (B, T, F)
         };
-        self.down_proj.forward(&h)
+        adapt(self.down_proj.forward(&h), &h, lora, |l| &l.down_proj)
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.forward_lora(x, None)
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 mod config;
 mod error;
+pub mod lora;
 mod transformer;
 
 pub use config::{ModelConfig, PositionKind};

@@ -3,7 +3,7 @@
 //! fill-in-the-blank (BERT, Devlin et al. 2019) and causally for generation.
 //! Inference state lives in [`KvCache`], never in the weights (llama2.c's split).
 
-use plinth_layers::{linear, Attention, AttentionDims, AttentionMode, LayerKv, Mlp, Norm, Rotary};
+use plinth_layers::{linear, Attention, AttentionDims, AttentionMode, BlockLora, LayerKv, Mlp, Norm, Rotary};
 use tch::{nn, nn::Module, Kind, Tensor};
 
 use crate::{ModelConfig, ModelError, PositionKind, Result};
@@ -40,9 +40,10 @@ impl Block {
         mode: AttentionMode,
         kv: Option<&mut LayerKv>,
         offset: i64,
+        lora: Option<&BlockLora>,
     ) -> Tensor {
-        let x = x + self.attn.forward(&self.attn_norm.forward(x), rotary, mode, kv, offset); // (B, T, C)
-        &x + self.mlp.forward(&self.mlp_norm.forward(&x)) // (B, T, C)
+        let x = x + self.attn.forward(&self.attn_norm.forward(x), rotary, mode, kv, offset, lora); // (B, T, C)
+        &x + self.mlp.forward_lora(&self.mlp_norm.forward(&x), lora) // (B, T, C)
     }
 }
 
@@ -128,7 +129,27 @@ impl Transformer {
     /// Final-normed hidden states (B, T, C) for token ids (B, T).
     ///
     /// With a cache, `ids` continue the cached sequence and the cache grows by T.
-    pub fn hidden(&self, ids: &Tensor, mode: AttentionMode, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn hidden(&self, ids: &Tensor, mode: AttentionMode, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.hidden_with(ids, mode, cache, None)
+    }
+
+    /// [`Transformer::hidden`] with a LoRA adapter applied on top of the (unchanged) base weights.
+    pub fn hidden_with(
+        &self,
+        ids: &Tensor,
+        mode: AttentionMode,
+        mut cache: Option<&mut KvCache>,
+        adapter: Option<&crate::lora::LoraAdapter>,
+    ) -> Result<Tensor> {
+        if let Some(a) = adapter {
+            if a.n_layers() != self.blocks.len() {
+                return Err(ModelError::Input(format!(
+                    "the adapter has {} layers but the model has {}",
+                    a.n_layers(),
+                    self.blocks.len()
+                )));
+            }
+        }
         let (b, t) = ids
             .size2()
             .map_err(|_| ModelError::Input(format!("token ids must have shape (batch, time), got {:?}", ids.size())))?;
@@ -164,7 +185,7 @@ impl Transformer {
         }
         for (i, block) in self.blocks.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(&x, self.rotary.as_ref(), mode, kv, offset);
+            x = block.forward(&x, self.rotary.as_ref(), mode, kv, offset, adapter.map(|a| a.block(i)));
         }
         if let Some(c) = cache {
             c.len += t;
@@ -183,5 +204,16 @@ impl Transformer {
     /// Logits (B, T, V) for token ids (B, T).
     pub fn forward(&self, ids: &Tensor, mode: AttentionMode, cache: Option<&mut KvCache>) -> Result<Tensor> {
         Ok(self.logits(&self.hidden(ids, mode, cache)?))
+    }
+
+    /// Logits (B, T, V) with a LoRA adapter applied.
+    pub fn forward_with(
+        &self,
+        ids: &Tensor,
+        mode: AttentionMode,
+        cache: Option<&mut KvCache>,
+        adapter: Option<&crate::lora::LoraAdapter>,
+    ) -> Result<Tensor> {
+        Ok(self.logits(&self.hidden_with(ids, mode, cache, adapter)?))
     }
 }

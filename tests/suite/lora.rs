@@ -1,0 +1,165 @@
+//! LoRA adapters on a frozen base: attaching, merging, training only the adapter,
+//! binding to the base, and several adapters on one base.
+
+use plinth_model::checkpoint::{named_variables, save_tensors, WEIGHTS_FILE};
+use plinth_model::lora::{load_adapter, save_adapter, weights_sha256, AdapterMeta, LoraAdapter, LoraConfig};
+use plinth_model::{AttentionMode, ModelConfig, Transformer};
+use plinth_tests::{micro_model, torch_lock};
+use plinth_train::optim::{gradients, AdamW, AdamWConfig};
+use tch::{nn, Device, Kind, Tensor};
+
+fn base(seed: i64) -> (nn::VarStore, Transformer, ModelConfig) {
+    tch::manual_seed(seed);
+    let cfg = ModelConfig { vocab_size: 61, ..micro_model() };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Transformer::new(&vs.root(), &cfg).expect("model");
+    (vs, model, cfg)
+}
+
+fn lora_cfg() -> LoraConfig {
+    LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["attn.*".into(), "mlp.up_proj".into(), "down_proj".into()],
+    }
+}
+
+/// An adapter with random (non-zero) B, as if trained.
+fn trained_adapter(cfg: &ModelConfig, seed: i64) -> (nn::VarStore, LoraAdapter) {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let adapter = LoraAdapter::new(&vs.root(), cfg, &lora_cfg()).expect("adapter");
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            if name.ends_with("lora_b") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+            }
+        }
+    });
+    (vs, adapter)
+}
+
+fn ids() -> Tensor {
+    Tensor::from_slice(&[1i64, 9, 17, 33, 40, 12, 8, 2]).view([1, 8])
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn attaching_a_fresh_adapter_changes_nothing() {
+    let _g = torch_lock();
+    let (_vs, model, cfg) = base(1);
+    let avs = nn::VarStore::new(Device::Cpu);
+    let adapter = LoraAdapter::new(&avs.root(), &cfg, &lora_cfg()).expect("adapter");
+    assert_eq!(adapter.adapted().len(), 2 * (4 + 2), "attn q/k/v/o + up + down in each of 2 blocks");
+    let plain = model.forward(&ids(), AttentionMode::Causal, None).expect("plain");
+    let with = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&adapter)).expect("with");
+    assert!(plain.equal(&with), "B = 0 must leave the logits bit-identical");
+}
+
+#[test]
+fn merged_and_unmerged_give_the_same_logits() {
+    let _g = torch_lock();
+    let (vs, model, cfg) = base(2);
+    let (_avs, adapter) = trained_adapter(&cfg, 3);
+    let before: Vec<(String, Tensor)> = named_variables(&vs).into_iter().map(|(n, t)| (n, t.copy())).collect();
+    let unmerged = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&adapter)).expect("unmerged");
+    let plain = model.forward(&ids(), AttentionMode::Causal, None).expect("plain");
+    assert!(max_diff(&unmerged, &plain) > 1e-3, "a trained adapter changes the output");
+    adapter.merge_into(&vs).expect("merge");
+    let merged = model.forward(&ids(), AttentionMode::Causal, None).expect("merged");
+    assert!(max_diff(&merged, &unmerged) < 1e-4, "merged {}", max_diff(&merged, &unmerged));
+    adapter.unmerge_from(&vs).expect("unmerge");
+    for ((name, old), (_, new)) in before.iter().zip(named_variables(&vs)) {
+        assert!(max_diff(old, &new) < 1e-6, "{name} not restored by unmerge");
+    }
+}
+
+#[test]
+fn lora_training_changes_only_the_adapter() {
+    let _g = torch_lock();
+    let (mut vs, model, cfg) = base(4);
+    vs.freeze();
+    let before: Vec<(String, Tensor)> = named_variables(&vs).into_iter().map(|(n, t)| (n, t.copy())).collect();
+    let avs = nn::VarStore::new(Device::Cpu);
+    let mut adapter = LoraAdapter::new(&avs.root(), &cfg, &LoraConfig { dropout: 0.1, ..lora_cfg() }).expect("adapter");
+    adapter.set_training(true);
+    let mut opt =
+        AdamW::new(named_variables(&avs), AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0 });
+    let data = Tensor::randint_low(7, 61, [4, 9], (Kind::Int64, Device::Cpu));
+    let mut losses = Vec::new();
+    for _ in 0..20 {
+        let logits =
+            model.forward_with(&data.narrow(1, 0, 8), AttentionMode::Causal, None, Some(&adapter)).expect("fwd");
+        let loss = logits.view([-1, 61]).cross_entropy_for_logits(&data.narrow(1, 1, 8).reshape([-1]));
+        losses.push(loss.double_value(&[]));
+        let grads = gradients(&loss, &opt.params());
+        opt.step(&grads, 1e-2);
+    }
+    assert!(losses[19] < losses[0], "the adapter learns: {losses:?}");
+    for ((name, old), (_, new)) in before.iter().zip(named_variables(&vs)) {
+        assert!(old.equal(&new), "base weight {name} changed");
+    }
+    let b_norm: f64 = named_variables(&avs)
+        .iter()
+        .filter(|(n, _)| n.ends_with("lora_b"))
+        .map(|(_, t)| t.norm().double_value(&[]))
+        .sum();
+    assert!(b_norm > 0.0, "lora_b moved away from zero");
+}
+
+#[test]
+fn an_adapter_refuses_a_different_base() {
+    let _g = torch_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _model, cfg) = base(5);
+    let (other_vs, _other, _) = base(6);
+    let base_file = dir.path().join("base").join(WEIGHTS_FILE);
+    let other_file = dir.path().join("other").join(WEIGHTS_FILE);
+    for (v, f) in [(&vs, &base_file), (&other_vs, &other_file)] {
+        std::fs::create_dir_all(f.parent().expect("dir")).expect("mkdir");
+        save_tensors(&named_variables(v), f).expect("save base");
+    }
+    let (avs, _adapter) = trained_adapter(&cfg, 7);
+    let meta = AdapterMeta { lora: lora_cfg(), base_sha256: weights_sha256(&base_file).expect("hash") };
+    save_adapter(&dir.path().join("adapter"), &avs, &meta).expect("save adapter");
+    let (loaded_vs, _) =
+        load_adapter(&dir.path().join("adapter"), &cfg, &base_file, Device::Cpu).expect("same base loads");
+    for ((n, a), (_, b)) in named_variables(&avs).iter().zip(named_variables(&loaded_vs)) {
+        assert!(a.equal(&b), "{n} round-trips");
+    }
+    let err =
+        load_adapter(&dir.path().join("adapter"), &cfg, &other_file, Device::Cpu).expect_err("other base").to_string();
+    assert!(err.contains(&meta.base_sha256) && err.contains(&weights_sha256(&other_file).expect("h")), "{err}");
+}
+
+#[test]
+fn each_request_gets_its_own_adapter_on_one_base() {
+    let _g = torch_lock();
+    let (vs, model, cfg) = base(8);
+    let (_a1vs, a1) = trained_adapter(&cfg, 9);
+    let (_a2vs, a2) = trained_adapter(&cfg, 10);
+    let y1 = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&a1)).expect("a1");
+    let y2 = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&a2)).expect("a2");
+    let y1_again = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&a1)).expect("a1 again");
+    assert!(max_diff(&y1, &y2) > 1e-3, "two adapters give two outputs");
+    assert!(y1.equal(&y1_again), "switching back gives adapter 1's output exactly");
+    // Each equals its own merged model.
+    for (a, y) in [(&a1, &y1), (&a2, &y2)] {
+        a.merge_into(&vs).expect("merge");
+        let merged = model.forward(&ids(), AttentionMode::Causal, None).expect("merged");
+        a.unmerge_from(&vs).expect("unmerge");
+        assert!(max_diff(&merged, y) < 1e-4);
+    }
+    let err = LoraAdapter::new(
+        &nn::VarStore::new(Device::Cpu).root(),
+        &cfg,
+        &LoraConfig { targets: vec!["qproj".into()], ..lora_cfg() },
+    )
+    .expect_err("bad target")
+    .to_string();
+    assert!(err.contains("qproj") && err.contains("blocks.0.attn.q_proj"), "{err}");
+}

@@ -121,3 +121,13 @@ fn chunked_cross_entropy_equals_the_plain_loss_and_its_gradient() {
     let g2 = Tensor::run_backward(&[&plain], &[&hidden], true, false);
     assert!((&g1[0] - &g2[0]).abs().max().double_value(&[]) < 1e-6);
 }
+
+#[test]
+fn max_documents_limits_the_corpus() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cfg = micro_config(tmp.path(), ObjectiveKind::Mlm);
+    cfg.data.max_documents = 3; // 30 in the fixture: 2 train + 1 validation documents left
+    let err = Pretrainer::new(cfg, &options(false)).expect_err("too little data").to_string();
+    assert!(err.contains("training split packs into"), "{err}");
+}

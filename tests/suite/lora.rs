@@ -3,7 +3,7 @@
 
 use plinth_model::checkpoint::{named_variables, save_tensors, WEIGHTS_FILE};
 use plinth_model::lora::{load_adapter, save_adapter, weights_sha256, AdapterMeta, LoraAdapter, LoraConfig};
-use plinth_model::{AttentionMode, ModelConfig, Transformer};
+use plinth_model::{AttentionMode, ForwardOptions, ModelConfig, Transformer};
 use plinth_tests::{micro_model, torch_lock};
 use plinth_train::optim::{gradients, AdamW, AdamWConfig};
 use tch::{nn, Device, Kind, Tensor};
@@ -40,6 +40,10 @@ fn trained_adapter(cfg: &ModelConfig, seed: i64) -> (nn::VarStore, LoraAdapter) 
     (vs, adapter)
 }
 
+fn lora_opts(adapter: &LoraAdapter) -> ForwardOptions<'_> {
+    ForwardOptions { adapter: Some(adapter), ..ForwardOptions::new(AttentionMode::Causal) }
+}
+
 fn ids() -> Tensor {
     Tensor::from_slice(&[1i64, 9, 17, 33, 40, 12, 8, 2]).view([1, 8])
 }
@@ -56,7 +60,7 @@ fn attaching_a_fresh_adapter_changes_nothing() {
     let adapter = LoraAdapter::new(&avs.root(), &cfg, &lora_cfg()).expect("adapter");
     assert_eq!(adapter.adapted().len(), 2 * (4 + 2), "attn q/k/v/o + up + down in each of 2 blocks");
     let plain = model.forward(&ids(), AttentionMode::Causal, None).expect("plain");
-    let with = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&adapter)).expect("with");
+    let with = model.forward_with(&ids(), None, &lora_opts(&adapter)).expect("with");
     assert!(plain.equal(&with), "B = 0 must leave the logits bit-identical");
 }
 
@@ -66,7 +70,7 @@ fn merged_and_unmerged_give_the_same_logits() {
     let (vs, model, cfg) = base(2);
     let (_avs, adapter) = trained_adapter(&cfg, 3);
     let before: Vec<(String, Tensor)> = named_variables(&vs).into_iter().map(|(n, t)| (n, t.copy())).collect();
-    let unmerged = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&adapter)).expect("unmerged");
+    let unmerged = model.forward_with(&ids(), None, &lora_opts(&adapter)).expect("unmerged");
     let plain = model.forward(&ids(), AttentionMode::Causal, None).expect("plain");
     assert!(max_diff(&unmerged, &plain) > 1e-3, "a trained adapter changes the output");
     adapter.merge_into(&vs).expect("merge");
@@ -92,8 +96,7 @@ fn lora_training_changes_only_the_adapter() {
     let data = Tensor::randint_low(7, 61, [4, 9], (Kind::Int64, Device::Cpu));
     let mut losses = Vec::new();
     for _ in 0..20 {
-        let logits =
-            model.forward_with(&data.narrow(1, 0, 8), AttentionMode::Causal, None, Some(&adapter)).expect("fwd");
+        let logits = model.forward_with(&data.narrow(1, 0, 8), None, &lora_opts(&adapter)).expect("fwd");
         let loss = logits.view([-1, 61]).cross_entropy_for_logits(&data.narrow(1, 1, 8).reshape([-1]));
         losses.push(loss.double_value(&[]));
         let grads = gradients(&loss, &opt.params());
@@ -142,9 +145,9 @@ fn each_request_gets_its_own_adapter_on_one_base() {
     let (vs, model, cfg) = base(8);
     let (_a1vs, a1) = trained_adapter(&cfg, 9);
     let (_a2vs, a2) = trained_adapter(&cfg, 10);
-    let y1 = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&a1)).expect("a1");
-    let y2 = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&a2)).expect("a2");
-    let y1_again = model.forward_with(&ids(), AttentionMode::Causal, None, Some(&a1)).expect("a1 again");
+    let y1 = model.forward_with(&ids(), None, &lora_opts(&a1)).expect("a1");
+    let y2 = model.forward_with(&ids(), None, &lora_opts(&a2)).expect("a2");
+    let y1_again = model.forward_with(&ids(), None, &lora_opts(&a1)).expect("a1 again");
     assert!(max_diff(&y1, &y2) > 1e-3, "two adapters give two outputs");
     assert!(y1.equal(&y1_again), "switching back gives adapter 1's output exactly");
     // Each equals its own merged model.

@@ -3,6 +3,7 @@
 mod config_errors;
 mod dependencies;
 mod generation;
+mod heads;
 mod lora;
 mod model;
 mod plugin_faults;

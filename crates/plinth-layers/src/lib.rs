@@ -236,6 +236,18 @@ pub struct AttentionDims {
     pub bias: bool,
 }
 
+/// Everything an attention layer needs besides its input and its cache.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnContext<'a> {
+    pub rotary: Option<&'a Rotary>,
+    pub mode: AttentionMode,
+    /// Position of the input's first token.
+    pub offset: i64,
+    pub lora: Option<&'a BlockLora>,
+    /// (B, offset + T) bool, true for real tokens; padded keys are never attended.
+    pub key_valid: Option<&'a Tensor>,
+}
+
 /// Multi-head attention with grouped-query key/value heads, computed by libtorch's
 /// fused `scaled_dot_product_attention`.
 #[derive(Debug)]
@@ -259,19 +271,12 @@ impl Attention {
         }
     }
 
-    /// `x` is (B, T, C); `offset` is the position of its first token. With a cache,
-    /// keys and values are written at `offset..offset+T` and attention covers
-    /// `0..offset+T`.
-    /// With `lora`, each adapted projection adds its low-rank update.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        rotary: Option<&Rotary>,
-        mode: AttentionMode,
-        cache: Option<&mut LayerKv>,
-        offset: i64,
-        lora: Option<&BlockLora>,
-    ) -> Tensor {
+    /// `x` is (B, T, C); `ctx.offset` is the position of its first token. With a
+    /// cache, keys and values are written at `offset..offset+T` and attention covers
+    /// `0..offset+T`. With `ctx.lora`, adapted projections add their updates; with
+    /// `ctx.key_valid`, padded keys are never attended.
+    pub fn forward(&self, x: &Tensor, cache: Option<&mut LayerKv>, ctx: &AttnContext<'_>) -> Tensor {
+        let AttnContext { rotary, mode, offset, lora, key_valid } = *ctx;
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
         let AttentionDims { n_heads, n_kv_heads, head_dim, .. } = self.dims;
         let (qd, kvd) = (n_heads * head_dim, n_kv_heads * head_dim);
@@ -295,17 +300,23 @@ impl Attention {
             None => (k, v),
         };
         let gqa = n_kv_heads != n_heads;
-        let y = match mode {
-            AttentionMode::Bidirectional => {
-                Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, gqa)
+        let s = offset + t;
+        let pad = key_valid.map(|m| m.view([b, 1, 1, s])); // (B, 1, 1, S): true where a key is a real token
+        let y = match (mode, pad) {
+            (AttentionMode::Bidirectional, pad) => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, pad, 0.0, false, None, gqa)
+            }
+            (AttentionMode::Causal, Some(pad)) => {
+                let causal = Tensor::ones([t, s], (Kind::Bool, x.device())).tril(offset); // (T, S)
+                let mask = causal.logical_and(&pad); // (B, 1, T, S)
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa)
             }
             // A single query, or a full prefill, is what `is_causal` handles natively.
-            AttentionMode::Causal if t == 1 || offset == 0 => {
+            (AttentionMode::Causal, None) if t == 1 || offset == 0 => {
                 Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, t > 1, None, gqa)
             }
             // A chunk appended after cached positions: query i sees keys 0..=offset+i.
-            AttentionMode::Causal => {
-                let s = offset + t;
+            (AttentionMode::Causal, None) => {
                 let mask = Tensor::ones([t, s], (Kind::Bool, x.device())).tril(offset); // (T, S)
                 Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa)
             }

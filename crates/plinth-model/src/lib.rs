@@ -7,12 +7,13 @@
 pub mod checkpoint;
 mod config;
 mod error;
+pub mod heads;
 pub mod lora;
 mod transformer;
 
 pub use config::{ModelConfig, PositionKind};
 pub use error::ModelError;
 pub use plinth_layers::{AttentionMode, MlpKind, NormKind};
-pub use transformer::{KvCache, Transformer};
+pub use transformer::{ForwardOptions, KvCache, Transformer};
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

@@ -3,7 +3,7 @@
 //! fill-in-the-blank (BERT, Devlin et al. 2019) and causally for generation.
 //! Inference state lives in [`KvCache`], never in the weights (llama2.c's split).
 
-use plinth_layers::{linear, Attention, AttentionDims, AttentionMode, BlockLora, LayerKv, Mlp, Norm, Rotary};
+use plinth_layers::{linear, Attention, AttentionDims, AttentionMode, AttnContext, LayerKv, Mlp, Norm, Rotary};
 use tch::{nn, nn::Module, Kind, Tensor};
 
 use crate::{ModelConfig, ModelError, PositionKind, Result};
@@ -33,17 +33,26 @@ impl Block {
         }
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rotary: Option<&Rotary>,
-        mode: AttentionMode,
-        kv: Option<&mut LayerKv>,
-        offset: i64,
-        lora: Option<&BlockLora>,
-    ) -> Tensor {
-        let x = x + self.attn.forward(&self.attn_norm.forward(x), rotary, mode, kv, offset, lora); // (B, T, C)
-        &x + self.mlp.forward_lora(&self.mlp_norm.forward(&x), lora) // (B, T, C)
+    fn forward(&self, x: &Tensor, kv: Option<&mut LayerKv>, ctx: &AttnContext<'_>) -> Tensor {
+        let x = x + self.attn.forward(&self.attn_norm.forward(x), kv, ctx); // (B, T, C)
+        &x + self.mlp.forward_lora(&self.mlp_norm.forward(&x), ctx.lora) // (B, T, C)
+    }
+}
+
+/// How to run the model beyond the token ids.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardOptions<'a> {
+    pub mode: AttentionMode,
+    /// A LoRA adapter applied on top of the base weights.
+    pub adapter: Option<&'a crate::lora::LoraAdapter>,
+    /// (B, T) bool, true for real tokens, for right-padded batches: padded
+    /// positions are never attended to (their own outputs are meaningless).
+    pub padding: Option<&'a Tensor>,
+}
+
+impl ForwardOptions<'_> {
+    pub fn new(mode: AttentionMode) -> Self {
+        ForwardOptions { mode, adapter: None, padding: None }
     }
 }
 
@@ -130,17 +139,18 @@ impl Transformer {
     ///
     /// With a cache, `ids` continue the cached sequence and the cache grows by T.
     pub fn hidden(&self, ids: &Tensor, mode: AttentionMode, cache: Option<&mut KvCache>) -> Result<Tensor> {
-        self.hidden_with(ids, mode, cache, None)
+        self.hidden_with(ids, cache, &ForwardOptions::new(mode))
     }
 
-    /// [`Transformer::hidden`] with a LoRA adapter applied on top of the (unchanged) base weights.
+    /// [`Transformer::hidden`] with options: a LoRA adapter applied on top of the
+    /// (unchanged) base weights, and a padding mask for batches of unequal lengths.
     pub fn hidden_with(
         &self,
         ids: &Tensor,
-        mode: AttentionMode,
         mut cache: Option<&mut KvCache>,
-        adapter: Option<&crate::lora::LoraAdapter>,
+        opts: &ForwardOptions<'_>,
     ) -> Result<Tensor> {
+        let ForwardOptions { mode, adapter, padding } = *opts;
         if let Some(a) = adapter {
             if a.n_layers() != self.blocks.len() {
                 return Err(ModelError::Input(format!(
@@ -178,6 +188,16 @@ impl Transformer {
                 self.cfg.vocab_size
             )));
         }
+        if let Some(p) = padding {
+            if p.size() != [b, offset + t] || p.kind() != Kind::Bool {
+                return Err(ModelError::Input(format!(
+                    "the padding mask must be bool of shape [{b}, {}] (true for real tokens), got {:?} {:?}",
+                    offset + t,
+                    p.kind(),
+                    p.size()
+                )));
+            }
+        }
         let mut x = self.embed.forward(ids); // (B, T, C)
         if let Some(pos) = &self.pos_embed {
             let positions = Tensor::arange_start(offset, offset + t, (Kind::Int64, ids.device()));
@@ -185,7 +205,14 @@ impl Transformer {
         }
         for (i, block) in self.blocks.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = block.forward(&x, self.rotary.as_ref(), mode, kv, offset, adapter.map(|a| a.block(i)));
+            let ctx = AttnContext {
+                rotary: self.rotary.as_ref(),
+                mode,
+                offset,
+                lora: adapter.map(|a| a.block(i)),
+                key_valid: padding,
+            };
+            x = block.forward(&x, kv, &ctx);
         }
         if let Some(c) = cache {
             c.len += t;
@@ -206,14 +233,8 @@ impl Transformer {
         Ok(self.logits(&self.hidden(ids, mode, cache)?))
     }
 
-    /// Logits (B, T, V) with a LoRA adapter applied.
-    pub fn forward_with(
-        &self,
-        ids: &Tensor,
-        mode: AttentionMode,
-        cache: Option<&mut KvCache>,
-        adapter: Option<&crate::lora::LoraAdapter>,
-    ) -> Result<Tensor> {
-        Ok(self.logits(&self.hidden_with(ids, mode, cache, adapter)?))
+    /// Logits (B, T, V) with [`ForwardOptions`].
+    pub fn forward_with(&self, ids: &Tensor, cache: Option<&mut KvCache>, opts: &ForwardOptions<'_>) -> Result<Tensor> {
+        Ok(self.logits(&self.hidden_with(ids, cache, opts)?))
     }
 }

@@ -375,7 +375,8 @@ impl Plugin {
 
     /// The trainable parameters of a module component, as tensors shared with the plugin.
     pub fn parameters(&self, component: &str) -> Result<Vec<Tensor>> {
-        let (i, _) = self.index(component)?;
+        let (i, meta) = self.index(component)?;
+        let _serial = (!meta.sync).then(|| self.call_lock.lock());
         let f = self
             .api
             .parameters

@@ -166,7 +166,7 @@ def main():
     ap.add_argument("--presets", default="tiny,small,base")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--sections", default="train,generate,plugins", help="comma-separated subset to run")
+    ap.add_argument("--sections", default="train,generate,plugins,finetune", help="comma-separated subset to run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -215,6 +215,16 @@ def main():
                                 t["direct_shallow_clone_ns"], "new handle on the same tensor in the host"))
         print(f"plugins: discover + load {p['plugins_loaded']} plugin(s) in {p['discover_and_load_ms']:.2f} ms", file=sys.stderr)
 
+    finetune_rows = []
+    if "finetune" in sections:
+        preset = str(ROOT / "configs" / "models" / "small.toml")
+        for mode in ("lora", "full", "head-only"):
+            r = plinth(args.plinth, args.threads, "finetune", "--preset", preset, "--mode", mode, "--vocab", str(vocab),
+                       "--seq-len", str(seq_len), "--batch", str(batch), "--steps", str(args.steps))
+            res.setdefault("finetune", {})[mode] = r
+            finetune_rows.append(r)
+            print(f"finetune {mode}: {r['median_step_s'] * 1e3:.0f} ms/step", file=sys.stderr)
+
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     if rows:
@@ -228,6 +238,12 @@ def main():
         for label, abi, base, what in plugin_rows:
             print(f"| {label} | {abi:.0f} | {base:.0f} | {what} |")
         print(f"| discover and load all plugins ({res['plugins']['plugins_loaded']}): {res['plugins']['discover_and_load_ms']:.2f} ms | — | — | first load in a fresh process |")
+    if finetune_rows:
+        n = finetune_rows[0]["n_tasks"]
+        print(f"\n| finetune small (binary classification, B={batch}, T={seq_len}) | trainable params | saved per task | step (ms) | peak RSS (MiB) | {n} tasks resident (MiB) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in finetune_rows:
+            print(f"| {r['mode']} | {r['trainable']:,} | {r['saved_bytes'] / 1e6:.2f} MB | {r['median_step_s'] * 1e3:.0f} | {r['peak_rss_mib']:.0f} | {r['resident_bytes_n_tasks'] / 2**20:.1f} |")
     print(f"\nthreads {args.threads}, torch {torch.__version__}, f32 matmul peak {peak:.1f} GFLOP/s (max of plinth {peaks[0]:.1f} and torch {peaks[1]:.1f}, 1024³)")
 
 

@@ -73,6 +73,27 @@ enum Command {
         #[arg(long, default_value_t = 20000)]
         calls: usize,
     },
+    /// Finetuning one sequence-classification task three ways on the same data:
+    /// LoRA (adapter + head), full (every weight + head) or head-only (linear probe).
+    /// Reports trainable parameters, saved file size, median step time and this
+    /// process's peak RSS, so run one mode per process.
+    Finetune {
+        #[arg(long)]
+        preset: PathBuf,
+        #[arg(long, value_enum)]
+        mode: FinetuneMode,
+        #[arg(long, default_value_t = 8000)]
+        vocab: i64,
+        #[arg(long, default_value_t = 128)]
+        seq_len: i64,
+        #[arg(long, default_value_t = 16)]
+        batch: i64,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Adapters resident at once, for the memory of N adapters on one base.
+        #[arg(long, default_value_t = 8)]
+        adapters: i64,
+    },
     /// f32 square-matmul throughput: the peak that MFU is measured against.
     Matmul {
         #[arg(long, default_value_t = 1024)]
@@ -80,6 +101,13 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         repeats: usize,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum FinetuneMode {
+    Lora,
+    Full,
+    HeadOnly,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -112,6 +140,10 @@ fn main() -> Result<()> {
         }
         Command::Matmul { n, repeats } => matmul(n, repeats, device),
         Command::Plugins { calls } => plugins(calls)?,
+        Command::Finetune { preset, mode, vocab, seq_len, batch, steps, adapters } => {
+            let cfg = load_preset(&preset, vocab)?;
+            finetune(&cfg, mode, seq_len, batch, steps, adapters)?
+        }
     };
     println!("{out}");
     Ok(())
@@ -296,4 +328,84 @@ fn plugins(calls: usize) -> Result<serde_json::Value> {
     }
     Ok(json!({"what": "plugins", "plugins_loaded": loaded, "discover_and_load_ms": load_ms,
         "call_abi_ns": abi_ns, "call_direct_ns": direct_ns, "tensor_handover": tensor}))
+}
+
+/// Peak resident set size of this process in MiB (`VmHWM`).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn param_bytes(vars: &[(String, Tensor)]) -> i64 {
+    vars.iter().map(|(_, t)| t.numel() as i64 * 4).sum()
+}
+
+fn finetune(cfg: &ModelConfig, mode: FinetuneMode, seq_len: i64, batch: i64, steps: usize, n_adapters: i64) -> Result<serde_json::Value> {
+    use plinth_model::checkpoint::{named_variables, save_tensors};
+    use plinth_model::heads::{HeadConfig, HeadKind, Pooling, TaskHead};
+    use plinth_model::lora::{LoraAdapter, LoraConfig};
+    use plinth_model::ForwardOptions;
+
+    tch::manual_seed(0);
+    let mut base_vs = nn::VarStore::new(Device::Cpu);
+    let model = Transformer::new(&base_vs.root(), cfg)?;
+    if mode != FinetuneMode::Full {
+        base_vs.freeze();
+    }
+    let task_vs = nn::VarStore::new(Device::Cpu);
+    let lora_cfg = LoraConfig { rank: 8, alpha: 16.0, dropout: 0.0, targets: vec!["attn.*".into(), "mlp.*".into()] };
+    let adapter = match mode {
+        FinetuneMode::Lora => Some(LoraAdapter::new(&(task_vs.root() / "lora"), cfg, &lora_cfg)?),
+        _ => None,
+    };
+    let head_cfg = HeadConfig { task: HeadKind::Classification { classes: 2 }, pooling: Pooling::Mean };
+    let head = TaskHead::new(&(task_vs.root() / "head"), cfg.d_model, &head_cfg)?;
+    let mut trainable = named_variables(&task_vs);
+    if mode == FinetuneMode::Full {
+        trainable.extend(named_variables(&base_vs));
+    }
+    let n_trainable: i64 = trainable.iter().map(|(_, t)| t.numel() as i64).sum();
+    let mut opt = AdamW::new(trainable, AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 });
+    let params = opt.params();
+    let opts = ForwardOptions { adapter: adapter.as_ref(), ..ForwardOptions::new(AttentionMode::Bidirectional) };
+    let mut times = Vec::new();
+    for i in 0..steps + 2 {
+        let ids = Tensor::randint_low(7, cfg.vocab_size, [batch, seq_len], (Kind::Int64, Device::Cpu));
+        let labels = Tensor::randint(2, [batch], (Kind::Int64, Device::Cpu));
+        let valid = ids.ones_like().to_kind(Kind::Bool);
+        let t0 = Instant::now();
+        let hidden = model.hidden_with(&ids, None, &opts)?;
+        let loss = head.loss(&head.forward(&hidden, &valid), &labels)?;
+        let mut grads = gradients(&loss, &params);
+        clip_grad_norm(&mut grads, 1.0);
+        opt.step(&grads, 1e-4);
+        if i >= 2 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    // What one finetuned task costs on disk: the adapter and head, or a whole model.
+    let dir = std::env::temp_dir().join(format!("plinth-bench-finetune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut saved = named_variables(&task_vs);
+    if mode == FinetuneMode::Full {
+        saved.extend(named_variables(&base_vs));
+    }
+    let file = dir.join("task.safetensors");
+    save_tensors(&saved, &file)?;
+    let file_bytes = std::fs::metadata(&file)?.len();
+    let _ = std::fs::remove_dir_all(&dir);
+    // N tasks resident: one base plus N adapters+heads, or N full copies.
+    let base_bytes = param_bytes(&named_variables(&base_vs));
+    let task_bytes = param_bytes(&named_variables(&task_vs));
+    let resident_n = match mode {
+        FinetuneMode::Full => n_adapters * (base_bytes + task_bytes),
+        _ => base_bytes + n_adapters * task_bytes,
+    };
+    Ok(json!({
+        "what": "finetune", "mode": format!("{mode:?}").to_lowercase(), "params_total": cfg.num_params(),
+        "trainable": n_trainable, "saved_bytes": file_bytes, "median_step_s": median(times),
+        "peak_rss_mib": peak_rss_mib(), "n_tasks": n_adapters, "resident_bytes_n_tasks": resident_n,
+    }))
 }

@@ -334,7 +334,9 @@ fn plugins(calls: usize) -> Result<serde_json::Value> {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
@@ -342,7 +344,14 @@ fn param_bytes(vars: &[(String, Tensor)]) -> i64 {
     vars.iter().map(|(_, t)| t.numel() as i64 * 4).sum()
 }
 
-fn finetune(cfg: &ModelConfig, mode: FinetuneMode, seq_len: i64, batch: i64, steps: usize, n_adapters: i64) -> Result<serde_json::Value> {
+fn finetune(
+    cfg: &ModelConfig,
+    mode: FinetuneMode,
+    seq_len: i64,
+    batch: i64,
+    steps: usize,
+    n_adapters: i64,
+) -> Result<serde_json::Value> {
     use plinth_model::checkpoint::{named_variables, save_tensors};
     use plinth_model::heads::{HeadConfig, HeadKind, Pooling, TaskHead};
     use plinth_model::lora::{LoraAdapter, LoraConfig};

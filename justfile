@@ -30,9 +30,10 @@ demo: build
 pretrain config="configs/pretrain/tiny-mlm.toml" *flags="": build
     {{plinth}} pretrain --config {{config}} {{flags}}
 
-# run the plinth CLI with arguments, e.g. `just plinth fill "a cup of ___"`
+# run the plinth CLI with arguments, e.g. `just plinth fill "breakfast: the first ___ of the day"`
+[positional-arguments]
 plinth *args: build
-    {{plinth}} {{args}}
+    {{plinth}} "$@"
 
 # the whole test suite (CPU-only, offline once setup ran)
 test: build

@@ -341,7 +341,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn param_bytes(vars: &[(String, Tensor)]) -> i64 {
-    vars.iter().map(|(_, t)| t.numel() as i64 * 4).sum()
+    vars.iter().map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as i64).sum()
 }
 
 fn finetune(

@@ -213,12 +213,7 @@ impl plinth_data::PluginData for HostDocuments {
 
     fn spec(&self, plugin: &str, component: &str) -> Result<String, String> {
         let p = self.0.get(plugin).map_err(|e| e.to_string())?;
-        let c = p
-            .components
-            .iter()
-            .find(|c| c.name == component)
-            .ok_or_else(|| format!("plugin {plugin} has no component named {component}"))?;
-        Ok(c.spec.clone())
+        Ok(p.component(component).map_err(|e| e.to_string())?.spec.clone())
     }
 }
 

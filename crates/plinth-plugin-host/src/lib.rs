@@ -317,6 +317,11 @@ impl Plugin {
         Ok(out)
     }
 
+    /// The description of a component, by name.
+    pub fn component(&self, name: &str) -> Result<&ComponentMeta> {
+        self.index(name).map(|(_, meta)| meta)
+    }
+
     fn index(&self, component: &str) -> Result<(u32, &ComponentMeta)> {
         self.components
             .iter()

@@ -66,6 +66,43 @@ enum Command {
         #[command(flatten)]
         sampling: SamplingArgs,
     },
+    /// Finetune a base checkpoint for a plugin's task (LoRA adapter and head, full,
+    /// or head only); keeps the best task by validation metric in out_dir/best and
+    /// writes report.json (test metrics beside baselines) and curves.png.
+    Finetune {
+        /// Finetuning config.
+        #[arg(long, default_value = "configs/finetune/sentiment.toml")]
+        config: PathBuf,
+        /// Continue the run in out_dir from its last evaluation.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Measure a finetuned task on a split of its plugin's data.
+    Eval {
+        /// The finetune run's out_dir (or its best/ folder).
+        #[arg(long)]
+        run: PathBuf,
+        /// Base checkpoint (default: the one the run was trained on).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+        split: SplitArg,
+    },
+    /// Predict with one or more finetuned tasks that share a base: each text gets
+    /// every task's answer, the tasks' adapters resident together on one base.
+    Predict {
+        /// A finetune run's out_dir (repeat for several tasks on the same base).
+        #[arg(long, required = true)]
+        run: Vec<PathBuf>,
+        /// Base checkpoint (default: the one the first run was trained on).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Print one JSON object per text instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Inputs (a text, or a SMILES for molecule tasks); none: one per line on stdin.
+        inputs: Vec<String>,
+    },
     /// Describe a checkpoint: architecture, size, objective, training progress.
     Info {
         /// Checkpoint folder.
@@ -102,6 +139,13 @@ enum PluginsCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Train,
+    Validation,
+    Test,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +240,20 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Finetune { config, resume } => finetune(&config, resume, device),
+        Command::Eval { run, base, split } => {
+            let split = match split {
+                SplitArg::Train => plinth_data::Split::Train,
+                SplitArg::Validation => plinth_data::Split::Validation,
+                SplitArg::Test => plinth_data::Split::Test,
+            };
+            let (base, tasks) = load_tasks(&[run], base.as_deref(), device)?;
+            let plugins = plugin_data()?;
+            let metrics = tasks[0].evaluate(&base, &plugins, split, 64)?;
+            println!("{}", serde_json::to_string_pretty(&metrics)?);
+            Ok(())
+        }
+        Command::Predict { run, base, json, inputs } => predict(&run, base.as_deref(), json, inputs, device),
         Command::Info { checkpoint } => info(&checkpoint),
         Command::Plugins { plugins_config, command } => plugins(&plugins_config, command),
     }
@@ -206,9 +264,8 @@ fn run(cli: Cli) -> Result<()> {
 struct HostDocuments(plinth_plugin_host::PluginHost);
 
 impl plinth_data::PluginData for HostDocuments {
-    fn documents(&self, plugin: &str, component: &str, request: &str) -> Result<Vec<String>, String> {
-        let reply = self.0.get(plugin).and_then(|p| p.call(component, request)).map_err(|e| e.to_string())?;
-        serde_json::from_str::<Vec<String>>(&reply).map_err(|e| format!("expected a JSON array of strings: {e}"))
+    fn call(&self, plugin: &str, component: &str, request: &str) -> Result<String, String> {
+        self.0.get(plugin).and_then(|p| p.call(component, request)).map_err(|e| e.to_string())
     }
 
     fn spec(&self, plugin: &str, component: &str) -> Result<String, String> {
@@ -260,6 +317,113 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
         st.val_loss.map_or("n/a".into(), |v| format!("{v:.4}")),
         trainer.checkpoint_dir().display()
     );
+    Ok(())
+}
+
+/// Every plugin in the default search path, as plugin data for training.
+fn plugin_data() -> Result<HostDocuments> {
+    let mut host = plugin_host(std::path::Path::new(DEFAULT_PLUGINS_CONFIG))?;
+    for (path, result) in host.discover() {
+        if let Err(e) = result {
+            tracing::warn!("skipping {}: {e}", path.display());
+        }
+    }
+    Ok(HostDocuments(host))
+}
+
+fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {
+    use plinth_finetune::{FinetuneConfig, FinetuneOptions, Finetuner};
+    let cfg = FinetuneConfig::from_file(config)?;
+    let plugins = plugin_data()?;
+    let out_dir = cfg.out_dir.clone();
+    let mut ft = Finetuner::new(cfg, &plugins, FinetuneOptions { resume, device })
+        .with_context(|| format!("preparing the finetune in {}", config.display()))?;
+    tracing::info!(trainable = ft.trainable_params(), steps = ft.total_steps(), rows = ?ft.rows(), "finetuning");
+    let report = ft.run()?;
+    let fmt = |m: &plinth_finetune::metrics::Metrics| {
+        m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
+    };
+    println!(
+        "finetuned {}/{} ({:?}, {} trainable parameters, {} steps, best at {}{})",
+        report.plugin,
+        report.task,
+        report.mode,
+        report.trainable_params,
+        report.steps,
+        report.best_step,
+        if report.stopped_early { ", stopped early" } else { "" }
+    );
+    println!("  test          {}", fmt(&report.test));
+    for (name, m) in &report.baselines {
+        println!("  {:<13} {}", name, fmt(m));
+    }
+    println!("report in {}, task in {}", out_dir.join(plinth_finetune::REPORT_FILE).display(), out_dir.join("best").display());
+    Ok(())
+}
+
+/// Loads finetuned tasks on one shared base (the first task's, unless given).
+fn load_tasks(
+    runs: &[PathBuf],
+    base: Option<&std::path::Path>,
+    device: tch::Device,
+) -> Result<(Checkpoint, Vec<plinth_finetune::FinetunedTask>)> {
+    let first = plinth_finetune::task::read_meta(&plinth_finetune::task::resolve_dir(&runs[0])?)?;
+    let base_dir = base.map_or(first.base.clone(), std::path::Path::to_path_buf);
+    let ck = Checkpoint::load(&base_dir, device).with_context(|| format!("loading the base {}", base_dir.display()))?;
+    let tasks = runs
+        .iter()
+        .map(|r| plinth_finetune::FinetunedTask::load(r, &ck))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ck, tasks))
+}
+
+fn predict(runs: &[PathBuf], base: Option<&std::path::Path>, json: bool, mut inputs: Vec<String>, device: tch::Device) -> Result<()> {
+    use std::io::BufRead;
+    if inputs.is_empty() {
+        inputs = std::io::stdin().lock().lines().collect::<Result<Vec<_>, _>>()?;
+        inputs.retain(|l| !l.trim().is_empty());
+    }
+    if inputs.is_empty() {
+        bail!("nothing to predict: pass inputs as arguments or one per line on stdin");
+    }
+    let (ck, tasks) = load_tasks(runs, base, device)?;
+    let mut answers: Vec<serde_json::Map<String, serde_json::Value>> = inputs
+        .iter()
+        .map(|t| serde_json::Map::from_iter([("input".to_string(), serde_json::Value::from(t.as_str()))]))
+        .collect();
+    for task in &tasks {
+        let out = task.predict(&ck, &inputs, 64)?;
+        let rows: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(out.to_kind(tch::Kind::Double))?;
+        for (answer, row) in answers.iter_mut().zip(rows) {
+            let value = match task.meta.spec.kind {
+                plinth_data::TaskKind::Regression => serde_json::json!(row[0]),
+                plinth_data::TaskKind::Classification => {
+                    let best = row.iter().enumerate().fold((0, f64::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
+                    let probs: serde_json::Map<String, serde_json::Value> =
+                        task.meta.spec.labels.iter().cloned().zip(row.iter().map(|&p| serde_json::json!(p))).collect();
+                    serde_json::json!({"label": task.meta.spec.labels[best.0], "probability": best.1, "probabilities": probs})
+                }
+            };
+            answer.insert(task.meta.task.clone(), value);
+        }
+    }
+    for a in &answers {
+        if json {
+            println!("{}", serde_json::Value::Object(a.clone()));
+            continue;
+        }
+        let mut line = String::new();
+        for task in &tasks {
+            let v = &a[&task.meta.task];
+            let shown = match v.get("label") {
+                Some(label) => format!("{} {} ({:.2})", task.meta.task, label.as_str().unwrap_or(""), v["probability"].as_f64().unwrap_or(0.0)),
+                None => format!("{} {:.4}", task.meta.task, v.as_f64().unwrap_or(f64::NAN)),
+            };
+            line.push_str(&shown);
+            line.push_str("  ");
+        }
+        println!("{}\t{}", line.trim_end(), a["input"].as_str().unwrap_or(""));
+    }
     Ok(())
 }
 

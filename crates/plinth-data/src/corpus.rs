@@ -49,8 +49,13 @@ pub struct PluginComponent {
 /// What training needs from run-time plugins. The data crate knows no plugins;
 /// the host (the CLI) implements this over its loaded plugins and hands it in.
 pub trait PluginData: std::fmt::Debug + Send + Sync {
-    /// Documents from a data component, asked with a JSON `request`.
-    fn documents(&self, plugin: &str, component: &str, request: &str) -> Result<Vec<String>, String>;
+    /// A data component's JSON answer to a JSON `request`.
+    fn call(&self, plugin: &str, component: &str, request: &str) -> Result<String, String>;
+    /// Documents from a data component: its answer must be a JSON array of strings.
+    fn documents(&self, plugin: &str, component: &str, request: &str) -> Result<Vec<String>, String> {
+        let reply = self.call(plugin, component, request)?;
+        serde_json::from_str::<Vec<String>>(&reply).map_err(|e| format!("expected a JSON array of strings: {e}"))
+    }
     /// The JSON spec a component declares (for a tokenizer: a `tokenizer.json` or a recipe).
     fn spec(&self, plugin: &str, component: &str) -> Result<String, String>;
 }

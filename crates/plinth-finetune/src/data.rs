@@ -1,0 +1,148 @@
+//! Labelled rows from a plugin, tokenized and batched for the base model.
+
+use plinth_data::{LabelledExample, PluginData, Split, TaskKind, TaskSpec};
+use plinth_tokenizer::{PlinthTokenizer, Special};
+use plinth_train::TrainError;
+use tch::{Device, Kind, Tensor};
+
+use crate::config::TaskRef;
+use crate::Result;
+
+/// One split of a task: token ids (with `<bos>` and `<eos>`) and labels.
+#[derive(Debug, Clone, Default)]
+pub struct Encoded {
+    pub ids: Vec<Vec<u32>>,
+    pub labels: Vec<f64>,
+    pub texts: Vec<String>,
+}
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Reads a task's spec from its plugin and checks it.
+pub fn task_spec(plugins: &dyn PluginData, task: &TaskRef) -> Result<TaskSpec> {
+    let raw = plugins.spec(&task.plugin, &task.name).map_err(|e| {
+        TrainError::Invalid(format!(
+            "task {} of plugin {}: {e}; `plinth plugins inspect {}` lists its components",
+            task.name, task.plugin, task.plugin
+        ))
+    })?;
+    let spec: TaskSpec = serde_json::from_str(&raw).map_err(|e| {
+        TrainError::Invalid(format!("{}/{} is not a task component with a task spec: {e}", task.plugin, task.name))
+    })?;
+    spec.validate().map_err(|e| TrainError::Invalid(format!("{}/{}: {e}", task.plugin, task.name)))?;
+    Ok(spec)
+}
+
+/// Asks the task's data component for one split; checks every label.
+pub fn fetch_split(
+    plugins: &dyn PluginData,
+    task: &TaskRef,
+    spec: &TaskSpec,
+    split: Split,
+) -> Result<Vec<LabelledExample>> {
+    let mut request = task.request.clone();
+    request.insert("task".into(), task.name.clone().into());
+    request.insert("split".into(), serde_json::to_value(split).unwrap_or_default());
+    let request = serde_json::Value::Object(request).to_string();
+    let reply = plugins
+        .call(&task.plugin, &spec.data, &request)
+        .map_err(|e| TrainError::Invalid(format!("data {}/{} for {split:?}: {e}", task.plugin, spec.data)))?;
+    let rows: Vec<LabelledExample> = serde_json::from_str(&reply).map_err(|e| {
+        TrainError::Invalid(format!(
+            "data {}/{} answered something other than [{{\"text\": ..., \"label\": ...}}]: {e}",
+            task.plugin, spec.data
+        ))
+    })?;
+    for (i, row) in rows.iter().enumerate() {
+        let ok = match spec.kind {
+            TaskKind::Classification => {
+                row.label.fract() == 0.0 && row.label >= 0.0 && (row.label as usize) < spec.labels.len()
+            }
+            TaskKind::Regression => row.label.is_finite(),
+        };
+        if !ok {
+            return Err(TrainError::Invalid(format!(
+                "data {}/{} {split:?} row {i} has label {} which is not valid for {:?} with {} labels",
+                task.plugin,
+                spec.data,
+                row.label,
+                spec.kind,
+                spec.labels.len()
+            )));
+        }
+    }
+    if rows.is_empty() {
+        return Err(TrainError::Invalid(format!("data {}/{} has no {split:?} rows", task.plugin, spec.data)));
+    }
+    Ok(rows)
+}
+
+/// Tokenizes rows as `<bos> text <eos>`, cutting the text to fit `max_len`.
+pub fn encode(tokenizer: &PlinthTokenizer, rows: &[LabelledExample], max_len: usize) -> Result<Encoded> {
+    let texts: Vec<String> = rows.iter().map(|r| r.text.clone()).collect();
+    let (bos, eos) = (tokenizer.id(Special::Bos), tokenizer.id(Special::Eos));
+    let ids = tokenizer
+        .encode_batch(&texts)?
+        .into_iter()
+        .map(|mut t| {
+            t.truncate(max_len - 2);
+            let mut seq = Vec::with_capacity(t.len() + 2);
+            seq.push(bos);
+            seq.extend(t);
+            seq.push(eos);
+            seq
+        })
+        .collect();
+    Ok(Encoded { ids, labels: rows.iter().map(|r| r.label).collect(), texts })
+}
+
+/// A right-padded batch: ids (B, T) int64 and the real-token mask (B, T) bool.
+pub fn batch(seqs: &[&[u32]], pad: u32, device: Device) -> (Tensor, Tensor) {
+    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
+    let mut flat = Vec::with_capacity(seqs.len() * t);
+    let mut valid = Vec::with_capacity(seqs.len() * t);
+    for s in seqs {
+        flat.extend(s.iter().map(|&x| x as i64));
+        flat.extend(std::iter::repeat_n(pad as i64, t - s.len()));
+        valid.extend(std::iter::repeat_n(true, s.len()));
+        valid.extend(std::iter::repeat_n(false, t - s.len()));
+    }
+    let b = seqs.len() as i64;
+    let ids = Tensor::from_slice(&flat).view([b, t as i64]).to_device(device);
+    let mask = Tensor::from_slice(&valid).view([b, t as i64]).to_device(device);
+    (ids, mask)
+}
+
+/// Label tensor for a loss: class ids (B,) int64, or standardised values (B, 1) float.
+pub fn label_tensor(labels: &[f64], kind: TaskKind, scale: (f64, f64), device: Device) -> Tensor {
+    match kind {
+        TaskKind::Classification => {
+            Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>()).to_device(device)
+        }
+        TaskKind::Regression => Tensor::from_slice(&labels.iter().map(|&l| ((l - scale.0) / scale.1) as f32).collect::<Vec<_>>())
+            .view([-1, 1])
+            .to_kind(Kind::Float)
+            .to_device(device),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_pad_right_and_mask_padding() {
+        let (ids, mask) = batch(&[&[1, 5, 2], &[1, 2]], 0, Device::Cpu);
+        assert_eq!(ids.size(), [2, 3]);
+        assert_eq!(Vec::<i64>::try_from(ids.view([-1])).expect("ids"), [1, 5, 2, 1, 2, 0]);
+        assert_eq!(Vec::<bool>::try_from(mask.view([-1])).expect("mask"), [true, true, true, true, true, false]);
+    }
+}

@@ -1,0 +1,18 @@
+//! Finetuning a pretrained base for a plugin's task: LoRA adapters and a task head
+//! on a frozen base (or full finetuning, or a head-only linear probe), early
+//! stopping on the validation metric, the best task kept as a small file bound to
+//! its base by hash, resumable runs, and a report that puts simple baselines
+//! fitted on the same split beside the test metrics.
+
+pub mod baselines;
+mod config;
+pub mod data;
+pub mod metrics;
+mod run;
+pub mod task;
+
+pub use config::{AdapterSettings, FinetuneConfig, FinetuneTrain, HeadSettings, Mode, TaskRef};
+pub use run::{Finetuner, FinetuneOptions, Progress, Report, BEST_DIR, CURVES_FILE, METRICS_FILE, REPORT_FILE, STATE_DIR};
+pub use task::{FinetuneMeta, FinetunedTask};
+
+pub type Result<T, E = plinth_train::TrainError> = std::result::Result<T, E>;

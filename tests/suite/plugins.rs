@@ -98,13 +98,15 @@ fn example_plugin_loads_with_every_component_kind() {
                 "Tokenizer:bytes",
                 "Data:greetings",
                 "Task:length",
+                "Data:lengths",
                 "Module:scale",
                 "Module:identity",
                 "Stage:shout",
                 "Stage:explode"
             ]
         );
-        assert!(plugin.components[2].spec.contains("regression"));
+        let spec: plinth_data::TaskSpec = serde_json::from_str(&plugin.components[2].spec).expect("task spec");
+        assert_eq!((spec.kind, spec.data.as_str()), (plinth_data::TaskKind::Regression, "lengths"));
         assert_eq!(plugin.call("shout", r#"{"text": "hello"}"#).expect("stage"), r#"{"text": "HELLO"}"#);
         assert!(plugin.call("greetings", r#"{"split": "train"}"#).expect("data").contains("hello world"));
         let err = plugin.call("shout", "{}").expect_err("rejects").to_string();

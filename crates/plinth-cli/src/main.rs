@@ -357,7 +357,11 @@ fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
     for (name, m) in &report.baselines {
         println!("  {:<13} {}", name, fmt(m));
     }
-    println!("report in {}, task in {}", out_dir.join(plinth_finetune::REPORT_FILE).display(), out_dir.join("best").display());
+    println!(
+        "report in {}, task in {}",
+        out_dir.join(plinth_finetune::REPORT_FILE).display(),
+        out_dir.join("best").display()
+    );
     Ok(())
 }
 
@@ -370,14 +374,17 @@ fn load_tasks(
     let first = plinth_finetune::task::read_meta(&plinth_finetune::task::resolve_dir(&runs[0])?)?;
     let base_dir = base.map_or(first.base.clone(), std::path::Path::to_path_buf);
     let ck = Checkpoint::load(&base_dir, device).with_context(|| format!("loading the base {}", base_dir.display()))?;
-    let tasks = runs
-        .iter()
-        .map(|r| plinth_finetune::FinetunedTask::load(r, &ck))
-        .collect::<Result<Vec<_>, _>>()?;
+    let tasks = runs.iter().map(|r| plinth_finetune::FinetunedTask::load(r, &ck)).collect::<Result<Vec<_>, _>>()?;
     Ok((ck, tasks))
 }
 
-fn predict(runs: &[PathBuf], base: Option<&std::path::Path>, json: bool, mut inputs: Vec<String>, device: tch::Device) -> Result<()> {
+fn predict(
+    runs: &[PathBuf],
+    base: Option<&std::path::Path>,
+    json: bool,
+    mut inputs: Vec<String>,
+    device: tch::Device,
+) -> Result<()> {
     use std::io::BufRead;
     if inputs.is_empty() {
         inputs = std::io::stdin().lock().lines().collect::<Result<Vec<_>, _>>()?;
@@ -391,20 +398,30 @@ fn predict(runs: &[PathBuf], base: Option<&std::path::Path>, json: bool, mut inp
         .iter()
         .map(|t| serde_json::Map::from_iter([("input".to_string(), serde_json::Value::from(t.as_str()))]))
         .collect();
-    for task in &tasks {
+    // Answers are keyed by task name, or name@run when two runs learnt the same task.
+    let keys: Vec<String> = tasks
+        .iter()
+        .zip(runs)
+        .map(|(t, r)| match tasks.iter().filter(|o| o.meta.task == t.meta.task).count() {
+            1 => t.meta.task.clone(),
+            _ => format!("{}@{}", t.meta.task, r.display()),
+        })
+        .collect();
+    for (task, key) in tasks.iter().zip(&keys) {
         let out = task.predict(&ck, &inputs, 64)?;
         let rows: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(out.to_kind(tch::Kind::Double))?;
         for (answer, row) in answers.iter_mut().zip(rows) {
             let value = match task.meta.spec.kind {
                 plinth_data::TaskKind::Regression => serde_json::json!(row[0]),
                 plinth_data::TaskKind::Classification => {
-                    let best = row.iter().enumerate().fold((0, f64::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
+                    let best =
+                        row.iter().enumerate().fold((0, f64::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
                     let probs: serde_json::Map<String, serde_json::Value> =
                         task.meta.spec.labels.iter().cloned().zip(row.iter().map(|&p| serde_json::json!(p))).collect();
                     serde_json::json!({"label": task.meta.spec.labels[best.0], "probability": best.1, "probabilities": probs})
                 }
             };
-            answer.insert(task.meta.task.clone(), value);
+            answer.insert(key.clone(), value);
         }
     }
     for a in &answers {
@@ -413,11 +430,13 @@ fn predict(runs: &[PathBuf], base: Option<&std::path::Path>, json: bool, mut inp
             continue;
         }
         let mut line = String::new();
-        for task in &tasks {
-            let v = &a[&task.meta.task];
+        for key in &keys {
+            let v = &a[key];
             let shown = match v.get("label") {
-                Some(label) => format!("{} {} ({:.2})", task.meta.task, label.as_str().unwrap_or(""), v["probability"].as_f64().unwrap_or(0.0)),
-                None => format!("{} {:.4}", task.meta.task, v.as_f64().unwrap_or(f64::NAN)),
+                Some(label) => {
+                    format!("{key} {} ({:.2})", label.as_str().unwrap_or(""), v["probability"].as_f64().unwrap_or(0.0))
+                }
+                None => format!("{key} {:.4}", v.as_f64().unwrap_or(f64::NAN)),
             };
             line.push_str(&shown);
             line.push_str("  ");

@@ -119,7 +119,7 @@ fn plugins_list_and_inspect_show_the_workspace_plugin() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = plinth(&["plugins", "list"], tmp.path());
     assert!(
-        out.status.success() && text(&out).contains("example") && text(&out).contains("7 components"),
+        out.status.success() && text(&out).contains("example") && text(&out).contains("8 components"),
         "{}",
         text(&out)
     );
@@ -222,4 +222,67 @@ threads = 1
     let out = plinth(&["pretrain", "--config", "missing.toml"], dir);
     assert!(!out.status.success() && text(&out).contains("no plugin with id nope"), "{}", text(&out));
     assert!(!dir.join("run-nope").exists(), "nothing is written for a failed start");
+}
+
+#[test]
+fn finetune_eval_predict_on_a_plugin_task() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mlm = write_config(dir, "mlm");
+    let out = plinth(&["pretrain", "--config", mlm.to_str().expect("utf8")], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let ft = |name: &str, mode: &str| {
+        let cfg = format!(
+            r#"base = "run-mlm/checkpoint"
+out_dir = "ft-{name}"
+[task]
+plugin = "example"
+name = "length"
+[adapter]
+mode = "{mode}"
+rank = 4
+[train]
+batch_size = 16
+max_steps = 12
+eval_every = 4
+max_len = 32
+"#
+        );
+        std::fs::write(dir.join(format!("{name}.toml")), cfg).expect("write");
+        plinth(&["finetune", "--config", &format!("{name}.toml")], dir)
+    };
+    let out = ft("lora", "lora");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("finetuned example/length (Lora") && t.contains("rmse") && t.contains("mean "), "{t}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ft-lora/report.json")).expect("report")).expect("json");
+    assert_eq!(report["rows"]["train"], 96);
+    assert!(report["test"]["rmse"].as_f64().is_some() && report["baselines"]["mean"]["rmse"].as_f64().is_some());
+
+    // A second run in the same out_dir must not clobber it.
+    let again = ft("lora", "lora");
+    assert!(!again.status.success() && text(&again).contains("--resume"), "{}", text(&again));
+    assert!(dir.join("ft-lora/best/task.safetensors").exists());
+
+    let out = plinth(&["eval", "--run", "ft-lora", "--split", "test"], dir);
+    let metrics: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).expect("metrics json");
+    let reported = report["test"]["rmse"].as_f64().expect("rmse");
+    assert!((metrics["rmse"].as_f64().expect("rmse") - reported).abs() < 1e-6, "{metrics} vs {reported}");
+
+    assert!(ft("head", "head").status.success());
+    let out =
+        plinth(&["predict", "--run", "ft-lora", "--run", "ft-head", "--json", "hello world", "good day to you"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["input"], "good day to you");
+    assert!(lines[0]["length@ft-lora"].as_f64().is_some(), "{}", lines[0]);
+    assert!(lines[0]["length@ft-head"].as_f64().is_some(), "{}", lines[0]);
+    let out = plinth(&["predict", "--run", "ft-lora", "hello world"], dir);
+    assert!(text(&out).starts_with("length "), "{}", text(&out));
+
+    let out = plinth(&["eval", "--run", "nowhere"], dir);
+    assert!(!out.status.success() && text(&out).contains("holds no finetuned task"), "{}", text(&out));
 }

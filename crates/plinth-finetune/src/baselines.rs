@@ -40,7 +40,15 @@ pub fn score(kind: TaskKind, pred: &Tensor, data: &Encoded) -> Metrics {
 }
 
 /// Test metrics of each baseline, fitted on `train` and tuned on `val`.
-pub fn run(kind: TaskKind, classes: usize, vocab: i64, train: &Encoded, val: &Encoded, test: &Encoded, metric: &str) -> Vec<(String, Metrics)> {
+pub fn run(
+    kind: TaskKind,
+    classes: usize,
+    vocab: i64,
+    train: &Encoded,
+    val: &Encoded,
+    test: &Encoded,
+    metric: &str,
+) -> Vec<(String, Metrics)> {
     let mut out = Vec::new();
     match kind {
         TaskKind::Classification => {
@@ -72,7 +80,13 @@ pub fn run(kind: TaskKind, classes: usize, vocab: i64, train: &Encoded, val: &En
 }
 
 /// Fits a linear model with L2 strength `lambda`; returns its predictor.
-fn fit_linear(kind: TaskKind, classes: usize, x: &Tensor, labels: &[f64], lambda: f64) -> Box<dyn Fn(&Tensor) -> Tensor> {
+fn fit_linear(
+    kind: TaskKind,
+    classes: usize,
+    x: &Tensor,
+    labels: &[f64],
+    lambda: f64,
+) -> Box<dyn Fn(&Tensor) -> Tensor> {
     let d = x.size()[1];
     match kind {
         TaskKind::Regression => {

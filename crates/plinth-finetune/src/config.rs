@@ -245,8 +245,10 @@ mod tests {
         cfg.adapter.mode = Mode::Head;
         cfg.train.lr = 0.0;
         assert!(cfg.validate().expect_err("lr").contains("train.lr"));
-        let err = toml::from_str::<FinetuneConfig>("base = \"b\"\nout_dir = \"o\"\nepochs = 3\n[task]\nplugin = \"p\"\nname = \"t\"\n")
-            .expect_err("unknown key");
+        let err = toml::from_str::<FinetuneConfig>(
+            "base = \"b\"\nout_dir = \"o\"\nepochs = 3\n[task]\nplugin = \"p\"\nname = \"t\"\n",
+        )
+        .expect_err("unknown key");
         assert!(err.to_string().contains("epochs"), "{err}");
     }
 }

@@ -127,10 +127,12 @@ pub fn label_tensor(labels: &[f64], kind: TaskKind, scale: (f64, f64), device: D
         TaskKind::Classification => {
             Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>()).to_device(device)
         }
-        TaskKind::Regression => Tensor::from_slice(&labels.iter().map(|&l| ((l - scale.0) / scale.1) as f32).collect::<Vec<_>>())
-            .view([-1, 1])
-            .to_kind(Kind::Float)
-            .to_device(device),
+        TaskKind::Regression => {
+            Tensor::from_slice(&labels.iter().map(|&l| ((l - scale.0) / scale.1) as f32).collect::<Vec<_>>())
+                .view([-1, 1])
+                .to_kind(Kind::Float)
+                .to_device(device)
+        }
     }
 }
 

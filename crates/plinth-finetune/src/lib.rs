@@ -12,7 +12,9 @@ mod run;
 pub mod task;
 
 pub use config::{AdapterSettings, FinetuneConfig, FinetuneTrain, HeadSettings, Mode, TaskRef};
-pub use run::{Finetuner, FinetuneOptions, Progress, Report, BEST_DIR, CURVES_FILE, METRICS_FILE, REPORT_FILE, STATE_DIR};
+pub use run::{
+    FinetuneOptions, Finetuner, Progress, Report, BEST_DIR, CURVES_FILE, METRICS_FILE, REPORT_FILE, STATE_DIR,
+};
 pub use task::{FinetuneMeta, FinetunedTask};
 
 pub type Result<T, E = plinth_train::TrainError> = std::result::Result<T, E>;

@@ -211,6 +211,16 @@ impl Finetuner {
         Ok(ft)
     }
 
+    /// The base checkpoint the task trains on (its weights change only in full mode).
+    pub fn base(&self) -> &Checkpoint {
+        &self.base
+    }
+
+    /// The adapter and head being trained.
+    pub fn parts(&self) -> &TaskParts {
+        &self.parts
+    }
+
     pub fn progress(&self) -> &Progress {
         &self.progress
     }
@@ -269,16 +279,16 @@ impl Finetuner {
                 SplitMix64::new(self.cfg.train.seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut o);
                 order = Some((epoch, o));
             }
-            let rows: Vec<usize> = order.as_ref().map_or(Vec::new(), |(_, o)| {
-                o[within * bs..((within + 1) * bs).min(o.len())].to_vec()
-            });
+            let rows: Vec<usize> =
+                order.as_ref().map_or(Vec::new(), |(_, o)| o[within * bs..((within + 1) * bs).min(o.len())].to_vec());
             // Dropout draws depend on the step alone, so a resumed run repeats them.
             tch::manual_seed(self.cfg.train.seed.wrapping_add(step) as i64);
             let seqs: Vec<&[u32]> = rows.iter().map(|&i| self.train.ids[i].as_slice()).collect();
             let labels: Vec<f64> = rows.iter().map(|&i| self.train.labels[i]).collect();
             let (ids, valid) = batch(&seqs, pad, device);
             let y = label_tensor(&labels, self.spec.kind, self.meta.label_scale, device);
-            let opts = ForwardOptions { mode: self.base.mode(), adapter: self.parts.adapter.as_ref(), padding: Some(&valid) };
+            let opts =
+                ForwardOptions { mode: self.base.mode(), adapter: self.parts.adapter.as_ref(), padding: Some(&valid) };
             let hidden = match self.meta.mode {
                 Mode::Head => tch::no_grad(|| self.base.model.hidden_with(&ids, None, &opts))?,
                 _ => self.base.model.hidden_with(&ids, None, &opts)?,
@@ -302,7 +312,7 @@ impl Finetuner {
             writeln!(log, "{}", serde_json::json!({"step": self.progress.step, "loss": loss_value, "lr": lr}))
                 .map_err(io(&self.cfg.out_dir))?;
             let at_end = self.progress.step == self.total_steps;
-            if self.progress.step % self.cfg.train.eval_every == 0 || at_end {
+            if self.progress.step.is_multiple_of(self.cfg.train.eval_every) || at_end {
                 let m = self.evaluate_split(Split::Validation)?;
                 let value = m.get(&self.spec.metric).copied().unwrap_or(f64::NAN);
                 let mut line = serde_json::json!({"step": self.progress.step, "split": "validation"});
@@ -500,5 +510,8 @@ fn plot_curves(metrics: &Path, metric: &str, png: &Path) -> Result<()> {
         let span = if hi > lo { hi - lo } else { 1.0 };
         pts.into_iter().map(|(x, y)| (x, (y - lo) / span)).collect::<Vec<_>>()
     };
-    write_line_chart(png, &[Series { points: scale(loss), rgb: [31, 119, 180] }, Series { points: scale(val), rgb: [255, 127, 14] }])
+    write_line_chart(
+        png,
+        &[Series { points: scale(loss), rgb: [31, 119, 180] }, Series { points: scale(val), rgb: [255, 127, 14] }],
+    )
 }

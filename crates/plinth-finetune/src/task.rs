@@ -66,7 +66,13 @@ pub struct TaskParts {
 }
 
 impl TaskParts {
-    pub fn new(base: &Transformer, mode: Mode, lora: Option<&LoraConfig>, head: &HeadConfig, device: Device) -> Result<Self> {
+    pub fn new(
+        base: &Transformer,
+        mode: Mode,
+        lora: Option<&LoraConfig>,
+        head: &HeadConfig,
+        device: Device,
+    ) -> Result<Self> {
         let vs = nn::VarStore::new(device);
         let adapter = match (mode, lora) {
             (Mode::Lora, Some(cfg)) => Some(LoraAdapter::new(&(vs.root() / "lora"), base.config(), cfg)?),
@@ -231,7 +237,9 @@ impl FinetunedTask {
     }
 
     pub fn resident_bytes(&self) -> usize {
-        let count = |vs: &nn::VarStore| vs.variables().values().map(|t| t.numel() * t.kind().elt_size_in_bytes()).sum::<usize>();
+        let count = |vs: &nn::VarStore| {
+            vs.variables().values().map(|t| t.numel() * t.kind().elt_size_in_bytes()).sum::<usize>()
+        };
         count(&self.parts.vs) + self.own_base.as_ref().map_or(0, |(vs, _)| count(vs))
     }
 }

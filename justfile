@@ -30,6 +30,10 @@ demo: build
 pretrain config="configs/pretrain/tiny-mlm.toml" *flags="": build
     {{plinth}} pretrain --config {{config}} {{flags}}
 
+# finetune a base for a plugin task (default: LoRA sentiment on the tiny masked base)
+finetune config="configs/finetune/sentiment.toml" *flags="": build
+    {{plinth}} finetune --config {{config}} {{flags}}
+
 # run the plinth CLI with arguments, e.g. `just plinth fill "breakfast: the first ___ of the day"`
 [positional-arguments]
 plinth *args: build

@@ -166,7 +166,7 @@ def main():
     ap.add_argument("--presets", default="tiny,small,base")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--sections", default="train,generate,plugins,finetune", help="comma-separated subset to run")
+    ap.add_argument("--sections", default="train,generate,plugins,finetune,adapters", help="comma-separated subset to run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -225,6 +225,16 @@ def main():
             finetune_rows.append(r)
             print(f"finetune {mode}: {r['median_step_s'] * 1e3:.0f} ms/step", file=sys.stderr)
 
+    adapter_rows = []
+    if "adapters" in sections:
+        preset = str(ROOT / "configs" / "models" / "small.toml")
+        for n in (1, 8):
+            r = plinth(args.plinth, args.threads, "adapters", "--preset", preset, "--adapters", str(n), "--vocab", str(vocab),
+                       "--seq-len", str(seq_len), "--batch", str(32), "--repeats", str(args.steps))
+            res.setdefault("adapters", []).append(r)
+            adapter_rows.append(r)
+            print(f"adapters {n}: mixed {r['mixed_s'] * 1e3:.0f} ms, grouped {r['grouped_s'] * 1e3:.0f} ms", file=sys.stderr)
+
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     if rows:
@@ -244,6 +254,11 @@ def main():
         print("|---|---:|---:|---:|---:|---:|")
         for r in finetune_rows:
             print(f"| {r['mode']} | {r['trainable']:,} | {r['saved_bytes'] / 1e6:.2f} MB | {r['median_step_s'] * 1e3:.0f} | {r['peak_rss_mib']:.0f} | {r['resident_bytes_n_tasks'] / 2**20:.1f} |")
+    if adapter_rows:
+        print(f"\n| one batch of 32 x {seq_len} tokens, small, rows spread over N LoRA adapters | per-row mix, one forward (ms) | one forward per adapter (ms) | grouped ÷ mixed | one adapter for all rows (ms) |")
+        print("|---|---:|---:|---:|---:|")
+        for r in adapter_rows:
+            print(f"| N = {r['adapters']} | {r['mixed_s'] * 1e3:.0f} | {r['grouped_s'] * 1e3:.0f} | {r['grouped_s'] / r['mixed_s']:.2f}× | {r['single_adapter_s'] * 1e3:.0f} |")
     print(f"\nthreads {args.threads}, torch {torch.__version__}, f32 matmul peak {peak:.1f} GFLOP/s (max of plinth {peaks[0]:.1f} and torch {peaks[1]:.1f}, 1024³)")
 
 

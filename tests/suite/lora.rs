@@ -166,3 +166,42 @@ fn each_request_gets_its_own_adapter_on_one_base() {
     .to_string();
     assert!(err.contains("qproj") && err.contains("blocks.0.attn.q_proj"), "{err}");
 }
+
+#[test]
+fn one_batch_mixes_adapters_row_by_row() {
+    let _g = torch_lock();
+    let (_vs, model, cfg) = base(11);
+    let (_a1vs, a1) = trained_adapter(&cfg, 12);
+    // A second adapter of another rank on other projections: the mix pads ranks and
+    // leaves rows alone where their adapter does not touch a projection.
+    tch::manual_seed(13);
+    let a2vs = nn::VarStore::new(Device::Cpu);
+    let a2_cfg = LoraConfig { rank: 2, alpha: 2.0, dropout: 0.0, targets: vec!["q_proj".into(), "mlp.*".into()] };
+    let a2 = LoraAdapter::new(&a2vs.root(), &cfg, &a2_cfg).expect("a2");
+    tch::no_grad(|| {
+        for (name, mut t) in a2vs.variables() {
+            if name.ends_with("lora_b") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+            }
+        }
+    });
+    let batch = Tensor::from_slice(&[1i64, 9, 17, 33, 40, 12, 8, 2, 5, 6, 7, 30, 31, 32, 3, 4]).view([4, 4]);
+    let choice = [0usize, 1, 1, 0];
+    let mix = LoraAdapter::per_row(&[&a1, &a2], &choice).expect("mix");
+    for mode in [AttentionMode::Causal, AttentionMode::Bidirectional] {
+        let opts = |a| ForwardOptions { adapter: Some(a), ..ForwardOptions::new(mode) };
+        let mixed = model.forward_with(&batch, None, &opts(&mix)).expect("mixed");
+        for (row, &c) in choice.iter().enumerate() {
+            let own = model.forward_with(&batch.narrow(0, row as i64, 1), None, &opts([&a1, &a2][c])).expect("own");
+            let d = max_diff(&mixed.narrow(0, row as i64, 1), &own);
+            assert!(d < 1e-5, "{mode:?} row {row} differs from adapter {c} alone by {d}");
+        }
+    }
+    let err = model
+        .forward_with(&batch.narrow(0, 0, 2), None, &ForwardOptions { adapter: Some(&mix), ..lora_opts(&a1) })
+        .expect_err("wrong batch")
+        .to_string();
+    assert!(err.contains("built for 4 rows"), "{err}");
+    assert!(LoraAdapter::per_row(&[&a1], &[0, 1]).is_err(), "a choice past the adapters is refused");
+    assert!(mix.merge_into(&nn::VarStore::new(Device::Cpu)).is_err());
+}

@@ -94,6 +94,24 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         adapters: i64,
     },
+    /// Serving one batch whose rows ask for different LoRA adapters: one forward with
+    /// the per-row mix (`LoraAdapter::per_row`, built inside the timed region) against
+    /// one forward per adapter over its rows, and one forward with a single adapter.
+    Adapters {
+        #[arg(long)]
+        preset: PathBuf,
+        #[arg(long, default_value_t = 8000)]
+        vocab: i64,
+        #[arg(long, default_value_t = 128)]
+        seq_len: i64,
+        #[arg(long, default_value_t = 32)]
+        batch: i64,
+        /// Distinct adapters in the batch (rows pick one round-robin).
+        #[arg(long, default_value_t = 8)]
+        adapters: usize,
+        #[arg(long, default_value_t = 10)]
+        repeats: usize,
+    },
     /// f32 square-matmul throughput: the peak that MFU is measured against.
     Matmul {
         #[arg(long, default_value_t = 1024)]
@@ -140,6 +158,10 @@ fn main() -> Result<()> {
         }
         Command::Matmul { n, repeats } => matmul(n, repeats, device),
         Command::Plugins { calls } => plugins(calls)?,
+        Command::Adapters { preset, vocab, seq_len, batch, adapters, repeats } => {
+            let cfg = load_preset(&preset, vocab)?;
+            mixed_adapters(&cfg, seq_len, batch, adapters, repeats, device)?
+        }
         Command::Finetune { preset, mode, vocab, seq_len, batch, steps, adapters } => {
             let cfg = load_preset(&preset, vocab)?;
             finetune(&cfg, mode, seq_len, batch, steps, adapters)?
@@ -342,6 +364,78 @@ fn peak_rss_mib() -> f64 {
 
 fn param_bytes(vars: &[(String, Tensor)]) -> i64 {
     vars.iter().map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as i64).sum()
+}
+
+fn mixed_adapters(
+    cfg: &ModelConfig,
+    seq_len: i64,
+    batch: i64,
+    n: usize,
+    repeats: usize,
+    device: Device,
+) -> Result<serde_json::Value> {
+    use plinth_model::lora::{LoraAdapter, LoraConfig};
+    use plinth_model::ForwardOptions;
+
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let model = Transformer::new(&vs.root(), cfg)?;
+    let lora_cfg = LoraConfig { rank: 8, alpha: 16.0, dropout: 0.0, targets: vec!["attn.*".into(), "mlp.*".into()] };
+    let stores: Vec<nn::VarStore> = (0..n).map(|_| nn::VarStore::new(device)).collect();
+    let adapters: Vec<LoraAdapter> =
+        stores.iter().map(|s| LoraAdapter::new(&(s.root() / "lora"), cfg, &lora_cfg)).collect::<Result<_, _>>()?;
+    let refs: Vec<&LoraAdapter> = adapters.iter().collect();
+    let choice: Vec<usize> = (0..batch as usize).map(|r| r % n).collect();
+    let ids = Tensor::randint_low(7, cfg.vocab_size, [batch, seq_len], (Kind::Int64, device));
+    let sync = || {
+        if let Device::Cuda(_) = device {
+            tch::Cuda::synchronize(0);
+        }
+    };
+    let time = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+        let mut times = Vec::new();
+        for i in 0..repeats + 2 {
+            sync();
+            let t0 = Instant::now();
+            f()?;
+            sync();
+            if i >= 2 {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        Ok(median(times))
+    };
+    let mode = AttentionMode::Bidirectional;
+    let mixed = tch::no_grad(|| {
+        time(&|| {
+            let mix = LoraAdapter::per_row(&refs, &choice)?;
+            let _ = model.hidden_with(&ids, None, &ForwardOptions { adapter: Some(&mix), ..ForwardOptions::new(mode) })?;
+            Ok(())
+        })
+    })?;
+    let grouped = tch::no_grad(|| {
+        time(&|| {
+            for (k, a) in refs.iter().enumerate() {
+                let rows: Vec<i64> = (0..batch).filter(|&r| choice[r as usize] == k).collect();
+                if rows.is_empty() {
+                    continue;
+                }
+                let sub = ids.index_select(0, &Tensor::from_slice(&rows).to_device(device));
+                let _ = model.hidden_with(&sub, None, &ForwardOptions { adapter: Some(a), ..ForwardOptions::new(mode) })?;
+            }
+            Ok(())
+        })
+    })?;
+    let single = tch::no_grad(|| {
+        time(&|| {
+            let _ = model.hidden_with(&ids, None, &ForwardOptions { adapter: Some(refs[0]), ..ForwardOptions::new(mode) })?;
+            Ok(())
+        })
+    })?;
+    Ok(json!({
+        "what": "adapters", "adapters": n, "batch": batch, "seq_len": seq_len,
+        "mixed_s": mixed, "grouped_s": grouped, "single_adapter_s": single,
+    }))
 }
 
 fn finetune(

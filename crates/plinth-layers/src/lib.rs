@@ -100,10 +100,13 @@ pub fn fused_linear(x: &Tensor, layers: &[&nn::Linear]) -> Tensor {
 /// A LoRA update (Hu et al. 2021) for one projection: `Δy = scale · B A dropout(x)`
 /// with `A` (r, in) random and `B` (out, r) zero when created, so attaching an
 /// adapter changes nothing until it is trained.
+///
+/// A pair may also hold one update per batch row: `A` (B, r, in) and `B` (B, out, r)
+/// apply row b's own update to row b of an input (B, T, in) through batched matmuls.
 #[derive(Debug)]
 pub struct LoraPair {
-    pub a: Tensor, // (r, in)
-    pub b: Tensor, // (out, r)
+    pub a: Tensor, // (r, in), or (B, r, in) per row
+    pub b: Tensor, // (out, r), or (B, out, r) per row
     pub scale: f64,
     pub dropout: f64,
 }
@@ -112,7 +115,7 @@ impl LoraPair {
     /// The update for input `x` (..., in) -> (..., out); dropout only when training.
     pub fn delta(&self, x: &Tensor, train: bool) -> Tensor {
         let x = if train && self.dropout > 0.0 { x.dropout(self.dropout, true) } else { x.shallow_clone() };
-        x.matmul(&self.a.tr()).matmul(&self.b.tr()) * self.scale // (..., out)
+        x.matmul(&self.a.transpose(-1, -2)).matmul(&self.b.transpose(-1, -2)) * self.scale // (..., out)
     }
 
     /// The update as a weight, `scale · B A` (out, in), for merging into the base.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use plinth_layers::{BlockLora, LoraPair, MlpKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tch::nn;
+use tch::{nn, Tensor};
 
 use crate::checkpoint::{save_tensors, write_atomic};
 use crate::{ModelConfig, ModelError, Result};
@@ -58,6 +58,8 @@ pub struct LoraAdapter {
     blocks: Vec<BlockLora>,
     /// Paths of the adapted projections, e.g. `blocks.0.attn.q_proj`.
     adapted: Vec<String>,
+    /// For a per-row mix ([`LoraAdapter::per_row`]): the batch size it was built for.
+    rows: Option<i64>,
 }
 
 /// Input and output width of each projection in [`BlockLora::PROJECTIONS`] order;
@@ -114,7 +116,76 @@ impl LoraAdapter {
                 cfg.targets[t]
             )));
         }
-        Ok(LoraAdapter { cfg: cfg.clone(), blocks, adapted })
+        Ok(LoraAdapter { cfg: cfg.clone(), blocks, adapted, rows: None })
+    }
+
+    /// An inference-only adapter that applies `adapters[choice[b]]` to row `b` of a
+    /// batch (S-LoRA's idea without its custom kernels): for each projection the
+    /// chosen rows' `A` and `scale · B` are gathered into (B, r, in) and (B, out, r),
+    /// zero-padded to the largest rank, zero where an adapter leaves the projection
+    /// alone, and applied by two batched matmuls. Every row gets exactly its own
+    /// adapter's output; the base weights are read once for the whole batch.
+    pub fn per_row(adapters: &[&LoraAdapter], choice: &[usize]) -> Result<Self> {
+        let first = adapters.first().ok_or_else(|| ModelError::Input("per_row needs at least one adapter".into()))?;
+        let n_layers = first.blocks.len();
+        if let Some(a) = adapters.iter().find(|a| a.blocks.len() != n_layers || a.rows.is_some()) {
+            return Err(ModelError::Input(format!(
+                "per_row mixes trained adapters of one model; got one with {} layers{} beside one with {n_layers}",
+                a.blocks.len(),
+                if a.rows.is_some() { " that is itself a per-row mix" } else { "" }
+            )));
+        }
+        if let Some(&c) = choice.iter().find(|&&c| c >= adapters.len()) {
+            return Err(ModelError::Input(format!("row asks for adapter {c} but only {} were given", adapters.len())));
+        }
+        if choice.is_empty() {
+            return Err(ModelError::Input("per_row needs one adapter choice per batch row".into()));
+        }
+        let index = Tensor::from_slice(&choice.iter().map(|&c| c as i64).collect::<Vec<_>>());
+        let mut blocks = Vec::with_capacity(n_layers);
+        let mut adapted = Vec::new();
+        tch::no_grad(|| {
+            for i in 0..n_layers {
+                let mut block = BlockLora::default();
+                for name in BlockLora::PROJECTIONS {
+                    let pairs: Vec<Option<&LoraPair>> =
+                        adapters.iter().map(|a| a.blocks[i].slot(name).and_then(|s| s.as_ref())).collect();
+                    let Some(some) = pairs.iter().flatten().next() else { continue };
+                    let (r_max, fan_in, fan_out) = (
+                        pairs.iter().flatten().map(|p| p.a.size()[0]).max().unwrap_or(1),
+                        some.a.size()[1],
+                        some.b.size()[0],
+                    );
+                    let opts = (some.a.kind(), some.a.device());
+                    let (mut a_bank, mut b_bank) = (Vec::new(), Vec::new());
+                    for p in &pairs {
+                        let a = Tensor::zeros([r_max, fan_in], opts);
+                        let b = Tensor::zeros([fan_out, r_max], opts);
+                        if let Some(p) = p {
+                            let r = p.a.size()[0];
+                            a.narrow(0, 0, r).copy_(&p.a);
+                            b.narrow(1, 0, r).copy_(&(&p.b * p.scale));
+                        }
+                        a_bank.push(a);
+                        b_bank.push(b);
+                    }
+                    let idx = index.to_device(some.a.device());
+                    let a = Tensor::stack(&a_bank, 0).index_select(0, &idx); // (B, r, in)
+                    let b = Tensor::stack(&b_bank, 0).index_select(0, &idx); // (B, out, r)
+                    if let Some(slot) = block.slot_mut(name) {
+                        *slot = Some(LoraPair { a, b, scale: 1.0, dropout: 0.0 });
+                    }
+                    adapted.push(format!("blocks.{i}.{name}"));
+                }
+                blocks.push(block);
+            }
+        });
+        Ok(LoraAdapter { cfg: first.cfg.clone(), blocks, adapted, rows: Some(choice.len() as i64) })
+    }
+
+    /// The batch size a per-row mix was built for (`None` for an ordinary adapter).
+    pub fn rows(&self) -> Option<i64> {
+        self.rows
     }
 
     pub fn config(&self) -> &LoraConfig {
@@ -141,11 +212,17 @@ impl LoraAdapter {
 
     /// Adds every update into the base weights in `base` (then run without the adapter).
     pub fn merge_into(&self, base: &nn::VarStore) -> Result<()> {
+        if self.rows.is_some() {
+            return Err(ModelError::Input("a per-row adapter mix cannot be merged into shared base weights".into()));
+        }
         self.apply(base, 1.0)
     }
 
     /// Subtracts what [`LoraAdapter::merge_into`] added (equal up to float rounding).
     pub fn unmerge_from(&self, base: &nn::VarStore) -> Result<()> {
+        if self.rows.is_some() {
+            return Err(ModelError::Input("a per-row adapter mix cannot be merged into shared base weights".into()));
+        }
         self.apply(base, -1.0)
     }
 

@@ -166,6 +166,13 @@ impl Transformer {
         if ids.kind() != Kind::Int64 {
             return Err(ModelError::Input(format!("token ids must be int64, got {:?}", ids.kind())));
         }
+        if let Some(rows) = adapter.and_then(|a| a.rows()) {
+            if rows != b {
+                return Err(ModelError::Input(format!(
+                    "the per-row adapter mix was built for {rows} rows but the batch has {b}"
+                )));
+            }
+        }
         let offset = cache.as_ref().map_or(0, |c| c.len);
         if let Some(c) = cache.as_ref() {
             if c.batch != b {

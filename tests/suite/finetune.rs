@@ -37,7 +37,7 @@ impl PluginData for Tasks {
             .map(|(_, s)| {
                 let n = s.split_whitespace().count() as f64;
                 let label = if component == "long-data" { f64::from(n > 8.0) } else { n };
-                LabelledExample { text: s, label }
+                LabelledExample::new(s, label)
             })
             .collect();
         serde_json::to_string(&rows).map_err(|e| e.to_string())
@@ -51,6 +51,7 @@ impl PluginData for Tasks {
                 data: "long-data".into(),
                 metric: "roc_auc".into(),
                 source: String::new(),
+                features: None,
             },
             "words" => TaskSpec {
                 kind: TaskKind::Regression,
@@ -58,6 +59,7 @@ impl PluginData for Tasks {
                 data: "words-data".into(),
                 metric: "rmse".into(),
                 source: String::new(),
+                features: None,
             },
             other => return Err(format!("no task {other}")),
         };

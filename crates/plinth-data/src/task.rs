@@ -36,6 +36,18 @@ pub struct TaskSpec {
     /// One line on where the data comes from and how it is split.
     #[serde(default)]
     pub source: String,
+    /// Domain features the rows carry (for example ECFP4 bits), which the host's
+    /// baselines use beside its bag-of-tokens one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<FeatureSpec>,
+}
+
+/// Names a sparse binary feature vector of `size` dimensions that rows list by index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSpec {
+    pub name: String,
+    pub size: usize,
 }
 
 impl TaskSpec {
@@ -66,11 +78,20 @@ impl TaskSpec {
     }
 }
 
-/// One labelled row: the input text and its label (class index or value).
+/// One labelled row: the input text and its label (class index or value), and
+/// the indices of its set domain features when the task declares some.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelledExample {
     pub text: String,
     pub label: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<u32>,
+}
+
+impl LabelledExample {
+    pub fn new(text: impl Into<String>, label: f64) -> Self {
+        LabelledExample { text: text.into(), label, features: Vec::new() }
+    }
 }
 
 /// Which part of a task's data.
@@ -117,6 +138,7 @@ mod tests {
             data: "d".into(),
             metric: "roc_auc".into(),
             source: String::new(),
+            features: None,
         };
         assert!(spec.validate().is_ok());
         spec.metric = "rmse".into();

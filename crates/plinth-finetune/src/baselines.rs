@@ -17,9 +17,9 @@ use crate::metrics::{self, higher_is_better, Metrics};
 /// L2-normalised token-presence rows (N, vocab) as a sparse COO matrix: a few
 /// dozen non-zeros per row, so the linear models below cost little even for
 /// vocabularies of thousands.
-fn features(data: &Encoded, vocab: i64) -> Tensor {
+fn features(rows_of: &[Vec<u32>], vocab: i64) -> Tensor {
     let (mut rows, mut cols, mut vals) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, seq) in data.ids.iter().enumerate() {
+    for (i, seq) in rows_of.iter().enumerate() {
         let mut uniq: Vec<i64> = seq.iter().map(|&t| t as i64).collect();
         uniq.sort_unstable();
         uniq.dedup();
@@ -35,7 +35,7 @@ fn features(data: &Encoded, vocab: i64) -> Tensor {
     Tensor::sparse_coo_tensor_indices_size(
         &indices,
         &Tensor::from_slice(&vals),
-        [data.len() as i64, vocab],
+        [rows_of.len() as i64, vocab],
         (Kind::Float, Device::Cpu),
         true,
     )
@@ -56,7 +56,9 @@ pub fn score(kind: TaskKind, pred: &Tensor, data: &Encoded) -> Metrics {
     }
 }
 
-/// Test metrics of each baseline, fitted on `train` and tuned on `val`.
+/// Test metrics of each baseline, fitted on `train` and tuned on `val`; with
+/// `domain = Some((name, size))`, also a linear model on the rows' domain features.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     kind: TaskKind,
     classes: usize,
@@ -65,6 +67,7 @@ pub fn run(
     val: &Encoded,
     test: &Encoded,
     metric: &str,
+    domain: Option<(&str, usize)>,
 ) -> Vec<(String, Metrics)> {
     let mut out = Vec::new();
     match kind {
@@ -80,7 +83,26 @@ pub fn run(
             out.push(("mean".to_string(), score(kind, &pred, test)));
         }
     }
-    let (xtr, xva, xte) = (features(train, vocab), features(val, vocab), features(test, vocab));
+    let ids = |d: &Encoded| d.ids.clone();
+    out.extend(linear_baseline("bag_of_tokens", kind, classes, vocab, [train, val, test], ids, metric));
+    if let Some((name, size)) = domain {
+        let feats = |d: &Encoded| d.features.clone();
+        out.extend(linear_baseline(&format!("{name}_linear"), kind, classes, size as i64, [train, val, test], feats, metric));
+    }
+    out
+}
+
+/// A linear model on sparse binary rows, its L2 strength chosen on validation.
+fn linear_baseline(
+    name: &str,
+    kind: TaskKind,
+    classes: usize,
+    dim: i64,
+    [train, val, test]: [&Encoded; 3],
+    rows: impl Fn(&Encoded) -> Vec<Vec<u32>>,
+    metric: &str,
+) -> Option<(String, Metrics)> {
+    let (xtr, xva, xte) = (features(&rows(train), dim), features(&rows(val), dim), features(&rows(test), dim));
     let mut best: Option<(f64, Tensor)> = None;
     for lambda in [1e-4, 1e-3, 1e-2, 1e-1, 1.0] {
         let predict = fit_linear(kind, classes, &xtr, &train.labels, lambda);
@@ -90,10 +112,7 @@ pub fn run(
             best = Some((m, predict(&xte)));
         }
     }
-    if let Some((_, pred)) = best {
-        out.push(("bag_of_tokens".to_string(), score(kind, &pred, test)));
-    }
-    out
+    best.map(|(_, pred)| (name.to_string(), score(kind, &pred, test)))
 }
 
 /// Fits a linear model with L2 strength `lambda`; returns its predictor.
@@ -154,6 +173,7 @@ mod tests {
             enc.ids.push(vec![1, (20 + i % 7) as u32, if signal { 10 } else { 11 }, 2]);
             enc.labels.push(if signal { 1.0 } else { 0.0 });
             enc.texts.push(String::new());
+            enc.features.push(vec![if signal { 3 } else { 4 }]);
         }
         enc
     }
@@ -161,16 +181,17 @@ mod tests {
     #[test]
     fn bag_of_tokens_learns_a_token_signal_and_majority_does_not() {
         let (train, val, test) = (data(60, 0), data(20, 100), data(20, 200));
-        let out = run(TaskKind::Classification, 2, 32, &train, &val, &test, "accuracy");
+        let out = run(TaskKind::Classification, 2, 32, &train, &val, &test, "accuracy", Some(("fp", 8)));
         let get = |name: &str| &out.iter().find(|(n, _)| n == name).expect(name).1;
         assert_eq!(get("bag_of_tokens")["accuracy"], 1.0);
         assert_eq!(get("majority")["accuracy"], 0.5);
         assert_eq!(get("majority")["roc_auc"], 0.5);
+        assert_eq!(get("fp_linear")["accuracy"], 1.0);
         let mut reg = (train, val, test);
         for d in [&mut reg.0, &mut reg.1, &mut reg.2] {
             d.labels.iter_mut().for_each(|l| *l = *l * 2.0 - 1.0);
         }
-        let out = run(TaskKind::Regression, 0, 32, &reg.0, &reg.1, &reg.2, "rmse");
+        let out = run(TaskKind::Regression, 0, 32, &reg.0, &reg.1, &reg.2, "rmse", None);
         let get = |name: &str| &out.iter().find(|(n, _)| n == name).expect(name).1;
         assert!(get("bag_of_tokens")["r2"] > 0.9, "{:?}", get("bag_of_tokens"));
         assert!(get("mean")["r2"].abs() < 1e-9);

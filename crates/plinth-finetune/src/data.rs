@@ -14,6 +14,8 @@ pub struct Encoded {
     pub ids: Vec<Vec<u32>>,
     pub labels: Vec<f64>,
     pub texts: Vec<String>,
+    /// Domain feature indices per row (empty when the task declares none).
+    pub features: Vec<Vec<u32>>,
 }
 
 impl Encoded {
@@ -67,7 +69,7 @@ pub fn fetch_split(
                 row.label.fract() == 0.0 && row.label >= 0.0 && (row.label as usize) < spec.labels.len()
             }
             TaskKind::Regression => row.label.is_finite(),
-        };
+        } && spec.features.as_ref().is_none_or(|f| row.features.iter().all(|&i| (i as usize) < f.size));
         if !ok {
             return Err(TrainError::Invalid(format!(
                 "data {}/{} {split:?} row {i} has label {} which is not valid for {:?} with {} labels",
@@ -101,7 +103,12 @@ pub fn encode(tokenizer: &PlinthTokenizer, rows: &[LabelledExample], max_len: us
             seq
         })
         .collect();
-    Ok(Encoded { ids, labels: rows.iter().map(|r| r.label).collect(), texts })
+    Ok(Encoded {
+        ids,
+        labels: rows.iter().map(|r| r.label).collect(),
+        texts,
+        features: rows.iter().map(|r| r.features.clone()).collect(),
+    })
 }
 
 /// A right-padded batch: ids (B, T) int64 and the real-token mask (B, T) bool.

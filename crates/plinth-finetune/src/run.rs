@@ -459,6 +459,7 @@ impl Finetuner {
             &self.val,
             &self.test,
             &self.spec.metric,
+            self.spec.features.as_ref().map(|f| (f.name.as_str(), f.size)),
         )
         .into_iter()
         .collect();

@@ -195,7 +195,7 @@ impl FinetunedTask {
     /// Predictions for texts: class probabilities (N, K) or values (N, 1).
     pub fn predict(&self, base: &Checkpoint, texts: &[String], batch_size: usize) -> Result<Tensor> {
         let rows: Vec<plinth_data::LabelledExample> =
-            texts.iter().map(|t| plinth_data::LabelledExample { text: t.clone(), label: 0.0 }).collect();
+            texts.iter().map(|t| plinth_data::LabelledExample::new(t.clone(), 0.0)).collect();
         let enc = crate::data::encode(&base.tokenizer, &rows, self.meta.max_len)?;
         self.predict_ids(base, &enc.ids, batch_size)
     }

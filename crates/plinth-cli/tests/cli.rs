@@ -286,3 +286,143 @@ max_len = 32
     let out = plinth(&["eval", "--run", "nowhere"], dir);
     assert!(!out.status.success() && text(&out).contains("holds no finetuned task"), "{}", text(&out));
 }
+
+/// Trains a micro causal SMILES model on fixture molecules and finetunes the example
+/// plugin's `length` task on it: the models the pipeline tests run with.
+fn micro_molecule_models(dir: &Path) {
+    let fixture =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/smiles_rdkit.tsv"))
+            .expect("fixture");
+    let smiles: Vec<&str> =
+        fixture.lines().skip(1).filter_map(|l| l.strip_suffix("\t1")).filter(|s| s.len() < 60).take(400).collect();
+    std::fs::write(dir.join("smiles.txt"), smiles.join("\n\n")).expect("write corpus");
+    let cfg = r#"out_dir = "mol"
+[model]
+d_model = 32
+n_layers = 2
+n_heads = 2
+d_ff = 64
+max_seq_len = 96
+[tokenizer]
+plugin = { id = "molecule", component = "smiles" }
+[data]
+corpus = { text_files = ["smiles.txt"] }
+val_fraction = 0.1
+[objective]
+kind = "causal"
+[train]
+seq_len = 64
+batch_size = 8
+max_steps = 30
+lr = 3e-3
+warmup_steps = 3
+eval_every = 15
+eval_batches = 1
+threads = 1
+"#;
+    std::fs::write(dir.join("mol.toml"), cfg).expect("write");
+    let out = plinth(&["pretrain", "--config", "mol.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let ft = r#"base = "mol/checkpoint"
+out_dir = "ft-length"
+[task]
+plugin = "example"
+name = "length"
+[train]
+batch_size = 16
+max_steps = 8
+eval_every = 4
+max_len = 64
+"#;
+    std::fs::write(dir.join("ft.toml"), ft).expect("write");
+    let out = plinth(&["finetune", "--config", "ft.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn pipelines_check_run_and_reject_per_record() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    micro_molecule_models(dir);
+    // The shipped molecule pipeline, pointed at the micro models, without the
+    // novelty stages (they read 100,000 MOSES molecules).
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pipelines/molecule-discovery.toml"),
+    )
+    .expect("shipped pipeline");
+    let mut p = shipped
+        .replace("runs/molecule-tiny/checkpoint", "mol/checkpoint")
+        .replace("runs/finetune/esol", "ft-length")
+        .replace("samples = 1000", "samples = 40")
+        .replace("max_tokens = 100", "max_tokens = 60")
+        .replace("out_dir = \"runs/pipelines/molecule-discovery\"", "out_dir = \"out\"")
+        .replace("heavy_atoms >= 12 and mol_weight <= 450 and h_donors <= 5", "heavy_atoms >= 1");
+    for cut in ["[[stage]]\nname = \"novelty\"", "[[stage]]\nname = \"new-only\""] {
+        let start = p.find(cut).expect("stage present");
+        let end = p[start + 9..].find("[[stage]]").map_or(p.len(), |e| start + 9 + e);
+        p.replace_range(start..end, "");
+    }
+    std::fs::write(dir.join("discovery.toml"), &p).expect("write");
+    let out = plinth(&["check", "discovery.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("log_solubility:number"), "{}", text(&out));
+    let out = plinth(&["run", "discovery.toml"], dir);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("propose") && t.contains("hazard-screen") && t.contains("report"), "{t}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("out/summary.json")).expect("summary")).expect("json");
+    assert_eq!(summary["stages"][0]["records_out"], 40);
+    assert!(dir.join("out/report.html").exists() && dir.join("out/top25.csv").exists());
+    let rejects = std::fs::read_to_string(dir.join("out/rejects.jsonl")).expect("rejects");
+    let n_rejected = summary["rejected"].as_u64().expect("count");
+    assert_eq!(rejects.lines().count() as u64, n_rejected);
+    if let Some(first) = rejects.lines().next() {
+        let r: serde_json::Value = serde_json::from_str(first).expect("reject json");
+        assert!(r["stage"].is_string() && r["reason"].is_string() && r["record"].is_object(), "{r}");
+    }
+
+    // Per-record failures go to rejects and the run goes on.
+    std::fs::write(dir.join("in.smi"), "CCO\nC1CC\nc1ccccc1O\nCC(C)OP(C)(=O)F\n").expect("write");
+    let read = r#"name = "screen"
+out_dir = "screen"
+[[stage]]
+op = "read"
+path = "in.smi"
+field = "smiles"
+[[stage]]
+plugin = "molecule"
+stage = "validate"
+[[stage]]
+plugin = "molecule"
+stage = "hazard"
+"#;
+    std::fs::write(dir.join("screen.toml"), read).expect("write");
+    let out = plinth(&["run", "screen.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let rejects = std::fs::read_to_string(dir.join("screen/rejects.jsonl")).expect("rejects");
+    assert!(rejects.contains("\"stage\":\"validate\"") && rejects.contains("never closed"), "{rejects}");
+    assert!(rejects.contains("\"stage\":\"hazard\"") && rejects.contains("P-F"), "{rejects}");
+    let results = std::fs::read_to_string(dir.join("screen/results.csv")).expect("results");
+    assert_eq!(results.lines().count(), 3, "header + CCO + phenol: {results}");
+
+    // Refused before any work, naming the line.
+    for (body, want) in [
+        ("[[stage]]\nplugin = \"nope\"\nstage = \"validate\"\n", "no plugin with id nope"),
+        ("[[stage]]\nplugin = \"molecule\"\nstage = \"nope\"\n", "nope"),
+        ("[[stage]]\nop = \"filter\"\nexpr = \"smiles > 3\"\n", "cannot compare"),
+        ("[[stage]]\nop = \"sort\"\nby = \"weight\"\n", "no earlier stage provides"),
+        ("[[stage]]\nop = \"explode\"\n", "unknown op"),
+    ] {
+        let bad = format!(
+            "name = \"bad\"\nout_dir = \"bad\"\n[[stage]]\nop = \"read\"\npath = \"in.smi\"\nfield = \"smiles\"\n{body}"
+        );
+        std::fs::write(dir.join("bad.toml"), bad).expect("write");
+        for cmd in ["check", "run"] {
+            let out = plinth(&[cmd, "bad.toml"], dir);
+            let t = text(&out);
+            assert!(!out.status.success() && t.contains("bad.toml:7") && t.contains(want), "{cmd}: {t}");
+        }
+        assert!(!dir.join("bad").exists(), "nothing is written for a refused pipeline");
+    }
+}

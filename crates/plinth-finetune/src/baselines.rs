@@ -87,7 +87,15 @@ pub fn run(
     out.extend(linear_baseline("bag_of_tokens", kind, classes, vocab, [train, val, test], ids, metric));
     if let Some((name, size)) = domain {
         let feats = |d: &Encoded| d.features.clone();
-        out.extend(linear_baseline(&format!("{name}_linear"), kind, classes, size as i64, [train, val, test], feats, metric));
+        out.extend(linear_baseline(
+            &format!("{name}_linear"),
+            kind,
+            classes,
+            size as i64,
+            [train, val, test],
+            feats,
+            metric,
+        ));
     }
     out
 }
@@ -197,4 +205,3 @@ mod tests {
         assert!(get("mean")["r2"].abs() < 1e-9);
     }
 }
-

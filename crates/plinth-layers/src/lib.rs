@@ -115,7 +115,8 @@ impl LoraPair {
     /// The update for input `x` (..., in) -> (..., out); dropout only when training.
     pub fn delta(&self, x: &Tensor, train: bool) -> Tensor {
         let x = if train && self.dropout > 0.0 { x.dropout(self.dropout, true) } else { x.shallow_clone() };
-        x.matmul(&self.a.transpose(-1, -2)).matmul(&self.b.transpose(-1, -2)) * self.scale // (..., out)
+        x.matmul(&self.a.transpose(-1, -2)).matmul(&self.b.transpose(-1, -2)) * self.scale
+        // (..., out)
     }
 
     /// The update as a weight, `scale · B A` (out, in), for merging into the base.

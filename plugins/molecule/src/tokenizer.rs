@@ -9,14 +9,15 @@ use serde_json::json;
 pub const PATTERN: &str =
     r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])";
 
-const SPECIALS: [&str; 8] = ["<pad>", "<bos>", "<eos>", "<mask>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<unk>"];
+const SPECIALS: [&str; 8] =
+    ["<pad>", "<bos>", "<eos>", "<mask>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<unk>"];
 
 /// Every non-special token: the organic subset, syntax, ring labels, and the
 /// bracket atoms of MOSES, ESOL and BBBP plus common charged and isotopic forms.
 pub fn vocabulary() -> Vec<String> {
     let mut v: Vec<String> = [
-        "C", "c", "N", "n", "O", "o", "S", "s", "P", "p", "F", "Cl", "Br", "I", "B", "b", "(", ")", "=", "#", "-",
-        "+", "\\", "/", ":", ".", "~", "@", "?", ">", "*", "$",
+        "C", "c", "N", "n", "O", "o", "S", "s", "P", "p", "F", "Cl", "Br", "I", "B", "b", "(", ")", "=", "#", "-", "+",
+        "\\", "/", ":", ".", "~", "@", "?", ">", "*", "$",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -30,7 +30,8 @@ fn tokenizer_round_trips_every_esol_molecule() {
     // ESOL's SMILES are in the fixture's first 1,128 lines.
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/smiles_rdkit.tsv");
     let text = std::fs::read_to_string(path).expect("fixture");
-    let tok = tokenizers::Tokenizer::from_bytes(plinth_plugin_molecule::tokenizer_json().as_bytes()).expect("tokenizer");
+    let tok =
+        tokenizers::Tokenizer::from_bytes(plinth_plugin_molecule::tokenizer_json().as_bytes()).expect("tokenizer");
     let unk = tok.token_to_id("<unk>").expect("unk");
     for line in text.lines().skip(1).take(1128) {
         let smiles = line.rsplit_once('\t').expect("row").0;

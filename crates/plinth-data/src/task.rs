@@ -18,6 +18,9 @@ pub enum TaskKind {
     Classification,
     /// One real value.
     Regression,
+    /// Language modelling on the rows' texts (labels ignored): a LoRA adapter that
+    /// shifts what a causal base generates toward the task's data.
+    Generation,
 }
 
 /// A task component's spec.
@@ -31,7 +34,8 @@ pub struct TaskSpec {
     /// The data component that serves this task's rows.
     pub data: String,
     /// The validation metric that picks the best checkpoint and stops early:
-    /// `accuracy`, `macro_f1`, `roc_auc` (binary), `rmse`, `mae` or `r2`.
+    /// `accuracy`, `macro_f1`, `roc_auc` (binary), `rmse`, `mae`, `r2`, or
+    /// `perplexity` (generation).
     pub metric: String,
     /// One line on where the data comes from and how it is split.
     #[serde(default)]
@@ -56,6 +60,7 @@ impl TaskSpec {
         match self.kind {
             TaskKind::Classification => self.labels.len(),
             TaskKind::Regression => 1,
+            TaskKind::Generation => 0,
         }
     }
 
@@ -64,6 +69,7 @@ impl TaskSpec {
         let known = match self.kind {
             TaskKind::Classification => &["accuracy", "macro_f1", "roc_auc"][..],
             TaskKind::Regression => &["rmse", "mae", "r2"][..],
+            TaskKind::Generation => &["perplexity"][..],
         };
         if !known.contains(&self.metric.as_str()) {
             return Err(format!("metric {:?} is not one of {known:?} for a {:?} task", self.metric, self.kind));

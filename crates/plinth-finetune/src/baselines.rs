@@ -53,6 +53,7 @@ pub fn score(kind: TaskKind, pred: &Tensor, data: &Encoded) -> Metrics {
             let values: Vec<f64> = Vec::<f64>::try_from(pred.to_kind(Kind::Double).view([-1])).unwrap_or_default();
             metrics::regression(&values, &data.labels)
         }
+        TaskKind::Generation => Metrics::new(),
     }
 }
 
@@ -70,6 +71,10 @@ pub fn run(
     domain: Option<(&str, usize)>,
 ) -> Vec<(String, Metrics)> {
     let mut out = Vec::new();
+    if kind == TaskKind::Generation {
+        out.push(("unigram".to_string(), unigram_perplexity(train, test, vocab)));
+        return out;
+    }
     match kind {
         TaskKind::Classification => {
             let mut prior = vec![0.0f32; classes];
@@ -82,6 +87,7 @@ pub fn run(
             let pred = Tensor::full([test.len() as i64, 1], mean, (Kind::Double, Device::Cpu));
             out.push(("mean".to_string(), score(kind, &pred, test)));
         }
+        TaskKind::Generation => {}
     }
     let ids = |d: &Encoded| d.ids.clone();
     out.extend(linear_baseline("bag_of_tokens", kind, classes, vocab, [train, val, test], ids, metric));
@@ -98,6 +104,28 @@ pub fn run(
         ));
     }
     out
+}
+
+/// Perplexity of an add-one-smoothed unigram model of the training tokens on the
+/// test tokens (every token after `<bos>`), the floor a generation adapter must clear.
+fn unigram_perplexity(train: &Encoded, test: &Encoded, vocab: i64) -> Metrics {
+    let mut counts = vec![1.0f64; vocab as usize];
+    let mut total = vocab as f64;
+    for seq in &train.ids {
+        for &t in seq.iter().skip(1) {
+            counts[t as usize] += 1.0;
+            total += 1.0;
+        }
+    }
+    let (mut nll, mut n) = (0.0, 0usize);
+    for seq in &test.ids {
+        for &t in seq.iter().skip(1) {
+            nll -= (counts[t as usize] / total).ln();
+            n += 1;
+        }
+    }
+    let mean = nll / n.max(1) as f64;
+    [("loss".to_string(), mean), ("perplexity".to_string(), mean.exp())].into_iter().collect()
 }
 
 /// A linear model on sparse binary rows, its L2 strength chosen on validation.
@@ -143,14 +171,15 @@ fn fit_linear(
             let w = Tensor::linalg_solve(&a, &xc.transpose(0, 1).matmul(&(&y - &mean)), true);
             Box::new(move |z: &Tensor| (z.to_dense(None, false) - &xm).matmul(&w) + &mean)
         }
+        TaskKind::Generation => Box::new(|z: &Tensor| z.shallow_clone()),
         TaskKind::Classification => {
-            // Gradients by hand with CSR matrices for X and Xᵀ: autograd through a
-            // sparse mm would transpose and coalesce X at every step.
+            // Gradients by hand with CSR copies of X and Xᵀ made once: autograd
+            // through a sparse mm would transpose and coalesce X at every step.
             let n = labels.len() as f64;
             let y = Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
             let onehot = y.one_hot(classes as i64).to_kind(Kind::Float);
-            let x_csr = x.to_sparse_csr(None);
-            let xt_csr = x.transpose(0, 1).coalesce().to_sparse_csr(None);
+            let x_rows = x.to_sparse_csr(None);
+            let xt_rows = x.transpose(0, 1).coalesce().to_sparse_csr(None);
             let w = Tensor::zeros([d, classes as i64], (Kind::Float, Device::Cpu));
             let b = Tensor::zeros([classes as i64], (Kind::Float, Device::Cpu));
             let mut opt = plinth_train::optim::AdamW::new(
@@ -158,8 +187,8 @@ fn fit_linear(
                 plinth_train::optim::AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
             );
             for _ in 0..300 {
-                let residual = ((x_csr.mm(&w) + &b).softmax(-1, Kind::Float) - &onehot) / n; // (N, K)
-                let gw = xt_csr.mm(&residual) + &w * (2.0 * lambda);
+                let residual = ((x_rows.mm(&w) + &b).softmax(-1, Kind::Float) - &onehot) / n; // (N, K)
+                let gw = xt_rows.mm(&residual) + &w * (2.0 * lambda);
                 let gb = residual.sum_dim_intlist(0, false, Kind::Float);
                 opt.step(&[gw, gb], 0.1);
             }

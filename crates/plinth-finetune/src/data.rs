@@ -69,6 +69,7 @@ pub fn fetch_split(
                 row.label.fract() == 0.0 && row.label >= 0.0 && (row.label as usize) < spec.labels.len()
             }
             TaskKind::Regression => row.label.is_finite(),
+            TaskKind::Generation => true,
         } && spec.features.as_ref().is_none_or(|f| row.features.iter().all(|&i| (i as usize) < f.size));
         if !ok {
             return Err(TrainError::Invalid(format!(
@@ -140,6 +141,7 @@ pub fn label_tensor(labels: &[f64], kind: TaskKind, scale: (f64, f64), device: D
                 .to_kind(Kind::Float)
                 .to_device(device)
         }
+        TaskKind::Generation => Tensor::zeros([labels.len() as i64], (Kind::Float, device)),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod baselines;
 mod config;
 pub mod data;
+pub mod lm;
 pub mod metrics;
 mod run;
 pub mod task;

@@ -7,7 +7,7 @@ pub type Metrics = BTreeMap<String, f64>;
 
 /// True when `metric` improves as it grows.
 pub fn higher_is_better(metric: &str) -> bool {
-    !matches!(metric, "rmse" | "mae" | "loss")
+    !matches!(metric, "rmse" | "mae" | "loss" | "perplexity")
 }
 
 /// Accuracy, macro-F1 and (binary only) ROC-AUC from class probabilities (N, K).

@@ -148,21 +148,37 @@ impl Finetuner {
                 let std = (train.labels.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n).sqrt();
                 (mean, if std > 0.0 { std } else { 1.0 })
             }
-            TaskKind::Classification => (0.0, 1.0),
+            TaskKind::Classification | TaskKind::Generation => (0.0, 1.0),
         };
+        let generation = spec.kind == TaskKind::Generation;
+        if generation && base.mode() != AttentionMode::Causal {
+            return Err(TrainError::Invalid(format!(
+                "{}/{} is a generation task and needs a causal base, but {} was pretrained masked",
+                cfg.task.plugin,
+                cfg.task.name,
+                cfg.base.display()
+            )));
+        }
+        if generation && cfg.adapter.mode == Mode::Head {
+            return Err(TrainError::Invalid(
+                "a generation task has no head to train alone; use mode = \"lora\" or \"full\"".into(),
+            ));
+        }
         let pooling = cfg.head.pooling.unwrap_or(match base.mode() {
             AttentionMode::Causal => Pooling::Last,
             AttentionMode::Bidirectional => Pooling::Mean,
         });
-        let head_task = match spec.kind {
-            TaskKind::Classification => HeadKind::Classification { classes: spec.labels.len() as i64 },
-            TaskKind::Regression => HeadKind::Regression { outputs: 1 },
+        let head = match spec.kind {
+            TaskKind::Classification => {
+                Some(HeadConfig { task: HeadKind::Classification { classes: spec.labels.len() as i64 }, pooling })
+            }
+            TaskKind::Regression => Some(HeadConfig { task: HeadKind::Regression { outputs: 1 }, pooling }),
+            TaskKind::Generation => None,
         };
-        let head = HeadConfig { task: head_task, pooling };
         let mode = cfg.adapter.mode;
         let lora = (mode == Mode::Lora).then(|| cfg.adapter.lora());
         tch::manual_seed(cfg.train.seed as i64);
-        let parts = TaskParts::new(&base.model, mode, lora.as_ref(), &head, opts.device)?;
+        let parts = TaskParts::new(&base.model, mode, lora.as_ref(), head.as_ref(), opts.device)?;
         let mut trainable = named_variables(&parts.vs);
         if mode == Mode::Full {
             base.vs.unfreeze();
@@ -286,14 +302,22 @@ impl Finetuner {
             let seqs: Vec<&[u32]> = rows.iter().map(|&i| self.train.ids[i].as_slice()).collect();
             let labels: Vec<f64> = rows.iter().map(|&i| self.train.labels[i]).collect();
             let (ids, valid) = batch(&seqs, pad, device);
-            let y = label_tensor(&labels, self.spec.kind, self.meta.label_scale, device);
-            let opts =
-                ForwardOptions { mode: self.base.mode(), adapter: self.parts.adapter.as_ref(), padding: Some(&valid) };
-            let hidden = match self.meta.mode {
-                Mode::Head => tch::no_grad(|| self.base.model.hidden_with(&ids, None, &opts))?,
-                _ => self.base.model.hidden_with(&ids, None, &opts)?,
+            let loss = match &self.parts.head {
+                None => crate::lm::lm_loss(&self.base.model, &ids, &valid, self.parts.adapter.as_ref())?.0,
+                Some(head) => {
+                    let y = label_tensor(&labels, self.spec.kind, self.meta.label_scale, device);
+                    let opts = ForwardOptions {
+                        mode: self.base.mode(),
+                        adapter: self.parts.adapter.as_ref(),
+                        padding: Some(&valid),
+                    };
+                    let hidden = match self.meta.mode {
+                        Mode::Head => tch::no_grad(|| self.base.model.hidden_with(&ids, None, &opts))?,
+                        _ => self.base.model.hidden_with(&ids, None, &opts)?,
+                    };
+                    head.loss(&head.forward(&hidden, &valid), &y)?
+                }
             };
-            let loss = self.parts.head.loss(&self.parts.head.forward(&hidden, &valid), &y)?;
             let mut grads = gradients(&loss, &params);
             if self.cfg.train.clip_norm > 0.0 {
                 clip_grad_norm(&mut grads, self.cfg.train.clip_norm);
@@ -367,6 +391,12 @@ impl Finetuner {
             Split::Validation => &self.val,
             Split::Test => &self.test,
         };
+        if self.spec.kind == TaskKind::Generation {
+            let pad = self.base.tokenizer.id(Special::Pad);
+            let device = self.base.model.device();
+            let bs = self.cfg.train.batch_size;
+            return crate::lm::perplexity(&self.base.model, self.parts.adapter.as_ref(), &data.ids, pad, bs, device);
+        }
         let pred = predict_ids(
             &self.base.model,
             self.base.mode(),

@@ -44,7 +44,9 @@ pub struct FinetuneMeta {
     pub mode: Mode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
-    pub head: HeadConfig,
+    /// The task head; none for generation tasks (the LM head is the base's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadConfig>,
     /// The base checkpoint folder the run used (informative; the hash is what binds).
     pub base: PathBuf,
     /// SHA-256 of the base's `model.safetensors`.
@@ -62,7 +64,7 @@ pub struct FinetuneMeta {
 pub struct TaskParts {
     pub vs: nn::VarStore,
     pub adapter: Option<LoraAdapter>,
-    pub head: TaskHead,
+    pub head: Option<TaskHead>,
 }
 
 impl TaskParts {
@@ -70,7 +72,7 @@ impl TaskParts {
         base: &Transformer,
         mode: Mode,
         lora: Option<&LoraConfig>,
-        head: &HeadConfig,
+        head: Option<&HeadConfig>,
         device: Device,
     ) -> Result<Self> {
         let vs = nn::VarStore::new(device);
@@ -79,7 +81,7 @@ impl TaskParts {
             (Mode::Lora, None) => return Err(TrainError::Invalid("lora mode needs LoRA settings".into())),
             _ => None,
         };
-        let head = TaskHead::new(&(vs.root() / "head"), base.config().d_model, head)?;
+        let head = head.map(|h| TaskHead::new(&(vs.root() / "head"), base.config().d_model, h)).transpose()?;
         Ok(TaskParts { vs, adapter, head })
     }
 }
@@ -99,6 +101,9 @@ pub fn predict_ids(
     batch_size: usize,
 ) -> Result<Tensor> {
     let device = model.device();
+    let head = parts.head.as_ref().ok_or_else(|| {
+        TrainError::Invalid("a generation task has no prediction head; generate with it instead".into())
+    })?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| ids[i].len());
     let mut outs = Vec::new();
@@ -108,10 +113,10 @@ pub fn predict_ids(
             let (x, valid) = batch(&seqs, pad, device);
             let opts = ForwardOptions { mode, adapter: parts.adapter.as_ref(), padding: Some(&valid) };
             let hidden = model.hidden_with(&x, None, &opts)?;
-            let out = parts.head.forward(&hidden, &valid).to_kind(Kind::Float);
+            let out = head.forward(&hidden, &valid).to_kind(Kind::Float);
             outs.push(match kind {
                 TaskKind::Classification => out.softmax(-1, Kind::Float),
-                TaskKind::Regression => out * scale.1 + scale.0,
+                TaskKind::Regression | TaskKind::Generation => out * scale.1 + scale.0,
             });
         }
         Ok(())
@@ -173,7 +178,7 @@ impl FinetunedTask {
             )));
         }
         let device = base.model.device();
-        let mut parts = TaskParts::new(&base.model, meta.mode, meta.lora.as_ref(), &meta.head, device)?;
+        let mut parts = TaskParts::new(&base.model, meta.mode, meta.lora.as_ref(), meta.head.as_ref(), device)?;
         load_into(&mut parts.vs, &dir.join(TASK_WEIGHTS))?;
         parts.vs.freeze();
         if let Some(a) = parts.adapter.as_mut() {
@@ -232,8 +237,38 @@ impl FinetunedTask {
         };
         let rows = crate::data::fetch_split(plugins, &task, &self.meta.spec, split)?;
         let enc = crate::data::encode(&base.tokenizer, &rows, self.meta.max_len)?;
+        if self.meta.spec.kind == TaskKind::Generation {
+            let model = self.own_base.as_ref().map_or(&base.model, |(_, m)| m);
+            let pad = base.tokenizer.id(Special::Pad);
+            return crate::lm::perplexity(
+                model,
+                self.parts.adapter.as_ref(),
+                &enc.ids,
+                pad,
+                batch_size,
+                model.device(),
+            );
+        }
         let pred = self.predict_ids(base, &enc.ids, batch_size)?;
         Ok(crate::baselines::score(self.meta.spec.kind, &pred, &enc))
+    }
+
+    /// Continues `prompt` with the task's adapter on the base (generation tasks).
+    pub fn generate(
+        &self,
+        base: &Checkpoint,
+        prompt: &str,
+        cfg: &plinth_generate::SamplingConfig,
+    ) -> Result<plinth_generate::Generation> {
+        if self.meta.spec.kind != TaskKind::Generation {
+            return Err(TrainError::Invalid(format!(
+                "{} is a {:?} task; generate with a generation task, predict with this one",
+                self.meta.task, self.meta.spec.kind
+            )));
+        }
+        let model = self.own_base.as_ref().map_or(&base.model, |(_, m)| m);
+        plinth_generate::generate_with(model, &base.tokenizer, prompt, cfg, self.parts.adapter.as_ref())
+            .map_err(|e| TrainError::Invalid(e.to_string()))
     }
 
     pub fn resident_bytes(&self) -> usize {

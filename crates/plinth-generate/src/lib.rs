@@ -86,7 +86,20 @@ pub fn generate_ids(
     prompt: &[u32],
     cfg: &SamplingConfig,
 ) -> Result<Generation> {
+    generate_ids_with(model, tok, prompt, cfg, None)
+}
+
+/// [`generate_ids`] with a LoRA adapter applied on top of the base (a finetuned
+/// generation task); the base weights are not touched.
+pub fn generate_ids_with(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    prompt: &[u32],
+    cfg: &SamplingConfig,
+    adapter: Option<&plinth_model::lora::LoraAdapter>,
+) -> Result<Generation> {
     check_sampling(cfg)?;
+    let opts = plinth_model::ForwardOptions { adapter, ..plinth_model::ForwardOptions::new(AttentionMode::Causal) };
     let ctx = model.config().max_seq_len as usize;
     if prompt.is_empty() {
         return Err(GenerateError::Input("the prompt is empty".into()));
@@ -114,11 +127,11 @@ pub fn generate_ids(
             let logits = match cache.as_mut() {
                 Some(c) => {
                     let ids = Tensor::from_slice(&next_input).view([1, -1]).to_device(device);
-                    model.forward(&ids, AttentionMode::Causal, Some(c))?
+                    model.forward_with(&ids, Some(c), &opts)?
                 }
                 None => {
                     let ids = Tensor::from_slice(&all).view([1, -1]).to_device(device);
-                    model.forward(&ids, AttentionMode::Causal, None)?
+                    model.forward_with(&ids, None, &opts)?
                 }
             }; // (1, T, V)
             let last = logits.select(1, -1).squeeze_dim(0); // (V,)
@@ -153,9 +166,20 @@ pub fn generate_ids(
 
 /// Continues a text prompt; the prompt is framed as a document start (`<bos>`).
 pub fn generate(model: &Transformer, tok: &PlinthTokenizer, prompt: &str, cfg: &SamplingConfig) -> Result<Generation> {
+    generate_with(model, tok, prompt, cfg, None)
+}
+
+/// [`generate`] with a LoRA adapter on top of the base.
+pub fn generate_with(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    prompt: &str,
+    cfg: &SamplingConfig,
+    adapter: Option<&plinth_model::lora::LoraAdapter>,
+) -> Result<Generation> {
     let mut ids = vec![Special::Bos.id()];
     ids.extend(tok.encode(prompt)?);
-    generate_ids(model, tok, &ids, cfg)
+    generate_ids_with(model, tok, &ids, cfg, adapter)
 }
 
 /// A filled blank.

@@ -80,6 +80,7 @@ struct StageToml {
     top_p: Option<f64>,
     max_tokens: Option<usize>,
     seed: Option<u64>,
+    adapter: Option<String>,
     // predict
     run: Option<String>,
     input: Option<String>,
@@ -123,6 +124,8 @@ pub enum Op {
     },
     Generate {
         checkpoint: PathBuf,
+        /// A finetuned generation task whose adapter is applied.
+        adapter: Option<PathBuf>,
         samples: usize,
         prompt: String,
         prompt_field: Option<String>,
@@ -334,7 +337,19 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
                 use_cache: true,
             };
             out.insert(field.clone(), FieldType::String);
+            let adapter = match &s.adapter {
+                Some(a) => {
+                    let dir = plinth_finetune::task::resolve_dir(&resolve(a)).map_err(|e| e.to_string())?;
+                    let meta = plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?;
+                    if meta.spec.kind != plinth_data::TaskKind::Generation {
+                        return Err(format!("adapter {a} is a {:?} task, not a generation task", meta.spec.kind));
+                    }
+                    Some(dir)
+                }
+                None => None,
+            };
             Op::Generate {
+                adapter,
                 checkpoint: resolve(need(&s.checkpoint, "checkpoint")?),
                 samples: s.samples.unwrap_or(1),
                 prompt: s.prompt.clone().unwrap_or_default(),
@@ -351,6 +366,9 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
             let meta = plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?;
             let output = s.output.clone().unwrap_or_else(|| meta.task.clone());
             let classification = match meta.spec.kind {
+                plinth_data::TaskKind::Generation => {
+                    return Err(format!("{} is a generation task; use it as a generate stage's `adapter`", run.display()));
+                }
                 plinth_data::TaskKind::Regression => {
                     out.insert(output.clone(), FieldType::Number);
                     None

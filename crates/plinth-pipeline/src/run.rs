@@ -208,13 +208,21 @@ pub fn run(p: &Pipeline, plugins: &dyn PluginData, opts: RunOptions) -> Result<S
                 tick(r.len() as u64);
                 r
             }
-            Op::Generate { checkpoint, samples, prompt, prompt_field, field, sampling } => {
+            Op::Generate { checkpoint, adapter, samples, prompt, prompt_field, field, sampling } => {
                 let ck = models.base(checkpoint, opts.device).map_err(fail)?;
+                let task = adapter
+                    .as_ref()
+                    .map(|a| FinetunedTask::load(a, &ck))
+                    .transpose()
+                    .map_err(|e| fail(e.to_string()))?;
                 let gen = |prompt: &str, seed: u64| {
                     let cfg = plinth_generate::SamplingConfig { seed, ..sampling.clone() };
-                    plinth_generate::generate(&ck.model, &ck.tokenizer, prompt, &cfg)
-                        .map(|g| g.text)
-                        .map_err(|e| e.to_string())
+                    match &task {
+                        Some(t) => t.generate(&ck, prompt, &cfg).map(|g| g.text).map_err(|e| e.to_string()),
+                        None => plinth_generate::generate(&ck.model, &ck.tokenizer, prompt, &cfg)
+                            .map(|g| g.text)
+                            .map_err(|e| e.to_string()),
+                    }
                 };
                 let mut out = Vec::new();
                 match prompt_field {

@@ -137,6 +137,18 @@ impl Finetuner {
             train_rows.truncate(cfg.task.max_train);
         }
         let (val_rows, test_rows) = (fetch(Split::Validation)?, fetch(Split::Test)?);
+        if spec.kind == TaskKind::Classification {
+            for (name, rows) in [("validation", &val_rows), ("test", &test_rows)] {
+                let first = rows[0].label;
+                if rows.iter().all(|r| r.label == first) {
+                    tracing::warn!(
+                        "the {name} split of {}/{} holds only class {first}; its ROC-AUC is 0.5 and accuracy says little",
+                        cfg.task.plugin,
+                        cfg.task.name
+                    );
+                }
+            }
+        }
         let max_len = cfg.train.max_len;
         let train = encode(&base.tokenizer, &train_rows, max_len)?;
         let val = encode(&base.tokenizer, &val_rows, max_len)?;

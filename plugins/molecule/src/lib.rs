@@ -116,7 +116,8 @@ pub fn scaffold_split(smiles: &[String]) -> Vec<Split> {
         groups.entry(key).or_default().push(i);
     }
     let mut sets: Vec<Vec<usize>> = groups.into_values().collect();
-    sets.sort_by(|a, b| b.len().cmp(&a.len()).then(a[0].cmp(&b[0])));
+    // DeepChem's order: larger groups first; among equal sizes, the later first index first.
+    sets.sort_by(|a, b| b.len().cmp(&a.len()).then(b[0].cmp(&a[0])));
     let n = smiles.len() as f64;
     let mut out = vec![Split::Train; smiles.len()];
     let (mut train, mut val) = (0usize, 0usize);

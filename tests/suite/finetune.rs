@@ -294,15 +294,7 @@ fn generation_finetune_lowers_perplexity_and_leaves_the_base() {
         assert_eq!(bits(&original), bits(now), "base weight {name} changed");
     }
     let task = FinetunedTask::load(&out, &before).expect("load");
-    let cfg = plinth_generate::SamplingConfig {
-        max_new_tokens: 8,
-        temperature: 0.0,
-        top_k: 0,
-        top_p: 1.0,
-        seed: 0,
-        stop: Vec::new(),
-        use_cache: true,
-    };
+    let cfg = plinth_generate::SamplingConfig { max_new_tokens: 8, ..Default::default() };
     let with = task.generate(&before, "the", &cfg).expect("generate");
     assert!(!with.ids.is_empty() || with.finish == plinth_generate::FinishReason::EndOfText);
     let m = task.evaluate(&before, &Tasks, Split::Validation, 8).expect("eval");

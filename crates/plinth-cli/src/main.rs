@@ -312,21 +312,6 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Serves plugin data components to the trainer.
-#[derive(Debug)]
-struct HostDocuments(plinth_plugin_host::PluginHost);
-
-impl plinth_data::PluginData for HostDocuments {
-    fn call(&self, plugin: &str, component: &str, request: &str) -> Result<String, String> {
-        self.0.get(plugin).and_then(|p| p.call(component, request)).map_err(|e| e.to_string())
-    }
-
-    fn spec(&self, plugin: &str, component: &str) -> Result<String, String> {
-        let p = self.0.get(plugin).map_err(|e| e.to_string())?;
-        Ok(p.component(component).map_err(|e| e.to_string())?.spec.clone())
-    }
-}
-
 fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {
     let cfg = PretrainConfig::from_file(config)?;
     let wants_plugins =
@@ -339,7 +324,7 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
                     tracing::warn!("skipping {}: {e}", path.display());
                 }
             }
-            Some(std::sync::Arc::new(HostDocuments(host)))
+            Some(std::sync::Arc::new(host))
         }
         false => None,
     };
@@ -374,14 +359,14 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
 }
 
 /// Every plugin in the default search path, as plugin data for training.
-fn plugin_data() -> Result<HostDocuments> {
+fn plugin_data() -> Result<plinth_plugin_host::PluginHost> {
     let mut host = plugin_host(std::path::Path::new(DEFAULT_PLUGINS_CONFIG))?;
     for (path, result) in host.discover() {
         if let Err(e) = result {
             tracing::warn!("skipping {}: {e}", path.display());
         }
     }
-    Ok(HostDocuments(host))
+    Ok(host)
 }
 
 fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {

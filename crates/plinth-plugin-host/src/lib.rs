@@ -419,3 +419,16 @@ fn take_buf(buf: &mut PlBuf) -> String {
     *buf = PlBuf::EMPTY;
     text
 }
+
+/// The loaded plugins as data for training, finetuning and pipelines: `call` reaches a
+/// component's `call` entry (data components, stages), `spec` its declared JSON.
+impl plinth_data::PluginData for PluginHost {
+    fn call(&self, plugin: &str, component: &str, request: &str) -> std::result::Result<String, String> {
+        self.get(plugin).and_then(|p| p.call(component, request)).map_err(|e| e.to_string())
+    }
+
+    fn spec(&self, plugin: &str, component: &str) -> std::result::Result<String, String> {
+        let p = self.get(plugin).map_err(|e| e.to_string())?;
+        Ok(p.component(component).map_err(|e| e.to_string())?.spec.clone())
+    }
+}

@@ -52,6 +52,7 @@ impl PluginData for Tasks {
                 metric: "roc_auc".into(),
                 source: String::new(),
                 features: None,
+                input_check: None,
             },
             "words" => TaskSpec {
                 kind: TaskKind::Regression,
@@ -60,6 +61,7 @@ impl PluginData for Tasks {
                 metric: "rmse".into(),
                 source: String::new(),
                 features: None,
+                input_check: None,
             },
             "story" => TaskSpec {
                 kind: TaskKind::Generation,
@@ -68,6 +70,7 @@ impl PluginData for Tasks {
                 metric: "perplexity".into(),
                 source: String::new(),
                 features: None,
+                input_check: None,
             },
             other => return Err(format!("no task {other}")),
         };

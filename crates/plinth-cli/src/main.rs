@@ -432,6 +432,23 @@ fn predict(
         bail!("nothing to predict: pass inputs as arguments or one per line on stdin");
     }
     let (ck, tasks) = load_tasks(runs, base, device)?;
+    // Inputs a task's plugin rejects (an invalid SMILES, say) are refused before any prediction.
+    let needs_check = tasks.iter().any(|t| t.meta.spec.input_check.is_some());
+    let plugins = if needs_check { Some(plugin_data()?) } else { None };
+    for t in &tasks {
+        if let (Some(check), Some(host)) = (&t.meta.spec.input_check, &plugins) {
+            for (i, input) in inputs.iter().enumerate() {
+                if let Err(reason) = check.check(host, &t.meta.plugin, input) {
+                    bail!(
+                        "input {} ({input:?}) is not valid for {}/{}: {reason}; nothing was predicted",
+                        i + 1,
+                        t.meta.plugin,
+                        t.meta.task
+                    );
+                }
+            }
+        }
+    }
     let mut answers: Vec<serde_json::Map<String, serde_json::Value>> = inputs
         .iter()
         .map(|t| serde_json::Map::from_iter([("input".to_string(), serde_json::Value::from(t.as_str()))]))

@@ -44,6 +44,27 @@ pub struct TaskSpec {
     /// baselines use beside its bag-of-tokens one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<FeatureSpec>,
+    /// A stage of the same plugin that checks one input before prediction, called
+    /// with `{FIELD: input}`; an input it rejects is refused with its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_check: Option<InputCheck>,
+}
+
+/// Names the stage (and the record field it reads) that validates task inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputCheck {
+    pub stage: String,
+    pub field: String,
+}
+
+impl InputCheck {
+    /// Runs the check on one input through `plugins`; `Err` carries the stage's reason.
+    pub fn check(&self, plugins: &dyn crate::PluginData, plugin: &str, input: &str) -> Result<(), String> {
+        let mut record = serde_json::Map::new();
+        record.insert(self.field.clone(), serde_json::Value::from(input));
+        plugins.call(plugin, &self.stage, &serde_json::Value::Object(record).to_string()).map(|_| ())
+    }
 }
 
 /// Names a sparse binary feature vector of `size` dimensions that rows list by index.
@@ -145,6 +166,7 @@ mod tests {
             metric: "roc_auc".into(),
             source: String::new(),
             features: None,
+            input_check: None,
         };
         assert!(spec.validate().is_ok());
         spec.metric = "rmse".into();
@@ -152,6 +174,30 @@ mod tests {
         spec.metric = "accuracy".into();
         spec.labels.pop();
         assert!(spec.validate().is_err());
+    }
+
+    #[derive(Debug)]
+    struct Checker;
+
+    impl crate::PluginData for Checker {
+        fn call(&self, plugin: &str, component: &str, request: &str) -> Result<String, String> {
+            assert_eq!((plugin, component), ("chem", "validate"));
+            let v: serde_json::Value = serde_json::from_str(request).map_err(|e| e.to_string())?;
+            match v["smiles"].as_str() {
+                Some(s) if !s.contains('(') || s.contains(')') => Ok(request.to_string()),
+                _ => Err("unclosed branch".into()),
+            }
+        }
+        fn spec(&self, _: &str, _: &str) -> Result<String, String> {
+            Ok("{}".into())
+        }
+    }
+
+    #[test]
+    fn input_checks_call_the_named_stage_with_the_named_field() {
+        let check = InputCheck { stage: "validate".into(), field: "smiles".into() };
+        assert!(check.check(&Checker, "chem", "CC(C)O").is_ok());
+        assert_eq!(check.check(&Checker, "chem", "CC(").expect_err("rejected"), "unclosed branch");
     }
 
     #[test]

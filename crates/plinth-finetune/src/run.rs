@@ -115,7 +115,7 @@ impl Finetuner {
     pub fn new(cfg: FinetuneConfig, plugins: &dyn PluginData, opts: FinetuneOptions) -> Result<Self> {
         cfg.validate().map_err(TrainError::Invalid)?;
         let state_dir = cfg.out_dir.join(STATE_DIR);
-        if state_dir.exists() && !opts.resume {
+        if (state_dir.exists() || cfg.out_dir.join(BEST_DIR).exists()) && !opts.resume {
             return Err(TrainError::Invalid(format!(
                 "{} already holds a finetune run; pass --resume to continue it, or choose another out_dir (nothing was changed)",
                 cfg.out_dir.display()

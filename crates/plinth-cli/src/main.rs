@@ -317,15 +317,7 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
     let wants_plugins =
         matches!(cfg.data.corpus, plinth_data::CorpusSource::Plugin(_)) || cfg.tokenizer.plugin.is_some();
     let plugins: Option<std::sync::Arc<dyn plinth_data::PluginData>> = match wants_plugins {
-        true => {
-            let mut host = plugin_host(std::path::Path::new(DEFAULT_PLUGINS_CONFIG))?;
-            for (path, result) in host.discover() {
-                if let Err(e) = result {
-                    tracing::warn!("skipping {}: {e}", path.display());
-                }
-            }
-            Some(std::sync::Arc::new(host))
-        }
+        true => Some(std::sync::Arc::new(plugin_data()?)),
         false => None,
     };
     let opts = RunOptions {

@@ -134,6 +134,20 @@ impl Alerts {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// [`Alerts::from_file`] read and compiled once per path and process (a stage
+    /// calls this for every record).
+    pub fn from_file_cached(path: &Path) -> Result<std::sync::Arc<Alerts>, String> {
+        static CACHE: std::sync::Mutex<Vec<(std::path::PathBuf, std::sync::Arc<Alerts>)>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut cache = CACHE.lock().map_err(|_| "alerts cache lock poisoned".to_string())?;
+        if let Some((_, a)) = cache.iter().find(|(p, _)| p == path) {
+            return Ok(a.clone());
+        }
+        let alerts = std::sync::Arc::new(Self::from_file(path)?);
+        cache.push((path.to_path_buf(), alerts.clone()));
+        Ok(alerts)
+    }
+
     /// The shipped list (`alerts/default.toml`).
     pub fn default_list() -> Result<&'static Alerts, String> {
         static LIST: OnceLock<Result<Alerts, String>> = OnceLock::new();

@@ -292,9 +292,13 @@ pub fn stage_descriptors(input: &str) -> Result<String, String> {
 
 pub fn stage_hazard(input: &str) -> Result<String, String> {
     let (mut map, s) = record(input)?;
-    let alerts = match map.get("params").and_then(|p| p.get("alerts")).and_then(Value::as_str) {
-        Some(path) => chem::Alerts::from_file(std::path::Path::new(path))?,
-        None => chem::Alerts::default_list()?.clone(),
+    let from_file;
+    let alerts: &chem::Alerts = match map.get("params").and_then(|p| p.get("alerts")).and_then(Value::as_str) {
+        Some(path) => {
+            from_file = chem::Alerts::from_file_cached(std::path::Path::new(path))?;
+            &from_file
+        }
+        None => chem::Alerts::default_list()?,
     };
     map.remove("params");
     if let Some(hit) = alerts.first_match(&s)? {
@@ -522,5 +526,20 @@ mod tests {
         assert_eq!(d["heavy_atoms"], 13);
         assert!(stage_hazard(r#"{"smiles": "CC(C)OP(C)(=O)F"}"#).expect_err("sarin").contains("P-F"));
         assert!(stage_hazard(r#"{"smiles": "CC(=O)Nc1ccc(O)cc1"}"#).is_ok());
+        // params.alerts replaces the shipped list (read once, then served from the cache).
+        let dir = std::env::temp_dir().join(format!("plinth-alerts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("phenol.toml");
+        std::fs::write(&file, "[[alert]]\nname = \"phenol\"\nsmarts = \"c[OH]\"\nexample = \"Oc1ccccc1\"\n")
+            .expect("write");
+        let rec = |s: &str| format!(r#"{{"smiles": "{s}", "params": {{"alerts": "{}"}}}}"#, file.display());
+        for _ in 0..2 {
+            assert!(stage_hazard(&rec("CC(=O)Nc1ccc(O)cc1")).expect_err("phenol").contains("phenol"));
+            let out: Value =
+                serde_json::from_str(&stage_hazard(&rec("CC(C)OP(C)(=O)F")).expect("not a phenol")).expect("json");
+            assert_eq!(out["hazard_checked"], 1);
+            assert!(out.get("params").is_none());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

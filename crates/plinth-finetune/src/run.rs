@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use plinth_data::{PluginData, Split, SplitMix64, TaskKind, TaskSpec};
-use plinth_model::checkpoint::{self as ckpt, load_into, named_variables, save_tensors, write_atomic};
+use plinth_model::checkpoint::{self as ckpt, load_into, named_variables, replace_dir, save_tensors, write_atomic};
 use plinth_model::heads::{HeadConfig, HeadKind, Pooling};
 use plinth_model::lora::weights_sha256;
 use plinth_model::{AttentionMode, ForwardOptions};
@@ -425,29 +425,21 @@ impl Finetuner {
     /// Writes the task (and with `resume_state`, the optimizer and progress) to
     /// `dir`, replacing an older copy only once the new one is complete.
     fn save_task(&self, dir: &Path, resume_state: bool) -> Result<()> {
-        let parent = dir.parent().unwrap_or(Path::new("."));
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = parent.join(format!(".{name}.tmp{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        save_tensors(&named_variables(&self.parts.vs), &tmp.join(TASK_WEIGHTS))?;
-        if self.meta.mode == Mode::Full {
-            save_tensors(&named_variables(&self.base.vs), &tmp.join(BASE_WEIGHTS))?;
-        }
-        let meta = serde_json::to_string_pretty(&self.meta).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-        write_atomic(&tmp.join(TASK_META), meta.as_bytes())?;
-        if resume_state {
-            save_tensors(&self.opt.state_tensors(), &tmp.join(OPTIMIZER_FILE))?;
-            let p = serde_json::to_string_pretty(&self.progress).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-            write_atomic(&tmp.join(PROGRESS_FILE), p.as_bytes())?;
-        }
-        let old = parent.join(format!(".{name}.old{}", std::process::id()));
-        if dir.exists() {
-            std::fs::rename(dir, &old).map_err(io(dir))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(io(dir))?;
-        let _ = std::fs::remove_dir_all(&old);
-        Ok(())
+        replace_dir(dir, |tmp| {
+            save_tensors(&named_variables(&self.parts.vs), &tmp.join(TASK_WEIGHTS))?;
+            if self.meta.mode == Mode::Full {
+                save_tensors(&named_variables(&self.base.vs), &tmp.join(BASE_WEIGHTS))?;
+            }
+            let meta = serde_json::to_string_pretty(&self.meta).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+            write_atomic(&tmp.join(TASK_META), meta.as_bytes())?;
+            if resume_state {
+                save_tensors(&self.opt.state_tensors(), &tmp.join(OPTIMIZER_FILE))?;
+                let p =
+                    serde_json::to_string_pretty(&self.progress).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+                write_atomic(&tmp.join(PROGRESS_FILE), p.as_bytes())?;
+            }
+            Ok(())
+        })
     }
 
     fn load_weights(&mut self, dir: &Path) -> Result<()> {

@@ -107,29 +107,17 @@ pub struct SaveRequest<'a> {
 /// Writes a complete checkpoint to `dir`, replacing an older one only once the
 /// new one is fully written.
 pub fn save(dir: &Path, req: &SaveRequest<'_>) -> Result<()> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
-    let tmp = parent.join(format!(".{name}.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(TrainError::io(&tmp))?;
-
-    ckpt::save_tensors(&ckpt::named_variables(req.vs), &tmp.join(ckpt::WEIGHTS_FILE))?;
-    ckpt::save_config(req.model_cfg, &tmp)?;
-    req.tokenizer.save(&tmp.join(TOKENIZER_FILE))?;
-    ckpt::save_tensors(&req.optimizer.state_tensors(), &tmp.join(OPTIMIZER_FILE))?;
-    let state = serde_json::to_string_pretty(req.state).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-    ckpt::write_atomic(&tmp.join(STATE_FILE), state.as_bytes())?;
-    let cfg = toml::to_string_pretty(req.config).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-    ckpt::write_atomic(&tmp.join(CONFIG_COPY), cfg.as_bytes())?;
-
-    let old = parent.join(format!(".{name}.old{}", std::process::id()));
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(TrainError::io(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(TrainError::io(dir))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    ckpt::replace_dir(dir, |tmp| {
+        ckpt::save_tensors(&ckpt::named_variables(req.vs), &tmp.join(ckpt::WEIGHTS_FILE))?;
+        ckpt::save_config(req.model_cfg, tmp)?;
+        req.tokenizer.save(&tmp.join(TOKENIZER_FILE))?;
+        ckpt::save_tensors(&req.optimizer.state_tensors(), &tmp.join(OPTIMIZER_FILE))?;
+        let state = serde_json::to_string_pretty(req.state).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        ckpt::write_atomic(&tmp.join(STATE_FILE), state.as_bytes())?;
+        let cfg = toml::to_string_pretty(req.config).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+        ckpt::write_atomic(&tmp.join(CONFIG_COPY), cfg.as_bytes())?;
+        Ok(())
+    })
 }
 
 /// Reads `training.json`.

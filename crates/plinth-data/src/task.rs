@@ -48,6 +48,33 @@ pub struct TaskSpec {
     /// with `{FIELD: input}`; an input it rejects is refused with its reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_check: Option<InputCheck>,
+    /// A prompted generation task (rows carry a `prompt`): how to turn a request
+    /// into a prompt, how to score completions, how to check one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<CompletionSpec>,
+}
+
+/// How the host generates and judges completions for a prompted generation task.
+/// The host trains on `prompt + text` with the loss on `text` only; at test time it
+/// continues each prompt (greedy) and asks the plugin's `scorer` for metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionSpec {
+    /// Stage turning `{"input": request}` into a record with a `"prompt"` string.
+    pub prompt_stage: String,
+    /// Data component answering `{"rows": [{"prompt", "prediction", "reference"}]}`
+    /// with an object of metrics (numbers).
+    pub scorer: String,
+    /// The scorer's headline metric (higher is better), reported first.
+    pub metric: String,
+    /// Stage that rejects a bad completion, called with `{"prompt", "completion"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_check: Option<String>,
+    /// Token budget for one completion.
+    pub max_new_tokens: usize,
+    /// Text that ends a completion (cut before it).
+    #[serde(default)]
+    pub stop: Vec<String>,
 }
 
 /// Names the stage (and the record field it reads) that validates task inputs.
@@ -98,6 +125,9 @@ impl TaskSpec {
         if self.kind == TaskKind::Classification && self.labels.len() < 2 {
             return Err(format!("a classification task needs at least 2 labels, got {:?}", self.labels));
         }
+        if self.completion.is_some() && self.kind != TaskKind::Generation {
+            return Err("`completion` belongs to generation tasks only".into());
+        }
         if self.metric == "roc_auc" && self.labels.len() != 2 {
             return Err("roc_auc needs a binary task (2 labels)".into());
         }
@@ -113,11 +143,15 @@ pub struct LabelledExample {
     pub label: f64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<u32>,
+    /// For prompted generation: what the model is given; `text` is what it
+    /// should continue with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
 }
 
 impl LabelledExample {
     pub fn new(text: impl Into<String>, label: f64) -> Self {
-        LabelledExample { text: text.into(), label, features: Vec::new() }
+        LabelledExample { text: text.into(), label, features: Vec::new(), prompt: None }
     }
 }
 
@@ -167,6 +201,7 @@ mod tests {
             source: String::new(),
             features: None,
             input_check: None,
+            completion: None,
         };
         assert!(spec.validate().is_ok());
         spec.metric = "rmse".into();

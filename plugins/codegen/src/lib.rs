@@ -1,0 +1,295 @@
+//! `codegen`: natural language to Ansible tasks, as IBM's Ansible Wisdom framed it
+//! (completion from the `- name:` line).
+//!
+//! Data comes from the pinned `ansible==14.5.0` and `ansible-core==2.21.5` wheels,
+//! read by this plugin's own code (no Python runs): every module file's `EXAMPLES`
+//! (YAML tasks) and `DOCUMENTATION` (options, with documentation fragments merged).
+//!
+//! * data `ansible-corpus`: the EXAMPLES blocks of one split's module files (for
+//!   pretraining: `{"split": "train"}`, the default, never sees a held-out module);
+//! * task `ansible` (generation, prompted) and its data `ansible-data`: rows
+//!   `{"prompt": "- name: ...\n", "text": <rest of the task>}`, split 80/10/10 by
+//!   module file (`"split_by": "collection"` for the stricter split), exact
+//!   duplicates removed;
+//! * `ansible-score`: exact match, BLEU, schema-correct and Ansible-aware over
+//!   `{"rows": [{"prompt", "prediction", "reference"}]}`;
+//! * `ansible-stats`: extraction counts, split sizes and the skipped blocks;
+//! * `ansible-module`: one module's catalogue entry (options, required ones);
+//! * stages `prompt` (request → prompt), `parse` (one YAML task), `check` (module
+//!   and arguments against the catalogue, with "did you mean") and `playbook`
+//!   (wrap a task in a play).
+
+pub mod catalogue;
+pub mod extract;
+pub mod metrics;
+pub mod pyliteral;
+
+use std::sync::{Arc, OnceLock};
+
+use plinth_data::{CompletionSpec, LabelledExample, PypiPackage, Split, TaskKind, TaskSpec};
+use plinth_plugin_sdk::{export_plugin, Component, Plugin};
+use serde_json::{json, Map, Value};
+
+use catalogue::check_task;
+use extract::{Extracted, Pair};
+
+pub const ANSIBLE: PypiPackage = PypiPackage {
+    name: "ansible",
+    version: "14.5.0",
+    file: "ansible-14.5.0-py3-none-any.whl",
+    sha256: "245623ccc2d31d0f6f4bdb63168d550cad305fb032cc43d96e8f61ce8ab0ba84",
+    licence: "GPL-3.0-or-later (Ansible community package: collections' modules and their EXAMPLES)",
+    requires_python: Some("3.12"),
+};
+
+pub const ANSIBLE_CORE: PypiPackage = PypiPackage {
+    name: "ansible-core",
+    version: "2.21.5",
+    file: "ansible_core-2.21.5-py3-none-any.whl",
+    sha256: "08886f9f3e23d129aa98a01271c4a47833516e1cb7c737a246788cb474f41222",
+    licence: "GPL-3.0-or-later (ansible-core: ansible.builtin modules and documentation fragments)",
+    requires_python: Some("3.12"),
+};
+
+/// The extraction, done once per process.
+pub fn extracted() -> Result<Arc<Extracted>, String> {
+    static CACHE: OnceLock<Result<Arc<Extracted>, String>> = OnceLock::new();
+    CACHE
+        .get_or_init(|| {
+            let cache = plinth_data::cache_dir();
+            let wheels = [ANSIBLE_CORE, ANSIBLE]
+                .iter()
+                .map(|p| plinth_data::fetch_pypi(p, &cache).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (modules, fragments) = extract::read_wheels(&wheels)?;
+            Ok(Arc::new(extract::extract(&modules, &fragments)))
+        })
+        .clone()
+}
+
+/// What must not straddle the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitBy {
+    /// The module file whose EXAMPLES held the task.
+    Module,
+    /// Its whole collection (`community.general`).
+    Collection,
+}
+
+impl SplitBy {
+    fn from_request(req: &Value) -> Result<Self, String> {
+        match req.get("split_by").and_then(Value::as_str) {
+            None | Some("module") => Ok(SplitBy::Module),
+            Some("collection") => Ok(SplitBy::Collection),
+            Some(other) => Err(format!("split_by {other:?} is not \"module\" or \"collection\"")),
+        }
+    }
+
+    /// The split of the module file `fqcn`.
+    pub fn split_of(self, fqcn: &str) -> Split {
+        match self {
+            SplitBy::Module => Split::of_group(fqcn),
+            SplitBy::Collection => Split::of_group(fqcn.rsplit_once('.').map_or(fqcn, |(c, _)| c)),
+        }
+    }
+}
+
+fn parse_request(request: &str) -> Result<Value, String> {
+    let req: Value = if request.trim().is_empty() { json!({}) } else { serde_json::from_str(request).map_err(|e| format!("request is not JSON: {e}"))? };
+    if !req.is_object() {
+        return Err("request must be a JSON object".into());
+    }
+    Ok(req)
+}
+
+fn requested_split(req: &Value, default: Split) -> Result<Split, String> {
+    match req.get("split") {
+        None => Ok(default),
+        Some(s) => serde_json::from_value(s.clone()).map_err(|_| format!("split {s} is not \"train\", \"validation\" or \"test\"")),
+    }
+}
+
+fn max_of(req: &Value) -> usize {
+    req.get("max").and_then(Value::as_u64).map_or(usize::MAX, |m| m as usize)
+}
+
+/// The pairs of one split.
+pub fn pairs(split: Split, by: SplitBy) -> Result<Vec<Pair>, String> {
+    Ok(extracted()?.pairs.iter().filter(|p| by.split_of(&p.source) == split).cloned().collect())
+}
+
+fn answer_corpus(request: &str) -> Result<String, String> {
+    let req = parse_request(request)?;
+    let (split, by) = (requested_split(&req, Split::Train)?, SplitBy::from_request(&req)?);
+    let ex = extracted()?;
+    let docs: Vec<&str> =
+        ex.blocks.iter().filter(|(m, _)| by.split_of(m) == split).map(|(_, t)| t.as_str()).take(max_of(&req)).collect();
+    serde_json::to_string(&docs).map_err(|e| e.to_string())
+}
+
+fn answer_data(request: &str) -> Result<String, String> {
+    let req = parse_request(request)?;
+    let (split, by) = (requested_split(&req, Split::Train)?, SplitBy::from_request(&req)?);
+    let rows: Vec<LabelledExample> = pairs(split, by)?
+        .into_iter()
+        .take(max_of(&req))
+        .map(|p| LabelledExample { prompt: Some(p.prompt), ..LabelledExample::new(p.completion, 0.0) })
+        .collect();
+    serde_json::to_string(&rows).map_err(|e| e.to_string())
+}
+
+fn answer_score(request: &str) -> Result<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Req {
+        rows: Vec<metrics::Scored>,
+    }
+    let req: Req = serde_json::from_str(request)
+        .map_err(|e| format!("score request must be {{\"rows\": [{{\"prompt\", \"prediction\", \"reference\"}}]}}: {e}"))?;
+    let ex = extracted()?;
+    serde_json::to_string(&metrics::score(&req.rows, &ex.catalogue)).map_err(|e| e.to_string())
+}
+
+/// Extraction counts, split sizes and the first skipped blocks.
+pub fn stats_json(ex: &Extracted) -> Value {
+    let sizes = |by: SplitBy| extract::split_sizes(&ex.pairs, |p| by.split_of(&p.source));
+    let corpus_chars: usize =
+        ex.blocks.iter().filter(|(m, _)| SplitBy::Module.split_of(m) == Split::Train).map(|(_, t)| t.len()).sum();
+    json!({
+        "counts": ex.counts,
+        "split_by_module": sizes(SplitBy::Module),
+        "split_by_collection": sizes(SplitBy::Collection),
+        "train_corpus_chars": corpus_chars,
+        "problems": ex.problems.len(),
+        "first_problems": ex.problems.iter().take(20).collect::<Vec<_>>(),
+    })
+}
+
+fn answer_stats(_request: &str) -> Result<String, String> {
+    serde_json::to_string(&stats_json(&*extracted()?)).map_err(|e| e.to_string())
+}
+
+fn answer_module(request: &str) -> Result<String, String> {
+    let req = parse_request(request)?;
+    let name = req.get("module").and_then(Value::as_str).ok_or("request needs {\"module\": NAME}")?;
+    let ex = extracted()?;
+    let m = ex.catalogue.resolve(name, None)?;
+    serde_json::to_string(m).map_err(|e| e.to_string())
+}
+
+/// A stage's record and one of its string fields.
+fn record(input: &str, field: &str) -> Result<(Map<String, Value>, String), String> {
+    let v: Value = serde_json::from_str(input).map_err(|e| format!("record is not JSON: {e}"))?;
+    let Value::Object(map) = v else { return Err("record must be a JSON object".into()) };
+    let s = map.get(field).and_then(Value::as_str).ok_or_else(|| format!("record has no {field:?} string"))?.to_string();
+    Ok((map, s))
+}
+
+fn with(mut map: Map<String, Value>, fields: Value) -> Result<String, String> {
+    map.remove("params");
+    if let Value::Object(f) = fields {
+        map.extend(f);
+    }
+    serde_json::to_string(&Value::Object(map)).map_err(|e| e.to_string())
+}
+
+/// `{"input": request}` → adds `"prompt": "- name: <request>\n"`.
+pub fn stage_prompt(input: &str) -> Result<String, String> {
+    let (map, request) = record(input, "input")?;
+    if request.trim().is_empty() {
+        return Err("the request is empty: say what the task should do".into());
+    }
+    with(map, json!({"prompt": extract::prompt_for(&request)}))
+}
+
+/// A record's task text: `task`, or `prompt` + `completion` (what generation adds).
+fn task_text(input: &str) -> Result<(Map<String, Value>, String), String> {
+    if let Ok(r) = record(input, "task") {
+        return Ok(r);
+    }
+    let (map, prompt) = record(input, "prompt").map_err(|_| "record has no \"task\" (or \"prompt\" and \"completion\") string".to_string())?;
+    let completion = map.get("completion").and_then(Value::as_str).ok_or("record has no \"completion\" string")?.to_string();
+    Ok((map, format!("{prompt}{completion}")))
+}
+
+/// Rejects text that is not one YAML task mapping; adds its `name` and the `task` text.
+pub fn stage_parse(input: &str) -> Result<String, String> {
+    let (map, text) = task_text(input)?;
+    let task = catalogue::parse_task(&text)?;
+    let name = task.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+    with(map, json!({"task": text, "name": name}))
+}
+
+/// Rejects a task whose module is unknown (with a "did you mean") or whose
+/// arguments do not fit the module's documentation; adds the module's FQCN.
+pub fn stage_check(input: &str) -> Result<String, String> {
+    let (map, text) = task_text(input)?;
+    let ex = extracted()?;
+    let check = check_task(&text, &ex.catalogue, None);
+    if let Some(e) = check.error() {
+        return Err(e.to_string());
+    }
+    with(map, json!({"task": text, "module": check.module}))
+}
+
+/// Wraps the record's task in a playbook: `params.hosts` (default `all`) and
+/// `params.become` (default false).
+pub fn stage_playbook(input: &str) -> Result<String, String> {
+    let (map, text) = task_text(input)?;
+    let task = catalogue::parse_task(&text)?;
+    let params = map.get("params").cloned().unwrap_or(Value::Null);
+    let hosts = params.get("hosts").and_then(Value::as_str).unwrap_or("all").to_string();
+    let become_ = params.get("become").and_then(Value::as_bool).unwrap_or(false);
+    let mut play = serde_yaml_ng::Mapping::new();
+    play.insert("hosts".into(), hosts.into());
+    if become_ {
+        play.insert("become".into(), true.into());
+    }
+    play.insert("tasks".into(), serde_yaml_ng::Value::Sequence(vec![serde_yaml_ng::Value::Mapping(task)]));
+    let yaml = serde_yaml_ng::to_string(&serde_yaml_ng::Value::Sequence(vec![serde_yaml_ng::Value::Mapping(play)]))
+        .map_err(|e| e.to_string())?;
+    with(map, json!({"playbook": format!("---\n{yaml}")}))
+}
+
+/// The `ansible` task's spec.
+pub fn task_spec() -> TaskSpec {
+    TaskSpec {
+        kind: TaskKind::Generation,
+        labels: Vec::new(),
+        data: "ansible-data".into(),
+        metric: "perplexity".into(),
+        source: "EXAMPLES of ansible 14.5.0 and ansible-core 2.21.5 (PyPI), (name -> task) pairs split 80/10/10 by module file".into(),
+        features: None,
+        input_check: None,
+        completion: Some(CompletionSpec {
+            prompt_stage: "prompt".into(),
+            scorer: "ansible-score".into(),
+            metric: "ansible_aware".into(),
+            output_check: Some("check".into()),
+            max_new_tokens: 160,
+            stop: vec!["\n- ".into()],
+        }),
+    }
+}
+
+struct Codegen;
+
+impl Plugin for Codegen {
+    fn components(&self) -> Vec<Component> {
+        let spec = serde_json::to_string(&task_spec()).unwrap_or_default();
+        let task_schema = r#"{"requires": {"task": "string"}, "adds": {"module": "string"}}"#;
+        vec![
+            Component::data("ansible-corpus", "EXAMPLES blocks (YAML) of a split's module files: {\"split\", \"split_by\", \"max\"}", answer_corpus),
+            Component::task("ansible", "natural language to one Ansible task (completion from `- name:`)", &spec),
+            Component::data("ansible-data", "(name -> task) rows: {\"split\", \"split_by\": \"module\"|\"collection\", \"max\"}", answer_data),
+            Component::data("ansible-score", "exact match, BLEU, schema-correct, Ansible-aware of {\"rows\": [{prompt, prediction, reference}]}", answer_score),
+            Component::data("ansible-stats", "extraction counts, split sizes, skipped blocks", answer_stats),
+            Component::data("ansible-module", "a module's documented options: {\"module\": NAME}", answer_module),
+            Component::stage_with_schema("prompt", "request -> `- name:` prompt", r#"{"requires": {"input": "string"}, "adds": {"prompt": "string"}}"#, stage_prompt),
+            Component::stage_with_schema("parse", "reject text that is not one YAML task", r#"{"requires": {"task": "string"}, "adds": {"name": "string"}}"#, stage_parse),
+            Component::stage_with_schema("check", "reject unknown modules and undocumented or missing options", task_schema, stage_check),
+            Component::stage_with_schema("playbook", "wrap the task in a play (params.hosts, params.become)", r#"{"requires": {"task": "string"}, "adds": {"playbook": "string"}}"#, stage_playbook),
+        ]
+    }
+}
+
+export_plugin!(id: "codegen", version: "0.1.0", create: Codegen);

@@ -33,6 +33,14 @@ demo-text: build
     {{plinth}} fill "Paris, City of Light: the capital and largest city of ___"
     {{plinth}} fill "run: move fast by using one's ___"
 
+# the code-generation plugin end to end: pretrain on Ansible YAML, finetune (name -> task),
+# answer one request, and run the Ansible assistant pipeline (reusing what is trained)
+ansible: build
+    {{plinth}} pretrain --config configs/pretrain/ansible-tiny.toml --resume
+    {{plinth}} finetune --config configs/finetune/ansible.toml --resume
+    {{plinth}} generate --plugin codegen "Install nginx and make sure it is running"
+    {{plinth}} run configs/pipelines/ansible-assistant.toml
+
 # run a pipeline (default: molecule discovery)
 run pipeline="configs/pipelines/molecule-discovery.toml": build
     {{plinth}} run {{pipeline}}

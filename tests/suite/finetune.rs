@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use plinth_data::{LabelledExample, PluginData, Split, TaskKind, TaskRequest, TaskSpec};
+use plinth_data::{CompletionSpec, LabelledExample, PluginData, Split, TaskKind, TaskRequest, TaskSpec};
 use plinth_finetune::{
     AdapterSettings, FinetuneConfig, FinetuneOptions, FinetuneTrain, FinetunedTask, Finetuner, HeadSettings, Mode,
     TaskRef,
@@ -25,7 +25,22 @@ fn sentences() -> Vec<String> {
 
 impl PluginData for Tasks {
     fn call(&self, _plugin: &str, component: &str, request: &str) -> Result<String, String> {
-        let req: TaskRequest = serde_json::from_str(request).map_err(|e| e.to_string())?;
+        let req: serde_json::Value = serde_json::from_str(request).map_err(|e| e.to_string())?;
+        match component {
+            // Prompted generation: frame a request, score completions by exact match.
+            "frame" => {
+                let input = req["input"].as_str().ok_or("no input")?;
+                return Ok(serde_json::json!({"input": input, "prompt": input}).to_string());
+            }
+            "echo-score" => {
+                let rows = req["rows"].as_array().ok_or("no rows")?;
+                let exact = rows.iter().filter(|r| r["prediction"] == r["reference"]).count();
+                let n = rows.len() as f64;
+                return Ok(serde_json::json!({"exact": exact as f64 / n.max(1.0), "n": n}).to_string());
+            }
+            _ => {}
+        }
+        let req: TaskRequest = serde_json::from_value(req).map_err(|e| e.to_string())?;
         let rows: Vec<LabelledExample> = sentences()
             .into_iter()
             .enumerate()
@@ -37,6 +52,12 @@ impl PluginData for Tasks {
             .map(|(_, s)| {
                 let n = s.split_whitespace().count() as f64;
                 let label = if component == "long-data" { f64::from(n > 8.0) } else { n };
+                if component == "echo-data" {
+                    // The first word is the prompt; the answer is the next one.
+                    let words: Vec<&str> = s.split_whitespace().collect();
+                    let prompt = Some(words[0].to_string());
+                    return LabelledExample { prompt, ..LabelledExample::new(format!(" {}", words[1]), 0.0) };
+                }
                 LabelledExample::new(s, label)
             })
             .collect();
@@ -75,6 +96,24 @@ impl PluginData for Tasks {
                 input_check: None,
                 completion: None,
             },
+            "echo" => TaskSpec {
+                kind: TaskKind::Generation,
+                labels: vec![],
+                data: "echo-data".into(),
+                metric: "perplexity".into(),
+                source: String::new(),
+                features: None,
+                input_check: None,
+                completion: Some(CompletionSpec {
+                    prompt_stage: "frame".into(),
+                    scorer: "echo-score".into(),
+                    metric: "exact".into(),
+                    output_check: None,
+                    max_new_tokens: 3,
+                    stop: vec![],
+                    repetition_penalty: 1.0,
+                }),
+            },
             other => return Err(format!("no task {other}")),
         };
         Ok(serde_json::to_string(&spec).expect("spec"))
@@ -112,6 +151,7 @@ fn config(base: &Path, out: &Path, task: &str, mode: Mode) -> FinetuneConfig {
             max_len: 32,
             ..FinetuneTrain::default()
         },
+        score: Default::default(),
     }
 }
 
@@ -134,7 +174,7 @@ fn lora_finetune_changes_only_the_adapter_and_head() {
         .expect("finetuner");
     let fresh_task: Vec<(String, Tensor)> =
         named_variables(&ft.parts().vs).into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
-    let report = ft.run().expect("run");
+    let report = ft.run(&Tasks).expect("run");
     for (name, original) in named_variables(&before.vs) {
         let now = &named_variables(&ft.base().vs).into_iter().find(|(k, _)| *k == name).expect("same names").1;
         assert_eq!(bits(&original), bits(now), "base weight {name} changed during a LoRA run");
@@ -202,7 +242,10 @@ fn a_task_refuses_a_different_base() {
     let base_a = base(&tmp.path().join("a"), 7);
     let base_b = base(&tmp.path().join("b"), 8);
     let out = tmp.path().join("ft");
-    Finetuner::new(config(&base_a, &out, "words", Mode::Lora), &Tasks, opts(false)).expect("ft").run().expect("run");
+    Finetuner::new(config(&base_a, &out, "words", Mode::Lora), &Tasks, opts(false))
+        .expect("ft")
+        .run(&Tasks)
+        .expect("run");
     let other = Checkpoint::load(&base_b, Device::Cpu).expect("b");
     let err = FinetunedTask::load(&out, &other).expect_err("wrong base");
     let msg = err.to_string();
@@ -215,10 +258,13 @@ fn several_tasks_share_one_base_and_each_answers_as_its_own() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let base_dir = base(&tmp.path().join("base"), 7);
     let (long, words) = (tmp.path().join("long"), tmp.path().join("words"));
-    Finetuner::new(config(&base_dir, &long, "long", Mode::Lora), &Tasks, opts(false)).expect("a").run().expect("a");
+    Finetuner::new(config(&base_dir, &long, "long", Mode::Lora), &Tasks, opts(false))
+        .expect("a")
+        .run(&Tasks)
+        .expect("a");
     let mut w = config(&base_dir, &words, "words", Mode::Lora);
     w.train.seed = 3;
-    Finetuner::new(w, &Tasks, opts(false)).expect("b").run().expect("b");
+    Finetuner::new(w, &Tasks, opts(false)).expect("b").run(&Tasks).expect("b");
     let texts: Vec<String> = sentences().into_iter().take(6).collect();
     let ck = Checkpoint::load(&base_dir, Device::Cpu).expect("base");
     let alone_long = FinetunedTask::load(&long, &ck).expect("long").predict(&ck, &texts, 4).expect("p");
@@ -247,7 +293,7 @@ fn head_only_and_full_modes_train_what_they_say() {
 
     let head_out = tmp.path().join("head");
     let mut head = Finetuner::new(config(&base_dir, &head_out, "long", Mode::Head), &Tasks, opts(false)).expect("head");
-    let report = head.run().expect("head run");
+    let report = head.run(&Tasks).expect("head run");
     assert_eq!(report.trainable_params, d * 2 + 2, "a linear probe trains d_model x classes + classes");
     let same = named_variables(&before.vs)
         .iter()
@@ -259,7 +305,7 @@ fn head_only_and_full_modes_train_what_they_say() {
     let mut full = config(&base_dir, &full_out, "long", Mode::Full);
     full.train.lr = 1e-3;
     let mut ft = Finetuner::new(full, &Tasks, opts(false)).expect("full");
-    let report = ft.run().expect("full run");
+    let report = ft.run(&Tasks).expect("full run");
     assert_eq!(report.trainable_params, before.model.config().num_params() + d * 2 + 2);
     let changed = named_variables(&before.vs)
         .iter()
@@ -275,7 +321,7 @@ fn head_only_and_full_modes_train_what_they_say() {
         "the base checkpoint on disk is never written"
     );
     let task = FinetunedTask::load(&full_out, &on_disk).expect("load full task");
-    let m = task.evaluate(&on_disk, &Tasks, Split::Test, 8).expect("eval");
+    let m = task.evaluate(&on_disk, &Tasks, Split::Test, 8, 0).expect("eval");
     let reported = report.test["roc_auc"];
     assert!((m["roc_auc"] - reported).abs() < 1e-6, "eval {} equals the report's {reported}", m["roc_auc"]);
 }
@@ -291,7 +337,7 @@ fn generation_finetune_lowers_perplexity_and_leaves_the_base() {
     cfg.train.max_steps = 24;
     let mut ft = Finetuner::new(cfg, &Tasks, opts(false)).expect("finetuner");
     let start = ft.evaluate_split(Split::Validation).expect("eval")["perplexity"];
-    let report = ft.run().expect("run");
+    let report = ft.run(&Tasks).expect("run");
     let end = report.validation["perplexity"];
     assert!(end < start, "validation perplexity {start} -> {end}");
     assert!(report.baselines.contains_key("unigram") && report.test.contains_key("perplexity"), "{report:?}");
@@ -303,7 +349,7 @@ fn generation_finetune_lowers_perplexity_and_leaves_the_base() {
     let cfg = plinth_generate::SamplingConfig { max_new_tokens: 8, ..Default::default() };
     let with = task.generate(&before, "the", &cfg).expect("generate");
     assert!(!with.ids.is_empty() || with.finish == plinth_generate::FinishReason::EndOfText);
-    let m = task.evaluate(&before, &Tasks, Split::Validation, 8).expect("eval");
+    let m = task.evaluate(&before, &Tasks, Split::Validation, 8, 0).expect("eval");
     assert!((m["perplexity"] - end).abs() < 1e-3 * end, "{} vs {end}", m["perplexity"]);
     assert!(task.predict(&before, &["x".to_string()], 1).is_err(), "a generation task does not predict");
 
@@ -315,4 +361,54 @@ fn generation_finetune_lowers_perplexity_and_leaves_the_base() {
     let err = Finetuner::new(config(&base_dir, &tmp.path().join("y"), "story", Mode::Head), &Tasks, opts(false))
         .expect_err("head mode");
     assert!(err.to_string().contains("no head"), "{err}");
+}
+
+#[test]
+fn prompted_generation_learns_answers_and_is_scored_beside_retrieval() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base_dir = base_of(&tmp.path().join("base"), 7, ObjectiveKind::Causal);
+    let base = Checkpoint::load(&base_dir, Device::Cpu).expect("base");
+    let out = tmp.path().join("echo");
+    let mut cfg = config(&base_dir, &out, "echo", Mode::Lora);
+    cfg.score.max_examples = 5;
+    let mut ft = Finetuner::new(cfg, &Tasks, opts(false)).expect("finetuner");
+    let report = ft.run(&Tasks).expect("run");
+    // The scorer's metrics join the test metrics; retrieval is scored the same way.
+    assert_eq!(report.test["n"], 5.0, "{report:?}");
+    assert!(report.test.contains_key("exact") && report.test.contains_key("perplexity"), "{report:?}");
+    assert_eq!(report.baselines["retrieval"]["n"], 5.0, "{report:?}");
+    let lines = std::fs::read_to_string(out.join(plinth_finetune::COMPLETIONS_FILE)).expect("completions");
+    assert_eq!(lines.lines().count(), 5);
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().expect("line")).expect("json");
+    assert!(first["prompt"].is_string() && first["prediction"].is_string() && first["reference"].is_string());
+
+    // The loaded task answers a request through the plugin's prompt stage.
+    let task = FinetunedTask::load(&out, &base).expect("load");
+    let sampling = plinth_generate::SamplingConfig { temperature: 0.8, ..Default::default() };
+    let (prompt, completion, complaint) = task.answer(&base, &Tasks, "the", &sampling, 2).expect("answer");
+    assert_eq!(prompt, "the");
+    assert!(complaint.is_none());
+    assert_eq!(
+        completion,
+        task.generate(
+            &base,
+            "the",
+            &plinth_finetune::complete::greedy(task.meta.spec.completion.as_ref().expect("spec"))
+        )
+        .expect("gen")
+        .text,
+        "the first try is greedy"
+    );
+    let m = task.evaluate(&base, &Tasks, Split::Test, 8, 3).expect("eval");
+    assert_eq!((m["n"], m["retrieval.n"]), (3.0, 3.0), "{m:?}");
+    // A task without prompts does not answer requests.
+    let words = tmp.path().join("words");
+    Finetuner::new(config(&base_dir, &words, "story", Mode::Lora), &Tasks, opts(false))
+        .expect("ft")
+        .run(&Tasks)
+        .expect("run");
+    let story = FinetunedTask::load(&words, &base).expect("load");
+    let err = story.answer(&base, &Tasks, "x", &sampling, 1).expect_err("not prompted");
+    assert!(err.to_string().contains("not a prompted generation task"), "{err}");
 }

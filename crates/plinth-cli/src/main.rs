@@ -58,14 +58,30 @@ enum Command {
     },
     /// Continue a prompt with a causal checkpoint.
     Generate {
-        /// The prompt.
+        /// The prompt (with --plugin: the request in plain words).
         prompt: String,
-        /// Checkpoint folder.
-        #[arg(long, default_value = "runs/tiny-causal/checkpoint")]
-        checkpoint: PathBuf,
-        /// A finetuned generation task (a finetune out_dir) whose LoRA adapter is applied.
+        /// Checkpoint folder (default runs/tiny-causal/checkpoint; with --plugin,
+        /// the base the task was finetuned on).
         #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// A finetuned generation task (a finetune out_dir) whose LoRA adapter is applied.
+        #[arg(long, conflicts_with = "plugin")]
         adapter: Option<PathBuf>,
+        /// Answer with a plugin's prompted generation task (`--plugin codegen`):
+        /// the plugin frames the request as a prompt, the task's finetuned adapter
+        /// completes it, the plugin's output check validates the answer.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// That plugin's task (default: its only prompted generation task).
+        #[arg(long, requires = "plugin")]
+        task: Option<String>,
+        /// The task's finetune run (default: runs/finetune/<task>).
+        #[arg(long, requires = "plugin")]
+        run: Option<PathBuf>,
+        /// With --plugin: completions to try until one passes the output check;
+        /// the first is greedy, the rest sampled (--temperature, 0.8 if left at 0).
+        #[arg(long, default_value_t = 4)]
+        tries: usize,
         #[command(flatten)]
         sampling: SamplingArgs,
     },
@@ -90,6 +106,9 @@ enum Command {
         base: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = SplitArg::Test)]
         split: SplitArg,
+        /// Prompted generation tasks: complete and score the first N rows (0: all).
+        #[arg(long, default_value_t = 0)]
+        max: usize,
     },
     /// Predict with one or more finetuned tasks that share a base: each text gets
     /// every task's answer, the tasks' adapters resident together on one base.
@@ -188,6 +207,9 @@ struct SamplingArgs {
     /// Recompute every position at every step instead of using the KV cache.
     #[arg(long)]
     no_cache: bool,
+    /// Penalise tokens already generated (CTRL-style; 1 is off, 1.1-1.3 is typical).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f64,
 }
 
 impl SamplingArgs {
@@ -200,6 +222,7 @@ impl SamplingArgs {
             seed: self.seed,
             stop: self.stop.clone(),
             use_cache: !self.no_cache,
+            repetition_penalty: self.repetition_penalty,
         }
     }
 }
@@ -245,7 +268,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Generate { prompt, checkpoint, adapter, sampling } => {
+        Command::Generate { prompt, checkpoint, adapter: _, plugin: Some(plugin), task, run, tries, sampling } => {
+            answer_with_plugin(&plugin, task, run, checkpoint, &prompt, tries, &sampling, device)
+        }
+        Command::Generate { prompt, checkpoint, adapter, plugin: None, sampling, .. } => {
+            let checkpoint = checkpoint.unwrap_or_else(|| PathBuf::from("runs/tiny-causal/checkpoint"));
             let ck = Checkpoint::load(&checkpoint, device)?;
             if ck.state.objective.kind != ObjectiveKind::Causal {
                 bail!("{} is a masked (bidirectional) model and cannot generate left to right; use `plinth fill` or a causal checkpoint", checkpoint.display());
@@ -263,7 +290,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Finetune { config, resume } => finetune(&config, resume, device),
-        Command::Eval { run, base, split } => {
+        Command::Eval { run, base, split, max } => {
             let split = match split {
                 SplitArg::Train => plinth_data::Split::Train,
                 SplitArg::Validation => plinth_data::Split::Validation,
@@ -271,7 +298,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let (base, tasks) = load_tasks(&[run], base.as_deref(), device)?;
             let plugins = plugin_data()?;
-            let metrics = tasks[0].evaluate(&base, &plugins, split, 64)?;
+            let metrics = tasks[0].evaluate(&base, &plugins, split, 64, max)?;
             println!("{}", serde_json::to_string_pretty(&metrics)?);
             Ok(())
         }
@@ -369,7 +396,7 @@ fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
     let mut ft = Finetuner::new(cfg, &plugins, FinetuneOptions { resume, device })
         .with_context(|| format!("preparing the finetune in {}", config.display()))?;
     tracing::info!(trainable = ft.trainable_params(), steps = ft.total_steps(), rows = ?ft.rows(), "finetuning");
-    let report = ft.run()?;
+    let report = ft.run(&plugins)?;
     let fmt = |m: &plinth_finetune::metrics::Metrics| {
         m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
     };
@@ -396,6 +423,68 @@ fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
 }
 
 /// Loads finetuned tasks on one shared base (the first task's, unless given).
+/// `plinth generate --plugin P "request"`: the plugin's prompted generation task
+/// answers; the answer is printed as the prompt and its completion. A completion
+/// the plugin's check rejects (after `tries`) is printed with the reason and fails.
+#[allow(clippy::too_many_arguments)]
+fn answer_with_plugin(
+    plugin: &str,
+    task: Option<String>,
+    run: Option<PathBuf>,
+    base: Option<PathBuf>,
+    request: &str,
+    tries: usize,
+    sampling: &SamplingArgs,
+    device: tch::Device,
+) -> Result<()> {
+    let plugins = plugin_data()?;
+    let task = match task {
+        Some(t) => t,
+        None => {
+            let p = plugins.get(plugin)?;
+            let prompted: Vec<String> = p
+                .components
+                .iter()
+                .filter(|c| c.kind == plinth_plugin_host::ComponentKind::Task)
+                .filter(|c| {
+                    serde_json::from_str::<plinth_data::TaskSpec>(&c.spec).is_ok_and(|s| s.completion.is_some())
+                })
+                .map(|c| c.name.clone())
+                .collect();
+            match prompted.as_slice() {
+                [one] => one.clone(),
+                [] => bail!("plugin {plugin} has no prompted generation task; `plinth plugins inspect {plugin}` lists its tasks"),
+                many => bail!("plugin {plugin} has several prompted generation tasks ({}); choose one with --task", many.join(", ")),
+            }
+        }
+    };
+    let run = run.unwrap_or_else(|| PathBuf::from("runs/finetune").join(&task));
+    if !run.exists() {
+        bail!(
+            "no finetuned {plugin}/{task} in {}: finetune it first (for codegen: `./dev plinth finetune --config configs/finetune/ansible.toml`), or pass --run",
+            run.display()
+        );
+    }
+    let (ck, tasks) = load_tasks(std::slice::from_ref(&run), base.as_deref(), device)?;
+    let t = &tasks[0];
+    if t.meta.plugin != plugin || t.meta.task != task {
+        bail!("{} holds {}/{}, not {plugin}/{task}", run.display(), t.meta.plugin, t.meta.task);
+    }
+    let mut cfg = sampling.config();
+    if cfg.temperature == 0.0 {
+        cfg.temperature = 0.8;
+    }
+    let (prompt, completion, complaint) = t.answer(&ck, &plugins, request, &cfg, tries)?;
+    print!("{prompt}{completion}");
+    if !completion.ends_with('\n') {
+        println!();
+    }
+    if let Some(why) = complaint {
+        bail!("the answer did not pass {plugin}'s check after {tries} tries: {why}");
+    }
+    Ok(())
+}
+
 fn load_tasks(
     runs: &[PathBuf],
     base: Option<&std::path::Path>,

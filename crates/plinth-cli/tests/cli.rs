@@ -426,3 +426,142 @@ stage = "hazard"
         assert!(!dir.join("bad").exists(), "nothing is written for a refused pipeline");
     }
 }
+
+#[test]
+fn codegen_finetune_generate_and_the_ansible_assistant_pipeline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    // A micro causal base on 60 EXAMPLES blocks of the training split.
+    let cfg = r#"out_dir = "yaml"
+[model]
+d_model = 32
+n_layers = 2
+n_heads = 2
+d_ff = 64
+max_seq_len = 192
+[tokenizer]
+vocab_size = 400
+[data]
+corpus = { plugin = { id = "codegen", component = "ansible-corpus", request = '{"split": "train", "max": 60}' } }
+val_fraction = 0.1
+[objective]
+kind = "causal"
+[train]
+seq_len = 96
+batch_size = 8
+max_steps = 12
+lr = 3e-3
+warmup_steps = 2
+eval_every = 6
+eval_batches = 1
+threads = 1
+"#;
+    std::fs::write(dir.join("yaml.toml"), cfg).expect("write");
+    let out = plinth(&["pretrain", "--config", "yaml.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let ft = r#"base = "yaml/checkpoint"
+out_dir = "ft-ansible"
+[task]
+plugin = "codegen"
+name = "ansible"
+max_train = 200
+[train]
+batch_size = 16
+max_steps = 6
+eval_every = 3
+max_len = 160
+[score]
+max_examples = 4
+"#;
+    std::fs::write(dir.join("ft.toml"), ft).expect("write");
+    let out = plinth(&["finetune", "--config", "ft.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ft-ansible/report.json")).expect("report"))
+            .expect("json");
+    for key in ["exact_match", "bleu", "schema_correct", "ansible_aware", "perplexity"] {
+        assert!(report["test"][key].is_number(), "test.{key} in {report}");
+    }
+    assert_eq!(report["test"]["n"].as_f64(), Some(4.0));
+    assert!(report["baselines"]["retrieval"]["ansible_aware"].is_number(), "{report}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ft-ansible/completions.jsonl")).expect("completions").lines().count(),
+        4
+    );
+
+    // `generate --plugin` frames the request and prints prompt + answer; an answer
+    // the catalogue rejects fails with the reason (a micro model rarely passes).
+    let out = plinth(&["generate", "--plugin", "codegen", "--run", "ft-ansible", "--tries", "2", "Install nginx"], dir);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.starts_with("- name: Install nginx"), "{}", text(&out));
+    if !out.status.success() {
+        assert!(text(&out).contains("did not pass codegen's check after 2 tries"), "{}", text(&out));
+    }
+    let out = plinth(&["generate", "--plugin", "codegen", "Install nginx"], dir);
+    assert!(!out.status.success() && text(&out).contains("finetune it first"), "{}", text(&out));
+
+    // The shipped assistant pipeline on the micro models: it checks, runs, and every
+    // request ends in the results or in rejects with its stage.
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pipelines/ansible-assistant.toml"),
+    )
+    .expect("shipped pipeline");
+    let requests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pipelines/data/ansible-requests.txt");
+    let p = shipped
+        .replace("runs/ansible-tiny/checkpoint", "yaml/checkpoint")
+        .replace("runs/finetune/ansible", "ft-ansible")
+        .replace("data/ansible-requests.txt", &requests.display().to_string())
+        .replace("out_dir = \"runs/pipelines/ansible-assistant\"", "out_dir = \"assistant\"");
+    std::fs::write(dir.join("assistant.toml"), &p).expect("write");
+    let out = plinth(&["check", "assistant.toml"], dir);
+    assert!(out.status.success() && text(&out).contains("+playbook:string"), "{}", text(&out));
+    let out = plinth(&["run", "assistant.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("assistant/summary.json")).expect("summary"))
+            .expect("json");
+    let checked = summary["stages"][4]["records_out"].as_u64().expect("check count");
+    assert_eq!(checked + summary["rejected"].as_u64().expect("rejected"), 10, "{summary}");
+
+    // Checked tasks are assembled into one playbook.
+    let tasks = [
+        ("- name: Install nginx", "\n  ansible.builtin.apt:\n    name: nginx\n    state: present\n"),
+        ("- name: Start nginx", "\n  ansible.builtin.service:\n    name: nginx\n    state: started\n"),
+        ("- name: Broken", "\n  ansible.builtin.aptt:\n    name: nginx\n"),
+    ];
+    let jsonl: String =
+        tasks.iter().map(|(p, c)| serde_json::json!({"prompt": p, "completion": c}).to_string() + "\n").collect();
+    std::fs::write(dir.join("tasks.jsonl"), jsonl).expect("write");
+    let assemble = r#"name = "assemble"
+out_dir = "assemble"
+[[stage]]
+op = "read"
+path = "tasks.jsonl"
+[[stage]]
+plugin = "codegen"
+stage = "parse"
+[[stage]]
+plugin = "codegen"
+stage = "check"
+[[stage]]
+op = "collect"
+field = "task"
+[[stage]]
+plugin = "codegen"
+stage = "playbook"
+params = { hosts = "web" }
+[[stage]]
+op = "write"
+path = "playbook.yml"
+format = "lines"
+field = "playbook"
+"#;
+    std::fs::write(dir.join("assemble.toml"), assemble).expect("write");
+    let out = plinth(&["run", "assemble.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let playbook = std::fs::read_to_string(dir.join("assemble/playbook.yml")).expect("playbook");
+    assert!(playbook.starts_with("---\n- hosts: web\n  tasks:\n  - name: Install nginx\n"), "{playbook}");
+    assert!(playbook.contains("  - name: Start nginx\n") && !playbook.contains("Broken"), "{playbook}");
+    let rejects = std::fs::read_to_string(dir.join("assemble/rejects.jsonl")).expect("rejects");
+    assert!(rejects.contains("did you mean \\\"ansible.builtin.apt\\\"?"), "{rejects}");
+}

@@ -14,7 +14,9 @@ pub use pack::{pack_blocks, BlockSampler, SamplerState};
 pub use packages::{cache_dir, fetch_debian, DebianPackage, WORDNET};
 pub use pypi::{fetch_pypi, sdist_member, wheel_member, wheel_members, PypiPackage};
 pub use rng::SplitMix64;
-pub use task::{fnv1a, CompletionSpec, FeatureSpec, InputCheck, LabelledExample, Split, TaskKind, TaskRequest, TaskSpec};
+pub use task::{
+    fnv1a, CompletionSpec, FeatureSpec, InputCheck, LabelledExample, Split, TaskKind, TaskRequest, TaskSpec,
+};
 
 use std::path::PathBuf;
 

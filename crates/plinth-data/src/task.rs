@@ -75,6 +75,17 @@ pub struct CompletionSpec {
     /// Text that ends a completion (cut before it).
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Repetition penalty of the greedy completion (1: off), default 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub repetition_penalty: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 /// Names the stage (and the record field it reads) that validates task inputs.

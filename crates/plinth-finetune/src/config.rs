@@ -24,6 +24,18 @@ pub struct FinetuneConfig {
     pub head: HeadSettings,
     #[serde(default)]
     pub train: FinetuneTrain,
+    #[serde(default)]
+    pub score: ScoreSettings,
+}
+
+/// Prompted generation tasks: how many test prompts the final report completes
+/// and scores (greedy completion is the slow part of their evaluation).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreSettings {
+    /// Complete and score the first N test rows (0: all), default 0.
+    #[serde(default)]
+    pub max_examples: usize,
 }
 
 /// Which plugin task to learn.

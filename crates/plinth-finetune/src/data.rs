@@ -16,6 +16,11 @@ pub struct Encoded {
     pub texts: Vec<String>,
     /// Domain feature indices per row (empty when the task declares none).
     pub features: Vec<Vec<u32>>,
+    /// Prompted generation: each row's prompt (empty for other tasks).
+    pub prompts: Vec<String>,
+    /// Index in `ids` of each row's first loss target: past `<bos>` and the
+    /// prompt for prompted generation, else 0 (every real token is a target).
+    pub learn_from: Vec<usize>,
 }
 
 impl Encoded {
@@ -88,28 +93,68 @@ pub fn fetch_split(
     Ok(rows)
 }
 
-/// Tokenizes rows as `<bos> text <eos>`, cutting the text to fit `max_len`.
+/// Tokenizes rows as `<bos> text <eos>`, cutting the text to fit `max_len`; a
+/// row with a prompt becomes `<bos> prompt text <eos>` with the loss on `text <eos>`
+/// (the prompt is kept whole; the text is cut). Prompted rows whose prompt leaves
+/// no room for an answer are left out with a warning; none left is an error.
 pub fn encode(tokenizer: &PlinthTokenizer, rows: &[LabelledExample], max_len: usize) -> Result<Encoded> {
+    let prompted = rows.iter().any(|r| r.prompt.is_some());
+    let prompt_ids = if prompted {
+        let prompts: Vec<String> = rows.iter().map(|r| r.prompt.clone().unwrap_or_default()).collect();
+        tokenizer.encode_batch(&prompts)?
+    } else {
+        vec![Vec::new(); rows.len()]
+    };
+    let fits: Vec<bool> = prompt_ids.iter().map(|p| p.len() + 3 <= max_len).collect();
+    let too_long = fits.iter().filter(|f| !**f).count();
+    if too_long > 0 {
+        tracing::warn!(
+            rows = too_long,
+            max_len,
+            "left out rows whose prompt leaves no room for an answer; raise [train] max_len to keep them"
+        );
+        if too_long == rows.len() {
+            return Err(TrainError::Invalid(format!(
+                "every prompt is longer than max_len = {max_len} allows (prompt + answer + <bos>/<eos>); raise [train] max_len"
+            )));
+        }
+    }
+    let rows: Vec<&LabelledExample> = rows.iter().zip(&fits).filter(|(_, f)| **f).map(|(r, _)| r).collect();
+    let prompt_ids: Vec<Vec<u32>> = prompt_ids.into_iter().zip(&fits).filter(|(_, f)| **f).map(|(p, _)| p).collect();
     let texts: Vec<String> = rows.iter().map(|r| r.text.clone()).collect();
+    let prompts: Vec<String> = rows.iter().map(|r| r.prompt.clone().unwrap_or_default()).collect();
     let (bos, eos) = (tokenizer.id(Special::Bos), tokenizer.id(Special::Eos));
-    let ids = tokenizer
-        .encode_batch(&texts)?
-        .into_iter()
-        .map(|mut t| {
-            t.truncate(max_len - 2);
-            let mut seq = Vec::with_capacity(t.len() + 2);
-            seq.push(bos);
-            seq.extend(t);
-            seq.push(eos);
-            seq
-        })
-        .collect();
+    let mut learn_from = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
+    for (mut t, p) in tokenizer.encode_batch(&texts)?.into_iter().zip(prompt_ids) {
+        t.truncate(max_len - 2 - p.len());
+        let mut seq = Vec::with_capacity(p.len() + t.len() + 2);
+        seq.push(bos);
+        seq.extend(&p);
+        learn_from.push(if prompted { seq.len() } else { 0 });
+        seq.extend(t);
+        seq.push(eos);
+        ids.push(seq);
+    }
     Ok(Encoded {
         ids,
         labels: rows.iter().map(|r| r.label).collect(),
         texts,
         features: rows.iter().map(|r| r.features.clone()).collect(),
+        prompts: if prompted { prompts } else { Vec::new() },
+        learn_from,
     })
+}
+
+/// The loss-target mask (B, T) for a right-padded batch: real tokens at or past
+/// each row's `learn_from`.
+pub fn learn_mask(seqs: &[&[u32]], learn_from: &[usize], device: Device) -> Tensor {
+    let t = seqs.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
+    let mut mask = Vec::with_capacity(seqs.len() * t);
+    for (s, &from) in seqs.iter().zip(learn_from) {
+        mask.extend((0..t).map(|j| j >= from && j < s.len()));
+    }
+    Tensor::from_slice(&mask).view([seqs.len() as i64, t as i64]).to_device(device)
 }
 
 /// A right-padded batch: ids (B, T) int64 and the real-token mask (B, T) bool.
@@ -148,6 +193,13 @@ pub fn label_tensor(labels: &[f64], kind: TaskKind, scale: (f64, f64), device: D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompted_rows_learn_only_their_answer() {
+        let mask = learn_mask(&[&[1, 5, 6, 7, 2], &[1, 8, 2]], &[3, 0], Device::Cpu);
+        let got = Vec::<bool>::try_from(mask.view([-1])).expect("mask");
+        assert_eq!(got, [false, false, false, true, true, true, true, true, false, false]);
+    }
 
     #[test]
     fn batches_pad_right_and_mask_padding() {

@@ -5,6 +5,7 @@
 //! fitted on the same split beside the test metrics.
 
 pub mod baselines;
+pub mod complete;
 mod config;
 pub mod data;
 pub mod lm;
@@ -12,9 +13,10 @@ pub mod metrics;
 mod run;
 pub mod task;
 
-pub use config::{AdapterSettings, FinetuneConfig, FinetuneTrain, HeadSettings, Mode, TaskRef};
+pub use config::{AdapterSettings, FinetuneConfig, FinetuneTrain, HeadSettings, Mode, ScoreSettings, TaskRef};
 pub use run::{
-    FinetuneOptions, Finetuner, Progress, Report, BEST_DIR, CURVES_FILE, METRICS_FILE, REPORT_FILE, STATE_DIR,
+    FinetuneOptions, Finetuner, Progress, Report, BEST_DIR, COMPLETIONS_FILE, CURVES_FILE, METRICS_FILE, REPORT_FILE,
+    STATE_DIR,
 };
 pub use task::{FinetuneMeta, FinetunedTask};
 

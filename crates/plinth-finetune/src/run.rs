@@ -39,6 +39,8 @@ pub const BEST_DIR: &str = "best";
 pub const STATE_DIR: &str = "state";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const REPORT_FILE: &str = "report.json";
+/// Prompted generation: the scored test completions, one JSON object per line.
+pub const COMPLETIONS_FILE: &str = "completions.jsonl";
 pub const CURVES_FILE: &str = "curves.png";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const PROGRESS_FILE: &str = "progress.json";
@@ -274,10 +276,11 @@ impl Finetuner {
             .collect()
     }
 
-    /// Trains to the end (or an early stop), then writes the report.
-    pub fn run(&mut self) -> Result<Report> {
+    /// Trains to the end (or an early stop), then writes the report (`plugins`
+    /// scores a prompted generation task's completions).
+    pub fn run(&mut self, plugins: &dyn PluginData) -> Result<Report> {
         self.train_until(self.total_steps)?;
-        self.finish()
+        self.finish(plugins)
     }
 
     /// Trains until `target` steps, the end, or an early stop.
@@ -315,7 +318,11 @@ impl Finetuner {
             let labels: Vec<f64> = rows.iter().map(|&i| self.train.labels[i]).collect();
             let (ids, valid) = batch(&seqs, pad, device);
             let loss = match &self.parts.head {
-                None => crate::lm::lm_loss(&self.base.model, &ids, &valid, self.parts.adapter.as_ref())?.0,
+                None => {
+                    let from: Vec<usize> = rows.iter().map(|&i| self.train.learn_from[i]).collect();
+                    let learn = crate::data::learn_mask(&seqs, &from, device);
+                    crate::lm::lm_loss(&self.base.model, &ids, &valid, &learn, self.parts.adapter.as_ref())?.0
+                }
                 Some(head) => {
                     let y = label_tensor(&labels, self.spec.kind, self.meta.label_scale, device);
                     let opts = ForwardOptions {
@@ -470,11 +477,31 @@ impl Finetuner {
 
     /// Loads the best task, measures it on validation and test, fits the
     /// baselines, writes `report.json` and `curves.png`.
-    pub fn finish(&mut self) -> Result<Report> {
+    pub fn finish(&mut self, plugins: &dyn PluginData) -> Result<Report> {
         let best = self.cfg.out_dir.join(BEST_DIR);
         self.load_weights(&best)?;
         let validation = self.evaluate_split(Split::Validation)?;
-        let test = self.evaluate_split(Split::Test)?;
+        let mut test = self.evaluate_split(Split::Test)?;
+        let mut extra_baselines = Vec::new();
+        if let Some(spec) = self.spec.completion.clone() {
+            let (plugin, max) = (self.cfg.task.plugin.as_str(), self.cfg.score.max_examples);
+            let t0 = Instant::now();
+            let (scores, rows) = crate::complete::evaluate(
+                &self.base.model,
+                &self.base.tokenizer,
+                self.parts.adapter.as_ref(),
+                plugins,
+                plugin,
+                &spec,
+                &self.test,
+                max,
+            )?;
+            tracing::info!(rows = rows.len(), seconds = t0.elapsed().as_secs_f64(), "completed test prompts");
+            write_completions(&self.cfg.out_dir.join(COMPLETIONS_FILE), &rows)?;
+            test.extend(scores);
+            let retrieval = crate::complete::retrieval_baseline(plugins, plugin, &spec, &self.train, &self.test, max)?;
+            extra_baselines.push(("retrieval".to_string(), retrieval));
+        }
         let vocab = self.base.model.config().vocab_size;
         let baselines = baselines::run(
             self.spec.kind,
@@ -487,6 +514,7 @@ impl Finetuner {
             self.spec.features.as_ref().map(|f| (f.name.as_str(), f.size)),
         )
         .into_iter()
+        .chain(extra_baselines)
         .collect();
         let saved_bytes = std::fs::read_dir(&best)
             .map_err(io(&best))?
@@ -515,6 +543,17 @@ impl Finetuner {
         plot_curves(&self.cfg.out_dir.join(METRICS_FILE), &self.spec.metric, &self.cfg.out_dir.join(CURVES_FILE))?;
         Ok(report)
     }
+}
+
+/// One JSON line per completed test prompt: prompt, prediction, reference.
+fn write_completions(path: &Path, rows: &[crate::complete::Completion]) -> Result<()> {
+    let mut text = String::new();
+    for (prompt, prediction, reference) in rows {
+        let line = serde_json::json!({"prompt": prompt, "prediction": prediction, "reference": reference});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    Ok(write_atomic(path, text.as_bytes())?)
 }
 
 /// Training loss and the validation metric, each min-max scaled to [0, 1] so both fit one chart.

@@ -146,7 +146,8 @@ pub fn evaluate_encoded(
     batch_size: usize,
 ) -> Result<crate::metrics::Metrics> {
     if kind == TaskKind::Generation {
-        return crate::lm::perplexity(model, parts.adapter.as_ref(), &data.ids, pad, batch_size, model.device());
+        let adapter = parts.adapter.as_ref();
+        return crate::lm::perplexity(model, adapter, &data.ids, &data.learn_from, pad, batch_size, model.device());
     }
     let pred = predict_ids(model, mode, parts, kind, scale, &data.ids, pad, batch_size)?;
     Ok(crate::baselines::score(kind, &pred, data))
@@ -239,15 +240,17 @@ impl FinetunedTask {
         )
     }
 
-    /// Bytes of this task's own weights (adapter and head; whole model for full mode).
     /// Metrics on one split of the task's data, asked from its plugin with the
-    /// request the run used.
+    /// request the run used. A prompted generation task also completes the first
+    /// `max_completions` prompts (0: all) and reports the plugin's scores, with
+    /// the retrieval baseline's as `retrieval.<metric>`.
     pub fn evaluate(
         &self,
         base: &Checkpoint,
         plugins: &dyn plinth_data::PluginData,
         split: plinth_data::Split,
         batch_size: usize,
+        max_completions: usize,
     ) -> Result<crate::metrics::Metrics> {
         let task = crate::config::TaskRef {
             plugin: self.meta.plugin.clone(),
@@ -255,12 +258,103 @@ impl FinetunedTask {
             request: self.meta.request.clone(),
             max_train: 0,
         };
-        let rows = crate::data::fetch_split(plugins, &task, &self.meta.spec, split)?;
-        let enc = crate::data::encode(&base.tokenizer, &rows, self.meta.max_len)?;
-        let model = self.own_base.as_ref().map_or(&base.model, |(_, m)| m);
+        let encoded = |split| -> Result<crate::data::Encoded> {
+            let rows = crate::data::fetch_split(plugins, &task, &self.meta.spec, split)?;
+            crate::data::encode(&base.tokenizer, &rows, self.meta.max_len)
+        };
+        let enc = encoded(split)?;
+        let model = self.model(base);
         let m = &self.meta;
         let pad = base.tokenizer.id(Special::Pad);
-        evaluate_encoded(model, base.mode(), &self.parts, m.spec.kind, m.label_scale, &enc, pad, batch_size)
+        let mut metrics =
+            evaluate_encoded(model, base.mode(), &self.parts, m.spec.kind, m.label_scale, &enc, pad, batch_size)?;
+        if let Some(spec) = &m.spec.completion {
+            let adapter = self.parts.adapter.as_ref();
+            let (scores, _) = crate::complete::evaluate(
+                model,
+                &base.tokenizer,
+                adapter,
+                plugins,
+                &m.plugin,
+                spec,
+                &enc,
+                max_completions,
+            )?;
+            metrics.extend(scores);
+            let train = encoded(plinth_data::Split::Train)?;
+            let retrieval =
+                crate::complete::retrieval_baseline(plugins, &m.plugin, spec, &train, &enc, max_completions)?;
+            metrics.extend(retrieval.into_iter().map(|(k, v)| (format!("retrieval.{k}"), v)));
+        }
+        Ok(metrics)
+    }
+
+    fn model<'a>(&'a self, base: &'a Checkpoint) -> &'a Transformer {
+        self.own_base.as_ref().map_or(&base.model, |(_, m)| m)
+    }
+
+    /// A prompted generation task's answer to a request: the plugin's prompt stage
+    /// frames it, the adapter completes it greedily; with `tries` > 1 and an
+    /// output check, further sampled completions (`sampling`, seeds counting up
+    /// from its seed) are drawn until one passes. Returns the prompt, the
+    /// completion, and the check's complaint about it (None: it passed or there is
+    /// no check).
+    pub fn answer(
+        &self,
+        base: &Checkpoint,
+        plugins: &dyn plinth_data::PluginData,
+        request: &str,
+        sampling: &plinth_generate::SamplingConfig,
+        tries: usize,
+    ) -> Result<(String, String, Option<String>)> {
+        let m = &self.meta;
+        let Some(spec) = &m.spec.completion else {
+            return Err(TrainError::Invalid(format!(
+                "{}/{} is not a prompted generation task; use `plinth predict` or `plinth generate --adapter`",
+                m.plugin, m.task
+            )));
+        };
+        let record = serde_json::json!({ "input": request }).to_string();
+        let framed = plugins
+            .call(&m.plugin, &spec.prompt_stage, &record)
+            .map_err(|e| TrainError::Invalid(format!("{}/{}: {e}", m.plugin, spec.prompt_stage)))?;
+        let prompt = serde_json::from_str::<serde_json::Value>(&framed)
+            .ok()
+            .and_then(|v| v.get("prompt").and_then(|p| p.as_str()).map(String::from))
+            .ok_or_else(|| {
+                TrainError::Invalid(format!("{}/{} returned no \"prompt\" string", m.plugin, spec.prompt_stage))
+            })?;
+        let (model, adapter) = (self.model(base), self.parts.adapter.as_ref());
+        let mut first: Option<(String, Option<String>)> = None;
+        for attempt in 0..tries.max(1) {
+            let cfg = if attempt == 0 {
+                crate::complete::greedy(spec)
+            } else {
+                plinth_generate::SamplingConfig {
+                    max_new_tokens: spec.max_new_tokens,
+                    stop: spec.stop.clone(),
+                    repetition_penalty: spec.repetition_penalty.max(sampling.repetition_penalty),
+                    seed: sampling.seed.wrapping_add(attempt as u64),
+                    ..sampling.clone()
+                }
+            };
+            let text = plinth_generate::generate_with(model, &base.tokenizer, &prompt, &cfg, adapter)
+                .map_err(|e| TrainError::Invalid(e.to_string()))?
+                .text;
+            let complaint = match &spec.output_check {
+                None => None,
+                Some(stage) => {
+                    let record = serde_json::json!({ "prompt": prompt, "completion": text }).to_string();
+                    plugins.call(&m.plugin, stage, &record).err()
+                }
+            };
+            if complaint.is_none() {
+                return Ok((prompt, text, None));
+            }
+            first.get_or_insert((text, complaint));
+        }
+        let (text, complaint) = first.unwrap_or_default();
+        Ok((prompt, text, complaint))
     }
 
     /// Continues `prompt` with the task's adapter on the base (generation tasks).
@@ -276,7 +370,7 @@ impl FinetunedTask {
                 self.meta.task, self.meta.spec.kind
             )));
         }
-        let model = self.own_base.as_ref().map_or(&base.model, |(_, m)| m);
+        let model = self.model(base);
         plinth_generate::generate_with(model, &base.tokenizer, prompt, cfg, self.parts.adapter.as_ref())
             .map_err(|e| TrainError::Invalid(e.to_string()))
     }

@@ -41,6 +41,10 @@ pub struct SamplingConfig {
     /// Reuse keys and values of earlier positions (the default); off recomputes
     /// the whole prefix at every step, which is only useful to check the cache.
     pub use_cache: bool,
+    /// CTRL's repetition penalty (Keskar et al., 2019) on tokens already generated
+    /// (not the prompt's): a positive logit is divided by it, a negative one
+    /// multiplied; 1 is off (the default). Small greedy models loop without it.
+    pub repetition_penalty: f64,
 }
 
 impl Default for SamplingConfig {
@@ -53,6 +57,7 @@ impl Default for SamplingConfig {
             seed: 0,
             stop: Vec::new(),
             use_cache: true,
+            repetition_penalty: 1.0,
         }
     }
 }
@@ -135,6 +140,7 @@ pub fn generate_ids_with(
                 }
             }; // (1, T, V)
             let last = logits.select(1, -1).squeeze_dim(0); // (V,)
+            let last = penalize(last, &new, cfg.repetition_penalty);
             let id = sample(&last, cfg, &mut rng);
             if id == Special::Eos.id() {
                 finish = FinishReason::EndOfText;
@@ -334,6 +340,12 @@ fn score_continuation(model: &Transformer, prompt: &[u32], cont: &[u32]) -> Resu
 }
 
 fn check_sampling(cfg: &SamplingConfig) -> Result<()> {
+    if !(cfg.repetition_penalty >= 1.0) || !cfg.repetition_penalty.is_finite() {
+        return Err(GenerateError::Input(format!(
+            "repetition_penalty must be 1 (off) or more, got {}",
+            cfg.repetition_penalty
+        )));
+    }
     if !(cfg.temperature >= 0.0 && cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
         return Err(GenerateError::Input(format!(
             "temperature must be >= 0 and top_p in (0, 1], got {} and {}",
@@ -348,6 +360,20 @@ fn model_device(model: &Transformer) -> tch::Device {
 }
 
 /// Picks a token id from last-position logits (V,).
+/// Applies the repetition penalty to the logits (V,) of tokens in `seen`.
+fn penalize(logits: Tensor, seen: &[u32], penalty: f64) -> Tensor {
+    if penalty == 1.0 || seen.is_empty() {
+        return logits;
+    }
+    let mut ids: Vec<i64> = seen.iter().map(|&t| i64::from(t)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let idx = Tensor::from_slice(&ids).to_device(logits.device());
+    let picked = logits.index_select(0, &idx);
+    let scaled = (&picked * penalty).where_self(&picked.lt(0.0), &(&picked / penalty));
+    logits.index_copy(0, &idx, &scaled)
+}
+
 fn sample(logits: &Tensor, cfg: &SamplingConfig, rng: &mut SplitMix64) -> u32 {
     if cfg.temperature == 0.0 {
         return logits.argmax(-1, false).int64_value(&[]) as u32;
@@ -387,6 +413,15 @@ fn sample(logits: &Tensor, cfg: &SamplingConfig, rng: &mut SplitMix64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repetition_penalty_scales_only_seen_tokens_toward_zero_and_below() {
+        let logits = Tensor::from_slice(&[2.0f32, -1.0, 3.0, 0.5]);
+        let out = Vec::<f32>::try_from(penalize(logits.shallow_clone(), &[0, 1, 1], 2.0)).expect("floats");
+        assert_eq!(out, [1.0, -2.0, 3.0, 0.5]);
+        let same = Vec::<f32>::try_from(penalize(logits, &[0], 1.0)).expect("floats");
+        assert_eq!(same, [2.0, -1.0, 3.0, 0.5]);
+    }
 
     #[test]
     fn top_k_one_is_greedy_and_sampling_is_seeded() {

@@ -81,6 +81,11 @@ struct StageToml {
     max_tokens: Option<usize>,
     seed: Option<u64>,
     adapter: Option<String>,
+    stop: Option<Vec<String>>,
+    trim: Option<bool>,
+    repetition_penalty: Option<f64>,
+    // collect
+    separator: Option<String>,
     // predict
     run: Option<String>,
     input: Option<String>,
@@ -131,6 +136,9 @@ pub enum Op {
         prompt_field: Option<String>,
         field: String,
         sampling: plinth_generate::SamplingConfig,
+        /// Strip surrounding whitespace from each text (default); `trim = false`
+        /// keeps it, for continuations whose leading newline and indentation matter.
+        trim: bool,
     },
     Predict {
         run: PathBuf,
@@ -155,6 +163,14 @@ pub enum Op {
     Write {
         path: PathBuf,
         format: Format,
+        /// `lines`: the field written, one value per line (default: the record's first field).
+        field: Option<String>,
+    },
+    /// All records become one: `field`'s values joined by `separator`, and
+    /// `records`, how many were joined.
+    Collect {
+        field: String,
+        separator: String,
     },
     Plugin {
         plugin: String,
@@ -333,6 +349,8 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
                 top_k: s.top_k.unwrap_or(0),
                 top_p: s.top_p.unwrap_or(1.0),
                 seed: s.seed.unwrap_or(0),
+                stop: s.stop.clone().unwrap_or_default(),
+                repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
                 ..Default::default()
             };
             out.insert(field.clone(), FieldType::String);
@@ -355,6 +373,7 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
                 prompt_field: s.prompt_field.clone(),
                 field,
                 sampling,
+                trim: s.trim.unwrap_or(true),
             }
         }
         "predict" => {
@@ -401,9 +420,22 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
         }
         "write" => {
             let path = PathBuf::from(need(&s.path, "path")?);
-            Op::Write { format: format_of(&path, s.format.as_deref())?, path }
+            let format = format_of(&path, s.format.as_deref())?;
+            if let Some(f) = &s.field {
+                if format != Format::Lines {
+                    return Err("`field` picks what a `lines` write writes; csv and jsonl write every field".into());
+                }
+                require(schema, f, None)?;
+            }
+            Op::Write { format, path, field: s.field.clone() }
         }
-        other => return Err(format!("unknown op {other:?}; host operations are read, generate, predict, filter, sort, top_k, dedupe, write (or use `plugin` + `stage`)")),
+        "collect" => {
+            let field = need(&s.field, "field")?.clone();
+            require(schema, &field, Some(FieldType::String))?;
+            out = Schema::from([(field.clone(), FieldType::String), ("records".to_string(), FieldType::Number)]);
+            Op::Collect { field, separator: s.separator.clone().unwrap_or_else(|| "\n".into()) }
+        }
+        other => return Err(format!("unknown op {other:?}; host operations are read, generate, predict, filter, sort, top_k, dedupe, collect, write (or use `plugin` + `stage`)")),
     };
     Ok((op, out))
 }

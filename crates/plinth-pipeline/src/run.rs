@@ -1,6 +1,6 @@
-//! Running a checked pipeline: stages in order over the record list, model
-//! stages in batches, per-record failures to `rejects.jsonl`, and a summary,
-//! results files and an HTML report in the pipeline's `out_dir`.
+//! Running a checked pipeline: records stream through the stages in batches
+//! (up to a barrier such as `sort`), per-record failures go to `rejects.jsonl`, and
+//! a summary, results files and an HTML report land in the pipeline's `out_dir`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -96,7 +96,7 @@ pub fn parse_records(text: &str, format: Format, field: &str, max: usize) -> Res
     Ok(out)
 }
 
-fn write_records(path: &Path, format: Format, records: &[Record]) -> Result<(), String> {
+fn write_records(path: &Path, format: Format, field: Option<&str>, records: &[Record]) -> Result<(), String> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     }
@@ -111,7 +111,11 @@ fn write_records(path: &Path, format: Format, records: &[Record]) -> Result<(), 
     let text = match format {
         Format::Jsonl => records.iter().map(|r| Value::Object(r.clone()).to_string() + "\n").collect::<String>(),
         Format::Lines => {
-            records.iter().map(|r| r.values().next().map(plain).unwrap_or_default() + "\n").collect::<String>()
+            let value = |r: &Record| match field {
+                Some(f) => r.get(f).map(plain),
+                None => r.values().next().map(plain),
+            };
+            records.iter().map(|r| value(r).unwrap_or_default() + "\n").collect::<String>()
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
@@ -143,6 +147,7 @@ fn op_name(op: &Op) -> String {
         Op::TopK { .. } => "top_k".into(),
         Op::Dedupe { .. } => "dedupe".into(),
         Op::Write { .. } => "write".into(),
+        Op::Collect { .. } => "collect".into(),
         Op::Plugin { plugin, stage, .. } => format!("{plugin}/{stage}"),
     }
 }
@@ -166,27 +171,31 @@ impl Models {
     }
 }
 
-/// Runs a checked pipeline.
-pub fn run(p: &Pipeline, plugins: &dyn PluginData, opts: RunOptions) -> Result<Summary, PipelineError> {
-    let fail = |m: String| PipelineError::Run(m);
-    std::fs::create_dir_all(&p.out_dir).map_err(|e| fail(format!("{}: {e}", p.out_dir.display())))?;
-    let rejects_path = p.out_dir.join(REJECTS);
-    let mut rejects =
-        std::fs::File::create(&rejects_path).map_err(|e| fail(format!("{}: {e}", rejects_path.display())))?;
-    let mut models = Models::default();
-    let mut records: Vec<Record> = Vec::new();
-    let mut summaries = Vec::new();
-    let mut total_rejected = 0;
-    let t_all = Instant::now();
-    for stage in &p.stages {
-        let t0 = Instant::now();
-        let n_in = records.len();
-        let bar = opts.progress.then(|| {
-            let len = match &stage.op {
-                Op::Generate { samples, prompt_field: None, .. } => *samples,
-                _ => n_in,
-            };
-            let b = indicatif::ProgressBar::new(len as u64);
+/// Whether a stage needs every record before it can emit any (a barrier ends a
+/// streaming segment).
+fn is_barrier(op: &Op) -> bool {
+    matches!(op, Op::Sort { .. } | Op::Collect { .. })
+}
+
+/// A stage's state across the batches that stream through it.
+struct StageRun {
+    /// Loaded on first use: the base and (generate with an adapter, predict) the task.
+    model: Option<(Rc<Checkpoint>, Option<FinetunedTask>)>,
+    seen: HashSet<Option<String>>,
+    taken: usize,
+    /// `write`: records written so far (the file is written when the segment ends).
+    written: Vec<Record>,
+    records_in: usize,
+    records_out: usize,
+    rejected: usize,
+    seconds: f64,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl StageRun {
+    fn new(stage: &crate::Stage, bars: Option<&indicatif::MultiProgress>, len: usize) -> Self {
+        let bar = bars.map(|m| {
+            let b = m.add(indicatif::ProgressBar::new(len as u64));
             b.set_style(
                 indicatif::ProgressStyle::with_template("{prefix:>16} {bar:30} {pos}/{len} {elapsed}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -194,207 +203,154 @@ pub fn run(p: &Pipeline, plugins: &dyn PluginData, opts: RunOptions) -> Result<S
             b.set_prefix(stage.name.clone());
             b
         });
-        let tick = |n: u64| {
-            if let Some(b) = &bar {
-                b.inc(n);
-            }
-        };
-        let mut rejected: Vec<(Record, String)> = Vec::new();
-        records = match &stage.op {
+        StageRun {
+            model: None,
+            seen: HashSet::new(),
+            taken: 0,
+            written: Vec::new(),
+            records_in: 0,
+            records_out: 0,
+            rejected: 0,
+            seconds: 0.0,
+            bar,
+        }
+    }
+
+    fn tick(&self, n: usize) {
+        if let Some(b) = &self.bar {
+            b.inc(n as u64);
+        }
+    }
+}
+
+/// What every stage can reach while it runs.
+struct Ctx<'a> {
+    p: &'a Pipeline,
+    plugins: &'a dyn PluginData,
+    opts: RunOptions,
+    models: Models,
+}
+
+type Rejected = Vec<(Record, String)>;
+
+/// Runs a checked pipeline. Records stream through the stages in batches of
+/// `batch_size`: each batch passes every stage up to the next barrier (`sort`,
+/// `collect`) before the next batch starts; a barrier waits for all of its input.
+pub fn run(p: &Pipeline, plugins: &dyn PluginData, opts: RunOptions) -> Result<Summary, PipelineError> {
+    let fail = |m: String| PipelineError::Run(m);
+    std::fs::create_dir_all(&p.out_dir).map_err(|e| fail(format!("{}: {e}", p.out_dir.display())))?;
+    let rejects_path = p.out_dir.join(REJECTS);
+    let mut rejects =
+        std::fs::File::create(&rejects_path).map_err(|e| fail(format!("{}: {e}", rejects_path.display())))?;
+    let mut ctx = Ctx { p, plugins, opts, models: Models::default() };
+    let bars = opts.progress.then(indicatif::MultiProgress::new);
+    let mut runs: Vec<Option<StageRun>> = p.stages.iter().map(|_| None).collect();
+    let t_all = Instant::now();
+    let mut records: Vec<Record> = Vec::new();
+    let mut i = 0;
+    while i < p.stages.len() {
+        let stage = &p.stages[i];
+        if is_barrier(&stage.op) {
+            let mut run = StageRun::new(stage, bars.as_ref(), records.len());
+            let t0 = Instant::now();
+            run.records_in = records.len();
+            records = barrier(&stage.op, std::mem::take(&mut records));
+            run.tick(run.records_in);
+            run.records_out = records.len();
+            run.seconds = t0.elapsed().as_secs_f64();
+            runs[i] = Some(run);
+            i += 1;
+            continue;
+        }
+        // A streaming segment: stages i..end.
+        let end = (i..p.stages.len()).find(|&k| is_barrier(&p.stages[k].op)).unwrap_or(p.stages.len());
+        let total = match &stage.op {
+            Op::Generate { samples, prompt_field: None, .. } => *samples,
             Op::Read { path, format, field } => {
                 let text = std::fs::read_to_string(path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-                let r = parse_records(&text, *format, field, usize::MAX)
+                records = parse_records(&text, *format, field, usize::MAX)
                     .map_err(|e| fail(format!("{}: {e}", path.display())))?;
-                tick(r.len() as u64);
-                r
+                records.len()
             }
-            Op::Generate { checkpoint, adapter, samples, prompt, prompt_field, field, sampling } => {
-                let ck = models.base(checkpoint, opts.device).map_err(fail)?;
-                let task = adapter
-                    .as_ref()
-                    .map(|a| FinetunedTask::load(a, &ck))
-                    .transpose()
-                    .map_err(|e| fail(e.to_string()))?;
-                let gen = |prompt: &str, seed: u64| {
-                    let cfg = plinth_generate::SamplingConfig { seed, ..sampling.clone() };
-                    match &task {
-                        Some(t) => t.generate(&ck, prompt, &cfg).map(|g| g.text).map_err(|e| e.to_string()),
-                        None => plinth_generate::generate(&ck.model, &ck.tokenizer, prompt, &cfg)
-                            .map(|g| g.text)
-                            .map_err(|e| e.to_string()),
-                    }
-                };
-                let mut out = Vec::new();
-                match prompt_field {
-                    None => {
-                        for i in 0..*samples {
-                            let mut r = Record::new();
-                            match gen(prompt, sampling.seed.wrapping_add(i as u64)) {
-                                Ok(t) => {
-                                    r.insert(field.clone(), Value::from(t.trim()));
-                                    out.push(r);
-                                }
-                                Err(e) => rejected.push((r, e)),
-                            }
-                            tick(1);
-                        }
-                    }
-                    Some(pf) => {
-                        for (i, mut r) in std::mem::take(&mut records).into_iter().enumerate() {
-                            let prompt = r.get(pf).and_then(Value::as_str).unwrap_or("").to_string();
-                            match gen(&prompt, sampling.seed.wrapping_add(i as u64)) {
-                                Ok(t) => {
-                                    r.insert(field.clone(), Value::from(t.trim()));
-                                    out.push(r);
-                                }
-                                Err(e) => rejected.push((r, e)),
-                            }
-                            tick(1);
-                        }
-                    }
-                }
-                out
-            }
-            Op::Predict { run, input, output, classification } => {
-                let dir = plinth_finetune::task::resolve_dir(run).map_err(|e| fail(e.to_string()))?;
-                let meta = plinth_finetune::task::read_meta(&dir).map_err(|e| fail(e.to_string()))?;
-                let base = models.base(&meta.base, opts.device).map_err(fail)?;
-                let task = FinetunedTask::load(&dir, &base).map_err(|e| fail(e.to_string()))?;
-                let mut out = Vec::new();
-                let mut checked = Vec::new();
-                for r in std::mem::take(&mut records) {
-                    let text = r.get(input).map(plain).unwrap_or_default();
-                    match meta.spec.input_check.as_ref().map(|c| c.check(plugins, &meta.plugin, &text)) {
-                        Some(Err(reason)) => rejected.push((r, reason)),
-                        _ => checked.push(r),
-                    }
-                }
-                for chunk in checked.chunks(p.batch_size) {
-                    let texts: Vec<String> =
-                        chunk.iter().map(|r| r.get(input).map(plain).unwrap_or_default()).collect();
-                    let pred = task.predict(&base, &texts, p.batch_size).map_err(|e| e.to_string()).and_then(|t| {
-                        Vec::<Vec<f64>>::try_from(t.to_kind(tch::Kind::Double)).map_err(|e| e.to_string())
-                    });
-                    match pred {
-                        Ok(rows) => {
-                            for (mut r, row) in chunk.iter().cloned().zip(rows) {
-                                match classification {
-                                    None => {
-                                        r.insert(output.clone(), Value::from((row[0] * 1e4).round() / 1e4));
-                                    }
-                                    Some(labels) => {
-                                        let (best, p) = row.iter().enumerate().fold((0, f64::MIN), |b, (i, &v)| {
-                                            if v > b.1 {
-                                                (i, v)
-                                            } else {
-                                                b
-                                            }
-                                        });
-                                        r.insert(output.clone(), Value::from(labels[best].as_str()));
-                                        r.insert(format!("{output}_probability"), Value::from((p * 1e4).round() / 1e4));
-                                    }
-                                }
-                                out.push(r);
-                            }
-                        }
-                        Err(e) => rejected.extend(chunk.iter().cloned().map(|r| (r, e.clone()))),
-                    }
-                    tick(chunk.len() as u64);
-                }
-                out
-            }
-            Op::Filter { expr, .. } => {
-                let mut out = Vec::new();
-                for r in std::mem::take(&mut records) {
-                    match expr.eval(&r) {
-                        Ok(true) => out.push(r),
-                        Ok(false) => {}
-                        Err(e) => rejected.push((r, e)),
-                    }
-                    tick(1);
-                }
-                out
-            }
-            Op::Sort { by, descending } => {
-                let mut out = std::mem::take(&mut records);
-                out.sort_by(|a, b| {
-                    let (x, y) = (a.get(by), b.get(by));
-                    let ord = match (x.and_then(Value::as_f64), y.and_then(Value::as_f64)) {
-                        (Some(x), Some(y)) => x.total_cmp(&y),
-                        _ => x.map(plain).cmp(&y.map(plain)),
-                    };
-                    if *descending {
-                        ord.reverse()
-                    } else {
-                        ord
-                    }
-                });
-                tick(out.len() as u64);
-                out
-            }
-            Op::TopK { k } => {
-                let mut out = std::mem::take(&mut records);
-                out.truncate(*k);
-                tick(n_in as u64);
-                out
-            }
-            Op::Dedupe { field } => {
-                let mut seen = HashSet::new();
-                let out: Vec<Record> =
-                    std::mem::take(&mut records).into_iter().filter(|r| seen.insert(r.get(field).map(plain))).collect();
-                tick(n_in as u64);
-                out
-            }
-            Op::Write { path, format } => {
-                let target = if path.is_absolute() { path.clone() } else { p.out_dir.join(path) };
-                write_records(&target, *format, &records).map_err(fail)?;
-                tick(n_in as u64);
-                std::mem::take(&mut records)
-            }
-            Op::Plugin { plugin, stage: component, params } => {
-                let mut out = Vec::new();
-                for r in std::mem::take(&mut records) {
-                    let mut input = r.clone();
-                    if !params.is_null() {
-                        input.insert("params".into(), params.clone());
-                    }
-                    let answer = plugins.call(plugin, component, &Value::Object(input).to_string()).and_then(|s| {
-                        match serde_json::from_str::<Value>(&s) {
-                            Ok(Value::Object(mut m)) => {
-                                m.remove("params");
-                                Ok(m)
-                            }
-                            _ => Err(format!("stage answered something other than a JSON object: {s}")),
-                        }
-                    });
-                    match answer {
-                        Ok(m) => out.push(m),
-                        Err(e) => rejected.push((r, e)),
-                    }
-                    tick(1);
-                }
-                out
-            }
+            _ => records.len(),
         };
-        if let Some(b) = &bar {
+        for (slot, st) in runs[i..end].iter_mut().zip(&p.stages[i..end]) {
+            *slot = Some(StageRun::new(st, bars.as_ref(), total));
+        }
+        let mut out = Vec::new();
+        let bs = p.batch_size.max(1);
+        let mut input = std::mem::take(&mut records).into_iter();
+        for start in (0..total).step_by(bs) {
+            let n = bs.min(total - start);
+            // The first stage of a segment that starts with `generate` from a fixed
+            // prompt makes its batch; otherwise batches are cut from the input.
+            let (mut batch, first) = match &stage.op {
+                Op::Generate { prompt_field: None, .. } => {
+                    (sample_batch(&mut ctx, stage, start, n, &mut runs[i], &mut rejects)?, i + 1)
+                }
+                Op::Read { .. } => {
+                    let b: Vec<Record> = input.by_ref().take(n).collect();
+                    let run = runs[i].as_mut().expect("segment stage");
+                    (run.records_in, run.records_out) = (run.records_in + b.len(), run.records_out + b.len());
+                    run.tick(b.len());
+                    (b, i + 1)
+                }
+                _ => (input.by_ref().take(n).collect(), i),
+            };
+            for (k, slot) in runs.iter_mut().enumerate().take(end).skip(first) {
+                let run = slot.as_mut().expect("segment stage");
+                let stage_k = &p.stages[k];
+                let t0 = Instant::now();
+                run.records_in += batch.len();
+                let n_in = batch.len();
+                let (kept, rejected) = apply(&mut ctx, stage_k, run, batch).map_err(fail)?;
+                for (r, reason) in &rejected {
+                    let line = serde_json::json!({"stage": stage_k.name, "reason": reason, "record": r});
+                    writeln!(rejects, "{line}").map_err(|e| fail(format!("{}: {e}", rejects_path.display())))?;
+                }
+                run.rejected += rejected.len();
+                run.records_out += kept.len();
+                run.seconds += t0.elapsed().as_secs_f64();
+                run.tick(n_in);
+                batch = kept;
+            }
+            out.extend(batch);
+        }
+        // Segment end: write what `write` stages saw.
+        for (slot, st) in runs[i..end].iter_mut().zip(&p.stages[i..end]) {
+            let run = slot.as_mut().expect("segment stage");
+            if let Op::Write { path, format, field } = &st.op {
+                let t0 = Instant::now();
+                let target = if path.is_absolute() { path.clone() } else { p.out_dir.join(path) };
+                write_records(&target, *format, field.as_deref(), &run.written).map_err(fail)?;
+                run.written.clear();
+                run.seconds += t0.elapsed().as_secs_f64();
+            }
+            if let Some(b) = &run.bar {
+                b.set_length((run.records_in as u64).max(b.position()));
+            }
+        }
+        records = out;
+        i = end;
+    }
+    let mut summaries = Vec::new();
+    for (stage, run) in p.stages.iter().zip(runs) {
+        let run = run.expect("every stage ran");
+        if let Some(b) = &run.bar {
             b.finish();
         }
-        for (r, reason) in &rejected {
-            let line = serde_json::json!({"stage": stage.name, "reason": reason, "record": r});
-            writeln!(rejects, "{line}").map_err(|e| fail(format!("{}: {e}", rejects_path.display())))?;
-        }
-        total_rejected += rejected.len();
         summaries.push(StageSummary {
             name: stage.name.clone(),
             op: op_name(&stage.op),
-            records_in: n_in,
-            records_out: records.len(),
-            rejected: rejected.len(),
-            seconds: t0.elapsed().as_secs_f64(),
+            records_in: run.records_in,
+            records_out: run.records_out,
+            rejected: run.rejected,
+            seconds: run.seconds,
         });
     }
-    write_records(&p.out_dir.join(RESULTS_JSONL), Format::Jsonl, &records).map_err(fail)?;
-    write_records(&p.out_dir.join(RESULTS_CSV), Format::Csv, &records).map_err(fail)?;
+    let total_rejected = summaries.iter().map(|s| s.rejected).sum();
+    write_records(&p.out_dir.join(RESULTS_JSONL), Format::Jsonl, None, &records).map_err(fail)?;
+    write_records(&p.out_dir.join(RESULTS_CSV), Format::Csv, None, &records).map_err(fail)?;
     let summary = Summary {
         pipeline: p.name.clone(),
         stages: summaries,
@@ -407,6 +363,245 @@ pub fn run(p: &Pipeline, plugins: &dyn PluginData, opts: RunOptions) -> Result<S
     std::fs::write(p.out_dir.join(SUMMARY), json).map_err(|e| fail(e.to_string()))?;
     std::fs::write(p.out_dir.join(REPORT), report_html(p, &summary, &records)).map_err(|e| fail(e.to_string()))?;
     Ok(summary)
+}
+
+/// Sorts or collects all records.
+fn barrier(op: &Op, mut records: Vec<Record>) -> Vec<Record> {
+    match op {
+        Op::Sort { by, descending } => {
+            records.sort_by(|a, b| {
+                let (x, y) = (a.get(by), b.get(by));
+                let ord = match (x.and_then(Value::as_f64), y.and_then(Value::as_f64)) {
+                    (Some(x), Some(y)) => x.total_cmp(&y),
+                    _ => x.map(plain).cmp(&y.map(plain)),
+                };
+                if *descending {
+                    ord.reverse()
+                } else {
+                    ord
+                }
+            });
+            records
+        }
+        Op::Collect { field, separator } => {
+            if records.is_empty() {
+                return records;
+            }
+            let joined: Vec<String> = records.iter().filter_map(|r| r.get(field).map(plain)).collect();
+            let mut one = Record::new();
+            one.insert(field.clone(), Value::from(joined.join(separator)));
+            one.insert("records".into(), Value::from(records.len()));
+            vec![one]
+        }
+        _ => records,
+    }
+}
+
+/// Loads (once per stage) the base of `checkpoint` and the finetuned task in `task_dir`.
+fn model<'r>(
+    ctx: &mut Ctx,
+    run: &'r mut StageRun,
+    checkpoint: Option<&Path>,
+    task_dir: Option<&Path>,
+) -> Result<&'r (Rc<Checkpoint>, Option<FinetunedTask>), String> {
+    if run.model.is_none() {
+        let base_dir = match (checkpoint, task_dir) {
+            (Some(c), _) => c.to_path_buf(),
+            (None, Some(t)) => {
+                let dir = plinth_finetune::task::resolve_dir(t).map_err(|e| e.to_string())?;
+                plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?.base
+            }
+            (None, None) => return Err("a model stage needs a checkpoint or a finetune run".into()),
+        };
+        let base = ctx.models.base(&base_dir, ctx.opts.device)?;
+        let task = task_dir.map(|t| FinetunedTask::load(t, &base)).transpose().map_err(|e| e.to_string())?;
+        run.model = Some((base, task));
+    }
+    run.model.as_ref().ok_or_else(|| "model not loaded".to_string())
+}
+
+fn generate_one(
+    base: &Checkpoint,
+    task: Option<&FinetunedTask>,
+    prompt: &str,
+    sampling: &plinth_generate::SamplingConfig,
+    seed: u64,
+    trim: bool,
+) -> Result<String, String> {
+    let cfg = plinth_generate::SamplingConfig { seed, ..sampling.clone() };
+    let text = match task {
+        Some(t) => t.generate(base, prompt, &cfg).map(|g| g.text).map_err(|e| e.to_string())?,
+        None => plinth_generate::generate(&base.model, &base.tokenizer, prompt, &cfg)
+            .map(|g| g.text)
+            .map_err(|e| e.to_string())?,
+    };
+    Ok(if trim { text.trim().to_string() } else { text })
+}
+
+/// Samples `n` records (seeds `seed + start ..`) for a `generate` stage without a
+/// prompt field; failures go straight to rejects.
+fn sample_batch(
+    ctx: &mut Ctx,
+    stage: &crate::Stage,
+    start: usize,
+    n: usize,
+    slot: &mut Option<StageRun>,
+    rejects: &mut std::fs::File,
+) -> Result<Vec<Record>, PipelineError> {
+    let fail = |m: String| PipelineError::Run(m);
+    let Op::Generate { checkpoint, adapter, prompt, field, sampling, trim, .. } = &stage.op else {
+        return Err(fail("sample_batch on a stage that does not generate".into()));
+    };
+    let run = slot.as_mut().ok_or_else(|| fail("stage not started".into()))?;
+    let t0 = Instant::now();
+    let (base, task) = model(ctx, run, Some(checkpoint), adapter.as_deref()).map_err(fail)?;
+    let mut out = Vec::new();
+    let mut rejected = 0;
+    for i in start..start + n {
+        let mut r = Record::new();
+        match generate_one(base, task.as_ref(), prompt, sampling, sampling.seed.wrapping_add(i as u64), *trim) {
+            Ok(text) => {
+                r.insert(field.clone(), Value::from(text));
+                out.push(r);
+            }
+            Err(e) => {
+                let line = serde_json::json!({"stage": stage.name, "reason": e, "record": r});
+                writeln!(rejects, "{line}").map_err(|e| fail(e.to_string()))?;
+                rejected += 1;
+            }
+        }
+    }
+    run.records_out += out.len();
+    run.rejected += rejected;
+    run.seconds += t0.elapsed().as_secs_f64();
+    run.tick(n);
+    Ok(out)
+}
+
+/// One batch through one streaming stage: the records kept (with what the stage
+/// added) and those rejected with the reason.
+fn apply(
+    ctx: &mut Ctx,
+    stage: &crate::Stage,
+    run: &mut StageRun,
+    batch: Vec<Record>,
+) -> Result<(Vec<Record>, Rejected), String> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut rejected: Rejected = Vec::new();
+    match &stage.op {
+        Op::Read { .. } | Op::Sort { .. } | Op::Collect { .. } => {
+            return Err(format!("{} is not a streaming stage", stage.name))
+        }
+        Op::Generate { checkpoint, adapter, prompt_field, field, sampling, trim, .. } => {
+            let pf = prompt_field.as_deref().ok_or("generate without prompt_field starts a pipeline")?;
+            let offset = run.records_in - batch.len();
+            let (base, task) = model(ctx, run, Some(checkpoint), adapter.as_deref())?;
+            for (i, mut r) in batch.into_iter().enumerate() {
+                let prompt = r.get(pf).and_then(Value::as_str).unwrap_or("").to_string();
+                let seed = sampling.seed.wrapping_add((offset + i) as u64);
+                match generate_one(base, task.as_ref(), &prompt, sampling, seed, *trim) {
+                    Ok(text) => {
+                        r.insert(field.clone(), Value::from(text));
+                        out.push(r);
+                    }
+                    Err(e) => rejected.push((r, e)),
+                }
+            }
+        }
+        Op::Predict { run: dir, input, output, classification } => {
+            let (base, task) = model(ctx, run, None, Some(dir))?;
+            let task = task.as_ref().ok_or("predict without a task")?;
+            let mut checked = Vec::new();
+            for r in batch {
+                let text = r.get(input).map(plain).unwrap_or_default();
+                match task.meta.spec.input_check.as_ref().map(|c| c.check(ctx.plugins, &task.meta.plugin, &text)) {
+                    Some(Err(reason)) => rejected.push((r, reason)),
+                    _ => checked.push(r),
+                }
+            }
+            if !checked.is_empty() {
+                let texts: Vec<String> = checked.iter().map(|r| r.get(input).map(plain).unwrap_or_default()).collect();
+                let pred = task
+                    .predict(base, &texts, ctx.p.batch_size)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| Vec::<Vec<f64>>::try_from(t.to_kind(tch::Kind::Double)).map_err(|e| e.to_string()));
+                match pred {
+                    Ok(rows) => {
+                        for (mut r, row) in checked.into_iter().zip(rows) {
+                            match classification {
+                                None => {
+                                    r.insert(output.clone(), Value::from((row[0] * 1e4).round() / 1e4));
+                                }
+                                Some(labels) => {
+                                    let (best, p) =
+                                        row.iter().enumerate().fold(
+                                            (0, f64::MIN),
+                                            |b, (i, &v)| {
+                                                if v > b.1 {
+                                                    (i, v)
+                                                } else {
+                                                    b
+                                                }
+                                            },
+                                        );
+                                    r.insert(output.clone(), Value::from(labels[best].as_str()));
+                                    r.insert(format!("{output}_probability"), Value::from((p * 1e4).round() / 1e4));
+                                }
+                            }
+                            out.push(r);
+                        }
+                    }
+                    Err(e) => rejected.extend(checked.into_iter().map(|r| (r, e.clone()))),
+                }
+            }
+        }
+        Op::Filter { expr, .. } => {
+            for r in batch {
+                match expr.eval(&r) {
+                    Ok(true) => out.push(r),
+                    Ok(false) => {}
+                    Err(e) => rejected.push((r, e)),
+                }
+            }
+        }
+        Op::TopK { k } => {
+            for r in batch {
+                if run.taken < *k {
+                    run.taken += 1;
+                    out.push(r);
+                }
+            }
+        }
+        Op::Dedupe { field } => {
+            out.extend(batch.into_iter().filter(|r| run.seen.insert(r.get(field).map(plain))));
+        }
+        Op::Write { .. } => {
+            run.written.extend(batch.iter().cloned());
+            out = batch;
+        }
+        Op::Plugin { plugin, stage: component, params } => {
+            for r in batch {
+                let mut input = r.clone();
+                if !params.is_null() {
+                    input.insert("params".into(), params.clone());
+                }
+                let answer = ctx.plugins.call(plugin, component, &Value::Object(input).to_string()).and_then(|s| {
+                    match serde_json::from_str::<Value>(&s) {
+                        Ok(Value::Object(mut m)) => {
+                            m.remove("params");
+                            Ok(m)
+                        }
+                        _ => Err(format!("stage answered something other than a JSON object: {s}")),
+                    }
+                });
+                match answer {
+                    Ok(m) => out.push(m),
+                    Err(e) => rejected.push((r, e)),
+                }
+            }
+        }
+    }
+    Ok((out, rejected))
 }
 
 /// The summary as a text table.

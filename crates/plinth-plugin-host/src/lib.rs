@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 pub use header::{validate_header, HeaderFields};
-use plinth_abi::{ComponentInfo, ComponentKind, PlBuf, PlStr, PluginApi, PluginHeader, Status};
+pub use plinth_abi::ComponentKind;
+use plinth_abi::{ComponentInfo, PlBuf, PlStr, PluginApi, PluginHeader, Status};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tch::Tensor;

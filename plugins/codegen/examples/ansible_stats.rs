@@ -11,6 +11,6 @@ fn main() {
         }
     };
     eprintln!("extracted in {:.1} s", t.elapsed().as_secs_f64());
-    let stats = plinth_plugin_codegen::stats_json(&*ex);
+    let stats = plinth_plugin_codegen::stats_json(&ex);
     println!("{}", serde_json::to_string_pretty(&stats).unwrap_or_default());
 }

@@ -24,6 +24,8 @@ pub struct OptionSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ModuleSpec {
     pub fqcn: String,
+    /// The documentation's one-line `short_description`.
+    pub short_description: String,
     pub options: BTreeMap<String, OptionSpec>,
     /// Takes its arguments as one string (`free_form` / `_raw_params`), as
     /// `command` and `shell` do.
@@ -76,12 +78,48 @@ pub fn truthy(v: &Value) -> bool {
 
 /// Task keywords that are not modules (playbook keywords valid on a task or block).
 pub const TASK_KEYWORDS: &[&str] = &[
-    "name", "action", "local_action", "args", "any_errors_fatal", "async", "become", "become_exe",
-    "become_flags", "become_method", "become_user", "changed_when", "check_mode", "collections",
-    "connection", "debugger", "delay", "delegate_facts", "delegate_to", "diff", "environment",
-    "failed_when", "ignore_errors", "ignore_unreachable", "listen", "loop", "loop_control",
-    "module_defaults", "no_log", "notify", "poll", "port", "register", "remote_user", "retries",
-    "run_once", "tags", "throttle", "timeout", "until", "vars", "when",
+    "name",
+    "action",
+    "local_action",
+    "args",
+    "any_errors_fatal",
+    "async",
+    "become",
+    "become_exe",
+    "become_flags",
+    "become_method",
+    "become_user",
+    "changed_when",
+    "check_mode",
+    "collections",
+    "connection",
+    "debugger",
+    "delay",
+    "delegate_facts",
+    "delegate_to",
+    "diff",
+    "environment",
+    "failed_when",
+    "ignore_errors",
+    "ignore_unreachable",
+    "listen",
+    "loop",
+    "loop_control",
+    "module_defaults",
+    "no_log",
+    "notify",
+    "poll",
+    "port",
+    "register",
+    "remote_user",
+    "retries",
+    "run_once",
+    "tags",
+    "throttle",
+    "timeout",
+    "until",
+    "vars",
+    "when",
 ];
 
 /// Whether a task key is a keyword rather than a module.
@@ -119,7 +157,8 @@ impl Catalogue {
         if let Some(m) = self.lookup(key, collection) {
             return Ok(m);
         }
-        let key = key.strip_prefix("ansible.legacy.").map_or_else(|| key.to_string(), |k| format!("ansible.builtin.{k}"));
+        let key =
+            key.strip_prefix("ansible.legacy.").map_or_else(|| key.to_string(), |k| format!("ansible.builtin.{k}"));
         match self.short.get(&key) {
             Some(set) if !key.contains('.') && set.len() > 1 => Err(format!(
                 "module name {key:?} is ambiguous: use a fully-qualified name ({})",
@@ -167,7 +206,13 @@ impl Catalogue {
             .map(|n| (edit_distance(key, n), n))
             .filter(|(d, _)| *d <= budget)
             .min()
-            .map(|(_, n)| if key.contains('.') { n.clone() } else { self.resolve(n, None).map_or(n.clone(), |m| m.fqcn.clone()) })
+            .map(|(_, n)| {
+                if key.contains('.') {
+                    n.clone()
+                } else {
+                    self.resolve(n, None).map_or(n.clone(), |m| m.fqcn.clone())
+                }
+            })
     }
 }
 
@@ -277,8 +322,7 @@ pub fn check_mapping(task: &Mapping, cat: &Catalogue, collection: Option<&str>) 
         [] => return TaskCheck { schema_error: Some("the task names no module".into()), ..Default::default() },
         many => {
             // Name the unknown ones first: that is usually the mistake.
-            let unknown: Vec<String> =
-                many.iter().filter_map(|k| cat.resolve(k, collection).err()).collect();
+            let unknown: Vec<String> = many.iter().filter_map(|k| cat.resolve(k, collection).err()).collect();
             let msg = if unknown.is_empty() {
                 format!("the task names {} modules ({}); a task runs exactly one", many.len(), many.join(", "))
             } else {
@@ -308,7 +352,10 @@ fn check_arguments(module: &ModuleSpec, args: &Value, extra: Option<&Value>, key
             }
         }
         Value::String(_) if module.free_form || module.any_keys => free_text = true,
-        Value::String(s) if s.contains('=') => free_text = true, // `k=v k2=v2` shorthand
+        // The `key=value key2=value2` shorthand: its keys are checked like a mapping's.
+        Value::String(s) if !s.trim().is_empty() && s.split_whitespace().all(|t| t.contains('=')) => {
+            given.extend(s.split_whitespace().filter_map(|t| t.split_once('=').map(|(k, _)| k)));
+        }
         other => {
             return Err(format!(
                 "{key}: arguments must be a mapping of options, found {}{}",
@@ -334,7 +381,9 @@ fn check_arguments(module: &ModuleSpec, args: &Value, extra: Option<&Value>, key
             None => {
                 let near = module.options.keys().map(|o| (edit_distance(k, o), o)).min().filter(|(d, _)| *d <= 2);
                 return Err(match near {
-                    Some((_, o)) => format!("{}: {k:?} is not an option of this module; did you mean {o:?}?", module.fqcn),
+                    Some((_, o)) => {
+                        format!("{}: {k:?} is not an option of this module; did you mean {o:?}?", module.fqcn)
+                    }
                     None => format!("{}: {k:?} is not an option of this module", module.fqcn),
                 });
             }
@@ -344,7 +393,10 @@ fn check_arguments(module: &ModuleSpec, args: &Value, extra: Option<&Value>, key
         .options
         .iter()
         .filter(|(name, o)| {
-            o.required && !o.shared && !present.contains(name.as_str()) && !matches!(name.as_str(), "free_form" | "_raw_params")
+            o.required
+                && !o.shared
+                && !present.contains(name.as_str())
+                && !matches!(name.as_str(), "free_form" | "_raw_params")
         })
         .map(|(name, _)| name.as_str())
         .collect();
@@ -379,6 +431,7 @@ mod tests {
         for text in [
             "- name: Install nginx\n  ansible.builtin.apt:\n    name: nginx\n    state: present\n",
             "name: x\napt:\n  pkg: [a, b]\nbecome: true\n",
+            "- name: shorthand\n  ansible.builtin.apt: name=nginx state=present\n",
             "- name: run\n  ansible.builtin.command: echo hi\n  args:\n    chdir: /tmp\n",
             "- name: facts\n  ansible.builtin.set_fact:\n    anything: 1\n",
             "- name: legacy\n  ansible.legacy.service:\n    name: x\n  when: y\n  with_items: [1]\n",
@@ -392,14 +445,40 @@ mod tests {
     fn rejects_known_bad_tasks_with_a_precise_message() {
         let c = catalogue();
         let err = |text: &str| check_task(text, &c, None).error().expect("an error").to_string();
-        assert_eq!(err("- name: x\n  ansible.builtin.aptt:\n    name: a\n"), "unknown module \"ansible.builtin.aptt\"; did you mean \"ansible.builtin.apt\"?");
-        assert_eq!(err("- name: x\n  ansible.builtin.apt:\n    nme: a\n"), "ansible.builtin.apt: \"nme\" is not an option of this module; did you mean \"name\"?");
-        assert_eq!(err("- name: x\n  ansible.builtin.service:\n    state: started\n"), "ansible.builtin.service: missing required option(s) name");
-        assert_eq!(err("- name: x\n  ansible.builtin.apt:\n    - name: a\n"), "ansible.builtin.apt: arguments must be a mapping of options, found a list");
-        assert_eq!(err("- name: x\n  ansible.builtin.apt: {name: a}\n- name: y\n  ansible.builtin.apt: {name: b}\n"), "expected one task, found a list of 2");
+        assert_eq!(
+            err("- name: x\n  ansible.builtin.aptt:\n    name: a\n"),
+            "unknown module \"ansible.builtin.aptt\"; did you mean \"ansible.builtin.apt\"?"
+        );
+        assert_eq!(
+            err("- name: x\n  ansible.builtin.apt:\n    nme: a\n"),
+            "ansible.builtin.apt: \"nme\" is not an option of this module; did you mean \"name\"?"
+        );
+        assert_eq!(
+            err("- name: x\n  ansible.builtin.service:\n    state: started\n"),
+            "ansible.builtin.service: missing required option(s) name"
+        );
+        assert_eq!(
+            err("- name: x\n  ansible.builtin.apt:\n    - name: a\n"),
+            "ansible.builtin.apt: arguments must be a mapping of options, found a list"
+        );
+        assert_eq!(
+            err("- name: x\n  ansible.builtin.apt: {name: a}\n- name: y\n  ansible.builtin.apt: {name: b}\n"),
+            "expected one task, found a list of 2"
+        );
         assert_eq!(err("- name: x\n  become: true\n"), "the task names no module");
+        assert_eq!(
+            err("- name: x\n  ansible.builtin.apt: name=a colour=red\n"),
+            "ansible.builtin.apt: \"colour\" is not an option of this module"
+        );
+        assert_eq!(
+            err("- name: x\n  ansible.builtin.apt: nginx\n"),
+            "ansible.builtin.apt: arguments must be a mapping of options, found a string"
+        );
         assert!(err("name: [unclosed\n").starts_with("not valid YAML"));
-        assert_eq!(err("- name: x\n  service:\n    name: a\n  apt:\n    name: b\n"), "the task names 2 modules (service, apt); a task runs exactly one");
+        assert_eq!(
+            err("- name: x\n  service:\n    name: a\n  apt:\n    name: b\n"),
+            "the task names 2 modules (service, apt); a task runs exactly one"
+        );
     }
 
     #[test]
@@ -408,7 +487,10 @@ mod tests {
         assert_eq!(c.resolve("service", None).expect("ok").fqcn, "ansible.builtin.service");
         assert_eq!(c.resolve("service", Some("community.general")).expect("ok").fqcn, "community.general.service");
         assert_eq!(c.resolve("apt_rpm", None).expect("ok").fqcn, "community.general.apt_rpm");
-        assert_eq!(c.resolve("atp", None).expect_err("an error"), "unknown module \"atp\"; did you mean \"ansible.builtin.apt\"?");
+        assert_eq!(
+            c.resolve("atp", None).expect_err("an error"),
+            "unknown module \"atp\"; did you mean \"ansible.builtin.apt\"?"
+        );
     }
 
     #[test]

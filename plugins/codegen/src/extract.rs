@@ -33,10 +33,11 @@ impl SourceFile {
 pub struct Pair {
     /// The task's `name:` value.
     pub name: String,
-    /// The prompt the model continues: `- name: <name>\n`.
+    /// The prompt the model continues: `- name: <name>` (the line without its
+    /// newline, so the tokens at the boundary are the ones pretraining saw).
     pub prompt: String,
-    /// The rest of the task (module with FQCN, arguments, keywords), indented as
-    /// a list item, ending in a newline.
+    /// The rest of the task from that newline on (module with FQCN, arguments,
+    /// keywords), indented as a list item, ending in a newline.
     pub completion: String,
     /// The module's FQCN.
     pub module: String,
@@ -88,7 +89,8 @@ pub fn read_wheels(paths: &[std::path::PathBuf]) -> Result<(Vec<SourceFile>, Has
     let mut fragments = HashMap::new();
     for path in paths {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut zip = zip::ZipArchive::new(file).map_err(|e| format!("{} is not a readable wheel: {e}", path.display()))?;
+        let mut zip =
+            zip::ZipArchive::new(file).map_err(|e| format!("{} is not a readable wheel: {e}", path.display()))?;
         for i in 0..zip.len() {
             let mut entry = zip.by_index(i).map_err(|e| format!("{}: {e}", path.display()))?;
             let name = entry.name().to_string();
@@ -128,7 +130,9 @@ fn classify(path: &str) -> Option<Kind> {
         ["ansible", "plugins", "doc_fragments", _] => {
             Some(Kind::Fragment(vec![stem.to_string(), format!("ansible.builtin.{stem}")]))
         }
-        ["ansible_collections", ns, coll, "plugins", "modules", ..] => Some(Kind::Module(format!("{ns}.{coll}.{stem}"))),
+        ["ansible_collections", ns, coll, "plugins", "modules", ..] => {
+            Some(Kind::Module(format!("{ns}.{coll}.{stem}")))
+        }
         ["ansible_collections", ns, coll, "plugins", "doc_fragments", _] => {
             Some(Kind::Fragment(vec![format!("{ns}.{coll}.{stem}")]))
         }
@@ -139,7 +143,11 @@ fn classify(path: &str) -> Option<Kind> {
 /// Looks a fragment reference (`files`, `community.general.attributes`,
 /// `amazon.aws.common.modules`) up: the whole name is a file (its
 /// `DOCUMENTATION`), or the last part names a constant in the file before it.
-fn fragment_options(reference: &str, fragments: &HashMap<String, String>, cache: &mut HashMap<String, Option<Mapping>>) -> Option<Mapping> {
+fn fragment_options(
+    reference: &str,
+    fragments: &HashMap<String, String>,
+    cache: &mut HashMap<String, Option<Mapping>>,
+) -> Option<Mapping> {
     if let Some(hit) = cache.get(reference) {
         return hit.clone();
     }
@@ -190,7 +198,9 @@ pub fn extract(modules: &[SourceFile], fragments: &HashMap<String, String>) -> E
                         // A bare name is the module's own collection's fragment, else ansible-core's.
                         let found = fragment_options(&r, fragments, &mut frag_cache).or_else(|| {
                             (!r.contains('.') || r.matches('.').count() == 1)
-                                .then(|| fragment_options(&format!("{}.{r}", m.collection()), fragments, &mut frag_cache))
+                                .then(|| {
+                                    fragment_options(&format!("{}.{r}", m.collection()), fragments, &mut frag_cache)
+                                })
                                 .flatten()
                         });
                         match found {
@@ -204,7 +214,11 @@ pub fn extract(modules: &[SourceFile], fragments: &HashMap<String, String>) -> E
                             None => *missing_fragments.entry(r).or_insert(0) += 1,
                         }
                     }
-                    out.catalogue.insert(ModuleSpec::from_doc(&m.fqcn, &options, &shared));
+                    let mut spec = ModuleSpec::from_doc(&m.fqcn, &options, &shared);
+                    if let Some(d) = doc.get("short_description").and_then(Value::as_str) {
+                        spec.short_description = d.split_whitespace().collect::<Vec<_>>().join(" ");
+                    }
+                    out.catalogue.insert(spec);
                 }
                 Err(e) => out.problems.push(Problem { path: m.path.clone(), what: e }),
             }
@@ -212,7 +226,9 @@ pub fn extract(modules: &[SourceFile], fragments: &HashMap<String, String>) -> E
         if let Some(ex) = get("EXAMPLES") {
             match &ex.value {
                 Ok(v) => examples.push((i, v.clone())),
-                Err(e) => out.problems.push(Problem { path: m.path.clone(), what: format!("EXAMPLES (line {}): {e}", ex.line) }),
+                Err(e) => out
+                    .problems
+                    .push(Problem { path: m.path.clone(), what: format!("EXAMPLES (line {}): {e}", ex.line) }),
             }
         }
     }
@@ -336,17 +352,17 @@ fn make_pair(task: &Mapping, cat: &Catalogue, src: &SourceFile) -> Result<Pair, 
     }
     Ok(Pair {
         prompt: prompt_for(&name),
-        completion: indent_item(&to_yaml(&Value::Mapping(body))),
+        completion: format!("\n{}", indent_item(&to_yaml(&Value::Mapping(body)))),
         name,
         module,
         source: src.fqcn.clone(),
     })
 }
 
-/// The prompt for a natural-language request: `- name: <request>\n`, quoted when YAML needs it.
+/// The prompt for a natural-language request: `- name: <request>`, quoted when YAML needs it.
 pub fn prompt_for(request: &str) -> String {
     let one_line = request.split_whitespace().collect::<Vec<_>>().join(" ");
-    format!("- name: {}\n", to_yaml(&Value::String(one_line)).trim_end())
+    format!("- name: {}", to_yaml(&Value::String(one_line)).trim_end())
 }
 
 fn to_yaml(v: &Value) -> String {
@@ -362,6 +378,38 @@ fn indent_item(yaml: &str) -> String {
         }
         out.push_str(line);
         out.push('\n');
+    }
+    out
+}
+
+/// Synthetic pairs from the documentation, one per catalogue module with a
+/// `short_description`: that description as the name, the module (FQCN) with its
+/// own required options as `'{{ option }}'` placeholders as the task. They tie what
+/// a module does, in words, to its name and arguments for every documented module,
+/// held-out ones included; no example text is used.
+pub fn documentation_pairs(cat: &Catalogue) -> Vec<Pair> {
+    let mut out = Vec::new();
+    for m in cat.modules.values() {
+        let name = m.short_description.trim().trim_end_matches('.');
+        if name.is_empty() {
+            continue;
+        }
+        let mut args = Mapping::new();
+        for (opt, spec) in &m.options {
+            if spec.required && !spec.shared && !matches!(opt.as_str(), "free_form" | "_raw_params" | "key_value") {
+                args.insert(Value::String(opt.clone()), Value::String(format!("{{{{ {opt} }}}}")));
+            }
+        }
+        let args = if args.is_empty() { Value::Null } else { Value::Mapping(args) };
+        let mut body = Mapping::new();
+        body.insert(Value::String(m.fqcn.clone()), args);
+        out.push(Pair {
+            name: name.to_string(),
+            prompt: prompt_for(name),
+            completion: format!("\n{}", indent_item(&to_yaml(&Value::Mapping(body)))),
+            module: m.fqcn.clone(),
+            source: m.fqcn.clone(),
+        });
     }
     out
 }
@@ -388,7 +436,8 @@ mod tests {
     #[test]
     fn pairs_come_from_named_tasks_with_a_known_module() {
         let frags: HashMap<String, String> =
-            [("files".to_string(), "class F:\n    DOCUMENTATION = r'''\noptions:\n  mode: {}\n'''\n".to_string())].into();
+            [("files".to_string(), "class F:\n    DOCUMENTATION = r'''\noptions:\n  mode: {}\n'''\n".to_string())]
+                .into();
         let broken = source("ansible.builtin.broken", "EXAMPLES = r'''\n- name: x\n  apt: [unclosed\n'''\n");
         let ex = extract(&[source("ansible.builtin.apt", APT), broken], &frags);
         assert_eq!(ex.catalogue.len(), 1);
@@ -396,17 +445,35 @@ mod tests {
         let names: Vec<&str> = ex.pairs.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["Install nginx", "In a play"]);
         assert_eq!(ex.counts.tasks_with_name_and_module, 5);
-        assert_eq!((ex.counts.duplicates_removed, ex.counts.unknown_module, ex.counts.undocumented_arguments), (1, 1, 1));
-        assert_eq!(ex.pairs[0].prompt, "- name: Install nginx\n");
-        assert_eq!(ex.pairs[0].completion, "  ansible.builtin.apt:\n    name: nginx\n    mode: '0644'\n  become: yes\n");
+        assert_eq!(
+            (ex.counts.duplicates_removed, ex.counts.unknown_module, ex.counts.undocumented_arguments),
+            (1, 1, 1)
+        );
+        assert_eq!(ex.pairs[0].prompt, "- name: Install nginx");
+        assert_eq!(
+            ex.pairs[0].completion,
+            "\n  ansible.builtin.apt:\n    name: nginx\n    mode: '0644'\n  become: yes\n"
+        );
         assert_eq!(ex.problems.len(), 1, "{:?}", ex.problems);
         assert!(ex.problems[0].what.starts_with("EXAMPLES is not valid YAML"), "{:?}", ex.problems);
         assert_eq!(ex.blocks.len(), 1);
     }
 
     #[test]
+    fn documentation_pairs_name_the_module_and_its_required_options() {
+        let frags = HashMap::new();
+        let doc = "DOCUMENTATION = r'''\nmodule: svc\nshort_description: Manage  services.\noptions:\n  name: {required: true}\n  state: {}\n'''\n";
+        let ex = extract(&[source("ansible.builtin.svc", doc)], &frags);
+        let pairs = documentation_pairs(&ex.catalogue);
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].text(), "- name: Manage services\n  ansible.builtin.svc:\n    name: '{{ name }}'\n");
+        let check = crate::catalogue::check_task(&pairs[0].text(), &ex.catalogue, None);
+        assert!(check.ansible_aware(), "{check:?}");
+    }
+
+    #[test]
     fn prompts_quote_what_yaml_would_misread() {
-        assert_eq!(prompt_for("Install  nginx\n now"), "- name: Install nginx now\n");
-        assert_eq!(prompt_for("key: value"), "- name: 'key: value'\n");
+        assert_eq!(prompt_for("Install  nginx\n now"), "- name: Install nginx now");
+        assert_eq!(prompt_for("key: value"), "- name: 'key: value'");
     }
 }

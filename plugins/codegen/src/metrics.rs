@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{check_task, Catalogue};
 
-/// One scored example: the prompt (`- name: ...\n`) and two completions of it.
+/// One scored example: the prompt (`- name: ...`) and two completions of it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Scored {
     pub prompt: String,

@@ -230,7 +230,8 @@ mod tests {
 
     #[test]
     fn reads_the_literal_forms_modules_use() {
-        let src = "DOCUMENTATION = r'''\nmodule: x\n'''\n\nEXAMPLES = \"\"\"\n- name: a\\tb\n\"\"\"\nRETURN = '''x'''\n";
+        let src =
+            "DOCUMENTATION = r'''\nmodule: x\n'''\n\nEXAMPLES = \"\"\"\n- name: a\\tb\n\"\"\"\nRETURN = '''x'''\n";
         assert_eq!(value(src, "DOCUMENTATION").expect("ok"), "\nmodule: x\n");
         assert_eq!(value(src, "EXAMPLES").expect("ok"), "\n- name: a\tb\n");
         assert_eq!(value(src, "RETURN").expect("ok"), "x");

@@ -1,0 +1,195 @@
+//! Prompted generation tasks (a task spec with `completion`): greedy completion
+//! of each test prompt with the task's adapter, scored by the plugin's scorer,
+//! beside a retrieval baseline scored the same way (the training answer whose
+//! prompt is nearest by TF-IDF cosine over the base tokenizer's tokens).
+
+use std::collections::HashMap;
+
+use plinth_data::{CompletionSpec, PluginData};
+use plinth_model::lora::LoraAdapter;
+use plinth_model::Transformer;
+use plinth_tokenizer::PlinthTokenizer;
+use plinth_train::TrainError;
+
+use crate::data::Encoded;
+use crate::metrics::Metrics;
+use crate::Result;
+
+/// A scored completion: (prompt, prediction, reference).
+pub type Completion = (String, String, String);
+
+/// Continues `prompt` greedily until `<eos>`, a stop string or the budget.
+pub fn complete(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    adapter: Option<&LoraAdapter>,
+    prompt: &str,
+    spec: &CompletionSpec,
+) -> Result<String> {
+    let cfg = greedy(spec);
+    let gen = plinth_generate::generate_with(model, tok, prompt, &cfg, adapter)
+        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+    Ok(gen.text)
+}
+
+/// Sampling settings for a task's completions: greedy, its budget and stops.
+pub fn greedy(spec: &CompletionSpec) -> plinth_generate::SamplingConfig {
+    plinth_generate::SamplingConfig {
+        max_new_tokens: spec.max_new_tokens,
+        temperature: 0.0,
+        stop: spec.stop.clone(),
+        repetition_penalty: spec.repetition_penalty,
+        ..Default::default()
+    }
+}
+
+/// Asks the plugin's scorer for metrics of `(prompt, prediction, reference)` rows.
+pub fn score(plugins: &dyn PluginData, plugin: &str, spec: &CompletionSpec, rows: &[Completion]) -> Result<Metrics> {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(p, pred, gold)| serde_json::json!({"prompt": p, "prediction": pred, "reference": gold}))
+        .collect();
+    let request = serde_json::json!({ "rows": rows }).to_string();
+    let reply = plugins
+        .call(plugin, &spec.scorer, &request)
+        .map_err(|e| TrainError::Invalid(format!("scorer {plugin}/{}: {e}", spec.scorer)))?;
+    let value: serde_json::Value = serde_json::from_str(&reply)
+        .map_err(|e| TrainError::Invalid(format!("scorer {plugin}/{} answered non-JSON: {e}", spec.scorer)))?;
+    let metrics: Metrics = value
+        .as_object()
+        .map(|o| o.iter().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x))).collect())
+        .unwrap_or_default();
+    if !metrics.contains_key(&spec.metric) {
+        return Err(TrainError::Invalid(format!(
+            "scorer {plugin}/{} did not report the task's metric {:?} (got {:?})",
+            spec.scorer,
+            spec.metric,
+            metrics.keys().collect::<Vec<_>>()
+        )));
+    }
+    Ok(metrics)
+}
+
+/// The first `max` rows (0: all) of a prompted split, as (prompt, reference) pairs.
+pub fn prompts(data: &Encoded, max: usize) -> Vec<(String, String)> {
+    let n = if max == 0 { data.len() } else { max.min(data.len()) };
+    (0..n).map(|i| (data.prompts[i].clone(), data.texts[i].clone())).collect()
+}
+
+/// Completes and scores the first `max` rows of `data`; also returns the predictions.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    adapter: Option<&LoraAdapter>,
+    plugins: &dyn PluginData,
+    plugin: &str,
+    spec: &CompletionSpec,
+    data: &Encoded,
+    max: usize,
+) -> Result<(Metrics, Vec<Completion>)> {
+    if data.prompts.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "the task declares `completion` but its {plugin} data rows carry no \"prompt\""
+        )));
+    }
+    let mut rows = Vec::new();
+    for (prompt, reference) in prompts(data, max) {
+        let prediction = complete(model, tok, adapter, &prompt, spec)?;
+        rows.push((prompt, prediction, reference));
+    }
+    Ok((score(plugins, plugin, spec, &rows)?, rows))
+}
+
+/// For each row of `query`, the training row whose prompt is nearest: cosine of
+/// TF-IDF vectors over prompt tokens (ties: the earlier training row). Uses the
+/// encoded ids between `<bos>` and each row's `learn_from`.
+pub fn nearest_prompts(train: &Encoded, query: &Encoded, n_query: usize) -> Vec<usize> {
+    let prompt_tokens = |d: &Encoded, i: usize| -> Vec<u32> {
+        let mut t = d.ids[i][1..d.learn_from[i].max(1)].to_vec();
+        t.sort_unstable();
+        t.dedup();
+        t
+    };
+    let train_toks: Vec<Vec<u32>> = (0..train.len()).map(|i| prompt_tokens(train, i)).collect();
+    let mut df: HashMap<u32, f64> = HashMap::new();
+    for t in train_toks.iter().flatten() {
+        *df.entry(*t).or_insert(0.0) += 1.0;
+    }
+    let n = train.len() as f64;
+    let idf = |t: u32| ((n + 1.0) / (df.get(&t).copied().unwrap_or(0.0) + 1.0)).ln() + 1.0;
+    let mut postings: HashMap<u32, Vec<(usize, f64)>> = HashMap::new();
+    let mut norms = vec![0.0f64; train.len()];
+    for (i, toks) in train_toks.iter().enumerate() {
+        for &t in toks {
+            let w = idf(t);
+            norms[i] += w * w;
+            postings.entry(t).or_default().push((i, w));
+        }
+    }
+    let mut out = Vec::with_capacity(n_query);
+    let mut scores = vec![0.0f64; train.len()];
+    for q in 0..n_query.min(query.len()) {
+        scores.iter_mut().for_each(|s| *s = 0.0);
+        let toks = prompt_tokens(query, q);
+        for &t in &toks {
+            let wq = idf(t);
+            for &(i, w) in postings.get(&t).map_or(&[][..], Vec::as_slice) {
+                scores[i] += wq * w;
+            }
+        }
+        let best = (0..train.len())
+            .map(|i| (if norms[i] > 0.0 { scores[i] / norms[i].sqrt() } else { 0.0 }, i))
+            .fold((f64::NEG_INFINITY, 0), |acc, x| if x.0 > acc.0 { x } else { acc });
+        out.push(best.1);
+    }
+    out
+}
+
+/// The retrieval baseline on the first `max` rows of `test`: each prompt answered
+/// with the training answer of the nearest training prompt, scored by the plugin.
+pub fn retrieval_baseline(
+    plugins: &dyn PluginData,
+    plugin: &str,
+    spec: &CompletionSpec,
+    train: &Encoded,
+    test: &Encoded,
+    max: usize,
+) -> Result<Metrics> {
+    let rows_wanted = prompts(test, max);
+    let nearest = nearest_prompts(train, test, rows_wanted.len());
+    let rows: Vec<Completion> = rows_wanted
+        .into_iter()
+        .zip(nearest)
+        .map(|((prompt, reference), j)| (prompt, train.texts[j].clone(), reference))
+        .collect();
+    score(plugins, plugin, spec, &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(prompts: &[&[u32]]) -> Encoded {
+        let mut e = Encoded::default();
+        for (i, p) in prompts.iter().enumerate() {
+            let mut ids = vec![1u32];
+            ids.extend(*p);
+            e.learn_from.push(ids.len());
+            ids.extend([90 + i as u32, 2]);
+            e.ids.push(ids);
+            e.texts.push(format!("answer {i}"));
+            e.prompts.push(format!("prompt {i}"));
+            e.labels.push(0.0);
+        }
+        e
+    }
+
+    #[test]
+    fn retrieval_finds_the_prompt_sharing_the_rarest_tokens() {
+        // Token 5 is in every training prompt (low IDF); 7 and 8 each in one.
+        let train = rows(&[&[5, 7], &[5, 8], &[5, 9, 10]]);
+        let query = rows(&[&[5, 8], &[7, 11], &[12]]);
+        assert_eq!(nearest_prompts(&train, &query, 3), [1, 0, 0]);
+    }
+}

@@ -510,7 +510,7 @@ max_examples = 4
     let p = shipped
         .replace("runs/ansible-tiny/checkpoint", "yaml/checkpoint")
         .replace("runs/finetune/ansible", "ft-ansible")
-        .replace("data/ansible-requests.txt", &requests.display().to_string())
+        .replace("configs/pipelines/data/ansible-requests.txt", &requests.display().to_string())
         .replace("out_dir = \"runs/pipelines/ansible-assistant\"", "out_dir = \"assistant\"");
     std::fs::write(dir.join("assistant.toml"), &p).expect("write");
     let out = plinth(&["check", "assistant.toml"], dir);
@@ -564,4 +564,58 @@ field = "playbook"
     assert!(playbook.contains("  - name: Start nginx\n") && !playbook.contains("Broken"), "{playbook}");
     let rejects = std::fs::read_to_string(dir.join("assemble/rejects.jsonl")).expect("rejects");
     assert!(rejects.contains("did you mean \\\"ansible.builtin.apt\\\"?"), "{rejects}");
+}
+
+#[test]
+fn text_triage_pipeline_runs_two_adapters_on_one_base() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mlm = write_config(dir, "mlm");
+    let out = plinth(&["pretrain", "--config", mlm.to_str().expect("utf8")], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    // Micro adapters for the language plugin's two tasks on the micro base.
+    for task in ["news-topic", "sentiment"] {
+        let cfg = format!(
+            r#"base = "run-mlm/checkpoint"
+out_dir = "ft-{task}"
+[task]
+plugin = "language"
+name = "{task}"
+max_train = 64
+[train]
+batch_size = 16
+max_steps = 4
+eval_every = 2
+max_len = 48
+"#
+        );
+        std::fs::write(dir.join(format!("{task}.toml")), cfg).expect("write");
+        let out = plinth(&["finetune", "--config", &format!("{task}.toml")], dir);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shipped = std::fs::read_to_string(root.join("configs/pipelines/text-triage.toml")).expect("shipped pipeline");
+    let p = shipped
+        .replace("runs/finetune/news-topic", "ft-news-topic")
+        .replace("runs/finetune/sentiment", "ft-sentiment")
+        .replace(
+            "configs/pipelines/data/triage.txt",
+            &root.join("configs/pipelines/data/triage.txt").display().to_string(),
+        )
+        .replace("out_dir = \"runs/pipelines/text-triage\"", "out_dir = \"triage\"");
+    std::fs::write(dir.join("triage.toml"), &p).expect("write");
+    let out = plinth(&["check", "triage.toml"], dir);
+    assert!(out.status.success() && text(&out).contains("+sentiment_probability:number"), "{}", text(&out));
+    let out = plinth(&["run", "triage.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let documents = std::fs::read_to_string(root.join("configs/pipelines/data/triage.txt")).expect("documents");
+    let n = documents.lines().filter(|l| !l.trim().is_empty()).count();
+    let results = std::fs::read_to_string(dir.join("triage/results.jsonl")).expect("results");
+    assert_eq!(results.lines().count(), n);
+    for line in results.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).expect("json");
+        let topic = r["topic"].as_str().expect("topic");
+        assert!(["business", "entertainment", "politics", "sports", "tech"].contains(&topic), "{r}");
+        assert!(["rotten", "fresh"].contains(&r["sentiment"].as_str().expect("sentiment")), "{r}");
+    }
 }

@@ -106,7 +106,7 @@ enum Command {
         base: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = SplitArg::Test)]
         split: SplitArg,
-        /// Prompted generation tasks: complete and score the first N rows (0: all).
+        /// Prompted generation tasks: complete and score N rows spread evenly through the split (0: all).
         #[arg(long, default_value_t = 0)]
         max: usize,
     },

@@ -70,10 +70,16 @@ pub fn score(plugins: &dyn PluginData, plugin: &str, spec: &CompletionSpec, rows
     Ok(metrics)
 }
 
-/// The first `max` rows (0: all) of a prompted split, as (prompt, reference) pairs.
+/// `max` rows (0: all) of a prompted split, evenly spaced through it (plugins
+/// order rows by source, so the first rows would all come from a few sources).
+pub fn sample_rows(len: usize, max: usize) -> Vec<usize> {
+    let n = if max == 0 { len } else { max.min(len) };
+    (0..n).map(|k| k * len / n.max(1)).collect()
+}
+
+/// The (prompt, reference) pairs of [`sample_rows`].
 pub fn prompts(data: &Encoded, max: usize) -> Vec<(String, String)> {
-    let n = if max == 0 { data.len() } else { max.min(data.len()) };
-    (0..n).map(|i| (data.prompts[i].clone(), data.texts[i].clone())).collect()
+    sample_rows(data.len(), max).into_iter().map(|i| (data.prompts[i].clone(), data.texts[i].clone())).collect()
 }
 
 /// Completes and scores the first `max` rows of `data`; also returns the predictions.
@@ -101,10 +107,10 @@ pub fn evaluate(
     Ok((score(plugins, plugin, spec, &rows)?, rows))
 }
 
-/// For each row of `query`, the training row whose prompt is nearest: cosine of
-/// TF-IDF vectors over prompt tokens (ties: the earlier training row). Uses the
-/// encoded ids between `<bos>` and each row's `learn_from`.
-pub fn nearest_prompts(train: &Encoded, query: &Encoded, n_query: usize) -> Vec<usize> {
+/// For the rows `which` of `query`, the training row whose prompt is nearest:
+/// cosine of TF-IDF vectors over prompt tokens (ties: the earlier training row).
+/// Uses the encoded ids between `<bos>` and each row's `learn_from`.
+pub fn nearest_prompts(train: &Encoded, query: &Encoded, which: &[usize]) -> Vec<usize> {
     let prompt_tokens = |d: &Encoded, i: usize| -> Vec<u32> {
         let mut t = d.ids[i][1..d.learn_from[i].max(1)].to_vec();
         t.sort_unstable();
@@ -127,9 +133,9 @@ pub fn nearest_prompts(train: &Encoded, query: &Encoded, n_query: usize) -> Vec<
             postings.entry(t).or_default().push((i, w));
         }
     }
-    let mut out = Vec::with_capacity(n_query);
+    let mut out = Vec::with_capacity(which.len());
     let mut scores = vec![0.0f64; train.len()];
-    for q in 0..n_query.min(query.len()) {
+    for &q in which {
         scores.iter_mut().for_each(|s| *s = 0.0);
         let toks = prompt_tokens(query, q);
         for &t in &toks {
@@ -156,12 +162,12 @@ pub fn retrieval_baseline(
     test: &Encoded,
     max: usize,
 ) -> Result<Metrics> {
-    let rows_wanted = prompts(test, max);
-    let nearest = nearest_prompts(train, test, rows_wanted.len());
-    let rows: Vec<Completion> = rows_wanted
-        .into_iter()
+    let picked = sample_rows(test.len(), max);
+    let nearest = nearest_prompts(train, test, &picked);
+    let rows: Vec<Completion> = picked
+        .iter()
         .zip(nearest)
-        .map(|((prompt, reference), j)| (prompt, train.texts[j].clone(), reference))
+        .map(|(&i, j)| (test.prompts[i].clone(), train.texts[j].clone(), test.texts[i].clone()))
         .collect();
     score(plugins, plugin, spec, &rows)
 }
@@ -190,6 +196,14 @@ mod tests {
         // Token 5 is in every training prompt (low IDF); 7 and 8 each in one.
         let train = rows(&[&[5, 7], &[5, 8], &[5, 9, 10]]);
         let query = rows(&[&[5, 8], &[7, 11], &[12]]);
-        assert_eq!(nearest_prompts(&train, &query, 3), [1, 0, 0]);
+        assert_eq!(nearest_prompts(&train, &query, &[0, 1, 2]), [1, 0, 0]);
+        assert_eq!(nearest_prompts(&train, &query, &[2, 0]), [0, 1]);
+    }
+
+    #[test]
+    fn samples_are_spread_through_the_split() {
+        assert_eq!(sample_rows(10, 3), [0, 3, 6]);
+        assert_eq!(sample_rows(4, 0), [0, 1, 2, 3]);
+        assert_eq!(sample_rows(2, 5), [0, 1]);
     }
 }

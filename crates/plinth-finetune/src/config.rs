@@ -33,7 +33,7 @@ pub struct FinetuneConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreSettings {
-    /// Complete and score the first N test rows (0: all), default 0.
+    /// Complete and score N test rows spread evenly through the split (0: all), default 0.
     #[serde(default)]
     pub max_examples: usize,
 }

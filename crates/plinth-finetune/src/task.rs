@@ -241,8 +241,8 @@ impl FinetunedTask {
     }
 
     /// Metrics on one split of the task's data, asked from its plugin with the
-    /// request the run used. A prompted generation task also completes the first
-    /// `max_completions` prompts (0: all) and reports the plugin's scores, with
+    /// request the run used. A prompted generation task also completes
+    /// `max_completions` prompts spread through the split (0: all) and reports the plugin's scores, with
     /// the retrieval baseline's as `retrieval.<metric>`.
     pub fn evaluate(
         &self,

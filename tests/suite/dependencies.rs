@@ -13,6 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plinth-generate", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
     ("plinth-finetune", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-generate"]),
     ("plinth-pipeline", &["plinth-data", "plinth-train", "plinth-generate", "plinth-finetune"]),
+    ("plinth-curate", &["plinth-data"]),
     (
         "plinth-bench",
         &[
@@ -38,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "plinth-generate",
             "plinth-finetune",
             "plinth-pipeline",
+            "plinth-curate",
             "plinth-plugin-host",
         ],
     ),

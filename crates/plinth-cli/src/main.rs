@@ -133,6 +133,15 @@ enum Command {
         #[arg(default_value = "configs/pipelines/molecule-discovery.toml")]
         pipeline: PathBuf,
     },
+    /// Curate a corpus (any corpus pretraining reads: a package, text files, a
+    /// plugin's data): normalisation, length and quality filters, private-data
+    /// scrubbing, offensive-word filter, exact and near-duplicate removal. Writes
+    /// curated.txt (a text_files corpus), report.json and report.md to out_dir.
+    Curate {
+        /// Curation config (`corpus`, `out_dir`, `[curate]` settings).
+        #[arg(long, default_value = "configs/curate/wordnet.toml")]
+        config: PathBuf,
+    },
     /// Check a pipeline without running it: stages, plugins, models and field
     /// types; errors name the line.
     Check {
@@ -304,6 +313,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict { run, base, json, inputs } => predict(&run, base.as_deref(), json, inputs, device),
         Command::Info { checkpoint } => info(&checkpoint),
+        Command::Curate { config } => curate(&config),
         Command::Check { pipeline } => {
             let plugins = plugin_data()?;
             let p = plinth_pipeline::Pipeline::load(&pipeline, &plugins)?;
@@ -482,6 +492,38 @@ fn answer_with_plugin(
     if let Some(why) = complaint {
         bail!("the answer did not pass {plugin}'s check after {tries} tries: {why}");
     }
+    Ok(())
+}
+
+fn curate(config: &std::path::Path) -> Result<()> {
+    let file = plinth_curate::CurateFile::from_path(config)?;
+    let cache = plinth_data::cache_dir();
+    let plugins = match &file.corpus {
+        plinth_data::CorpusSource::Plugin(_) => Some(plugin_data()?),
+        _ => None,
+    };
+    let corpus =
+        plinth_data::load_corpus(&file.corpus, &cache, plugins.as_ref().map(|p| p as &dyn plinth_data::PluginData))?;
+    let curator = plinth_curate::Curator::new(file.curate, &cache)?;
+    let (kept, report) = curator.run(corpus.documents);
+    std::fs::create_dir_all(&file.out_dir).with_context(|| format!("creating {}", file.out_dir.display()))?;
+    // One document per block; blank lines inside a document are dropped so the
+    // file reads back as the same documents (`corpus = { text_files = [...] }`).
+    let body: Vec<String> =
+        kept.iter().map(|d| d.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n")).collect();
+    plinth_model::checkpoint::write_atomic(&file.out_dir.join("curated.txt"), (body.join("\n\n") + "\n").as_bytes())?;
+    plinth_model::checkpoint::write_atomic(
+        &file.out_dir.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    let md = report.markdown();
+    plinth_model::checkpoint::write_atomic(&file.out_dir.join("report.md"), md.as_bytes())?;
+    print!("{}", md.split("\n## ").next().unwrap_or_default());
+    println!(
+        "curated corpus in {}, report in {}",
+        file.out_dir.join("curated.txt").display(),
+        file.out_dir.join("report.md").display()
+    );
     Ok(())
 }
 

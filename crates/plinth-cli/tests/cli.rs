@@ -619,3 +619,45 @@ max_len = 48
         assert!(["rotten", "fresh"].contains(&r["sentiment"].as_str().expect("sentiment")), "{r}");
     }
 }
+
+#[test]
+fn curate_writes_a_clean_corpus_and_a_report() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let long = "The committee met on Tuesday to discuss the budget for next year in detail, and after a long debate the members agreed to fund the new library and the";
+    let docs = [
+        "Write to jane.doe@example.com about the garden party on Sunday afternoon.".to_string(),
+        "tiny".to_string(),
+        format!("{long} park."),
+        format!("{long} park."),
+        format!("{long} pool."),
+        "Only a heck of a mess was left behind after the storm last night.".to_string(),
+    ];
+    std::fs::write(dir.join("docs.txt"), docs.join("\n\n")).expect("write");
+    std::fs::write(dir.join("words.txt"), "heck\n").expect("write");
+    std::fs::write(
+        dir.join("curate.toml"),
+        "corpus = { text_files = [\"docs.txt\"] }\nout_dir = \"clean\"\n[curate]\nword_list = \"words.txt\"\n",
+    )
+    .expect("write");
+    let out = plinth(&["curate", "--config", "curate.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("| near_dedup | 3 | 1 |"), "{}", text(&out));
+    let curated = std::fs::read_to_string(dir.join("clean/curated.txt")).expect("curated");
+    let kept: Vec<&str> = curated.trim().split("\n\n").collect();
+    assert_eq!(kept.len(), 2, "{curated}");
+    assert!(kept[0].contains("<EMAIL>") && !curated.contains("jane") && !curated.contains("heck"), "{curated}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("clean/report.json")).expect("report")).expect("json");
+    let dropped: u64 =
+        report["stages"].as_array().expect("stages").iter().map(|s| s["dropped"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(report["documents_in"].as_u64().expect("in") - dropped, report["documents_out"].as_u64().expect("out"));
+    assert!(std::fs::read_to_string(dir.join("clean/report.md")).expect("md").contains("## offensive"));
+
+    // A bad setting is refused by name before any work.
+    std::fs::write(dir.join("bad.toml"), "corpus = \"wordnet\"\nout_dir = \"x\"\n[curate]\nnear_threshold = 2.0\n")
+        .expect("write");
+    let out = plinth(&["curate", "--config", "bad.toml"], dir);
+    assert!(!out.status.success() && text(&out).contains("near_threshold"), "{}", text(&out));
+    assert!(!dir.join("x").exists());
+}

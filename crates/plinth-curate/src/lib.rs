@@ -214,6 +214,9 @@ impl Report {
     }
 }
 
+/// A per-document stage.
+type DocStage<'a> = Box<dyn Fn(&str) -> Outcome + 'a>;
+
 /// What a stage decides for one document.
 enum Outcome {
     Keep,
@@ -263,16 +266,16 @@ impl Curator {
         // (original index, text)
         let mut live: Vec<(usize, String)> = docs.into_iter().enumerate().collect();
         let cfg = &self.cfg;
-        let mut per_doc: Vec<(&str, Box<dyn Fn(&str) -> Outcome + '_>)> = Vec::new();
+        let mut per_doc: Vec<(&str, DocStage<'_>)> = Vec::new();
         if cfg.normalize {
-            per_doc.push(("normalize", Box::new(|t| normalize_stage(t))));
+            per_doc.push(("normalize", Box::new(normalize_stage)));
         }
         per_doc.push(("length", Box::new(|t| self.length(t))));
         if cfg.quality {
             per_doc.push(("quality", Box::new(|t| self.quality(t))));
         }
         if cfg.private {
-            per_doc.push(("private", Box::new(|t| private_stage(t))));
+            per_doc.push(("private", Box::new(private_stage)));
         }
         if cfg.offensive {
             per_doc.push(("offensive", Box::new(|t| self.offensive(t))));

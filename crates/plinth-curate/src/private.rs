@@ -58,7 +58,7 @@ fn luhn(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Replaces private data in `text` with `<EMAIL>`, `<SECRET>`, `<CARD>`, `<IP>`

@@ -76,36 +76,28 @@ pub fn scrub(text: &str) -> (String, BTreeMap<&'static str, usize>) {
             found.insert(kind, n);
         }
     }
-    let mut secrets = 0;
-    out = p
-        .assigned
-        .replace_all(&out, |c: &regex::Captures| {
-            let v = &c[1];
-            if v.chars().any(|ch| ch.is_ascii_digit()) && v.chars().any(|ch| ch.is_ascii_alphabetic()) {
-                secrets += 1;
-                "<SECRET>".to_string()
-            } else {
-                c[0].to_string()
-            }
-        })
-        .into_owned();
-    if secrets > 0 {
-        *found.entry("secret").or_insert(0) += secrets;
-    }
-    let mut cards = 0;
-    out = p
-        .card
-        .replace_all(&out, |c: &regex::Captures| {
-            if luhn(&c[0]) {
-                cards += 1;
-                "<CARD>".to_string()
-            } else {
-                c[0].to_string()
-            }
-        })
-        .into_owned();
-    if cards > 0 {
-        found.insert("card", cards);
+    let mixed = |c: &regex::Captures| {
+        let v = &c[1];
+        v.chars().any(|ch| ch.is_ascii_digit()) && v.chars().any(|ch| ch.is_ascii_alphabetic())
+    };
+    for (kind, re, placeholder, check) in [
+        ("secret", &p.assigned, "<SECRET>", &mixed as &dyn Fn(&regex::Captures) -> bool),
+        ("card", &p.card, "<CARD>", &|c: &regex::Captures| luhn(&c[0])),
+    ] {
+        let mut n = 0;
+        out = re
+            .replace_all(&out, |c: &regex::Captures| {
+                if check(c) {
+                    n += 1;
+                    placeholder.to_string()
+                } else {
+                    c[0].to_string()
+                }
+            })
+            .into_owned();
+        if n > 0 {
+            *found.entry(kind).or_insert(0) += n;
+        }
     }
     // A phone number stands alone: not glued to letters, digits or hyphens on
     // either side (UUIDs and ARNs hold digit groups that look like one).

@@ -190,22 +190,13 @@ fn unescape(body: &str) -> String {
             Some('n') => out.push('\n'),
             Some('t') => out.push('\t'),
             Some('r') => out.push('\r'),
-            Some('x') => {
-                let hex: String = chars.by_ref().take(2).collect();
+            Some(kind @ ('x' | 'u')) => {
+                let hex: String = chars.by_ref().take(if kind == 'x' { 2 } else { 4 }).collect();
                 match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
                     Some(ch) => out.push(ch),
                     None => {
-                        out.push_str("\\x");
-                        out.push_str(&hex);
-                    }
-                }
-            }
-            Some('u') => {
-                let hex: String = chars.by_ref().take(4).collect();
-                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                    Some(ch) => out.push(ch),
-                    None => {
-                        out.push_str("\\u");
+                        out.push('\\');
+                        out.push(kind);
                         out.push_str(&hex);
                     }
                 }
@@ -239,6 +230,7 @@ mod tests {
         assert_eq!(value(cont, "EXAMPLES").expect("ok"), "\n- a\n");
         let paren = "EXAMPLES = (\n    'a: 1\\n'  # first\n    \"b: 2\\n\"\n)\n";
         assert_eq!(value(paren, "EXAMPLES").expect("ok"), "a: 1\nb: 2\n");
+        assert_eq!(value("X = 'a\\x41\\u00e9\\xZZ'\n", "X").expect("ok"), "aA\u{e9}\\xZZ");
         let indented = "class F:\n    DOCUMENTATION = r'''\noptions: {}\n'''\n    OTHER = r'''\nx: 1\n'''\n";
         assert_eq!(value(indented, "OTHER").expect("ok"), "\nx: 1\n");
     }

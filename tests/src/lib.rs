@@ -38,6 +38,7 @@ pub fn micro_config(out_dir: &Path, kind: ObjectiveKind) -> PretrainConfig {
             corpus: CorpusSource::TextFiles(vec![fixture_corpus()]),
             val_fraction: 0.2,
             max_documents: 0,
+            synthetic: None,
         },
         objective: ObjectiveConfig {
             kind,

@@ -12,7 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plinth-train", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
     ("plinth-generate", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
     ("plinth-finetune", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-generate"]),
-    ("plinth-pipeline", &["plinth-data", "plinth-train", "plinth-generate", "plinth-finetune"]),
+    ("plinth-pipeline", &["plinth-data", "plinth-train", "plinth-generate", "plinth-finetune", "plinth-curate"]),
     ("plinth-curate", &["plinth-data"]),
     (
         "plinth-bench",

@@ -661,3 +661,57 @@ fn curate_writes_a_clean_corpus_and_a_report() {
     assert!(!out.status.success() && text(&out).contains("near_threshold"), "{}", text(&out));
     assert!(!dir.join("x").exists());
 }
+
+#[test]
+fn synthetic_text_carries_provenance_and_mixes_into_pretraining() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let causal = write_config(dir, "causal");
+    let out = plinth(&["pretrain", "--config", causal.to_str().expect("utf8")], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let shipped = std::fs::read_to_string(root.join("configs/pipelines/text-synthetic.toml")).expect("shipped");
+    let p = shipped
+        .replace("runs/tiny-causal/checkpoint", "run-causal/checkpoint")
+        .replace("samples = 2000", "samples = 24")
+        .replace("max_tokens = 64", "max_tokens = 24")
+        .replace("settings = { max_offensive_share = 0.05 }", "settings = { min_chars = 1, min_words = 1, min_alpha_share = 0.0, mean_word_len = [0.0, 100.0], word_list = \"words.txt\" }")
+        .replace("out_dir = \"runs/pipelines/text-synthetic\"", "out_dir = \"syn\"");
+    std::fs::write(dir.join("words.txt"), "zzzz\n").expect("write");
+    std::fs::write(dir.join("syn.toml"), &p).expect("write");
+    let out = plinth(&["run", "syn.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = std::fs::read_to_string(dir.join("syn/synthetic.jsonl")).expect("synthetic");
+    assert!(lines.lines().count() > 0, "{}", text(&out));
+    for line in lines.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).expect("json");
+        let p: serde_json::Value = serde_json::from_str(r["provenance"].as_str().expect("provenance")).expect("json");
+        assert_eq!(p["checkpoint"], "run-causal/checkpoint");
+        assert_eq!(p["weights_sha256"].as_str().map(str::len), Some(64), "{p}");
+        assert!(p["seed"].is_u64() && p["temperature"] == 0.9, "{p}");
+    }
+    // Mixed into pretraining at a share: the log counts what was added.
+    let cfg = std::fs::read_to_string(&causal)
+        .expect("config")
+        .replace("out_dir = \"run-causal\"", "out_dir = \"mixed\"")
+        .replace(
+            "val_fraction = 0.2",
+            "val_fraction = 0.2\nsynthetic = { path = \"syn/synthetic.jsonl\", field = \"text\", share = 0.25 }",
+        );
+    std::fs::write(dir.join("mixed.toml"), cfg).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(["pretrain", "--config", "mixed.toml"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run plinth");
+    assert!(out.status.success() && text(&out).contains("synthetic documents mixed into training"), "{}", text(&out));
+    // A missing file is refused with its name before training starts.
+    let cfg = std::fs::read_to_string(dir.join("mixed.toml"))
+        .expect("cfg")
+        .replace("syn/synthetic.jsonl", "nope.jsonl")
+        .replace("out_dir = \"mixed\"", "out_dir = \"mixed2\"");
+    std::fs::write(dir.join("mixed2.toml"), cfg).expect("write");
+    let out = plinth(&["pretrain", "--config", "mixed2.toml"], dir);
+    assert!(!out.status.success() && text(&out).contains("nope.jsonl"), "{}", text(&out));
+}

@@ -214,6 +214,30 @@ impl Report {
     }
 }
 
+/// Exact and near-duplicate memories for streaming callers (a pipeline stage).
+#[derive(Debug)]
+pub struct Duplicates {
+    exact: Option<HashSet<String>>,
+    near: Option<minhash::LshIndex>,
+}
+
+impl Duplicates {
+    /// Remembers `text`, or says which earlier text it duplicates.
+    pub fn check(&mut self, text: &str) -> std::result::Result<(), String> {
+        if let Some(seen) = &mut self.exact {
+            if !seen.insert(text.to_string()) {
+                return Err("exact_dedup: exact duplicate".into());
+            }
+        }
+        if let Some(index) = &mut self.near {
+            if let Some(sim) = index.insert_unless_near(text) {
+                return Err(format!("near_dedup: near duplicate (estimated Jaccard {sim:.2})"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A per-document stage.
 type DocStage<'a> = Box<dyn Fn(&str) -> Outcome + 'a>;
 
@@ -258,6 +282,45 @@ impl Curator {
         Ok(Curator { cfg, words: words.iter().map(|w| w.to_lowercase()).collect() })
     }
 
+    /// One document through the per-document stages (normalize to offensive), for
+    /// callers that stream; `Err` names the stage and its reason. Duplicates are
+    /// the caller's: see [`Duplicates`].
+    pub fn document(&self, text: &str) -> std::result::Result<String, String> {
+        let mut text = text.to_string();
+        for (name, f) in self.doc_stages() {
+            match f(&text) {
+                Outcome::Keep => {}
+                Outcome::Rewrite(new, _) => text = new,
+                Outcome::Drop(why) => return Err(format!("{name}: {why}")),
+            }
+        }
+        Ok(text)
+    }
+
+    /// The enabled per-document stages, in order.
+    fn doc_stages(&self) -> Vec<(&'static str, DocStage<'_>)> {
+        let cfg = &self.cfg;
+        let all: [(&'static str, bool, DocStage<'_>); 5] = [
+            ("normalize", cfg.normalize, Box::new(normalize_stage)),
+            ("length", true, Box::new(|t| self.length(t))),
+            ("quality", cfg.quality, Box::new(|t| self.quality(t))),
+            ("private", cfg.private, Box::new(private_stage)),
+            ("offensive", cfg.offensive, Box::new(|t| self.offensive(t))),
+        ];
+        all.into_iter().filter(|(_, on, _)| *on).map(|(name, _, f)| (name, f)).collect()
+    }
+
+    /// The duplicate filters this config enables, with empty memories.
+    pub fn duplicates(&self) -> Duplicates {
+        Duplicates {
+            exact: self.cfg.exact_dedup.then(HashSet::new),
+            near: self
+                .cfg
+                .near_dedup
+                .then(|| minhash::LshIndex::new(MinHasher::new(128, 5, 0x5eed), 16, self.cfg.near_threshold)),
+        }
+    }
+
     /// Runs every enabled stage over `docs`; returns the kept documents and the report.
     pub fn run(&self, docs: Vec<String>) -> (Vec<String>, Report) {
         let t_all = Instant::now();
@@ -266,21 +329,7 @@ impl Curator {
         // (original index, text)
         let mut live: Vec<(usize, String)> = docs.into_iter().enumerate().collect();
         let cfg = &self.cfg;
-        let mut per_doc: Vec<(&str, DocStage<'_>)> = Vec::new();
-        if cfg.normalize {
-            per_doc.push(("normalize", Box::new(normalize_stage)));
-        }
-        per_doc.push(("length", Box::new(|t| self.length(t))));
-        if cfg.quality {
-            per_doc.push(("quality", Box::new(|t| self.quality(t))));
-        }
-        if cfg.private {
-            per_doc.push(("private", Box::new(private_stage)));
-        }
-        if cfg.offensive {
-            per_doc.push(("offensive", Box::new(|t| self.offensive(t))));
-        }
-        for (name, f) in &per_doc {
+        for (name, f) in self.doc_stages() {
             live = self.apply(name, live, &mut report, |_, t| f(t));
         }
         if cfg.exact_dedup {
@@ -490,6 +539,24 @@ mod tests {
     }
 
     #[test]
+    fn one_document_at_a_time_matches_the_batch() {
+        let c = curator();
+        assert_eq!(
+            c.document("Mail  jane@example.com about the darn fence today please.").expect_err("offensive"),
+            "offensive: offensive words (1 of 8, share 0.125)"
+        );
+        assert_eq!(
+            c.document("Mail  jane@example.com about the fence today please.").expect("kept"),
+            "Mail <EMAIL> about the fence today please."
+        );
+        let mut d = c.duplicates();
+        let text = format!("{COMMITTEE} park.");
+        assert!(d.check(&text).is_ok());
+        assert!(d.check(&text).expect_err("dup").starts_with("exact_dedup"));
+        assert!(d.check(&format!("{COMMITTEE} pool.")).expect_err("near").starts_with("near_dedup"));
+    }
+
+    #[test]
     fn normalisation_keeps_indentation() {
         assert_eq!(
             normalize("- name: x\n  apt:\n    name:   nginx   \n\n\n\nnext"),
@@ -503,5 +570,20 @@ mod tests {
         assert!(Curator::with_words(cfg, &[]).expect_err("bad").to_string().contains("near_threshold"));
         let cfg = CurateConfig { min_chars: 10, max_chars: 5, ..Default::default() };
         assert!(Curator::with_words(cfg, &[]).expect_err("bad").to_string().contains("max_chars"));
+    }
+}
+
+#[cfg(test)]
+mod shipped {
+    #[test]
+    fn shipped_curation_configs_load() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/curate");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&root).expect("configs/curate") {
+            let path = entry.expect("entry").path();
+            super::CurateFile::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 2);
     }
 }

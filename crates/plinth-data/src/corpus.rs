@@ -232,3 +232,71 @@ mod tests {
         assert!(err.to_string().contains("no documents"), "{err}");
     }
 }
+
+/// Synthetic documents mixed into a training split: the `field` of each record of
+/// a JSONL file (for example a synthesis pipeline's results, which carry their
+/// provenance), making up `share` of the training documents after mixing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticMix {
+    pub path: PathBuf,
+    pub field: String,
+    pub share: f64,
+}
+
+impl SyntheticMix {
+    /// Reads the synthetic documents; a line that is not a JSON object with a string
+    /// `field` is an error naming the line.
+    pub fn documents(&self) -> Result<Vec<String>> {
+        let text =
+            std::fs::read_to_string(&self.path).map_err(|source| DataError::Io { path: self.path.clone(), source })?;
+        let mut docs = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| DataError::Empty(format!("{} line {}: not JSON: {e}", self.path.display(), i + 1)))?;
+            let doc = v.get(&self.field).and_then(|d| d.as_str()).ok_or_else(|| {
+                DataError::Empty(format!("{} line {}: no string field {:?}", self.path.display(), i + 1, self.field))
+            })?;
+            docs.push(doc.to_string());
+        }
+        if docs.is_empty() {
+            return Err(DataError::Empty(format!("{} holds no synthetic documents", self.path.display())));
+        }
+        Ok(docs)
+    }
+
+    /// Adds synthetic documents to `train` until they are `share` of it: drawn in a
+    /// seeded shuffled order, cycling when there are fewer than needed. Returns how
+    /// many were added.
+    pub fn mix_into(&self, train: &mut Vec<String>, seed: u64) -> Result<usize> {
+        if !(0.0..1.0).contains(&self.share) {
+            return Err(DataError::Empty(format!("synthetic share must be in [0, 1), got {}", self.share)));
+        }
+        let mut docs = self.documents()?;
+        crate::SplitMix64::new(seed ^ 0x5157_4e54).shuffle(&mut docs);
+        let wanted = (self.share / (1.0 - self.share) * train.len() as f64).round() as usize;
+        train.extend(docs.iter().cycle().take(wanted).cloned());
+        Ok(wanted)
+    }
+}
+
+#[cfg(test)]
+mod synthetic_tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_documents_make_up_their_share() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("syn.jsonl");
+        std::fs::write(&path, "{\"text\": \"s1\", \"provenance\": \"x\"}\n{\"text\": \"s2\"}\n").expect("write");
+        let mix = SyntheticMix { path: path.clone(), field: "text".into(), share: 0.2 };
+        let mut train: Vec<String> = (0..8).map(|i| format!("real {i}")).collect();
+        assert_eq!(mix.mix_into(&mut train, 1).expect("mix"), 2);
+        assert_eq!(train.len(), 10);
+        assert_eq!(train.iter().filter(|d| d.starts_with('s')).count(), 2);
+        let bad = SyntheticMix { field: "smiles".into(), ..mix.clone() };
+        assert!(bad.documents().expect_err("no field").to_string().contains("line 1: no string field"));
+        let bad = SyntheticMix { share: 1.0, ..mix };
+        assert!(bad.mix_into(&mut train, 1).is_err());
+    }
+}

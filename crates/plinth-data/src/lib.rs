@@ -9,7 +9,9 @@ mod pypi;
 mod rng;
 mod task;
 
-pub use corpus::{load_corpus, split_train_val, Corpus, CorpusSource, PluginComponent, PluginCorpus, PluginData};
+pub use corpus::{
+    load_corpus, split_train_val, Corpus, CorpusSource, PluginComponent, PluginCorpus, PluginData, SyntheticMix,
+};
 pub use pack::{pack_blocks, BlockSampler, SamplerState};
 pub use packages::{cache_dir, fetch_debian, DebianPackage, WORDNET};
 pub use pypi::{fetch_pypi, sdist_member, wheel_member, wheel_members, PypiPackage};

@@ -84,8 +84,11 @@ struct StageToml {
     stop: Option<Vec<String>>,
     trim: Option<bool>,
     repetition_penalty: Option<f64>,
+    provenance: Option<bool>,
     // collect
     separator: Option<String>,
+    // curate
+    settings: Option<toml::Table>,
     // predict
     run: Option<String>,
     input: Option<String>,
@@ -139,6 +142,9 @@ pub enum Op {
         /// Strip surrounding whitespace from each text (default); `trim = false`
         /// keeps it, for continuations whose leading newline and indentation matter.
         trim: bool,
+        /// Add `provenance`: JSON naming the checkpoint (path and weights SHA-256),
+        /// the adapter, the prompt, the seed and the sampling settings of each text.
+        provenance: bool,
     },
     Predict {
         run: PathBuf,
@@ -165,6 +171,12 @@ pub enum Op {
         format: Format,
         /// `lines`: the field written, one value per line (default: the record's first field).
         field: Option<String>,
+    },
+    /// `field` through plinth-curate's stages (rewritten in place; a dropped
+    /// record goes to rejects with the stage and reason), duplicates included.
+    Curate {
+        field: String,
+        curator: std::sync::Arc<plinth_curate::Curator>,
     },
     /// All records become one: `field`'s values joined by `separator`, and
     /// `records`, how many were joined.
@@ -354,6 +366,9 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
                 ..Default::default()
             };
             out.insert(field.clone(), FieldType::String);
+            if s.provenance == Some(true) {
+                out.insert("provenance".into(), FieldType::String);
+            }
             let adapter = match &s.adapter {
                 Some(a) => {
                     let dir = plinth_finetune::task::resolve_dir(&resolve(a)).map_err(|e| e.to_string())?;
@@ -374,6 +389,7 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
                 field,
                 sampling,
                 trim: s.trim.unwrap_or(true),
+                provenance: s.provenance.unwrap_or(false),
             }
         }
         "predict" => {
@@ -429,13 +445,23 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
             }
             Op::Write { format, path, field: s.field.clone() }
         }
+        "curate" => {
+            let field = need(&s.field, "field")?.clone();
+            require(schema, &field, Some(FieldType::String))?;
+            let settings = s.settings.clone().unwrap_or_default();
+            let cfg: plinth_curate::CurateConfig =
+                settings.try_into().map_err(|e: toml::de::Error| format!("settings: {}", e.message()))?;
+            let curator =
+                plinth_curate::Curator::new(cfg, &plinth_data::cache_dir()).map_err(|e| e.to_string())?;
+            Op::Curate { field, curator: std::sync::Arc::new(curator) }
+        }
         "collect" => {
             let field = need(&s.field, "field")?.clone();
             require(schema, &field, Some(FieldType::String))?;
             out = Schema::from([(field.clone(), FieldType::String), ("records".to_string(), FieldType::Number)]);
             Op::Collect { field, separator: s.separator.clone().unwrap_or_else(|| "\n".into()) }
         }
-        other => return Err(format!("unknown op {other:?}; host operations are read, generate, predict, filter, sort, top_k, dedupe, collect, write (or use `plugin` + `stage`)")),
+        other => return Err(format!("unknown op {other:?}; host operations are read, generate, predict, filter, sort, top_k, dedupe, curate, collect, write (or use `plugin` + `stage`)")),
     };
     Ok((op, out))
 }

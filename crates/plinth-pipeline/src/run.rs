@@ -148,6 +148,7 @@ fn op_name(op: &Op) -> String {
         Op::Dedupe { .. } => "dedupe".into(),
         Op::Write { .. } => "write".into(),
         Op::Collect { .. } => "collect".into(),
+        Op::Curate { .. } => "curate".into(),
         Op::Plugin { plugin, stage, .. } => format!("{plugin}/{stage}"),
     }
 }
@@ -185,6 +186,10 @@ struct StageRun {
     taken: usize,
     /// `write`: records written so far (the file is written when the segment ends).
     written: Vec<Record>,
+    /// `generate` with provenance: the checkpoint's weights SHA-256, read once.
+    weights_sha256: Option<String>,
+    /// `curate`: the duplicate memories across batches.
+    duplicates: Option<plinth_curate::Duplicates>,
     records_in: usize,
     records_out: usize,
     rejected: usize,
@@ -208,6 +213,8 @@ impl StageRun {
             seen: HashSet::new(),
             taken: 0,
             written: Vec::new(),
+            weights_sha256: None,
+            duplicates: None,
             records_in: 0,
             records_out: 0,
             rejected: 0,
@@ -420,6 +427,33 @@ fn model<'r>(
     run.model.as_ref().ok_or_else(|| "model not loaded".to_string())
 }
 
+/// The `provenance` field of one generated text.
+fn provenance(
+    run: &mut StageRun,
+    checkpoint: &Path,
+    adapter: Option<&Path>,
+    prompt: &str,
+    seed: u64,
+    sampling: &plinth_generate::SamplingConfig,
+) -> Result<Value, String> {
+    if run.weights_sha256.is_none() {
+        run.weights_sha256 = Some(plinth_train::state::checkpoint_sha256(checkpoint).map_err(|e| e.to_string())?);
+    }
+    let p = serde_json::json!({
+        "checkpoint": checkpoint.display().to_string(),
+        "weights_sha256": run.weights_sha256,
+        "adapter": adapter.map(|a| a.display().to_string()),
+        "prompt": prompt,
+        "seed": seed,
+        "temperature": sampling.temperature,
+        "top_k": sampling.top_k,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_new_tokens,
+        "repetition_penalty": sampling.repetition_penalty,
+    });
+    Ok(Value::from(p.to_string()))
+}
+
 fn generate_one(
     base: &Checkpoint,
     task: Option<&FinetunedTask>,
@@ -449,19 +483,27 @@ fn sample_batch(
     rejects: &mut std::fs::File,
 ) -> Result<Vec<Record>, PipelineError> {
     let fail = |m: String| PipelineError::Run(m);
-    let Op::Generate { checkpoint, adapter, prompt, field, sampling, trim, .. } = &stage.op else {
+    let Op::Generate { checkpoint, adapter, prompt, field, sampling, trim, provenance: with_provenance, .. } =
+        &stage.op
+    else {
         return Err(fail("sample_batch on a stage that does not generate".into()));
     };
     let run = slot.as_mut().ok_or_else(|| fail("stage not started".into()))?;
     let t0 = Instant::now();
-    let (base, task) = model(ctx, run, Some(checkpoint), adapter.as_deref()).map_err(fail)?;
+    model(ctx, run, Some(checkpoint), adapter.as_deref()).map_err(fail)?;
     let mut out = Vec::new();
     let mut rejected = 0;
     for i in start..start + n {
         let mut r = Record::new();
-        match generate_one(base, task.as_ref(), prompt, sampling, sampling.seed.wrapping_add(i as u64), *trim) {
+        let seed = sampling.seed.wrapping_add(i as u64);
+        let (base, task) = run.model.as_ref().ok_or_else(|| fail("model not loaded".into()))?;
+        match generate_one(base, task.as_ref(), prompt, sampling, seed, *trim) {
             Ok(text) => {
                 r.insert(field.clone(), Value::from(text));
+                if *with_provenance {
+                    let p = provenance(run, checkpoint, adapter.as_deref(), prompt, seed, sampling).map_err(fail)?;
+                    r.insert("provenance".into(), p);
+                }
                 out.push(r);
             }
             Err(e) => {
@@ -492,16 +534,23 @@ fn apply(
         Op::Read { .. } | Op::Sort { .. } | Op::Collect { .. } => {
             return Err(format!("{} is not a streaming stage", stage.name))
         }
-        Op::Generate { checkpoint, adapter, prompt_field, field, sampling, trim, .. } => {
+        Op::Generate {
+            checkpoint, adapter, prompt_field, field, sampling, trim, provenance: with_provenance, ..
+        } => {
             let pf = prompt_field.as_deref().ok_or("generate without prompt_field starts a pipeline")?;
             let offset = run.records_in - batch.len();
-            let (base, task) = model(ctx, run, Some(checkpoint), adapter.as_deref())?;
+            model(ctx, run, Some(checkpoint), adapter.as_deref())?;
             for (i, mut r) in batch.into_iter().enumerate() {
                 let prompt = r.get(pf).and_then(Value::as_str).unwrap_or("").to_string();
                 let seed = sampling.seed.wrapping_add((offset + i) as u64);
+                let (base, task) = run.model.as_ref().ok_or("model not loaded")?;
                 match generate_one(base, task.as_ref(), &prompt, sampling, seed, *trim) {
                     Ok(text) => {
                         r.insert(field.clone(), Value::from(text));
+                        if *with_provenance {
+                            let p = provenance(run, checkpoint, adapter.as_deref(), &prompt, seed, sampling)?;
+                            r.insert("provenance".into(), p);
+                        }
                         out.push(r);
                     }
                     Err(e) => rejected.push((r, e)),
@@ -578,6 +627,19 @@ fn apply(
         Op::Write { .. } => {
             run.written.extend(batch.iter().cloned());
             out = batch;
+        }
+        Op::Curate { field, curator } => {
+            let dups = run.duplicates.get_or_insert_with(|| curator.duplicates());
+            for mut r in batch {
+                let text = r.get(field).map(plain).unwrap_or_default();
+                match curator.document(&text).and_then(|clean| dups.check(&clean).map(|()| clean)) {
+                    Ok(clean) => {
+                        r.insert(field.clone(), Value::from(clean));
+                        out.push(r);
+                    }
+                    Err(reason) => rejected.push((r, reason)),
+                }
+            }
         }
         Op::Plugin { plugin, stage: component, params } => {
             for r in batch {

@@ -59,6 +59,10 @@ pub struct DataConfig {
     /// Use only the first N documents (0: all), default 0.
     #[serde(default)]
     pub max_documents: usize,
+    /// Synthetic documents mixed into the training split (never validation):
+    /// `{ path = "synthetic.jsonl", field = "text", share = 0.2 }`.
+    #[serde(default)]
+    pub synthetic: Option<plinth_data::SyntheticMix>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -93,7 +93,11 @@ impl Pretrainer {
         if cfg.data.max_documents > 0 {
             corpus.documents.truncate(cfg.data.max_documents);
         }
-        let (train_docs, val_docs) = split_train_val(&corpus, cfg.data.val_fraction, cfg.train.seed)?;
+        let (mut train_docs, val_docs) = split_train_val(&corpus, cfg.data.val_fraction, cfg.train.seed)?;
+        if let Some(mix) = &cfg.data.synthetic {
+            let added = mix.mix_into(&mut train_docs, cfg.train.seed)?;
+            tracing::info!(added, share = mix.share, path = %mix.path.display(), "synthetic documents mixed into training");
+        }
         tracing::info!(train = train_docs.len(), validation = val_docs.len(), "documents");
 
         let tokenizer = if resuming {

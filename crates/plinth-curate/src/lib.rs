@@ -46,7 +46,7 @@ pub const BETTER_PROFANITY: plinth_data::PypiPackage = plinth_data::PypiPackage 
     version: "0.7.0",
     file: "better_profanity-0.7.0-py3-none-any.whl",
     sha256: "bd4c529ea6aa2db1aaa50524be1ed14d0fe5c664f1fd88c8bc388c7e9f9f00e8",
-    licence: "MIT (better-profanity by Snipy7374 and contributors): profanity_wordlist.txt, 916 words",
+    licence: "MIT (the better-profanity 0.7.0 wheel's LICENSE): profanity_wordlist.txt, 916 words",
     requires_python: None,
 };
 

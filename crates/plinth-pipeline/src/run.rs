@@ -287,29 +287,22 @@ pub fn run(p: &Pipeline, plugins: &dyn PluginData, opts: RunOptions) -> Result<S
         let mut out = Vec::new();
         let bs = p.batch_size.max(1);
         let mut input = std::mem::take(&mut records).into_iter();
+        let source = matches!(stage.op, Op::Read { .. } | Op::Generate { prompt_field: None, .. });
         for start in (0..total).step_by(bs) {
             let n = bs.min(total - start);
-            // The first stage of a segment that starts with `generate` from a fixed
-            // prompt makes its batch; otherwise batches are cut from the input.
-            let (mut batch, first) = match &stage.op {
-                Op::Generate { prompt_field: None, .. } => {
-                    (sample_batch(&mut ctx, stage, start, n, &mut runs[i], &mut rejects)?, i + 1)
-                }
-                Op::Read { .. } => {
-                    let b: Vec<Record> = input.by_ref().take(n).collect();
-                    // A source has no input: like `generate`, `read` counts only what it emits.
-                    let run = runs[i].as_mut().expect("segment stage");
-                    run.records_out += b.len();
-                    run.tick(b.len());
-                    (b, i + 1)
-                }
-                _ => (input.by_ref().take(n).collect(), i),
+            // A `generate` source fills empty records; otherwise batches are cut from the input.
+            let mut batch: Vec<Record> = match &stage.op {
+                Op::Generate { prompt_field: None, .. } => vec![Record::new(); n],
+                _ => input.by_ref().take(n).collect(),
             };
-            for (k, slot) in runs.iter_mut().enumerate().take(end).skip(first) {
+            for (k, slot) in runs.iter_mut().enumerate().take(end).skip(i) {
                 let run = slot.as_mut().expect("segment stage");
                 let stage_k = &p.stages[k];
                 let t0 = Instant::now();
-                run.records_in += batch.len();
+                // A source has no input records: it counts only what it emits.
+                if !(source && k == i) {
+                    run.records_in += batch.len();
+                }
                 let n_in = batch.len();
                 let (kept, rejected) = apply(&mut ctx, stage_k, run, batch).map_err(fail)?;
                 for (r, reason) in &rejected {
@@ -473,54 +466,6 @@ fn generate_one(
     Ok(if trim { text.trim().to_string() } else { text })
 }
 
-/// Samples `n` records (seeds `seed + start ..`) for a `generate` stage without a
-/// prompt field; failures go straight to rejects.
-fn sample_batch(
-    ctx: &mut Ctx,
-    stage: &crate::Stage,
-    start: usize,
-    n: usize,
-    slot: &mut Option<StageRun>,
-    rejects: &mut std::fs::File,
-) -> Result<Vec<Record>, PipelineError> {
-    let fail = |m: String| PipelineError::Run(m);
-    let Op::Generate { checkpoint, adapter, prompt, field, sampling, trim, provenance: with_provenance, .. } =
-        &stage.op
-    else {
-        return Err(fail("sample_batch on a stage that does not generate".into()));
-    };
-    let run = slot.as_mut().ok_or_else(|| fail("stage not started".into()))?;
-    let t0 = Instant::now();
-    model(ctx, run, Some(checkpoint), adapter.as_deref()).map_err(fail)?;
-    let mut out = Vec::new();
-    let mut rejected = 0;
-    for i in start..start + n {
-        let mut r = Record::new();
-        let seed = sampling.seed.wrapping_add(i as u64);
-        let (base, task) = run.model.as_ref().ok_or_else(|| fail("model not loaded".into()))?;
-        match generate_one(base, task.as_ref(), prompt, sampling, seed, *trim) {
-            Ok(text) => {
-                r.insert(field.clone(), Value::from(text));
-                if *with_provenance {
-                    let p = provenance(run, checkpoint, adapter.as_deref(), prompt, seed, sampling).map_err(fail)?;
-                    r.insert("provenance".into(), p);
-                }
-                out.push(r);
-            }
-            Err(e) => {
-                let line = serde_json::json!({"stage": stage.name, "reason": e, "record": r});
-                writeln!(rejects, "{line}").map_err(|e| fail(e.to_string()))?;
-                rejected += 1;
-            }
-        }
-    }
-    run.records_out += out.len();
-    run.rejected += rejected;
-    run.seconds += t0.elapsed().as_secs_f64();
-    run.tick(n);
-    Ok(out)
-}
-
 /// One batch through one streaming stage: the records kept (with what the stage
 /// added) and those rejected with the reason.
 fn apply(
@@ -532,17 +477,28 @@ fn apply(
     let mut out = Vec::with_capacity(batch.len());
     let mut rejected: Rejected = Vec::new();
     match &stage.op {
-        Op::Read { .. } | Op::Sort { .. } | Op::Collect { .. } => {
-            return Err(format!("{} is not a streaming stage", stage.name))
-        }
+        Op::Sort { .. } | Op::Collect { .. } => return Err(format!("{} is not a streaming stage", stage.name)),
+        // The source's batch was read from its file.
+        Op::Read { .. } => out = batch,
         Op::Generate {
-            checkpoint, adapter, prompt_field, field, sampling, trim, provenance: with_provenance, ..
+            checkpoint,
+            adapter,
+            prompt,
+            prompt_field,
+            field,
+            sampling,
+            trim,
+            provenance: with_provenance,
+            ..
         } => {
-            let pf = prompt_field.as_deref().ok_or("generate without prompt_field starts a pipeline")?;
-            let offset = run.records_in - batch.len();
+            // Seeds count through the stage's records: those it has kept or rejected so far.
+            let offset = run.records_out + run.rejected;
             model(ctx, run, Some(checkpoint), adapter.as_deref())?;
             for (i, mut r) in batch.into_iter().enumerate() {
-                let prompt = r.get(pf).and_then(Value::as_str).unwrap_or("").to_string();
+                let prompt = match prompt_field {
+                    Some(pf) => r.get(pf).and_then(Value::as_str).unwrap_or("").to_string(),
+                    None => prompt.clone(),
+                };
                 let seed = sampling.seed.wrapping_add((offset + i) as u64);
                 let (base, task) = run.model.as_ref().ok_or("model not loaded")?;
                 match generate_one(base, task.as_ref(), &prompt, sampling, seed, *trim) {

@@ -7,6 +7,7 @@ mod pack;
 mod packages;
 mod pypi;
 mod rng;
+mod stage;
 mod task;
 
 pub use corpus::{
@@ -16,6 +17,7 @@ pub use pack::{pack_blocks, BlockSampler, SamplerState};
 pub use packages::{cache_dir, fetch_debian, DebianPackage, WORDNET};
 pub use pypi::{fetch_pypi, sdist_member, wheel_member, wheel_members, PypiPackage};
 pub use rng::SplitMix64;
+pub use stage::{stage_answer, stage_record};
 pub use task::{
     fnv1a, CompletionSpec, FeatureSpec, InputCheck, LabelledExample, Split, TaskKind, TaskRequest, TaskSpec,
 };

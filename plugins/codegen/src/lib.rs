@@ -26,6 +26,7 @@ pub mod pyliteral;
 
 use std::sync::{Arc, OnceLock};
 
+use plinth_data::{stage_answer as with, stage_record as record};
 use plinth_data::{CompletionSpec, LabelledExample, PypiPackage, Split, TaskKind, TaskSpec};
 use plinth_plugin_sdk::{export_plugin, Component, Plugin};
 use serde_json::{json, Map, Value};
@@ -213,23 +214,6 @@ fn answer_module(request: &str) -> Result<String, String> {
     let ex = extracted()?;
     let m = ex.catalogue.resolve(name, None)?;
     serde_json::to_string(m).map_err(|e| e.to_string())
-}
-
-/// A stage's record and one of its string fields.
-fn record(input: &str, field: &str) -> Result<(Map<String, Value>, String), String> {
-    let v: Value = serde_json::from_str(input).map_err(|e| format!("record is not JSON: {e}"))?;
-    let Value::Object(map) = v else { return Err("record must be a JSON object".into()) };
-    let s =
-        map.get(field).and_then(Value::as_str).ok_or_else(|| format!("record has no {field:?} string"))?.to_string();
-    Ok((map, s))
-}
-
-fn with(mut map: Map<String, Value>, fields: Value) -> Result<String, String> {
-    map.remove("params");
-    if let Value::Object(f) = fields {
-        map.extend(f);
-    }
-    serde_json::to_string(&Value::Object(map)).map_err(|e| e.to_string())
 }
 
 /// `{"input": request}` → adds `"prompt": "- name: <request>"`.

@@ -20,6 +20,7 @@ mod tokenizer;
 use std::io::Read;
 use std::sync::{Mutex, OnceLock};
 
+use plinth_data::stage_answer as with;
 use plinth_data::{FeatureSpec, InputCheck, LabelledExample, PypiPackage, Split, TaskKind, TaskSpec};
 use plinth_plugin_sdk::{export_plugin, Component, Plugin};
 use serde_json::{json, Value};
@@ -251,17 +252,7 @@ pub fn bbbp_spec() -> TaskSpec {
 
 /// Reads `{"smiles": ...}` (plus anything else) from a stage record.
 fn record(input: &str) -> Result<(serde_json::Map<String, Value>, String), String> {
-    let v: Value = serde_json::from_str(input).map_err(|e| format!("record is not JSON: {e}"))?;
-    let Value::Object(map) = v else { return Err("record must be a JSON object".into()) };
-    let smiles = map.get("smiles").and_then(Value::as_str).ok_or("record has no \"smiles\" string")?.to_string();
-    Ok((map, smiles))
-}
-
-fn with(mut map: serde_json::Map<String, Value>, fields: Value) -> Result<String, String> {
-    if let Value::Object(f) = fields {
-        map.extend(f);
-    }
-    serde_json::to_string(&Value::Object(map)).map_err(|e| e.to_string())
+    plinth_data::stage_record(input, "smiles")
 }
 
 pub fn stage_validate(input: &str) -> Result<String, String> {
@@ -297,7 +288,7 @@ pub fn stage_descriptors(input: &str) -> Result<String, String> {
 }
 
 pub fn stage_hazard(input: &str) -> Result<String, String> {
-    let (mut map, s) = record(input)?;
+    let (map, s) = record(input)?;
     let from_file;
     let alerts: &chem::Alerts = match map.get("params").and_then(|p| p.get("alerts")).and_then(Value::as_str) {
         Some(path) => {
@@ -306,7 +297,6 @@ pub fn stage_hazard(input: &str) -> Result<String, String> {
         }
         None => chem::Alerts::default_list()?,
     };
-    map.remove("params");
     if let Some(hit) = alerts.first_match(&s)? {
         return Err(format!("hazard: matches structural alert {:?} ({})", hit.name, hit.smarts));
     }
@@ -346,11 +336,8 @@ fn reference(max: usize) -> Result<std::sync::Arc<Reference>, String> {
 /// Marks whether a molecule is absent from the training set (MOSES novelty) and
 /// how similar its nearest training molecule is.
 pub fn stage_novelty(input: &str) -> Result<String, String> {
-    let v: Value = serde_json::from_str(input).map_err(|e| format!("record is not JSON: {e}"))?;
-    let Value::Object(mut map) = v else { return Err("record must be a JSON object".into()) };
+    let (map, c) = plinth_data::stage_record(input, "canonical")?;
     let max = map.get("params").and_then(|p| p.get("max")).and_then(Value::as_u64).unwrap_or(100_000) as usize;
-    map.remove("params");
-    let c = map.get("canonical").and_then(Value::as_str).ok_or("record has no \"canonical\" string")?.to_string();
     let r = reference(max)?;
     let fp = chem::ecfp4_words(&c)?;
     let nearest = r.fps.iter().map(|f| chem::tanimoto_words(&fp, f)).fold(0.0, f64::max);

@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use plinth_data::{PluginData, Split, SplitMix64, TaskKind, TaskSpec};
-use plinth_model::checkpoint::{self as ckpt, load_into, named_variables, replace_dir, save_tensors, write_atomic};
+use plinth_model::checkpoint::{load_into, named_variables, replace_dir, save_tensors, write_atomic};
 use plinth_model::heads::{HeadConfig, HeadKind, Pooling};
-use plinth_model::lora::weights_sha256;
 use plinth_model::{AttentionMode, ForwardOptions};
 use plinth_tokenizer::Special;
 use plinth_train::optim::{clip_grad_norm, gradients, lr_at, AdamW, AdamWConfig};
@@ -124,7 +123,7 @@ impl Finetuner {
             )));
         }
         let mut base = Checkpoint::load(&cfg.base, opts.device)?;
-        let base_sha256 = weights_sha256(&cfg.base.join(ckpt::WEIGHTS_FILE))?;
+        let base_sha256 = plinth_train::state::checkpoint_sha256(&cfg.base)?;
         let context = base.model.config().max_seq_len as usize;
         if cfg.train.max_len > context {
             return Err(TrainError::Invalid(format!(

@@ -14,9 +14,9 @@
 use std::path::{Path, PathBuf};
 
 use plinth_data::{TaskKind, TaskSpec};
-use plinth_model::checkpoint::{self as ckpt, load_into};
+use plinth_model::checkpoint::load_into;
 use plinth_model::heads::{HeadConfig, TaskHead};
-use plinth_model::lora::{weights_sha256, LoraAdapter, LoraConfig};
+use plinth_model::lora::{LoraAdapter, LoraConfig};
 use plinth_model::{AttentionMode, ForwardOptions, Transformer};
 use plinth_tokenizer::Special;
 use plinth_train::{Checkpoint, TrainError};
@@ -188,7 +188,7 @@ impl FinetunedTask {
     pub fn load(dir: &Path, base: &Checkpoint) -> Result<Self> {
         let dir = resolve_dir(dir)?;
         let meta = read_meta(&dir)?;
-        let sha = weights_sha256(&base.dir.join(ckpt::WEIGHTS_FILE))?;
+        let sha = plinth_train::state::checkpoint_sha256(&base.dir)?;
         if sha != meta.base_sha256 {
             return Err(TrainError::Checkpoint(format!(
                 "{} was finetuned on the base with weights SHA-256 {} but {} has {sha}; load it on the base it was trained on ({})",

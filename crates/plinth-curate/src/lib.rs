@@ -224,17 +224,33 @@ pub struct Duplicates {
 impl Duplicates {
     /// Remembers `text`, or says which earlier text it duplicates.
     pub fn check(&mut self, text: &str) -> std::result::Result<(), String> {
-        if let Some(seen) = &mut self.exact {
-            if !seen.insert(text.to_string()) {
-                return Err("exact_dedup: exact duplicate".into());
-            }
+        if let Outcome::Drop(why) = self.exact(text) {
+            return Err(format!("exact_dedup: {why}"));
         }
-        if let Some(index) = &mut self.near {
-            if let Some(sim) = index.insert_unless_near(text) {
-                return Err(format!("near_dedup: near duplicate (estimated Jaccard {sim:.2})"));
-            }
+        if let Outcome::Drop(why) = self.near(text) {
+            return Err(format!("near_dedup: {why}"));
         }
         Ok(())
+    }
+
+    /// The exact-duplicate check (keeps everything when it is off).
+    fn exact(&mut self, text: &str) -> Outcome {
+        match &mut self.exact {
+            Some(seen) if seen.contains(text) => Outcome::Drop("exact duplicate".into()),
+            Some(seen) => {
+                seen.insert(text.to_string());
+                Outcome::Keep
+            }
+            None => Outcome::Keep,
+        }
+    }
+
+    /// The near-duplicate check (keeps everything when it is off).
+    fn near(&mut self, text: &str) -> Outcome {
+        match self.near.as_mut().and_then(|index| index.insert_unless_near(text)) {
+            Some(sim) => Outcome::Drop(format!("near duplicate (estimated Jaccard {sim:.2})")),
+            None => Outcome::Keep,
+        }
     }
 }
 
@@ -328,26 +344,16 @@ impl Curator {
             Report { documents_in: docs.len(), bytes_in: docs.iter().map(String::len).sum(), ..Default::default() };
         // (original index, text)
         let mut live: Vec<(usize, String)> = docs.into_iter().enumerate().collect();
-        let cfg = &self.cfg;
         for (name, f) in self.doc_stages() {
-            live = self.apply(name, live, &mut report, |_, t| f(t));
+            live = self.apply(name, live, &mut report, f);
         }
-        if cfg.exact_dedup {
-            let mut seen = HashSet::new();
-            live = self.apply("exact_dedup", live, &mut report, |_, t| {
-                if seen.insert(t.to_string()) {
-                    Outcome::Keep
-                } else {
-                    Outcome::Drop("exact duplicate".into())
-                }
-            });
+        // The duplicate filters run as two stages, each over the whole corpus.
+        let mut dups = self.duplicates();
+        if self.cfg.exact_dedup {
+            live = self.apply("exact_dedup", live, &mut report, |t| dups.exact(t));
         }
-        if cfg.near_dedup {
-            let mut index = minhash::LshIndex::new(MinHasher::new(128, 5, 0x5eed), 16, cfg.near_threshold);
-            live = self.apply("near_dedup", live, &mut report, |_, t| match index.insert_unless_near(t) {
-                None => Outcome::Keep,
-                Some(sim) => Outcome::Drop(format!("near duplicate (estimated Jaccard {:.2})", sim)),
-            });
+        if self.cfg.near_dedup {
+            live = self.apply("near_dedup", live, &mut report, |t| dups.near(t));
         }
         report.documents_out = live.len();
         report.bytes_out = live.iter().map(|(_, t)| t.len()).sum();
@@ -360,13 +366,13 @@ impl Curator {
         name: &str,
         live: Vec<(usize, String)>,
         report: &mut Report,
-        mut f: impl FnMut(usize, &str) -> Outcome,
+        mut f: impl FnMut(&str) -> Outcome,
     ) -> Vec<(usize, String)> {
         let t0 = Instant::now();
         let mut st = StageReport { stage: name.to_string(), documents_in: live.len(), ..Default::default() };
         let mut out = Vec::with_capacity(live.len());
         for (i, text) in live {
-            match f(i, &text) {
+            match f(&text) {
                 Outcome::Keep => out.push((i, text)),
                 Outcome::Rewrite(new, why) => {
                     st.rewritten += 1;

@@ -10,7 +10,7 @@ plinth := env + " \"$CARGO_TARGET_DIR/release/plinth\""
 default:
     @just --list
 
-# install PyTorch 2.11.0, numpy and just into .venv (idempotent)
+# install PyTorch 2.11.0, numpy, tokenizers, transformers, peft and just into .venv (idempotent)
 setup:
     scripts/setup-venv.sh
 
@@ -67,5 +67,4 @@ lint: setup
 
 # training and generation throughput against PyTorch eager, torch.compile and HF generate
 bench: build
-    scripts/setup-venv.sh "transformers==5.23.0"
     {{env}} python bench/bench.py --plinth "$CARGO_TARGET_DIR/release/plinth-bench"

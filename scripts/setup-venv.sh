@@ -8,6 +8,8 @@ venv="$root/.venv"
 torch_version="2.11.0"
 just_version="1.59.0"
 tokenizers_version="0.23.3" # Python side of the tokenizer.json compatibility test
+transformers_version="5.23.0" # Python side of the Hugging Face interop tests and benchmarks
+peft_version="0.21.2"         # PEFT adapters in the interop tests
 numpy_spec="numpy>=2,<3"
 extras=("$@") # extra requirement specs, e.g. for benchmarks
 
@@ -30,10 +32,11 @@ for name, ver in want.items():
 PY
 }
 
-if ! have "torch==$torch_version" "rust-just==$just_version" "tokenizers==$tokenizers_version" || ! "$vpy" -c "import numpy" 2>/dev/null; then
-  echo "plinth: installing torch==$torch_version, numpy, tokenizers and just into $venv (about 5 GB, a few minutes the first time)" >&2
-  "$vpy" -m pip install --quiet --disable-pip-version-check \
-    "torch==$torch_version" "$numpy_spec" "rust-just==$just_version" "tokenizers==$tokenizers_version"
+pins=("torch==$torch_version" "rust-just==$just_version" "tokenizers==$tokenizers_version"
+  "transformers==$transformers_version" "peft==$peft_version")
+if ! have "${pins[@]}" || ! "$vpy" -c "import numpy" 2>/dev/null; then
+  echo "plinth: installing torch==$torch_version, numpy, tokenizers, transformers, peft and just into $venv (about 5 GB, a few minutes the first time)" >&2
+  "$vpy" -m pip install --quiet --disable-pip-version-check "${pins[@]}" "$numpy_spec"
 fi
 if [ "${#extras[@]}" -gt 0 ]; then
   "$vpy" -m pip install --quiet --disable-pip-version-check "${extras[@]}"

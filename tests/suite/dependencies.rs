@@ -14,6 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plinth-finetune", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-generate"]),
     ("plinth-pipeline", &["plinth-data", "plinth-train", "plinth-generate", "plinth-finetune", "plinth-curate"]),
     ("plinth-curate", &["plinth-data"]),
+    ("plinth-interop", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train"]),
     (
         "plinth-bench",
         &[
@@ -40,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "plinth-finetune",
             "plinth-pipeline",
             "plinth-curate",
+            "plinth-interop",
             "plinth-plugin-host",
         ],
     ),

@@ -5,6 +5,7 @@ mod dependencies;
 mod finetune;
 mod generation;
 mod heads;
+mod interop;
 mod lora;
 mod model;
 mod plugin_faults;

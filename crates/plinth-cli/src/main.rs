@@ -148,6 +148,32 @@ enum Command {
         /// Pipeline file.
         pipeline: PathBuf,
     },
+    /// Import a Hugging Face model folder (Llama, BERT or RoBERTa: config.json,
+    /// safetensors weights, tokenizer.json and tokenizer_config.json) as a plinth
+    /// checkpoint. Pickle weights (.bin, .pt) are refused, never loaded.
+    Import {
+        /// The Hugging Face model folder (what `save_pretrained` writes).
+        source: PathBuf,
+        /// The plinth checkpoint folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace `out` if it already holds something.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Export a plinth checkpoint as a Hugging Face model folder that
+    /// `transformers`' `from_pretrained` loads: causal models as Llama, masked
+    /// models of BERT's shape as BERT (or RoBERTa, if imported from one).
+    Export {
+        /// The plinth checkpoint folder.
+        checkpoint: PathBuf,
+        /// The Hugging Face model folder to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace `out` if it already holds something.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Describe a checkpoint: architecture, size, objective, training progress.
     Info {
         /// Checkpoint folder.
@@ -313,6 +339,26 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict { run, base, json, inputs } => predict(&run, base.as_deref(), json, inputs, device),
         Command::Info { checkpoint } => info(&checkpoint),
+        Command::Import { source, out, overwrite } => {
+            let r = plinth_interop::import_hf(&source, &out, overwrite)?;
+            println!(
+                "imported {} ({} parameters, {} tensors, tokenizer of {} tokens) into {}",
+                r.family,
+                r.parameters,
+                r.tensors,
+                r.tokenizer_tokens,
+                out.display()
+            );
+            if !r.skipped.is_empty() {
+                println!("not used by plinth: {}", r.skipped.join(", "));
+            }
+            Ok(())
+        }
+        Command::Export { checkpoint, out, overwrite } => {
+            let r = plinth_interop::export_hf(&checkpoint, &out, overwrite)?;
+            println!("exported {} tensors as {} ({}) into {}", r.tensors, r.architecture, r.family, out.display());
+            Ok(())
+        }
         Command::Curate { config } => curate(&config),
         Command::Check { pipeline } => {
             let plugins = plugin_data()?;
@@ -719,10 +765,33 @@ fn info(dir: &std::path::Path) -> Result<()> {
     println!("checkpoint   {}", dir.display());
     println!("parameters   {}", c.num_params());
     println!(
-        "architecture d_model {} · layers {} · heads {} (kv {}) · d_ff {} · context {} · {:?} · {:?} · {:?} positions · bias {} · tied {}",
-        c.d_model, c.n_layers, c.n_heads, c.kv_heads(), c.d_ff, c.max_seq_len, c.norm, c.mlp, c.position, c.bias, c.tie_embeddings
+        "architecture d_model {} · layers {} · heads {} (kv {}, width {}) · d_ff {} · context {} · {:?} ({:?}) · {:?} · {:?} positions · bias {} · tied {}{}",
+        c.d_model,
+        c.n_layers,
+        c.n_heads,
+        c.kv_heads(),
+        c.head_dim(),
+        c.d_ff,
+        c.max_seq_len,
+        c.norm,
+        c.norm_placement,
+        c.mlp,
+        c.position,
+        c.bias,
+        c.tie_embeddings,
+        if c.head_transform { " · BERT output head" } else { "" }
     );
-    println!("vocabulary   {} tokens (byte-level BPE)", c.vocab_size);
+    println!("vocabulary   {} embeddings; tokenizer: {}", c.vocab_size, ck.tokenizer.describe());
+    let record = dir.join(plinth_interop::IMPORT_RECORD);
+    if let Ok(text) = std::fs::read_to_string(&record) {
+        let r: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", record.display()))?;
+        println!(
+            "imported     {} model from {}",
+            r["family"].as_str().unwrap_or("?"),
+            r["source"].as_str().unwrap_or("?")
+        );
+    }
     println!(
         "objective    {:?}{}",
         st.objective.kind,

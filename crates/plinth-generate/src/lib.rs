@@ -116,6 +116,7 @@ pub fn generate_ids_with(
         )));
     }
     let device = model_device(model);
+    let eos = tok.special(Special::Eos);
     let mut rng = SplitMix64::new(cfg.seed);
     let mut cache = cfg.use_cache.then(|| model.new_cache(1));
     let mut all: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
@@ -142,7 +143,7 @@ pub fn generate_ids_with(
             let last = logits.select(1, -1).squeeze_dim(0); // (V,)
             let last = penalize(last, &new, cfg.repetition_penalty);
             let id = sample(&last, cfg, &mut rng);
-            if id == Special::Eos.id() {
+            if Some(id) == eos {
                 finish = FinishReason::EndOfText;
                 break;
             }
@@ -183,7 +184,7 @@ pub fn generate_with(
     cfg: &SamplingConfig,
     adapter: Option<&plinth_model::lora::LoraAdapter>,
 ) -> Result<Generation> {
-    let mut ids = vec![Special::Bos.id()];
+    let mut ids: Vec<u32> = tok.special(Special::Bos).into_iter().collect();
     ids.extend(tok.encode(prompt)?);
     generate_ids_with(model, tok, &ids, cfg, adapter)
 }
@@ -226,6 +227,11 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
     let (before, after) = split_blank(text)?;
     if max_span == 0 {
         return Err(GenerateError::Input("the blank must allow at least one token".into()));
+    }
+    if !tok.is_plinth_layout() {
+        return Err(GenerateError::Input(
+            "fill needs a tokenizer plinth trained (its <mask> and word-start tokens); this checkpoint's tokenizer came from elsewhere: use `plinth generate`".into(),
+        ));
     }
     let before = before.trim_end();
     let prefix = tok.encode(before)?;
@@ -304,6 +310,13 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
 pub fn fill_middle(model: &Transformer, tok: &PlinthTokenizer, text: &str, cfg: &SamplingConfig) -> Result<Fill> {
     let (before, after) = split_blank(text)?;
     let before = before.trim_end();
+    let (Some(_), Some(_), Some(_)) =
+        (tok.special(Special::FimPrefix), tok.special(Special::FimSuffix), tok.special(Special::FimMiddle))
+    else {
+        return Err(GenerateError::Input(
+            "this tokenizer has no fill-in-the-middle sentinels, so the model cannot fill a blank; use `plinth generate`".into(),
+        ));
+    };
     let mut ids = vec![Special::FimPrefix.id()];
     ids.extend(tok.encode(before)?);
     ids.push(Special::FimSuffix.id());

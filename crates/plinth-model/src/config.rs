@@ -15,6 +15,17 @@ pub enum PositionKind {
     Learned,
 }
 
+/// Where a block normalises: before each sub-layer (pre-norm, Llama, GPT-2) or after
+/// each residual sum (post-norm, the original Transformer and BERT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormPlacement {
+    /// `x + f(norm(x))`, with one more norm after the last block.
+    Pre,
+    /// `norm(x + f(x))`, with one more norm on the embeddings before the first block.
+    Post,
+}
+
 /// The architecture of a plinth Transformer, exactly as it is stored in
 /// `configs/models/*.toml` and in a checkpoint's `model.json`.
 ///
@@ -32,11 +43,15 @@ pub struct ModelConfig {
     pub d_model: i64,
     /// Number of Transformer blocks.
     pub n_layers: i64,
-    /// Query heads per attention layer; must divide `d_model`.
+    /// Query heads per attention layer; must divide `d_model` unless `head_dim` is set.
     pub n_heads: i64,
     /// Key/value heads (grouped-query attention); defaults to `n_heads`.
     #[serde(default)]
     pub n_kv_heads: Option<i64>,
+    /// Width of one attention head, default `d_model / n_heads` (Llama 3.2 and
+    /// Gemma-style configs set it explicitly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<i64>,
     /// Hidden width of the feed-forward block.
     pub d_ff: i64,
     /// Longest sequence (prompt plus generated tokens) the model accepts.
@@ -62,6 +77,29 @@ pub struct ModelConfig {
     /// Share the output projection with the token embedding, default true.
     #[serde(default = "default_true")]
     pub tie_embeddings: bool,
+    /// Pre-norm (default) or post-norm blocks.
+    #[serde(default = "default_placement")]
+    pub norm_placement: NormPlacement,
+    /// Rows of a token-type (segment) table, default 0 (none). plinth feeds one
+    /// segment, so row 0 is added to every position (BERT's single-sentence input).
+    #[serde(default)]
+    pub type_vocab_size: i64,
+    /// First row of the learned position table that position 0 reads, default 0;
+    /// the table has `max_seq_len + position_offset` rows (RoBERTa reserves
+    /// `padding_idx + 1 = 2`).
+    #[serde(default)]
+    pub position_offset: i64,
+    /// Before the output projection: dense (biased when `bias`), GELU and a norm
+    /// of kind `norm` (BERT's masked-LM "transform"), default false.
+    #[serde(default)]
+    pub head_transform: bool,
+    /// A bias on the output projection, default false (BERT's decoder bias).
+    #[serde(default)]
+    pub head_bias: bool,
+}
+
+fn default_placement() -> NormPlacement {
+    NormPlacement::Pre
 }
 
 fn default_norm() -> NormKind {
@@ -101,6 +139,12 @@ impl ModelConfig {
             rope_theta: 10_000.0,
             bias: false,
             tie_embeddings: true,
+            norm_placement: NormPlacement::Pre,
+            type_vocab_size: 0,
+            position_offset: 0,
+            head_transform: false,
+            head_bias: false,
+            head_dim: None,
         }
     }
 
@@ -118,7 +162,20 @@ impl ModelConfig {
     }
 
     pub fn head_dim(&self) -> i64 {
-        self.d_model / self.n_heads.max(1)
+        self.head_dim.unwrap_or(self.d_model / self.n_heads.max(1))
+    }
+
+    /// Width of all query heads together (`n_heads * head_dim`), the input of `o_proj`.
+    pub fn q_dim(&self) -> i64 {
+        self.n_heads * self.head_dim()
+    }
+
+    /// Rows of the learned position table (0 with rotary positions).
+    pub fn position_rows(&self) -> i64 {
+        match self.position {
+            PositionKind::Learned => self.max_seq_len + self.position_offset,
+            PositionKind::Rotary => 0,
+        }
     }
 
     /// Checks the config in the user's terms.
@@ -141,8 +198,25 @@ impl ModelConfig {
                 self.vocab_size
             ));
         }
-        if self.d_model % self.n_heads != 0 {
-            return bad(format!("d_model {} is not divisible by n_heads {}", self.d_model, self.n_heads));
+        match self.head_dim {
+            Some(d) if d <= 0 => return bad(format!("head_dim must be positive, got {d}")),
+            Some(_) => {}
+            None if self.d_model % self.n_heads != 0 => {
+                return bad(format!(
+                    "d_model {} is not divisible by n_heads {} (set head_dim to use heads of another width)",
+                    self.d_model, self.n_heads
+                ))
+            }
+            None => {}
+        }
+        if self.type_vocab_size < 0 || self.position_offset < 0 {
+            return bad(format!(
+                "type_vocab_size and position_offset must not be negative, got {} and {}",
+                self.type_vocab_size, self.position_offset
+            ));
+        }
+        if self.position_offset > 0 && self.position != PositionKind::Learned {
+            return bad("position_offset needs learned positions (position = \"learned\")".into());
         }
         let kv = self.kv_heads();
         if kv <= 0 || self.n_heads % kv != 0 {
@@ -160,16 +234,19 @@ impl ModelConfig {
     /// Number of trainable parameters.
     pub fn num_params(&self) -> i64 {
         let (c, f, v, l) = (self.d_model, self.d_ff, self.vocab_size, self.n_layers);
-        let kvd = self.kv_heads() * self.head_dim();
+        let (qd, kvd) = (self.q_dim(), self.kv_heads() * self.head_dim());
         let b = i64::from(self.bias);
-        let attn = c * c * 2 + c * kvd * 2 + b * (c * 2 + kvd * 2);
+        let attn = c * qd * 2 + c * kvd * 2 + b * (qd + c + kvd * 2);
         let n_mlp = if self.mlp == MlpKind::SwiGlu { 3 } else { 2 };
         let mlp = n_mlp * c * f + b * ((n_mlp - 1) * f + c);
         let norm_params = if self.norm == NormKind::LayerNorm { 2 * c } else { c };
         let block = attn + mlp + 2 * norm_params;
-        let pos = if self.position == PositionKind::Learned { self.max_seq_len * c } else { 0 };
-        let head = if self.tie_embeddings { 0 } else { v * c };
-        v * c + pos + l * block + norm_params + head
+        let pos = self.position_rows() * c;
+        let types = self.type_vocab_size * c;
+        let head = if self.tie_embeddings { 0 } else { v * c }
+            + if self.head_transform { c * c + b * c + norm_params } else { 0 }
+            + if self.head_bias { v } else { 0 };
+        v * c + pos + types + l * block + norm_params + head
     }
 
     /// Forward-plus-backward FLOPs per token at sequence length `t` with logits
@@ -177,7 +254,7 @@ impl ModelConfig {
     /// 12·L·C·T (the PaLM appendix B estimate). Lookup tables (positions, and the
     /// token embedding when the head is untied) do no matmul and are left out.
     pub fn train_flops_per_token(&self, t: i64) -> f64 {
-        let lookup_only = if self.position == PositionKind::Learned { self.max_seq_len * self.d_model } else { 0 }
+        let lookup_only = (self.position_rows() + self.type_vocab_size) * self.d_model
             + if self.tie_embeddings { 0 } else { self.vocab_size * self.d_model };
         let matmul_params = self.num_params() - lookup_only;
         6.0 * matmul_params as f64 + 12.0 * (self.n_layers * self.d_model * t) as f64

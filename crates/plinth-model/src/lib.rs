@@ -11,7 +11,7 @@ pub mod heads;
 pub mod lora;
 mod transformer;
 
-pub use config::{ModelConfig, PositionKind};
+pub use config::{ModelConfig, NormPlacement, PositionKind};
 pub use error::ModelError;
 pub use plinth_layers::{AttentionMode, MlpKind, NormKind};
 pub use transformer::{ForwardOptions, KvCache, Transformer};

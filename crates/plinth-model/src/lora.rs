@@ -65,9 +65,9 @@ pub struct LoraAdapter {
 /// Input and output width of each projection in [`BlockLora::PROJECTIONS`] order;
 /// `None` for a projection the model does not have (no gate without SwiGLU).
 fn projection_dims(m: &ModelConfig) -> [Option<(i64, i64)>; 7] {
-    let (c, f, kv) = (m.d_model, m.d_ff, m.kv_heads() * m.head_dim());
+    let (c, f, q, kv) = (m.d_model, m.d_ff, m.q_dim(), m.kv_heads() * m.head_dim());
     let gate = (m.mlp == MlpKind::SwiGlu).then_some((c, f));
-    [Some((c, c)), Some((c, kv)), Some((c, kv)), Some((c, c)), gate, Some((c, f)), Some((f, c))]
+    [Some((c, q)), Some((c, kv)), Some((c, kv)), Some((q, c)), gate, Some((c, f)), Some((f, c))]
 }
 
 /// True when `pattern` matches the end of `path`, segment by segment, `*` matching any one.

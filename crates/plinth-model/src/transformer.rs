@@ -1,12 +1,12 @@
-//! A pre-norm decoder/encoder Transformer (Vaswani et al. 2017 with the pre-norm
-//! placement of GPT-2 and Llama). The same weights run bidirectionally for masked
+//! A decoder/encoder Transformer (Vaswani et al. 2017), pre-norm as in GPT-2 and
+//! Llama or post-norm as in BERT (`norm_placement`). The same weights run bidirectionally for masked
 //! fill-in-the-blank (BERT, Devlin et al. 2019) and causally for generation.
 //! Inference state lives in [`KvCache`], never in the weights (llama2.c's split).
 
 use plinth_layers::{linear, Attention, AttentionDims, AttentionMode, AttnContext, LayerKv, Mlp, Norm, Rotary};
 use tch::{nn, nn::Module, Kind, Tensor};
 
-use crate::{ModelConfig, ModelError, PositionKind, Result};
+use crate::{ModelConfig, ModelError, NormPlacement, PositionKind, Result};
 
 #[derive(Debug)]
 struct Block {
@@ -14,6 +14,7 @@ struct Block {
     attn: Attention,
     mlp_norm: Norm,
     mlp: Mlp,
+    placement: NormPlacement,
 }
 
 impl Block {
@@ -30,12 +31,23 @@ impl Block {
             attn: Attention::new(&p / "attn", dims),
             mlp_norm: Norm::new(&p / "mlp_norm", cfg.norm, cfg.d_model, cfg.norm_eps),
             mlp: Mlp::new(&p / "mlp", cfg.mlp, cfg.d_model, cfg.d_ff, cfg.bias),
+            placement: cfg.norm_placement,
         }
     }
 
     fn forward(&self, x: &Tensor, kv: Option<&mut LayerKv>, ctx: &AttnContext<'_>) -> Tensor {
-        let x = x + self.attn.forward(&self.attn_norm.forward(x), kv, ctx); // (B, T, C)
-        &x + self.mlp.forward_lora(&self.mlp_norm.forward(&x), ctx.lora) // (B, T, C)
+        match self.placement {
+            NormPlacement::Pre => {
+                let x = x + self.attn.forward(&self.attn_norm.forward(x), kv, ctx); // (B, T, C)
+                &x + self.mlp.forward_lora(&self.mlp_norm.forward(&x), ctx.lora)
+                // (B, T, C)
+            }
+            NormPlacement::Post => {
+                let x = self.attn_norm.forward(&(x + self.attn.forward(x, kv, ctx))); // (B, T, C)
+                self.mlp_norm.forward(&(&x + self.mlp.forward_lora(&x, ctx.lora)))
+                // (B, T, C)
+            }
+        }
     }
 }
 
@@ -81,18 +93,30 @@ impl KvCache {
     }
 }
 
+/// BERT's masked-LM transform before the output projection: dense, GELU, norm.
+#[derive(Debug)]
+struct HeadTransform {
+    dense: nn::Linear,
+    norm: Norm,
+}
+
 /// The base model. Parameter paths are checkpoint keys:
-/// `embed.weight`, `pos_embed.weight`, `blocks.{i}.attn.q_proj.weight`, ...,
-/// `norm.weight`, `lm_head.weight` (untied only).
+/// `embed.weight`, `pos_embed.weight`, `type_embed.weight`,
+/// `blocks.{i}.attn.q_proj.weight`, ..., `norm.weight` (after the last block when
+/// pre-norm, on the embeddings when post-norm), `lm_head.weight` (untied only),
+/// `head.dense.*`, `head.norm.*` and `head.bias` (BERT's output head).
 #[derive(Debug)]
 pub struct Transformer {
     cfg: ModelConfig,
     embed: nn::Embedding,
     pos_embed: Option<nn::Embedding>,
+    type_embed: Option<nn::Embedding>,
     rotary: Option<Rotary>,
     blocks: Vec<Block>,
     norm: Norm,
+    head_transform: Option<HeadTransform>,
     lm_head: Option<nn::Linear>,
+    head_bias: Option<Tensor>,
 }
 
 impl Transformer {
@@ -103,16 +127,34 @@ impl Transformer {
         let embed = nn::embedding(p / "embed", cfg.vocab_size, cfg.d_model, emb_cfg);
         let (pos_embed, rotary) = match cfg.position {
             PositionKind::Learned => {
-                (Some(nn::embedding(p / "pos_embed", cfg.max_seq_len, cfg.d_model, emb_cfg)), None)
+                (Some(nn::embedding(p / "pos_embed", cfg.position_rows(), cfg.d_model, emb_cfg)), None)
             }
             PositionKind::Rotary => {
                 (None, Some(Rotary::new(cfg.head_dim(), cfg.max_seq_len, cfg.rope_theta, p.device())))
             }
         };
+        let type_embed = (cfg.type_vocab_size > 0)
+            .then(|| nn::embedding(p / "type_embed", cfg.type_vocab_size, cfg.d_model, emb_cfg));
         let blocks = (0..cfg.n_layers).map(|i| Block::new(p / "blocks" / i, cfg)).collect();
         let norm = Norm::new(p / "norm", cfg.norm, cfg.d_model, cfg.norm_eps);
+        let head_transform = cfg.head_transform.then(|| HeadTransform {
+            dense: linear(p / "head" / "dense", cfg.d_model, cfg.d_model, cfg.bias),
+            norm: Norm::new(p / "head" / "norm", cfg.norm, cfg.d_model, cfg.norm_eps),
+        });
         let lm_head = (!cfg.tie_embeddings).then(|| linear(p / "lm_head", cfg.d_model, cfg.vocab_size, false));
-        Ok(Transformer { cfg: cfg.clone(), embed, pos_embed, rotary, blocks, norm, lm_head })
+        let head_bias = cfg.head_bias.then(|| (p / "head").zeros("bias", &[cfg.vocab_size]));
+        Ok(Transformer {
+            cfg: cfg.clone(),
+            embed,
+            pos_embed,
+            type_embed,
+            rotary,
+            blocks,
+            norm,
+            head_transform,
+            lm_head,
+            head_bias,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -207,8 +249,15 @@ impl Transformer {
         }
         let mut x = self.embed.forward(ids); // (B, T, C)
         if let Some(pos) = &self.pos_embed {
-            let positions = Tensor::arange_start(offset, offset + t, (Kind::Int64, ids.device()));
+            let first = offset + self.cfg.position_offset;
+            let positions = Tensor::arange_start(first, first + t, (Kind::Int64, ids.device()));
             x = x.g_add(&pos.forward(&positions).unsqueeze(0)); // (B, T, C), not in place: autograd tracks x
+        }
+        if let Some(types) = &self.type_embed {
+            x = x.g_add(&types.ws.get(0)); // (B, T, C): every token is in segment 0
+        }
+        if self.cfg.norm_placement == NormPlacement::Post {
+            x = self.norm.forward(&x);
         }
         for (i, block) in self.blocks.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
@@ -224,15 +273,24 @@ impl Transformer {
         if let Some(c) = cache {
             c.len += t;
         }
-        Ok(self.norm.forward(&x))
+        Ok(match self.cfg.norm_placement {
+            NormPlacement::Pre => self.norm.forward(&x),
+            NormPlacement::Post => x,
+        })
     }
 
     /// Projects hidden states (..., C) onto the vocabulary (..., V).
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
-            None => hidden.linear::<Tensor>(&self.embed.ws, None),
-        }
+        let transformed;
+        let hidden = match &self.head_transform {
+            Some(h) => {
+                transformed = h.norm.forward(&h.dense.forward(hidden).gelu("none")); // (..., C)
+                &transformed
+            }
+            None => hidden,
+        };
+        let weight = self.lm_head.as_ref().map_or(&self.embed.ws, |h| &h.ws); // (V, C)
+        hidden.linear(weight, self.head_bias.as_ref())
     }
 
     /// Logits (B, T, V) for token ids (B, T).

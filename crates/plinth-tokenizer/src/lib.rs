@@ -3,8 +3,12 @@
 //! `tokenizers.Tokenizer.from_file`.
 //!
 //! Special tokens take the first ids in a fixed order ([`Special`]), so every
-//! plinth tokenizer agrees on them. This crate is a leaf: it knows no tensors.
+//! tokenizer plinth trains agrees on them. A tokenizer imported from Hugging Face
+//! keeps its own ids: the roles (bos, eos, pad, mask) are then read from the
+//! `tokenizer_config.json` beside it, as `transformers` reads them. This crate is a
+//! leaf: it knows no tensors.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
@@ -64,7 +68,7 @@ pub enum TokenizerError {
     Encode(String),
     #[error("cannot decode ids: {0}")]
     Decode(String),
-    #[error("tokenizer {path} does not reserve plinth's special tokens: {message}")]
+    #[error("tokenizer {path}: special tokens: {message}")]
     Specials { path: PathBuf, message: String },
 }
 
@@ -79,10 +83,18 @@ pub struct TrainOptions {
     pub min_frequency: u64,
 }
 
-/// A byte-level BPE tokenizer with plinth's special tokens.
+/// Hugging Face's file of tokenizer settings, read beside `tokenizer.json`.
+pub const HF_TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+
+/// A tokenizer: byte-level BPE with plinth's special tokens when plinth trained it,
+/// or any `tokenizer.json` with its roles named in `tokenizer_config.json`.
 #[derive(Debug, Clone)]
 pub struct PlinthTokenizer {
     inner: Tokenizer,
+    /// Id of each role in [`Special::ALL`] order; `None` where the tokenizer has no such token.
+    roles: [Option<u32>; 7],
+    /// Every id registered as a special (added) token.
+    special_ids: BTreeSet<u32>,
 }
 
 impl PlinthTokenizer {
@@ -114,11 +126,104 @@ impl PlinthTokenizer {
         Self::check_specials(inner, Path::new("<trained>"))
     }
 
-    /// Loads a `tokenizer.json`, checking that it reserves plinth's special tokens.
+    /// Loads a `tokenizer.json`. A file with plinth's special tokens at their ids is
+    /// a plinth tokenizer; any other needs a Hugging Face `tokenizer_config.json`
+    /// beside it naming its roles (`bos_token`/`cls_token`, `eos_token`/`sep_token`,
+    /// `pad_token`, `mask_token`).
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner = Tokenizer::from_file(path)
             .map_err(|e| TokenizerError::File { path: path.to_path_buf(), message: e.to_string() })?;
-        Self::check_specials(inner, path)
+        let own = Special::ALL.iter().all(|s| inner.token_to_id(s.text()) == Some(s.id()));
+        let settings = path.with_file_name(HF_TOKENIZER_CONFIG);
+        if own || !settings.exists() {
+            return Self::check_specials(inner, path);
+        }
+        let text = std::fs::read_to_string(&settings)
+            .map_err(|e| TokenizerError::File { path: settings.clone(), message: e.to_string() })?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| TokenizerError::File { path: settings.clone(), message: e.to_string() })?;
+        Self::with_hf_roles(inner, &json, path)
+    }
+
+    /// A tokenizer whose roles come from a Hugging Face `tokenizer_config.json`
+    /// (already parsed). Each named token must exist in the vocabulary.
+    pub fn with_hf_roles(inner: Tokenizer, settings: &serde_json::Value, path: &Path) -> Result<Self> {
+        let token = |key: &str| -> Result<Option<u32>> {
+            let name = match settings.get(key) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Object(o)) => match o.get("content") {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    _ => return Ok(None),
+                },
+                _ => return Ok(None),
+            };
+            inner.token_to_id(&name).map(Some).ok_or_else(|| TokenizerError::Specials {
+                path: path.to_path_buf(),
+                message: format!("{HF_TOKENIZER_CONFIG} names {key} {name:?}, which is not in the vocabulary"),
+            })
+        };
+        let either = |a: &str, b: &str| -> Result<Option<u32>> { Ok(token(a)?.or(token(b)?)) };
+        let roles = [
+            token("pad_token")?,
+            either("bos_token", "cls_token")?,
+            either("eos_token", "sep_token")?,
+            token("mask_token")?,
+            None,
+            None,
+            None,
+        ];
+        if roles[2].is_none() && roles[1].is_none() {
+            return Err(TokenizerError::Specials {
+                path: path.to_path_buf(),
+                message: format!("{HF_TOKENIZER_CONFIG} names neither bos_token/cls_token nor eos_token/sep_token"),
+            });
+        }
+        let special_ids = special_ids(&inner);
+        Ok(PlinthTokenizer { inner, roles, special_ids })
+    }
+
+    /// True when the special tokens are plinth's own, at their fixed ids.
+    pub fn is_plinth_layout(&self) -> bool {
+        Special::ALL.iter().all(|&s| self.roles[s as usize] == Some(s.id()))
+    }
+
+    /// Hugging Face's `tokenizer_config.json` for this tokenizer: its roles by
+    /// token text, so `AutoTokenizer.from_pretrained` finds them.
+    pub fn hf_tokenizer_config(&self, max_len: i64) -> serde_json::Value {
+        let mut cfg = serde_json::Map::new();
+        cfg.insert("tokenizer_class".into(), "PreTrainedTokenizerFast".into());
+        cfg.insert("model_max_length".into(), max_len.into());
+        cfg.insert("clean_up_tokenization_spaces".into(), false.into());
+        for (key, role) in [
+            ("pad_token", Special::Pad),
+            ("bos_token", Special::Bos),
+            ("eos_token", Special::Eos),
+            ("mask_token", Special::Mask),
+        ] {
+            if let Some(text) = self.special(role).and_then(|id| self.inner.id_to_token(id)) {
+                cfg.insert(key.into(), text.into());
+            }
+        }
+        serde_json::Value::Object(cfg)
+    }
+
+    /// One line for `plinth info`: the model kind and where the special tokens come from.
+    pub fn describe(&self) -> String {
+        use tokenizers::models::ModelWrapper;
+        let kind = match self.inner.get_model() {
+            ModelWrapper::BPE(_) => "BPE",
+            ModelWrapper::WordPiece(_) => "WordPiece",
+            ModelWrapper::WordLevel(_) => "word-level",
+            ModelWrapper::Unigram(_) => "Unigram",
+        };
+        let roles =
+            if self.is_plinth_layout() { "plinth's special tokens" } else { "roles from tokenizer_config.json" };
+        format!("{} tokens, {kind}, {roles}", self.vocab_size())
+    }
+
+    /// The underlying `tokenizers` tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
     }
 
     /// Parses the contents of a `tokenizer.json`, checking plinth's special tokens.
@@ -129,11 +234,18 @@ impl PlinthTokenizer {
         Self::check_specials(inner, Path::new("<json>"))
     }
 
-    /// Saves `tokenizer.json` (pretty-printed).
+    /// Saves `tokenizer.json` (pretty-printed); a tokenizer whose roles are not
+    /// plinth's also writes them to `tokenizer_config.json` beside it, so it loads again.
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner
-            .save(path, true)
-            .map_err(|e| TokenizerError::File { path: path.to_path_buf(), message: e.to_string() })
+        let err = |path: &Path, e: String| TokenizerError::File { path: path.to_path_buf(), message: e };
+        self.inner.save(path, true).map_err(|e| err(path, e.to_string()))?;
+        if !self.is_plinth_layout() {
+            let settings = path.with_file_name(HF_TOKENIZER_CONFIG);
+            let json = serde_json::to_string_pretty(&self.hf_tokenizer_config(i64::from(u32::MAX)))
+                .map_err(|e| err(&settings, e.to_string()))?;
+            std::fs::write(&settings, json).map_err(|e| err(&settings, e.to_string()))?;
+        }
+        Ok(())
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -163,13 +275,29 @@ impl PlinthTokenizer {
         self.inner.id_to_token(id)
     }
 
-    pub fn id(&self, special: Special) -> u32 {
-        special.id()
+    /// The id of a role, `None` when the tokenizer has no such token (an imported
+    /// Llama tokenizer has no `<mask>` and no fill-in-the-middle sentinels).
+    pub fn special(&self, role: Special) -> Option<u32> {
+        self.roles[role as usize]
     }
 
-    /// True for ids reserved as special tokens.
+    /// The id to use for a framing role: the role's own token, else the nearest
+    /// stand-in (`pad` falls back to `eos`, as `transformers` users do; `bos` and
+    /// `eos` stand in for each other, as GPT-2's single `<|endoftext|>` does), else 0.
+    /// Roles that carry meaning (mask, fill-in-the-middle) use [`PlinthTokenizer::special`].
+    pub fn id(&self, role: Special) -> u32 {
+        let order: &[Special] = match role {
+            Special::Pad => &[Special::Pad, Special::Eos, Special::Bos],
+            Special::Bos => &[Special::Bos, Special::Eos],
+            Special::Eos => &[Special::Eos, Special::Bos],
+            other => return self.special(other).unwrap_or(0),
+        };
+        order.iter().find_map(|&r| self.special(r)).unwrap_or(0)
+    }
+
+    /// True for ids registered as special tokens.
     pub fn is_special(&self, id: u32) -> bool {
-        (id as usize) < Special::ALL.len()
+        self.special_ids.contains(&id)
     }
 
     fn check_specials(inner: Tokenizer, path: &Path) -> Result<Self> {
@@ -179,13 +307,24 @@ impl PlinthTokenizer {
                 found => {
                     return Err(TokenizerError::Specials {
                         path: path.to_path_buf(),
-                        message: format!("{} should have id {} but has {:?}", s.text(), s.id(), found),
+                        message: format!(
+                            "{} should have id {} but has {:?}; a tokenizer from elsewhere needs the {HF_TOKENIZER_CONFIG} that names its roles beside it (`plinth import` copies it)",
+                            s.text(),
+                            s.id(),
+                            found
+                        ),
                     })
                 }
             }
         }
-        Ok(PlinthTokenizer { inner })
+        let roles = Special::ALL.map(|s| Some(s.id()));
+        let special_ids = special_ids(&inner);
+        Ok(PlinthTokenizer { inner, roles, special_ids })
     }
+}
+
+fn special_ids(inner: &Tokenizer) -> BTreeSet<u32> {
+    inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect()
 }
 
 #[cfg(test)]

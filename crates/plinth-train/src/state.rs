@@ -68,9 +68,11 @@ impl Checkpoint {
         }
         let cfg = ckpt::load_config(dir)?;
         let tokenizer = PlinthTokenizer::from_file(&dir.join(TOKENIZER_FILE))?;
-        if tokenizer.vocab_size() as i64 != cfg.vocab_size {
+        // Imported models may pad the embedding past the tokenizer (Llama 2: 32000
+        // tokens, tables of 32000 + padding); more tokens than rows is the error.
+        if tokenizer.vocab_size() as i64 > cfg.vocab_size {
             return Err(TrainError::Checkpoint(format!(
-                "{}: tokenizer has {} tokens but the model expects {}",
+                "{}: tokenizer has {} tokens but the model has embeddings for {}",
                 dir.display(),
                 tokenizer.vocab_size(),
                 cfg.vocab_size

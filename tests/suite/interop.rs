@@ -1,0 +1,239 @@
+//! Hugging Face interop against the real thing: small random-weight models made and
+//! read by Python `transformers` (and `peft`) in the project's virtual environment
+//! (`tests/interop/hf_side.py`), imported and exported by plinth, logits compared on
+//! the same token ids (max absolute difference ≤ 1e-4 in f32).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use plinth_interop::{export_hf, import_hf, save_checkpoint};
+use plinth_model::{checkpoint as ckpt, AttentionMode, ModelConfig, Transformer};
+use plinth_tokenizer::{PlinthTokenizer, TrainOptions};
+use plinth_train::{Checkpoint, ObjectiveKind};
+use tch::{nn, Device, Kind, Tensor};
+
+const TOLERANCE: f64 = 1e-4;
+
+fn venv_python() -> PathBuf {
+    match std::env::var_os("VIRTUAL_ENV") {
+        Some(v) => PathBuf::from(v).join("bin/python"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+    }
+}
+
+fn hf_side() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/hf_side.py")
+}
+
+fn python(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(venv_python())
+        .arg(hf_side())
+        .args(args)
+        .output()
+        .expect("run the project's Python; `./dev setup` creates it");
+    assert!(
+        out.status.success(),
+        "hf_side.py failed (run `./dev setup` to install transformers and peft): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Python-made models, built once per test run.
+fn hf_models() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        python(&["make".as_ref(), dir.path().as_os_str(), plinth_tests::fixture_corpus().as_os_str()]);
+        dir
+    })
+    .path()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size(), "logit shapes differ");
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+}
+
+fn read(path: &Path, key: &str) -> Tensor {
+    Tensor::read_safetensors(path)
+        .expect("safetensors")
+        .into_iter()
+        .find_map(|(k, t)| (k == key).then_some(t))
+        .unwrap_or_else(|| panic!("{key} in {}", path.display()))
+}
+
+fn plinth_logits(ck: &Checkpoint, ids: &Tensor) -> Tensor {
+    tch::no_grad(|| ck.model.forward(ids, ck.mode(), None).expect("forward"))
+}
+
+#[test]
+fn transformers_checkpoints_import_with_the_same_logits_and_token_ids() {
+    let models = hf_models();
+    let out = tempfile::tempdir().expect("tempdir");
+    for (name, family, mode) in [
+        ("llama-gqa-untied", "llama", AttentionMode::Causal),
+        ("llama-tied-headdim", "llama", AttentionMode::Causal),
+        ("bert", "bert", AttentionMode::Bidirectional),
+        ("roberta", "roberta", AttentionMode::Bidirectional),
+    ] {
+        let dst = out.path().join(name);
+        let report = import_hf(&models.join(name), &dst, false).expect("import");
+        assert_eq!(report.family, family);
+        let ck = Checkpoint::load(&dst, Device::Cpu).expect("an imported model loads as a plinth checkpoint");
+        assert_eq!(ck.mode(), mode);
+        let expected = models.join(name).join("expected.safetensors");
+        let diff = max_diff(&plinth_logits(&ck, &read(&expected, "ids")), &read(&expected, "logits"));
+        eprintln!("logit match | {name:<20} | transformers -> plinth | max |diff| {diff:.2e}");
+        assert!(diff <= TOLERANCE, "{name}: plinth's logits differ from transformers' by {diff}");
+
+        let sample: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(models.join(name).join("sample.json")).expect("sample"))
+                .expect("json");
+        let want: Vec<u32> = serde_json::from_value(sample["ids"].clone()).expect("ids");
+        let text = sample["text"].as_str().expect("text");
+        assert_eq!(ck.tokenizer.encode(text).expect("encode"), want, "{name}: token ids differ from Python's");
+    }
+}
+
+/// A plinth model with every parameter random (norm scales and biases included).
+fn random_model(cfg: &ModelConfig, seed: i64) -> nn::VarStore {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _ = Transformer::new(&vs.root(), cfg).expect("model");
+    tch::no_grad(|| {
+        for (_, mut t) in ckpt::named_variables(&vs) {
+            let noise = t.randn_like() * if t.dim() == 1 { 0.1 } else { 0.05 };
+            let _ = t.g_add_(&noise);
+        }
+    });
+    vs
+}
+
+fn plinth_tokenizer() -> PlinthTokenizer {
+    let text = std::fs::read_to_string(plinth_tests::fixture_corpus()).expect("fixture");
+    let docs: Vec<&str> = text.split("\n\n").collect();
+    PlinthTokenizer::train(docs.iter(), &TrainOptions { vocab_size: 400, min_frequency: 2 }).expect("train")
+}
+
+fn llama_shaped(vocab: i64) -> ModelConfig {
+    ModelConfig { vocab_size: vocab, tie_embeddings: false, rope_theta: 50_000.0, ..plinth_tests::micro_model() }
+}
+
+fn bert_shaped(vocab: i64) -> ModelConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/models/bert-tiny.toml");
+    let shipped = ModelConfig::from_toml_file(&path).expect("the shipped BERT-shaped preset");
+    ModelConfig { vocab_size: vocab, d_model: 32, n_layers: 2, n_heads: 4, d_ff: 64, max_seq_len: 64, ..shipped }
+}
+
+#[test]
+fn plinth_models_export_and_transformers_gives_the_same_logits() {
+    let tok = plinth_tokenizer();
+    let v = tok.vocab_size() as i64;
+    let work = tempfile::tempdir().expect("tempdir");
+    let sample = "It was raining cats and dogs — Ünïcödé, 42 tabs\tand  spaces.";
+    for (name, cfg, objective, class) in [
+        ("causal", llama_shaped(v), ObjectiveKind::Causal, "LlamaForCausalLM"),
+        ("masked", bert_shaped(v), ObjectiveKind::Mlm, "BertForMaskedLM"),
+    ] {
+        let vs = random_model(&cfg, 3);
+        let ck_dir = work.path().join(name);
+        save_checkpoint(&ck_dir, &vs, &cfg, &tok, objective, false).expect("save");
+        let ck = Checkpoint::load(&ck_dir, Device::Cpu).expect("load");
+        let hf_dir = work.path().join(format!("{name}-hf"));
+        let report = export_hf(&ck_dir, &hf_dir, false).expect("export");
+        assert_eq!(report.architecture, class);
+
+        let ids = Tensor::randint_low(7, v, [2, 20], (Kind::Int64, Device::Cpu));
+        let ids_path = work.path().join(format!("{name}-ids.safetensors"));
+        Tensor::write_safetensors(&[("ids", &ids)], &ids_path).expect("write ids");
+        let logits_path = work.path().join(format!("{name}-logits.safetensors"));
+        let printed = python(&[
+            "check".as_ref(),
+            hf_dir.as_os_str(),
+            ids_path.as_os_str(),
+            logits_path.as_os_str(),
+            sample.as_ref(),
+        ]);
+        let json: serde_json::Value = serde_json::from_str(printed.trim()).expect("check prints json");
+        assert_eq!(json["class"], class);
+        let diff = max_diff(&plinth_logits(&ck, &ids), &read(&logits_path, "logits"));
+        eprintln!("logit match | {name:<20} | plinth -> transformers | max |diff| {diff:.2e}");
+        assert!(diff <= TOLERANCE, "{name}: transformers' logits differ from plinth's by {diff}");
+        let python_ids: Vec<u32> = serde_json::from_value(json["ids"].clone()).expect("ids");
+        assert_eq!(python_ids, tok.encode(sample).expect("encode"), "AutoTokenizer must encode as plinth does");
+
+        // And back: importing the export reproduces the weights exactly.
+        let back = work.path().join(format!("{name}-back"));
+        import_hf(&hf_dir, &back, false).expect("re-import");
+        let again = Checkpoint::load(&back, Device::Cpu).expect("load");
+        assert_eq!(again.model.config(), ck.model.config());
+        assert_eq!(max_diff(&plinth_logits(&again, &ids), &plinth_logits(&ck, &ids)), 0.0);
+    }
+}
+
+fn write_hf_folder(dir: &Path, config: serde_json::Value) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+}
+
+#[test]
+fn unsupported_configs_and_pickle_files_are_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = serde_json::json!({
+        "model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2
+    });
+    let cases = [
+        ("rope_scaling", serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}})),
+        ("hidden_act", serde_json::json!({"hidden_act": "gelu"})),
+        ("rope_parameters.rope_type", serde_json::json!({"rope_parameters": {"rope_type": "yarn"}})),
+        ("mlp_bias", serde_json::json!({"attention_bias": true, "mlp_bias": false})),
+        ("model_type", serde_json::json!({"model_type": "gpt_neox"})),
+    ];
+    for (field, patch) in cases {
+        let mut cfg = base.clone();
+        cfg.as_object_mut().expect("object").extend(patch.as_object().expect("object").clone());
+        let src = dir.path().join(field);
+        write_hf_folder(&src, cfg);
+        let err = import_hf(&src, &dir.path().join("out"), false).expect_err(field).to_string();
+        assert!(err.contains(&format!("`{field}`")) && err.contains("not supported"), "{field}: {err}");
+    }
+
+    let bert = serde_json::json!({"model_type": "bert", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "position_embedding_type": "relative_key"});
+    write_hf_folder(&dir.path().join("bert"), bert);
+    let err = import_hf(&dir.path().join("bert"), &dir.path().join("out"), false).expect_err("relative").to_string();
+    assert!(err.contains("position_embedding_type"), "{err}");
+
+    // Pickle: a folder with only pytorch_model.bin, and the file itself. The bytes
+    // are not a valid pickle either; plinth must refuse before reading them.
+    let pk = dir.path().join("pickled");
+    write_hf_folder(&pk, base.clone());
+    std::fs::write(pk.join("pytorch_model.bin"), b"not read").expect("bin");
+    for src in [pk.clone(), pk.join("pytorch_model.bin")] {
+        let err = import_hf(&src, &dir.path().join("out"), false).expect_err("pickle").to_string();
+        assert!(err.contains("pickle") && err.contains("safe_serialization=True"), "{err}");
+    }
+    assert!(!dir.path().join("out").exists(), "a refused import writes nothing");
+}
+
+#[test]
+fn export_refuses_a_masked_llama_shaped_model_and_never_replaces_a_folder_unasked() {
+    let tok = plinth_tokenizer();
+    let cfg = llama_shaped(tok.vocab_size() as i64);
+    let vs = random_model(&cfg, 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ck_dir = dir.path().join("mlm");
+    save_checkpoint(&ck_dir, &vs, &cfg, &tok, ObjectiveKind::Mlm, false).expect("save");
+    let err = export_hf(&ck_dir, &dir.path().join("hf"), false).expect_err("no bidirectional llama").to_string();
+    assert!(err.contains("`position`") && err.contains("bert-tiny.toml"), "{err}");
+
+    let keep = dir.path().join("keep");
+    std::fs::create_dir_all(&keep).expect("mkdir");
+    std::fs::write(keep.join("notes.txt"), "mine").expect("write");
+    let err = save_checkpoint(&keep, &vs, &cfg, &tok, ObjectiveKind::Causal, false).expect_err("non-empty").to_string();
+    assert!(err.contains("--overwrite"), "{err}");
+    assert_eq!(std::fs::read_to_string(keep.join("notes.txt")).expect("kept"), "mine");
+}

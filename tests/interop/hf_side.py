@@ -176,6 +176,14 @@ def make(out, corpus):
         save_file({"ids": ids, "logits": logits.contiguous()}, os.path.join(d, "expected.safetensors"))
         with open(os.path.join(d, "sample.json"), "w") as f:
             json.dump({"text": text, "ids": tok.encode(text, add_special_tokens=False).ids}, f)
+    # The same model in shards with an index, as large checkpoints are published.
+    import shutil
+
+    src, d = os.path.join(out, "llama-tied-headdim"), os.path.join(out, "llama-sharded")
+    models["llama-tied-headdim"][0].save_pretrained(d, max_shard_size="100KB")
+    assert os.path.exists(os.path.join(d, "model.safetensors.index.json")), os.listdir(d)
+    for f in ["tokenizer.json", "tokenizer_config.json", "expected.safetensors", "sample.json"]:
+        shutil.copy(os.path.join(src, f), d)
     make_peft(out, models["llama-gqa-untied"][0])
 
 

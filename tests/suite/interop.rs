@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use plinth_finetune::FinetunedTask;
+use plinth_interop::peft::{export_peft, import_peft};
 use plinth_interop::{export_hf, import_hf, save_checkpoint};
+use plinth_model::lora::{save_adapter, AdapterMeta, LoraAdapter, LoraConfig};
 use plinth_model::{checkpoint as ckpt, AttentionMode, ModelConfig, Transformer};
 use plinth_tokenizer::{PlinthTokenizer, TrainOptions};
 use plinth_train::{Checkpoint, ObjectiveKind};
@@ -75,6 +78,7 @@ fn transformers_checkpoints_import_with_the_same_logits_and_token_ids() {
     for (name, family, mode) in [
         ("llama-gqa-untied", "llama", AttentionMode::Causal),
         ("llama-tied-headdim", "llama", AttentionMode::Causal),
+        ("llama-sharded", "llama", AttentionMode::Causal),
         ("bert", "bert", AttentionMode::Bidirectional),
         ("roberta", "roberta", AttentionMode::Bidirectional),
     ] {
@@ -95,6 +99,22 @@ fn transformers_checkpoints_import_with_the_same_logits_and_token_ids() {
         let text = sample["text"].as_str().expect("text");
         assert_eq!(ck.tokenizer.encode(text).expect("encode"), want, "{name}: token ids differ from Python's");
     }
+
+    // A PEFT LoRA adapter (q, v and down projections, r 4, B made non-zero) on the
+    // untied Llama becomes a plinth generation task with the same logits.
+    let base = out.path().join("llama-gqa-untied");
+    let task_dir = out.path().join("peft-task");
+    let report = import_peft(&models.join("peft-llama"), &base, &task_dir, false).expect("import peft");
+    assert_eq!((report.rank, report.modules), (4, 6), "{report:?}");
+    let ck = Checkpoint::load(&base, Device::Cpu).expect("base");
+    let task = FinetunedTask::load(&task_dir, &ck).expect("the imported adapter loads as a task");
+    let expected = models.join("peft-llama").join("expected.safetensors");
+    let ids = read(&expected, "ids");
+    let diff = max_diff(&task.logits(&ck, &ids).expect("logits"), &read(&expected, "logits"));
+    eprintln!("logit match | {:<20} | peft -> plinth         | max |diff| {diff:.2e}", "llama + LoRA");
+    assert!(diff <= TOLERANCE, "PEFT adapter: plinth's logits differ from peft's by {diff}");
+    let without = max_diff(&plinth_logits(&ck, &ids), &read(&expected, "logits"));
+    assert!(without > 1e-3, "the adapter must matter for this comparison to mean anything ({without})");
 }
 
 /// A plinth model with every parameter random (norm scales and biases included).
@@ -164,6 +184,48 @@ fn plinth_models_export_and_transformers_gives_the_same_logits() {
         let python_ids: Vec<u32> = serde_json::from_value(json["ids"].clone()).expect("ids");
         assert_eq!(python_ids, tok.encode(sample).expect("encode"), "AutoTokenizer must encode as plinth does");
 
+        if objective == ObjectiveKind::Causal {
+            // A plinth LoRA adapter exported in PEFT's format: PeftModel on the
+            // exported base gives plinth's adapted logits.
+            let lora = LoraConfig {
+                rank: 4,
+                alpha: 8.0,
+                dropout: 0.0,
+                targets: vec!["q_proj".into(), "v_proj".into(), "blocks.1.mlp.*".into()],
+            };
+            tch::manual_seed(5);
+            let avs = nn::VarStore::new(Device::Cpu);
+            let adapter = LoraAdapter::new(&avs.root(), &cfg, &lora).expect("adapter");
+            tch::no_grad(|| {
+                for (_, mut t) in ckpt::named_variables(&avs) {
+                    let _ = t.g_add_(&(t.randn_like() * 0.05));
+                }
+            });
+            let adapter_dir = work.path().join("plinth-adapter");
+            let sha = plinth_train::state::checkpoint_sha256(&ck_dir).expect("sha");
+            save_adapter(&adapter_dir, &avs, &AdapterMeta { lora, base_sha256: sha }).expect("save adapter");
+            let r = export_peft(&adapter_dir, &ck_dir, &hf_dir.join("adapter"), false).expect("export peft");
+            assert!(r.target_modules.contains(&"q_proj".to_string()), "{r:?}");
+            assert!(r.target_modules.iter().any(|t| t == "model.layers.1.mlp.gate_proj"), "{r:?}");
+            let printed = python(&[
+                "check".as_ref(),
+                hf_dir.as_os_str(),
+                ids_path.as_os_str(),
+                logits_path.as_os_str(),
+                sample.as_ref(),
+            ]);
+            assert!(printed.contains("PeftModel"), "{printed}");
+            let opts = plinth_model::ForwardOptions {
+                adapter: Some(&adapter),
+                ..plinth_model::ForwardOptions::new(AttentionMode::Causal)
+            };
+            let ours = tch::no_grad(|| ck.model.forward_with(&ids, None, &opts).expect("forward"));
+            let diff = max_diff(&ours, &read(&logits_path, "logits"));
+            eprintln!("logit match | {:<20} | plinth -> peft         | max |diff| {diff:.2e}", "llama + LoRA");
+            assert!(diff <= TOLERANCE, "exported adapter: peft's logits differ from plinth's by {diff}");
+            std::fs::remove_dir_all(hf_dir.join("adapter")).expect("rm adapter");
+        }
+
         // And back: importing the export reproduces the weights exactly.
         let back = work.path().join(format!("{name}-back"));
         import_hf(&hf_dir, &back, false).expect("re-import");
@@ -217,6 +279,34 @@ fn unsupported_configs_and_pickle_files_are_refused_with_what_to_do() {
         assert!(err.contains("pickle") && err.contains("safe_serialization=True"), "{err}");
     }
     assert!(!dir.path().join("out").exists(), "a refused import writes nothing");
+
+    // PEFT settings plinth cannot run are named before anything is read.
+    let lora =
+        serde_json::json!({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "bias": "none"});
+    for (field, patch) in [
+        ("use_dora", serde_json::json!({"use_dora": true})),
+        ("modules_to_save", serde_json::json!({"modules_to_save": ["lm_head"]})),
+        ("rank_pattern", serde_json::json!({"rank_pattern": {"q_proj": 8}})),
+        ("bias", serde_json::json!({"bias": "all"})),
+        ("peft_type", serde_json::json!({"peft_type": "IA3"})),
+    ] {
+        let mut cfg = lora.clone();
+        cfg.as_object_mut().expect("object").extend(patch.as_object().expect("object").clone());
+        let src = dir.path().join(format!("peft-{field}"));
+        std::fs::create_dir_all(&src).expect("mkdir");
+        std::fs::write(src.join("adapter_config.json"), cfg.to_string()).expect("write");
+        let err = import_peft(&src, &dir.path().join("no-base"), &dir.path().join("out"), false)
+            .expect_err(field)
+            .to_string();
+        assert!(err.contains(&format!("`{field}`")), "{field}: {err}");
+    }
+    let src = dir.path().join("peft-pickled");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("adapter_config.json"), lora.to_string()).expect("write");
+    std::fs::write(src.join("adapter_model.bin"), b"not read").expect("write");
+    let err =
+        import_peft(&src, &dir.path().join("no-base"), &dir.path().join("out"), false).expect_err("pickle").to_string();
+    assert!(err.contains("pickle"), "{err}");
 }
 
 #[test]

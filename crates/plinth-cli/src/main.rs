@@ -150,26 +150,36 @@ enum Command {
     },
     /// Import a Hugging Face model folder (Llama, BERT or RoBERTa: config.json,
     /// safetensors weights, tokenizer.json and tokenizer_config.json) as a plinth
-    /// checkpoint. Pickle weights (.bin, .pt) are refused, never loaded.
+    /// checkpoint, or a PEFT LoRA adapter folder (with --base) as a plinth
+    /// generation task. Pickle weights (.bin, .pt) are refused, never loaded.
     Import {
-        /// The Hugging Face model folder (what `save_pretrained` writes).
+        /// The Hugging Face model folder, or PEFT adapter folder (what `save_pretrained` writes).
         source: PathBuf,
-        /// The plinth checkpoint folder to write.
+        /// The plinth folder to write: a checkpoint, or for an adapter a task folder
+        /// that `plinth generate --adapter` applies.
         #[arg(long)]
         out: PathBuf,
+        /// For an adapter: the plinth base checkpoint it adapts (imported from the
+        /// same Hugging Face model the adapter was trained on).
+        #[arg(long)]
+        base: Option<PathBuf>,
         /// Replace `out` if it already holds something.
         #[arg(long)]
         overwrite: bool,
     },
     /// Export a plinth checkpoint as a Hugging Face model folder that
-    /// `transformers`' `from_pretrained` loads: causal models as Llama, masked
-    /// models of BERT's shape as BERT (or RoBERTa, if imported from one).
+    /// `transformers`' `from_pretrained` loads (causal models as Llama, masked
+    /// models of BERT's shape as BERT, or RoBERTa if imported from one), or a
+    /// finetuned task's LoRA adapter (with --base) as a PEFT adapter folder.
     Export {
-        /// The plinth checkpoint folder.
-        checkpoint: PathBuf,
-        /// The Hugging Face model folder to write.
+        /// The plinth checkpoint folder, or a finetune run's folder / adapter folder.
+        source: PathBuf,
+        /// The folder to write.
         #[arg(long)]
         out: PathBuf,
+        /// For an adapter: the base checkpoint it was finetuned on.
+        #[arg(long)]
+        base: Option<PathBuf>,
         /// Replace `out` if it already holds something.
         #[arg(long)]
         overwrite: bool,
@@ -339,7 +349,27 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict { run, base, json, inputs } => predict(&run, base.as_deref(), json, inputs, device),
         Command::Info { checkpoint } => info(&checkpoint),
-        Command::Import { source, out, overwrite } => {
+        Command::Import { source, out, base, overwrite } if source.join(plinth_interop::peft::PEFT_CONFIG).exists() => {
+            let Some(base) = base else {
+                bail!("{} is a PEFT adapter; pass --base with the plinth checkpoint it adapts", source.display());
+            };
+            let r = plinth_interop::peft::import_peft(&source, &base, &out, overwrite)?;
+            println!(
+                "imported a {} LoRA adapter (r {}, alpha {}, {} modules) as a generation task in {}; use it with `plinth generate --checkpoint {} --adapter {}`",
+                r.family,
+                r.rank,
+                r.alpha,
+                r.modules,
+                out.display(),
+                base.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Import { source, out, base, overwrite } => {
+            if base.is_some() {
+                bail!("--base is for adapters, and {} has no adapter_config.json", source.display());
+            }
             let r = plinth_interop::import_hf(&source, &out, overwrite)?;
             println!(
                 "imported {} ({} parameters, {} tensors, tokenizer of {} tokens) into {}",
@@ -354,7 +384,30 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Export { checkpoint, out, overwrite } => {
+        Command::Export { source, out, base: Some(base), overwrite } => {
+            let r = plinth_interop::peft::export_peft(&source, &base, &out, overwrite)?;
+            println!(
+                "exported a LoRA adapter (r {}, alpha {}, {} {} modules: {}) in PEFT's format into {}",
+                r.rank,
+                r.alpha,
+                r.modules,
+                r.family,
+                r.target_modules.join(", "),
+                out.display()
+            );
+            if r.head_left_out {
+                eprintln!("note: the task's head is plinth's own and PEFT's LoRA format has no place for it; only the adapter was exported");
+            }
+            Ok(())
+        }
+        Command::Export { source, out, base: None, overwrite } => {
+            if !source.join(plinth_model::checkpoint::WEIGHTS_FILE).exists() {
+                bail!(
+                    "{} is not a checkpoint; to export a finetuned task's adapter, pass --base with the checkpoint it was finetuned on",
+                    source.display()
+                );
+            }
+            let checkpoint = source;
             let r = plinth_interop::export_hf(&checkpoint, &out, overwrite)?;
             println!("exported {} tensors as {} ({}) into {}", r.tensors, r.architecture, r.family, out.display());
             Ok(())

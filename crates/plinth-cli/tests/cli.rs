@@ -96,6 +96,24 @@ fn pretrain_info_fill_generate_and_resume() {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("The dog"), "{}", text(&out));
     let out = plinth(&["fill", "--checkpoint", "run-causal/checkpoint", "--max-tokens", "4", "The ___ sat."], dir);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("The"), "{}", text(&out));
+
+    // Hugging Face round trip: export as Llama, import back, generate the same text.
+    let out = plinth(&["export", "run-causal/checkpoint", "--out", "hf-causal"], dir);
+    assert!(out.status.success() && text(&out).contains("LlamaForCausalLM"), "{}", text(&out));
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        assert!(dir.join("hf-causal").join(f).exists(), "{f} missing");
+    }
+    let out = plinth(&["import", "hf-causal", "--out", "back"], dir);
+    assert!(out.status.success() && text(&out).contains("imported llama"), "{}", text(&out));
+    let gen =
+        |ck: &str| plinth(&["generate", "--checkpoint", ck, "--max-tokens", "6", "--temperature", "0", "The dog"], dir);
+    let (a, b) = (gen("run-causal/checkpoint"), gen("back"));
+    assert!(b.status.success() && a.stdout == b.stdout, "{} vs {}", text(&a), text(&b));
+    let out = plinth(&["import", "hf-causal", "--out", "back"], dir);
+    assert!(!out.status.success() && text(&out).contains("--overwrite"), "{}", text(&out));
+    // A masked model of Llama's shape has no transformers class: refused, naming the way out.
+    let out = plinth(&["export", "run-mlm/checkpoint", "--out", "hf-mlm"], dir);
+    assert!(!out.status.success() && text(&out).contains("bert-tiny.toml"), "{}", text(&out));
 }
 
 #[test]
@@ -109,6 +127,12 @@ fn user_errors_are_one_clear_line() {
     assert!(!out.status.success() && text(&out).contains("line 2"), "{}", text(&out));
     let out = plinth(&["fill", "--checkpoint", "missing", "a ___"], dir);
     assert!(!out.status.success() && text(&out).contains("not a plinth checkpoint"), "{}", text(&out));
+    std::fs::create_dir_all(dir.join("pickled")).expect("mkdir");
+    std::fs::write(dir.join("pickled/pytorch_model.bin"), b"never read").expect("write");
+    let out = plinth(&["import", "pickled/pytorch_model.bin", "--out", "x"], dir);
+    assert!(!out.status.success() && text(&out).contains("pickle") && !dir.join("x").exists(), "{}", text(&out));
+    let out = plinth(&["export", "pickled", "--out", "y"], dir);
+    assert!(!out.status.success() && text(&out).contains("--base"), "{}", text(&out));
     let out = plinth(&["info", "."], dir);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(!text(&out).contains("panicked"), "{}", text(&out));

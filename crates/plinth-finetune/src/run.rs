@@ -219,7 +219,7 @@ impl Finetuner {
             max_len,
             label_scale,
             step: 0,
-            metric_value: f64::NAN,
+            metric_value: None,
         };
         let progress = Progress {
             step: 0,
@@ -375,7 +375,7 @@ impl Finetuner {
                     self.progress.best_step = self.progress.step;
                     self.progress.evals_since_best = 0;
                     self.meta.step = self.progress.step;
-                    self.meta.metric_value = value;
+                    self.meta.metric_value = Some(value);
                     self.save_task(&self.cfg.out_dir.join(BEST_DIR), false)?;
                 } else {
                     self.progress.evals_since_best += 1;

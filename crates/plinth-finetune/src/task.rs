@@ -55,8 +55,10 @@ pub struct FinetuneMeta {
     /// Regression targets are learnt standardised: the training labels' (mean, std).
     pub label_scale: (f64, f64),
     pub step: u64,
-    /// Validation value of `spec.metric` at `step`.
-    pub metric_value: f64,
+    /// Validation value of `spec.metric` at `step`; none before the first
+    /// validation, and for tasks that were not trained here (an imported adapter).
+    #[serde(default)]
+    pub metric_value: Option<f64>,
 }
 
 /// The trainable part of a task, built on a base model's config.
@@ -291,6 +293,13 @@ impl FinetunedTask {
 
     fn model<'a>(&'a self, base: &'a Checkpoint) -> &'a Transformer {
         self.own_base.as_ref().map_or(&base.model, |(_, m)| m)
+    }
+
+    /// Logits (B, T, V) of the task's model for token ids: the base with this
+    /// task's LoRA adapter (or its own weights in full mode).
+    pub fn logits(&self, base: &Checkpoint, ids: &Tensor) -> Result<Tensor> {
+        let opts = ForwardOptions { adapter: self.parts.adapter.as_ref(), ..ForwardOptions::new(base.mode()) };
+        Ok(tch::no_grad(|| self.model(base).forward_with(ids, None, &opts))?)
     }
 
     /// A prompted generation task's answer to a request: the plugin's prompt stage

@@ -5,6 +5,7 @@
 //!   or shards with an index, `tokenizer.json` and `tokenizer_config.json`) of the
 //!   Llama, BERT or RoBERTa family becomes a plinth checkpoint folder;
 //! - [`export_hf`]: a plinth checkpoint becomes a folder `from_pretrained` loads;
+//! - [`peft`]: LoRA adapters in PEFT's format, both ways.
 
 //!
 //! Names map one parameter at a time ([`weights::hf_name`]); nothing is reshaped,
@@ -13,6 +14,7 @@
 
 pub mod config;
 mod convert;
+pub mod peft;
 
 pub mod weights;
 

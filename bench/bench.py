@@ -6,7 +6,11 @@ Measures, with the same thread count and shapes:
   * batch-1 greedy generation tokens/s with and without the KV cache: plinth vs
     Hugging Face transformers' `generate` on a LlamaForCausalLM of the same shape;
   * an f32 matmul peak from both sides, against which model FLOP utilisation (MFU)
-    is reported.
+    is reported;
+  * Hugging Face interop on a ~110M-parameter Llama checkpoint made locally:
+    `plinth import` and loading the result against `from_pretrained` (wall time,
+    peak RSS, each in a fresh process), and batch-1 greedy generation on it
+    against `generate`.
 
 Prints a Markdown table and writes bench/out/results.json. Medians, not means.
 """
@@ -144,6 +148,77 @@ def hf_generate(c, vocab, prompt_len, new_tokens, repeats, use_cache):
     return {"median_s": s, "tokens_per_s": new_tokens / s}
 
 
+def make_llama_100m(d):
+    """A ~110M-parameter Llama (GPT-2-small widths) with random weights, saved once."""
+    if (d / "model.safetensors").exists():
+        return
+    sys.path.insert(0, str(ROOT / "tests" / "interop"))
+    from hf_side import save_tokenizer, train_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                      num_attention_heads=12, num_key_value_heads=12, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(cfg).eval().save_pretrained(d)
+    tok, roles = train_tokenizer("bpe", ROOT / "tests" / "fixtures" / "corpus.txt", 400)
+    save_tokenizer(tok, roles, d)
+
+
+HF_LOAD = """
+import json, statistics, sys, time, torch
+torch.set_num_threads(int(sys.argv[2]))
+from transformers import AutoModelForCausalLM
+def status(key):  # VmHWM, unlike ru_maxrss, is not inherited from the parent across exec
+    line = next(l for l in open("/proc/self/status") if l.startswith(key))
+    return int(line.split()[1]) / 1024
+base = status("VmRSS:")
+t0 = time.perf_counter()
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
+load_s = time.perf_counter() - t0
+peak = status("VmHWM:")
+out = {"load_s": load_s, "peak_rss_mib": peak, "rss_before_mib": base}
+n = int(sys.argv[3])
+if n:
+    prompt = torch.randint(7, 400, (1, 16))
+    times = []
+    with torch.no_grad():
+        for _ in range(4):
+            t0 = time.perf_counter()
+            model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+            times.append(time.perf_counter() - t0)
+    out["tokens_per_s"] = n / statistics.median(times[1:])
+    out["peak_rss_after_gen_mib"] = status("VmHWM:")
+print(json.dumps(out))
+"""
+
+
+def interop(binary, threads, new_tokens, work, repeats=3):
+    hf_dir, plinth_dir = work / "llama-100m-hf", work / "llama-100m-plinth"
+    make_llama_100m(hf_dir)
+    hf_py = lambda n: json.loads(subprocess.run([sys.executable, "-c", HF_LOAD, str(hf_dir), str(threads), str(n)],
+                                                check=True, capture_output=True, text=True).stdout)
+    imports = [plinth(binary, threads, "import", "--source", str(hf_dir), "--out", str(plinth_dir)) for _ in range(repeats)]
+    hf_loads = [hf_py(0) for _ in range(repeats)]
+    loads = [plinth(binary, threads, "generate", "--checkpoint", str(plinth_dir), "--new-tokens", "1", "--repeats", "1")
+             for _ in range(repeats)]
+    gen = plinth(binary, threads, "generate", "--checkpoint", str(plinth_dir), "--new-tokens", str(new_tokens))
+    hf_gen = hf_py(new_tokens)
+    med = lambda rs, k: statistics.median(r[k] for r in rs)
+    return {
+        "params": imports[0]["params"],
+        "file_mb": (hf_dir / "model.safetensors").stat().st_size / 1e6,
+        "plinth_import_s": med(imports, "seconds"), "plinth_import_peak_mib": med(imports, "peak_rss_mib"),
+        "plinth_import_rss_before_mib": med(imports, "rss_before_mib"),
+        "plinth_load_s": med(loads, "load_s"), "plinth_load_peak_mib": med(loads, "peak_rss_after_load_mib"),
+        "plinth_load_rss_before_mib": med(loads, "rss_before_load_mib"),
+        "hf_load_s": med(hf_loads, "load_s"), "hf_load_peak_mib": med(hf_loads, "peak_rss_mib"),
+        "hf_rss_before_mib": med(hf_loads, "rss_before_mib"),
+        "plinth_tokens_per_s": gen["tokens_per_s"], "hf_tokens_per_s": hf_gen["tokens_per_s"], "new_tokens": new_tokens,
+        "plinth_gen_peak_mib": gen["peak_rss_mib"], "hf_gen_peak_mib": hf_gen["peak_rss_after_gen_mib"],
+    }
+
+
 def python_matmul(n, repeats):
     a, b = torch.randn(n, n), torch.randn(n, n)
     times = []
@@ -166,7 +241,7 @@ def main():
     ap.add_argument("--presets", default="tiny,small,base")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--sections", default="train,generate,plugins,finetune,adapters,pipeline", help="comma-separated subset to run")
+    ap.add_argument("--sections", default="train,generate,plugins,finetune,adapters,pipeline,interop", help="comma-separated subset to run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -245,6 +320,13 @@ def main():
         res["pipeline"] = pipeline_row
         print(f"pipeline: engine {pipeline_row['engine_s']:.2f} s, direct {pipeline_row['direct_s']:.2f} s", file=sys.stderr)
 
+    interop_row = None
+    if "interop" in sections:
+        interop_row = interop(args.plinth, args.threads, args.new_tokens, Path(args.out).parent)
+        res["interop"] = interop_row
+        print(f"interop: import {interop_row['plinth_import_s']:.2f} s, plinth load {interop_row['plinth_load_s']:.2f} s, "
+              f"from_pretrained {interop_row['hf_load_s']:.2f} s", file=sys.stderr)
+
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     if rows:
@@ -276,6 +358,17 @@ def main():
         print(f"| plinth pipeline engine (`plinth_pipeline::run`, rejects and results files included) | {r['engine_s']:.2f} | {r['engine_records_per_s']:.0f} |")
         print(f"| the same plugin stages called directly in a loop | {r['direct_s']:.2f} | {r['direct_records_per_s']:.0f} |")
         print(f"| engine overhead | {(r['engine_s'] / r['direct_s'] - 1) * 100:+.1f}% | |")
+    if interop_row:
+        r = interop_row
+        print(f"\n| Llama, {r['params'] / 1e6:.0f}M parameters, {r['file_mb']:.0f} MB f32 safetensors, each in a fresh process | seconds | peak RSS (MiB) | RSS before (MiB) |")
+        print("|---|---:|---:|---:|")
+        print(f"| `plinth import` (read, check, write a plinth checkpoint) | {r['plinth_import_s']:.2f} | {r['plinth_import_peak_mib']:.0f} | {r['plinth_import_rss_before_mib']:.0f} |")
+        print(f"| plinth: load the imported checkpoint (`Checkpoint::load`) | {r['plinth_load_s']:.2f} | {r['plinth_load_peak_mib']:.0f} | {r['plinth_load_rss_before_mib']:.0f} |")
+        print(f"| transformers `from_pretrained` on the same files | {r['hf_load_s']:.2f} | {r['hf_load_peak_mib']:.0f} | {r['hf_rss_before_mib']:.0f} |")
+        print(f"\n| batch-1 greedy generation, {r['new_tokens']} tokens, KV cache | tokens/s | process peak RSS after loading and generating (MiB) |\n|---|---:|---:|")
+        print(f"| plinth on the imported checkpoint | {r['plinth_tokens_per_s']:.1f} | {r['plinth_gen_peak_mib']:.0f} |")
+        print(f"| transformers `generate` after `from_pretrained` | {r['hf_tokens_per_s']:.1f} | {r['hf_gen_peak_mib']:.0f} |")
+        print(f"| plinth ÷ transformers | {r['plinth_tokens_per_s'] / r['hf_tokens_per_s']:.2f}× | |")
     print(f"\nthreads {args.threads}, torch {torch.__version__}, f32 matmul peak {peak:.1f} GFLOP/s (max of plinth {peaks[0]:.1f} and torch {peaks[1]:.1f}, 1024³)")
 
 

@@ -14,7 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plinth-finetune", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-generate"]),
     ("plinth-pipeline", &["plinth-data", "plinth-train", "plinth-generate", "plinth-finetune", "plinth-curate"]),
     ("plinth-curate", &["plinth-data"]),
-    ("plinth-interop", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train"]),
+    ("plinth-interop", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-finetune"]),
     (
         "plinth-bench",
         &[
@@ -23,6 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "plinth-data",
             "plinth-generate",
             "plinth-pipeline",
+            "plinth-interop",
             "plinth-plugin-host",
             "plinth-plugin-example",
         ],

@@ -52,10 +52,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Objective::Causal)]
         objective: Objective,
     },
-    /// Batch-1 greedy generation tokens/s, with or without the KV cache.
+    /// Batch-1 greedy generation tokens/s, with or without the KV cache, on random
+    /// weights of a preset or on a checkpoint (whose load time is reported too).
     Generate {
-        #[arg(long)]
-        preset: PathBuf,
+        #[arg(long, required_unless_present = "checkpoint")]
+        preset: Option<PathBuf>,
+        /// A plinth checkpoint folder to load and generate with instead of a preset.
+        #[arg(long, conflicts_with = "preset")]
+        checkpoint: Option<PathBuf>,
         #[arg(long, default_value_t = 8000)]
         vocab: i64,
         #[arg(long, default_value_t = 16)]
@@ -136,6 +140,14 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         temperature: f64,
     },
+    /// `plinth import` of a Hugging Face model folder in this process: wall time and
+    /// peak RSS (run one import per process).
+    Import {
+        #[arg(long)]
+        source: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// f32 square-matmul throughput: the peak that MFU is measured against.
     Matmul {
         #[arg(long, default_value_t = 1024)]
@@ -176,9 +188,42 @@ fn main() -> Result<()> {
             };
             train(&cfg, kind, seq_len, batch, steps, warmup, device)?
         }
-        Command::Generate { preset, vocab, prompt_len, new_tokens, repeats, no_cache } => {
-            let cfg = load_preset(&preset, vocab)?;
-            generate(&cfg, prompt_len, new_tokens, repeats, !no_cache, device)?
+        Command::Generate { preset, checkpoint, vocab, prompt_len, new_tokens, repeats, no_cache } => {
+            let rss_before = rss_mib();
+            let t0 = Instant::now();
+            let (model, _vs, load_s, vocab) = match (checkpoint, preset) {
+                (Some(dir), _) => {
+                    let ck = plinth_train::Checkpoint::load(&dir, device)?;
+                    let v = ck.tokenizer.vocab_size() as i64;
+                    (ck.model, ck.vs, Some(t0.elapsed().as_secs_f64()), v)
+                }
+                (None, Some(preset)) => {
+                    let cfg = load_preset(&preset, vocab)?;
+                    tch::manual_seed(0);
+                    let mut vs = nn::VarStore::new(device);
+                    let model = Transformer::new(&vs.root(), &cfg)?;
+                    vs.freeze(); // inference, as a loaded checkpoint is
+                    (model, vs, None, vocab)
+                }
+                (None, None) => anyhow::bail!("pass --preset or --checkpoint"),
+            };
+            let peak_after_load = peak_rss_mib();
+            let mut out = generate(&model, vocab, prompt_len, new_tokens, repeats, !no_cache, device)?;
+            if let (Some(s), Some(o)) = (load_s, out.as_object_mut()) {
+                o.insert("load_s".into(), json!(s));
+                o.insert("rss_before_load_mib".into(), json!(rss_before));
+                o.insert("peak_rss_after_load_mib".into(), json!(peak_after_load));
+                o.insert("params".into(), json!(model.config().num_params()));
+                o.insert("peak_rss_mib".into(), json!(peak_rss_mib()));
+            }
+            out
+        }
+        Command::Import { source, out } => {
+            let rss_before = rss_mib();
+            let t0 = Instant::now();
+            let r = plinth_interop::import_hf(&source, &out, true)?;
+            let s = t0.elapsed().as_secs_f64();
+            json!({"what": "import", "seconds": s, "params": r.parameters, "rss_before_mib": rss_before, "peak_rss_mib": peak_rss_mib()})
         }
         Command::Matmul { n, repeats } => matmul(n, repeats, device),
         Command::Plugins { calls } => plugins(calls)?,
@@ -271,7 +316,8 @@ fn train(
 }
 
 fn generate(
-    cfg: &ModelConfig,
+    model: &Transformer,
+    vocab: i64,
     prompt_len: i64,
     new_tokens: usize,
     repeats: usize,
@@ -279,15 +325,13 @@ fn generate(
     device: Device,
 ) -> Result<serde_json::Value> {
     tch::manual_seed(0);
-    let vs = nn::VarStore::new(device);
-    let model = Transformer::new(&vs.root(), cfg)?;
-    let prompt = Tensor::randint_low(7, cfg.vocab_size, [1, prompt_len], (Kind::Int64, device));
+    let prompt = Tensor::randint_low(7, vocab, [1, prompt_len], (Kind::Int64, device));
     let mut times = Vec::new();
     tch::no_grad(|| -> Result<()> {
         for _ in 0..repeats + 1 {
             sync(device);
             let t0 = Instant::now();
-            decode(&model, &prompt, new_tokens, use_cache)?;
+            decode(model, &prompt, new_tokens, use_cache)?;
             sync(device);
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -382,11 +426,18 @@ fn plugins(calls: usize) -> Result<serde_json::Value> {
 
 /// Peak resident set size of this process in MiB (`VmHWM`).
 fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM:")
+}
+
+fn rss_mib() -> f64 {
+    proc_status_mib("VmRSS:")
+}
+
+/// A memory line of `/proc/self/status`, in MiB.
+fn proc_status_mib(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
         .map_or(0.0, |kb| kb / 1024.0)
 }
 

@@ -1,7 +1,6 @@
 //! Whole checkpoints: a Hugging Face model folder to a plinth checkpoint folder
 //! and back.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use plinth_data::SamplerState;
@@ -83,8 +82,7 @@ pub fn import_hf(src: &Path, dst: &Path, overwrite: bool) -> Result<ImportReport
             ),
         });
     }
-    let tensors = weights::add_base_prefix(family, weights::read_safetensors(&weight_files)?);
-    let mut source: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    let mut source = weights::HfWeights::open(&weight_files, family)?;
     let vs = nn::VarStore::new(Device::Cpu);
     let _model = Transformer::new(&vs.root(), &cfg)?;
     let mut missing = Vec::new();
@@ -94,17 +92,17 @@ pub fn import_hf(src: &Path, dst: &Path, overwrite: bool) -> Result<ImportReport
             let hf = hf_name(family, &name).ok_or_else(|| {
                 InteropError::file(src, format!("plinth parameter {name} has no {} name", family.model_type()))
             })?;
-            let Some(t) = source.remove(&hf) else {
+            let Some(shape) = source.shape(&hf) else {
                 missing.push(hf);
                 continue;
             };
-            if t.size() != var.size() {
+            if shape != var.size() {
                 return Err(InteropError::Mismatch {
                     path: src.to_path_buf(),
-                    message: format!("{hf} has shape {:?} but config.json implies {:?}", t.size(), var.size()),
+                    message: format!("{hf} has shape {shape:?} but config.json implies {:?}", var.size()),
                 });
             }
-            var.f_copy_(&t)?;
+            source.take_into(&hf, &mut var)?;
             placed += 1;
         }
         Ok(())
@@ -128,7 +126,7 @@ pub fn import_hf(src: &Path, dst: &Path, overwrite: bool) -> Result<ImportReport
         });
     }
     let (skipped, unknown): (Vec<String>, Vec<String>) =
-        source.into_keys().partition(|k| weights::ignorable(family, k));
+        source.remaining().into_iter().partition(|k| weights::ignorable(family, k));
     if !unknown.is_empty() {
         return Err(InteropError::Mismatch {
             path: src.to_path_buf(),

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use plinth_model::checkpoint::SafetensorsReader;
 use tch::{Kind, Tensor};
 
 use crate::config::Family;
@@ -104,31 +105,55 @@ pub fn ignorable(family: Family, hf: &str) -> bool {
         }
 }
 
+/// The tensors of a Hugging Face checkpoint across its files, read one at a time.
 /// A base model saved on its own (`BertModel`, `LlamaModel`) has no `bert.` /
-/// `model.` prefix; this adds it back so names match the task model's.
-pub fn add_base_prefix(family: Family, tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    let base = match family {
-        Family::Llama => "model",
-        _ => family.model_type(),
-    };
-    let probe = match family {
-        Family::Llama => "embed_tokens.weight",
-        _ => "embeddings.word_embeddings.weight",
-    };
-    if !tensors.iter().any(|(k, _)| k == probe) {
-        return tensors;
+/// `model.` prefix; names get it back so they match the task model's.
+pub struct HfWeights {
+    readers: Vec<SafetensorsReader>,
+    /// Name (with the base prefix) -> (reader, name in the file).
+    index: BTreeMap<String, (usize, String)>,
+}
+
+impl HfWeights {
+    pub fn open(files: &[PathBuf], family: Family) -> Result<Self> {
+        let readers: Vec<SafetensorsReader> = files.iter().map(|f| SafetensorsReader::open(f)).collect::<Result<_, _>>()?;
+        let (base, probe) = match family {
+            Family::Llama => ("model", "embed_tokens.weight"),
+            _ => (family.model_type(), "embeddings.word_embeddings.weight"),
+        };
+        let bare = readers.iter().any(|r| r.names().any(|n| n == probe));
+        let mut index = BTreeMap::new();
+        for (i, r) in readers.iter().enumerate() {
+            for n in r.names() {
+                let prefixed = bare
+                    && (n.starts_with("embed")
+                        || n.starts_with("layers.")
+                        || n.starts_with("encoder.")
+                        || n.starts_with("pooler.")
+                        || n == "norm.weight");
+                let key = if prefixed { format!("{base}.{n}") } else { n.to_string() };
+                index.insert(key, (i, n.to_string()));
+            }
+        }
+        Ok(HfWeights { readers, index })
     }
-    tensors
-        .into_iter()
-        .map(|(k, t)| {
-            let prefixed = k.starts_with("embed")
-                || k.starts_with("layers.")
-                || k.starts_with("encoder.")
-                || k.starts_with("pooler.")
-                || k == "norm.weight";
-            (if prefixed { format!("{base}.{k}") } else { k }, t)
-        })
-        .collect()
+
+    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        self.index.get(name).and_then(|(i, n)| self.readers[*i].shape(n))
+    }
+
+    /// Copies a tensor into `dst` and forgets it, so [`HfWeights::remaining`] lists
+    /// what was not used; false when there is no such tensor.
+    pub fn take_into(&mut self, name: &str, dst: &mut Tensor) -> Result<bool> {
+        let Some((i, n)) = self.index.remove(name) else { return Ok(false) };
+        self.readers[i].read_into(&n, dst)?;
+        Ok(true)
+    }
+
+    /// Names not taken yet.
+    pub fn remaining(self) -> Vec<String> {
+        self.index.into_keys().collect()
+    }
 }
 
 /// The weight files of a Hugging Face model folder: `model.safetensors`, or the
@@ -162,16 +187,6 @@ pub fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         });
     };
     Ok(files)
-}
-
-/// Reads every tensor of the given safetensors files.
-pub fn read_safetensors(files: &[PathBuf]) -> Result<Vec<(String, Tensor)>> {
-    let mut out = Vec::new();
-    for file in files {
-        let tensors = Tensor::read_safetensors(file).map_err(|e| InteropError::file(file, e))?;
-        out.extend(tensors);
-    }
-    Ok(out)
 }
 
 /// Writes tensors as a safetensors file with the `{"format": "pt"}` header

@@ -86,15 +86,23 @@ pub fn linear(p: nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> nn::Linear 
     nn::linear(p, in_dim, out_dim, cfg)
 }
 
-/// Applies several linear maps that read the same input as one matmul over their
-/// concatenated weights, then leaves the caller to split the output. The parameters
-/// stay separate (their paths are checkpoint keys); one wide GEMM replaces several
-/// narrow ones, and backward sums no per-projection input gradients.
-pub fn fused_linear(x: &Tensor, layers: &[&nn::Linear]) -> Tensor {
+/// Applies several linear maps that read the same input; one output per map.
+///
+/// When any weight is being trained, they run as one matmul over the concatenated
+/// weights (one wide GEMM instead of several narrow ones, and backward sums no
+/// per-projection input gradients). Frozen weights (inference, LoRA on a frozen
+/// base) run one matmul each: concatenating would copy every weight on every call,
+/// which dominates batch-1 decoding. The parameters stay separate either way
+/// (their paths are checkpoint keys).
+pub fn fused_linear(x: &Tensor, layers: &[&nn::Linear]) -> Vec<Tensor> {
+    if !layers.iter().any(|l| l.ws.requires_grad()) {
+        return layers.iter().map(|l| l.forward(x)).collect();
+    }
     let w = Tensor::cat(&layers.iter().map(|l| &l.ws).collect::<Vec<_>>(), 0); // (ΣO, C)
     let biases: Vec<&Tensor> = layers.iter().filter_map(|l| l.bs.as_ref()).collect();
     let b = (biases.len() == layers.len()).then(|| Tensor::cat(&biases, 0)); // (ΣO,)
-    x.linear(&w, b.as_ref())
+    let sizes: Vec<i64> = layers.iter().map(|l| l.ws.size()[0]).collect();
+    x.linear(&w, b.as_ref()).split_with_sizes(sizes.as_slice(), -1) // (..., O_i) each
 }
 
 /// A LoRA update (Hu et al. 2021) for one projection: `Δy = scale · B A dropout(x)`
@@ -283,11 +291,12 @@ impl Attention {
         let AttnContext { rotary, mode, offset, lora, key_valid } = *ctx;
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
         let AttentionDims { n_heads, n_kv_heads, head_dim, .. } = self.dims;
-        let (qd, kvd) = (n_heads * head_dim, n_kv_heads * head_dim);
-        let qkv = fused_linear(x, &[&self.q_proj, &self.k_proj, &self.v_proj]); // (B, T, qd + 2 kvd)
-        let q = adapt(qkv.narrow(-1, 0, qd), x, lora, |l| &l.q_proj);
-        let k = adapt(qkv.narrow(-1, qd, kvd), x, lora, |l| &l.k_proj);
-        let v = adapt(qkv.narrow(-1, qd + kvd, kvd), x, lora, |l| &l.v_proj);
+        let [q, k, v]: [Tensor; 3] = fused_linear(x, &[&self.q_proj, &self.k_proj, &self.v_proj])
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("three projections give three outputs"));
+        let q = adapt(q, x, lora, |l| &l.q_proj); // (B, T, H*D)
+        let k = adapt(k, x, lora, |l| &l.k_proj); // (B, T, Hkv*D)
+        let v = adapt(v, x, lora, |l| &l.v_proj); // (B, T, Hkv*D)
         let q = q.view([b, t, n_heads, head_dim]).transpose(1, 2); // (B, H, T, D)
         let k = k.view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
         let v = v.view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
@@ -357,10 +366,11 @@ impl Mlp {
     pub fn forward_lora(&self, x: &Tensor, lora: Option<&BlockLora>) -> Tensor {
         let h = match &self.gate_proj {
             Some(gate) => {
-                let gu = fused_linear(x, &[gate, &self.up_proj]); // (B, T, 2F)
-                let f = gu.size()[gu.dim() - 1] / 2;
-                let g = adapt(gu.narrow(-1, 0, f), x, lora, |l| &l.gate_proj);
-                let u = adapt(gu.narrow(-1, f, f), x, lora, |l| &l.up_proj);
+                let [g, u]: [Tensor; 2] = fused_linear(x, &[gate, &self.up_proj])
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("two projections give two outputs"));
+                let g = adapt(g, x, lora, |l| &l.gate_proj); // (B, T, F)
+                let u = adapt(u, x, lora, |l| &l.up_proj); // (B, T, F)
                 g.silu() * u // (B, T, F)
             }
             None => adapt(self.up_proj.forward(x), x, lora, |l| &l.up_proj).gelu("none"), // (B, T, F)

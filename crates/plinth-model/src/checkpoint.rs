@@ -3,10 +3,11 @@
 //! A checkpoint directory holds `model.safetensors` and `model.json` (the
 //! [`ModelConfig`]); the trainer adds the tokenizer and its own state beside them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use crate::{ModelConfig, ModelError, Result};
 
@@ -30,39 +31,171 @@ pub fn named_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
 }
 
 /// Loads `path` into the variables of `vs`, requiring the same names and shapes:
-/// a missing, unexpected or mis-shaped tensor is an error that names it.
+/// a missing, unexpected or mis-shaped tensor is an error that names it. Tensors
+/// are read one at a time ([`SafetensorsReader`]), so loading needs memory for the
+/// model and one tensor, not for a second copy of the file.
 pub fn load_into(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
     let err = |message: String| ModelError::Checkpoint { path: path.to_path_buf(), message };
-    if !path.exists() {
-        return Err(err("file not found".into()));
-    }
-    let tensors = Tensor::read_safetensors(path).map_err(|e| err(format!("not a readable safetensors file: {e}")))?;
+    let mut file = SafetensorsReader::open(path)?;
     let mut vars = vs.variables();
-    let file_keys: BTreeSet<&str> = tensors.iter().map(|(k, _)| k.as_str()).collect();
+    let file_keys: BTreeSet<String> = file.names().map(str::to_string).collect();
     let missing: Vec<&String> = vars.keys().filter(|k| !file_keys.contains(k.as_str())).collect();
     if !missing.is_empty() {
         return Err(err(format!("missing tensors {missing:?}; was it saved from a model with this config?")));
     }
-    let unexpected: Vec<&str> = file_keys.iter().copied().filter(|k| !vars.contains_key(*k)).collect();
+    let unexpected: Vec<&String> = file_keys.iter().filter(|k| !vars.contains_key(k.as_str())).collect();
     if !unexpected.is_empty() {
         return Err(err(format!("unexpected tensors {unexpected:?}; was it saved from a model with this config?")));
     }
     tch::no_grad(|| {
-        for (name, src) in &tensors {
-            let Some(dst) = vars.get_mut(name) else {
-                continue;
-            };
-            if dst.size() != src.size() {
-                return Err(err(format!(
-                    "tensor {name} has shape {:?}, the model expects {:?}",
-                    src.size(),
-                    dst.size()
-                )));
+        for (name, dst) in vars.iter_mut() {
+            let shape = file.shape(name).unwrap_or_default();
+            if dst.size() != shape {
+                return Err(err(format!("tensor {name} has shape {shape:?}, the model expects {:?}", dst.size())));
             }
-            dst.f_copy_(src)?;
+            file.read_into(name, dst)?;
         }
         Ok(())
     })
+}
+
+/// Largest slab [`SafetensorsReader::read_into`] holds in memory at once.
+const READ_CHUNK_BYTES: u64 = 16 << 20;
+
+/// One tensor's place in a safetensors file.
+#[derive(Debug, Clone)]
+struct Entry {
+    kind: Kind,
+    shape: Vec<i64>,
+    start: u64,
+    end: u64,
+}
+
+/// A safetensors file opened for reading one tensor at a time: only the JSON
+/// header is read when it is opened.
+#[derive(Debug)]
+pub struct SafetensorsReader {
+    path: PathBuf,
+    file: std::fs::File,
+    entries: BTreeMap<String, Entry>,
+    data_start: u64,
+}
+
+impl SafetensorsReader {
+    /// Opens `path` and parses its header; a file that is not safetensors is an
+    /// error naming it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let err = |message: String| ModelError::Checkpoint { path: path.to_path_buf(), message };
+        let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len).map_err(|e| err(format!("not a safetensors file: {e}")))?;
+        let n = u64::from_le_bytes(len);
+        if n > 100_000_000 || n + 8 > file_len {
+            return Err(err(format!("not a safetensors file (header of {n} bytes in a file of {file_len})")));
+        }
+        let mut header = vec![0u8; n as usize];
+        file.read_exact(&mut header).map_err(|e| err(format!("truncated safetensors header: {e}")))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&header).map_err(|e| err(format!("safetensors header is not JSON: {e}")))?;
+        let obj = json.as_object().ok_or_else(|| err("safetensors header is not an object".into()))?;
+        let data_start = 8 + n;
+        let mut entries = BTreeMap::new();
+        for (name, v) in obj.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+            let bad = |what: &str| err(format!("tensor {name}: {what}"));
+            let dtype = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad("no dtype"))?;
+            let kind = match dtype {
+                "F64" => Kind::Double,
+                "F32" => Kind::Float,
+                "F16" => Kind::Half,
+                "BF16" => Kind::BFloat16,
+                "I64" => Kind::Int64,
+                "I32" => Kind::Int,
+                "I16" => Kind::Int16,
+                "I8" => Kind::Int8,
+                "U8" => Kind::Uint8,
+                "BOOL" => Kind::Bool,
+                other => return Err(bad(&format!("dtype {other} is not supported"))),
+            };
+            let shape: Vec<i64> = v
+                .get("shape")
+                .and_then(|s| s.as_array())
+                .ok_or_else(|| bad("no shape"))?
+                .iter()
+                .map(|d| d.as_i64().ok_or_else(|| bad("shape is not integers")))
+                .collect::<Result<_>>()?;
+            let offsets: Vec<u64> = v
+                .get("data_offsets")
+                .and_then(|s| s.as_array())
+                .map(|a| a.iter().filter_map(|o| o.as_u64()).collect())
+                .unwrap_or_default();
+            let [start, end] = offsets[..] else { return Err(bad("no data_offsets")) };
+            let bytes = shape.iter().product::<i64>() as u64 * kind.elt_size_in_bytes() as u64;
+            if end < start || end - start != bytes || data_start + end > file_len {
+                return Err(bad("data_offsets do not match its dtype and shape, or lie past the end of the file"));
+            }
+            entries.insert(name.clone(), Entry { kind, shape, start, end });
+        }
+        Ok(SafetensorsReader { path: path.to_path_buf(), file, entries, data_start })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        self.entries.get(name).map(|e| e.shape.clone())
+    }
+
+    /// Copies one tensor into `dst` (same shape; any dtype and device), in slabs of
+    /// whole rows of at most [`READ_CHUNK_BYTES`], so a large embedding never
+    /// exists twice in memory. Call it without gradient tracking.
+    pub fn read_into(&mut self, name: &str, dst: &mut Tensor) -> Result<()> {
+        let err = |message: String| ModelError::Checkpoint { path: self.path.clone(), message };
+        let e = self.entries.get(name).cloned().ok_or_else(|| err(format!("no tensor {name}")))?;
+        if dst.size() != e.shape {
+            return Err(err(format!("tensor {name} has shape {:?}, the destination {:?}", e.shape, dst.size())));
+        }
+        let rows = e.shape.first().copied().unwrap_or(1).max(1);
+        let row_bytes = (e.end - e.start) / rows as u64;
+        let per_chunk = (READ_CHUNK_BYTES / row_bytes.max(1)).max(1) as i64;
+        if e.shape.is_empty() || per_chunk >= rows {
+            dst.f_copy_(&self.read(name)?)?;
+            return Ok(());
+        }
+        let mut row = 0;
+        while row < rows {
+            let n = per_chunk.min(rows - row);
+            let mut shape = e.shape.clone();
+            shape[0] = n;
+            let mut bytes = vec![0u8; (n as u64 * row_bytes) as usize];
+            self.file
+                .seek(SeekFrom::Start(self.data_start + e.start + row as u64 * row_bytes))
+                .and_then(|_| self.file.read_exact(&mut bytes))
+                .map_err(|io| err(format!("reading {name}: {io}")))?;
+            let slab = Tensor::f_from_data_size(&bytes, &shape, e.kind)?;
+            dst.f_narrow(0, row, n)?.f_copy_(&slab)?;
+            row += n;
+        }
+        Ok(())
+    }
+
+    /// Reads one tensor (on the CPU, in its stored dtype).
+    pub fn read(&mut self, name: &str) -> Result<Tensor> {
+        let err = |message: String| ModelError::Checkpoint { path: self.path.clone(), message };
+        let e = self.entries.get(name).cloned().ok_or_else(|| err(format!("no tensor {name}")))?;
+        let mut bytes = vec![0u8; (e.end - e.start) as usize];
+        self.file
+            .seek(SeekFrom::Start(self.data_start + e.start))
+            .and_then(|_| self.file.read_exact(&mut bytes))
+            .map_err(|io| err(format!("reading {name}: {io}")))?;
+        Ok(Tensor::f_from_data_size(&bytes, &e.shape, e.kind)?)
+    }
 }
 
 /// Writes a model config as pretty JSON, atomically.

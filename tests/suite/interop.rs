@@ -98,6 +98,21 @@ fn transformers_checkpoints_import_with_the_same_logits_and_token_ids() {
         let want: Vec<u32> = serde_json::from_value(sample["ids"].clone()).expect("ids");
         let text = sample["text"].as_str().expect("text");
         assert_eq!(ck.tokenizer.encode(text).expect("encode"), want, "{name}: token ids differ from Python's");
+
+        if mode == AttentionMode::Bidirectional {
+            // An imported masked model fills blanks with its own mask and word pieces.
+            let fill =
+                plinth_generate::fill_masked(&ck.model, &ck.tokenizer, "the cat ___ on the mat", 2).expect("fill");
+            assert!(fill.text.starts_with("the cat ") && fill.text.ends_with(" on the mat"), "{name}: {fill:?}");
+            assert!(
+                !fill.answer.is_empty() && !fill.text.contains("[MASK]") && !fill.text.contains("<mask>"),
+                "{name}: {fill:?}"
+            );
+            assert!(
+                fill.candidates.iter().all(|(c, _)| !c.trim().is_empty()),
+                "{name}: specials are never candidates: {fill:?}"
+            );
+        }
     }
 
     // A PEFT LoRA adapter (q, v and down projections, r 4, B made non-zero) on the

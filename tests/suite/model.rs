@@ -1,6 +1,8 @@
 //! The Transformer's invariants across the architecture knobs.
 
-use plinth_model::{checkpoint, AttentionMode, MlpKind, ModelConfig, NormKind, PositionKind, Transformer};
+use plinth_model::{
+    checkpoint, AttentionMode, MlpKind, ModelConfig, NormKind, NormPlacement, PositionKind, Transformer,
+};
 use plinth_tests::{micro_model, torch_lock};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -17,7 +19,19 @@ fn variants() -> Vec<ModelConfig> {
         ..llama.clone()
     };
     let mixed = ModelConfig { n_kv_heads: Some(1), tie_embeddings: false, ..llama.clone() };
-    vec![llama, bert_like, mixed]
+    // BERT exactly: post-norm, a token-type row, RoBERTa's position offset, BERT's head.
+    let bert = ModelConfig {
+        norm_placement: NormPlacement::Post,
+        type_vocab_size: 2,
+        position_offset: 2,
+        head_transform: true,
+        head_bias: true,
+        tie_embeddings: true,
+        ..bert_like.clone()
+    };
+    // Heads wider than d_model / n_heads (Llama 3.2 and Gemma configs).
+    let wide_heads = ModelConfig { head_dim: Some(12), ..llama.clone() };
+    vec![llama, bert_like, mixed, bert, wide_heads]
 }
 
 fn build(cfg: &ModelConfig, seed: i64) -> (nn::VarStore, Transformer) {
@@ -115,4 +129,13 @@ fn bad_token_ids_and_overlong_inputs_are_refused() {
     let too_long = random_ids(97, 65);
     let err = model.forward(&too_long, AttentionMode::Causal, None).expect_err("too long").to_string();
     assert!(err.contains("65") && err.contains("context"), "{err}");
+}
+
+#[test]
+fn parameter_count_matches_the_weights_for_every_variant() {
+    for cfg in variants() {
+        let (vs, _model) = build(&cfg, 1);
+        let numel: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
+        assert_eq!(cfg.num_params(), numel, "{cfg:?}");
+    }
 }

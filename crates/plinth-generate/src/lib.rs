@@ -217,48 +217,51 @@ pub fn split_blank(text: &str) -> Result<(&str, &str)> {
 }
 
 /// Fills the blank with a masked (bidirectional) model: for each span length
-/// 1..=`max_span` the blank becomes that many `<mask>` tokens, which are filled
+/// 1..=`max_span` the blank becomes that many mask tokens, which are filled
 /// one at a time, most confident first (as in Mask-Predict, Ghazvininejad et al.
 /// 2019); the span with the highest joint log-probability wins. When text comes
 /// before the blank, the blank starts a new word: its first token must be a
-/// word-initial token (one that begins with a space), so `___` is never filled
-/// with the tail of the previous word.
+/// word-initial token ([`PlinthTokenizer::starts_word`]), so `___` is never filled
+/// with the tail of the previous word. Special tokens are never candidates. Works
+/// with plinth's tokenizers and with imported ones (BERT's WordPiece, RoBERTa's BPE)
+/// that have a mask token.
 pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_span: usize) -> Result<Fill> {
     let (before, after) = split_blank(text)?;
     if max_span == 0 {
         return Err(GenerateError::Input("the blank must allow at least one token".into()));
     }
-    if !tok.is_plinth_layout() {
-        return Err(GenerateError::Input(
-            "fill needs a tokenizer plinth trained (its <mask> and word-start tokens); this checkpoint's tokenizer came from elsewhere: use `plinth generate`".into(),
-        ));
-    }
+    let mask_id = tok.special(Special::Mask).ok_or_else(|| {
+        GenerateError::Input("this tokenizer has no mask token, so a masked model cannot fill a blank with it".into())
+    })?;
     let before = before.trim_end();
     let prefix = tok.encode(before)?;
     let suffix = tok.encode(after)?;
     let device = model_device(model);
-    let n_special = Special::ALL.len() as i64;
     let vocab = model.config().vocab_size;
-    // Additive mask over non-special tokens: 0 for word-initial tokens, -inf otherwise.
+    let known = tok.vocab_size() as i64;
+    // Additive masks over the vocabulary: specials and embedding rows past the
+    // tokenizer are never candidates; after text, only word-initial tokens start the blank.
+    let never: Vec<f32> =
+        (0..vocab).map(|id| if id >= known || tok.is_special(id as u32) { f32::NEG_INFINITY } else { 0.0 }).collect();
+    let never = Tensor::from_slice(&never).to_device(device);
     let word_start = (!before.is_empty()).then(|| {
-        let allowed: Vec<f32> = (n_special..vocab)
-            .map(|id| match tok.token_text(id as u32) {
-                Some(t) if t.starts_with('Ġ') => 0.0,
-                _ => f32::NEG_INFINITY,
-            })
+        let allowed: Vec<f32> = (0..vocab)
+            .map(|id| if id < known && tok.starts_word(id as u32) { 0.0 } else { f32::NEG_INFINITY })
             .collect();
         Tensor::from_slice(&allowed).to_device(device)
     });
+    let (bos, eos) = (tok.special(Special::Bos), tok.special(Special::Eos));
+    let start = usize::from(bos.is_some()) + prefix.len();
     let mut best: Option<(f64, Vec<u32>)> = None;
     let mut candidates = Vec::new();
     tch::no_grad(|| -> Result<()> {
         for span in 1..=max_span {
-            let start = 1 + prefix.len();
-            let mut ids: Vec<i64> = std::iter::once(Special::Bos.id())
+            let mut ids: Vec<i64> = bos
+                .into_iter()
                 .chain(prefix.iter().copied())
-                .chain(std::iter::repeat_n(Special::Mask.id(), span))
+                .chain(std::iter::repeat_n(mask_id, span))
                 .chain(suffix.iter().copied())
-                .chain(std::iter::once(Special::Eos.id()))
+                .chain(eos)
                 .map(i64::from)
                 .collect();
             let mut open: Vec<usize> = (start..start + span).collect();
@@ -266,7 +269,7 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
             while !open.is_empty() {
                 let input = Tensor::from_slice(&ids).view([1, -1]).to_device(device);
                 let logits = model.forward(&input, AttentionMode::Bidirectional, None)?.squeeze_dim(0); // (T, V)
-                let logp = logits.narrow(1, n_special, logits.size()[1] - n_special).log_softmax(-1, Kind::Float); // (T, V - specials)
+                let logp = (logits.to_kind(Kind::Float) + &never).log_softmax(-1, Kind::Float); // (T, V)
                 if let Some(mask) = &word_start {
                     let _ = logp.get(start as i64).g_add_(mask);
                 }
@@ -277,7 +280,7 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
                     candidates = idx
                         .iter()
                         .zip(probs)
-                        .map(|(&id, p)| Ok((tok.decode(&[(id + n_special) as u32])?, p)))
+                        .map(|(&id, p)| Ok((tok.decode(&[id as u32])?, p)))
                         .collect::<Result<Vec<_>>>()?;
                 }
                 let (mut choice, mut choice_lp, mut choice_id) = (0, f64::NEG_INFINITY, 0i64);
@@ -285,7 +288,7 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
                     let (lp, id) = logp.get(pos as i64).max_dim(-1, false);
                     let lp = lp.double_value(&[]);
                     if lp > choice_lp {
-                        (choice, choice_lp, choice_id) = (k, lp, id.int64_value(&[]) + n_special);
+                        (choice, choice_lp, choice_id) = (k, lp, id.int64_value(&[]));
                     }
                 }
                 ids[open[choice]] = choice_id;
@@ -301,7 +304,9 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
     })?;
     let (score, span_ids) = best.ok_or_else(|| GenerateError::Input("no fill found".into()))?;
     let answer = tok.decode(&span_ids)?;
-    Ok(Fill { text: format!("{before}{answer}{after}"), answer: answer.trim().to_string(), score, candidates })
+    // Byte-level tokens carry their leading space; WordPiece words do not.
+    let sep = if before.is_empty() || answer.starts_with(char::is_whitespace) { "" } else { " " };
+    Ok(Fill { text: format!("{before}{sep}{answer}{after}"), answer: answer.trim().to_string(), score, candidates })
 }
 
 /// Fills the blank with a causal model trained with fill-in-the-middle: the

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use plinth_model::checkpoint::SafetensorsReader;
+use serde_json::Value;
 use tch::{Kind, Tensor};
 
 use crate::config::Family;
@@ -116,7 +116,8 @@ pub struct HfWeights {
 
 impl HfWeights {
     pub fn open(files: &[PathBuf], family: Family) -> Result<Self> {
-        let readers: Vec<SafetensorsReader> = files.iter().map(|f| SafetensorsReader::open(f)).collect::<Result<_, _>>()?;
+        let readers: Vec<SafetensorsReader> =
+            files.iter().map(|f| SafetensorsReader::open(f)).collect::<Result<_, _>>()?;
         let (base, probe) = match family {
             Family::Llama => ("model", "embed_tokens.weight"),
             _ => (family.model_type(), "embeddings.word_embeddings.weight"),

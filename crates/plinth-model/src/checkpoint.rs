@@ -86,7 +86,8 @@ impl SafetensorsReader {
     /// error naming it.
     pub fn open(path: &Path) -> Result<Self> {
         let err = |message: String| ModelError::Checkpoint { path: path.to_path_buf(), message };
-        let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let mut file =
+            std::fs::File::open(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut len = [0u8; 8];
         file.read_exact(&mut len).map_err(|e| err(format!("not a safetensors file: {e}")))?;
@@ -251,4 +252,42 @@ fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slab_reads_equal_whole_reads_in_any_destination_dtype() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.safetensors");
+        let big = Tensor::randn([5000, 1000], (Kind::Float, tch::Device::Cpu)); // 20 MB: two slabs
+        let half = Tensor::randn([3, 4], (Kind::Float, tch::Device::Cpu)).to_kind(Kind::BFloat16);
+        Tensor::write_safetensors(&[("big", &big), ("half", &half)], &path).expect("write");
+        let mut r = SafetensorsReader::open(&path).expect("open");
+        assert_eq!(r.names().collect::<Vec<_>>(), ["big", "half"]);
+        assert_eq!(r.shape("big"), Some(vec![5000, 1000]));
+        let mut dst = Tensor::zeros([5000, 1000], (Kind::Float, tch::Device::Cpu));
+        r.read_into("big", &mut dst).expect("slabs");
+        assert!(dst.equal(&big), "slab-wise copy must be exact");
+        let mut wide = Tensor::zeros([3, 4], (Kind::Float, tch::Device::Cpu));
+        r.read_into("half", &mut wide).expect("bf16 into f32");
+        assert!(wide.equal(&half.to_kind(Kind::Float)));
+        let mut wrong = Tensor::zeros([4, 3], (Kind::Float, tch::Device::Cpu));
+        assert!(r.read_into("half", &mut wrong).expect_err("shape").to_string().contains("[3, 4]"));
+    }
+
+    #[test]
+    fn files_that_are_not_safetensors_are_named_in_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, bytes) in
+            [("empty", &b""[..]), ("huge-header", &[255u8; 16][..]), ("not-json", b"\x04\0\0\0\0\0\0\0abcd")]
+        {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            let err = SafetensorsReader::open(&path).expect_err(name).to_string();
+            assert!(err.contains(name) && err.contains("safetensors"), "{name}: {err}");
+        }
+    }
 }

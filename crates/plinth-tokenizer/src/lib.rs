@@ -295,6 +295,18 @@ impl PlinthTokenizer {
         order.iter().find_map(|&r| self.special(r)).unwrap_or(0)
     }
 
+    /// True when token `id` begins a word: for WordPiece, a token without the
+    /// continuation prefix (`##`); for byte-level BPE, one starting with the
+    /// space symbol `Ġ`; for SentencePiece-style vocabularies, with `▁`.
+    pub fn starts_word(&self, id: u32) -> bool {
+        use tokenizers::models::ModelWrapper;
+        let Some(text) = self.inner.id_to_token(id) else { return false };
+        match self.inner.get_model() {
+            ModelWrapper::WordPiece(wp) => !text.starts_with(wp.continuing_subword_prefix.as_str()),
+            _ => text.starts_with('Ġ') || text.starts_with('▁'),
+        }
+    }
+
     /// True for ids registered as special tokens.
     pub fn is_special(&self, id: u32) -> bool {
         self.special_ids.contains(&id)

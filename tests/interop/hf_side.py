@@ -184,26 +184,26 @@ def make(out, corpus):
     assert os.path.exists(os.path.join(d, "model.safetensors.index.json")), os.listdir(d)
     for f in ["tokenizer.json", "tokenizer_config.json", "expected.safetensors", "sample.json"]:
         shutil.copy(os.path.join(src, f), d)
-    make_peft(out, models["llama-gqa-untied"][0])
+    make_peft(out, models["llama-gqa-untied"][0], "peft-llama", ["q_proj", "v_proj", "down_proj"], use_rslora=False)
+    make_peft(out, models["bert"][0], "peft-bert", ["query", "value", "intermediate.dense"], use_rslora=True)
 
 
-def make_peft(out, base):
+def make_peft(out, base, name, targets, use_rslora):
     from peft import LoraConfig, get_peft_model
 
-    d = os.path.join(out, "llama-gqa-untied")
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0)
+    vocab = base.config.vocab_size
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, use_rslora=use_rslora)
     peft_model = get_peft_model(base, cfg)
     with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
+        for param_name, p in peft_model.named_parameters():
+            if "lora_B" in param_name:
                 p.normal_(0, 0.05)  # B starts at zero; a trained adapter's is not
-    peft_model.save_pretrained(os.path.join(out, "peft-llama"))
-    ids = fixed_ids(base.config.vocab_size - 3, avoid=[1])
+    peft_model.save_pretrained(os.path.join(out, name))
+    ids = fixed_ids(vocab - 3, avoid=[1])
     peft_model.eval()
     with torch.no_grad():
         logits = peft_model(input_ids=ids).logits
-    save_file({"ids": ids, "logits": logits.contiguous()}, os.path.join(out, "peft-llama", "expected.safetensors"))
-    assert os.path.isdir(d)
+    save_file({"ids": ids, "logits": logits.contiguous()}, os.path.join(out, name, "expected.safetensors"))
 
 
 def check(model_dir, ids_path, out):

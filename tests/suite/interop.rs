@@ -115,21 +115,29 @@ fn transformers_checkpoints_import_with_the_same_logits_and_token_ids() {
         }
     }
 
-    // A PEFT LoRA adapter (q, v and down projections, r 4, B made non-zero) on the
-    // untied Llama becomes a plinth generation task with the same logits.
-    let base = out.path().join("llama-gqa-untied");
-    let task_dir = out.path().join("peft-task");
-    let report = import_peft(&models.join("peft-llama"), &base, &task_dir, false).expect("import peft");
-    assert_eq!((report.rank, report.modules), (4, 6), "{report:?}");
-    let ck = Checkpoint::load(&base, Device::Cpu).expect("base");
-    let task = FinetunedTask::load(&task_dir, &ck).expect("the imported adapter loads as a task");
-    let expected = models.join("peft-llama").join("expected.safetensors");
-    let ids = read(&expected, "ids");
-    let diff = max_diff(&task.logits(&ck, &ids).expect("logits"), &read(&expected, "logits"));
-    eprintln!("logit match | {:<20} | peft -> plinth         | max |diff| {diff:.2e}", "llama + LoRA");
-    assert!(diff <= TOLERANCE, "PEFT adapter: plinth's logits differ from peft's by {diff}");
-    let without = max_diff(&plinth_logits(&ck, &ids), &read(&expected, "logits"));
-    assert!(without > 1e-3, "the adapter must matter for this comparison to mean anything ({without})");
+    // PEFT LoRA adapters (B made non-zero) become plinth generation tasks with the
+    // same logits: on the untied Llama (q, v, down), and on BERT with rsLoRA scaling
+    // (query, value, intermediate).
+    for (adapter, base, modules, alpha) in [("peft-llama", "llama-gqa-untied", 6, 8.0), ("peft-bert", "bert", 6, 16.0)]
+    {
+        let base = out.path().join(base);
+        let task_dir = out.path().join(format!("{adapter}-task"));
+        let report = import_peft(&models.join(adapter), &base, &task_dir, false).expect("import peft");
+        assert_eq!((report.rank, report.modules, report.alpha), (4, modules, alpha), "{report:?}");
+        let ck = Checkpoint::load(&base, Device::Cpu).expect("base");
+        let task = FinetunedTask::load(&task_dir, &ck).expect("the imported adapter loads as a task");
+        let expected = models.join(adapter).join("expected.safetensors");
+        let ids = read(&expected, "ids");
+        let diff = max_diff(&task.logits(&ck, &ids).expect("logits"), &read(&expected, "logits"));
+        eprintln!("logit match | {adapter:<20} | peft -> plinth         | max |diff| {diff:.2e}");
+        assert!(diff <= TOLERANCE, "{adapter}: plinth's logits differ from peft's by {diff}");
+        let without = max_diff(&plinth_logits(&ck, &ids), &read(&expected, "logits"));
+        assert!(without > 1e-3, "the adapter must matter for this comparison to mean anything ({without})");
+        if ck.mode() == AttentionMode::Bidirectional {
+            let fill = task.fill(&ck, "the cat ___ on the mat", 1).expect("fill with the adapter");
+            assert!(fill.text.starts_with("the cat ") && fill.text.ends_with(" on the mat"), "{fill:?}");
+        }
+    }
 }
 
 /// A plinth model with every parameter random (norm scales and biases included).

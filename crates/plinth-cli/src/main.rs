@@ -53,6 +53,10 @@ enum Command {
         /// Longest blank to try, in tokens (masked models).
         #[arg(long, default_value_t = 3)]
         max_span: usize,
+        /// A generation task on this masked base (such as an imported PEFT adapter)
+        /// whose LoRA adapter is applied.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[command(flatten)]
         sampling: SamplingArgs,
     },
@@ -295,14 +299,20 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Pretrain { config, resume } => pretrain(&config, resume, device),
-        Command::Fill { text, checkpoint, max_span, sampling } => {
+        Command::Fill { text, checkpoint, max_span, adapter, sampling } => {
             let ck = Checkpoint::load(&checkpoint, device)?;
-            let fill = match ck.state.objective.kind {
-                ObjectiveKind::Mlm => plinth_generate::fill_masked(&ck.model, &ck.tokenizer, &text, max_span)?,
-                ObjectiveKind::Causal if ck.state.objective.fim_rate > 0.0 => {
+            let fill = match (ck.state.objective.kind, &adapter) {
+                (ObjectiveKind::Mlm, Some(dir)) => {
+                    plinth_finetune::FinetunedTask::load(dir, &ck)?.fill(&ck, &text, max_span)?
+                }
+                (ObjectiveKind::Mlm, None) => plinth_generate::fill_masked(&ck.model, &ck.tokenizer, &text, max_span)?,
+                (ObjectiveKind::Causal, Some(_)) => {
+                    bail!("--adapter applies to masked models in fill; for a causal model use `plinth generate --adapter`")
+                }
+                (ObjectiveKind::Causal, None) if ck.state.objective.fim_rate > 0.0 => {
                     plinth_generate::fill_middle(&ck.model, &ck.tokenizer, &text, &sampling.config())?
                 }
-                ObjectiveKind::Causal => bail!(
+                (ObjectiveKind::Causal, None) => bail!(
                     "{} is a causal model trained without fill-in-the-middle (fim_rate = 0); use a masked checkpoint or one pretrained with fim_rate > 0",
                     checkpoint.display()
                 ),

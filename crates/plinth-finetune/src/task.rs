@@ -384,6 +384,20 @@ impl FinetunedTask {
             .map_err(|e| TrainError::Invalid(e.to_string()))
     }
 
+    /// Fills the blank in `text` with the task's adapter on a masked base
+    /// (generation tasks: the base's own LM head, adapted).
+    pub fn fill(&self, base: &Checkpoint, text: &str, max_span: usize) -> Result<plinth_generate::Fill> {
+        if self.meta.spec.kind != TaskKind::Generation {
+            return Err(TrainError::Invalid(format!(
+                "{} is a {:?} task; fill with a generation task, predict with this one",
+                self.meta.task, self.meta.spec.kind
+            )));
+        }
+        let model = self.model(base);
+        plinth_generate::fill_masked_with(model, &base.tokenizer, text, max_span, self.parts.adapter.as_ref())
+            .map_err(|e| TrainError::Invalid(e.to_string()))
+    }
+
     pub fn resident_bytes(&self) -> usize {
         let count = |vs: &nn::VarStore| {
             vs.variables().values().map(|t| t.numel() * t.kind().elt_size_in_bytes()).sum::<usize>()

@@ -226,6 +226,19 @@ pub fn split_blank(text: &str) -> Result<(&str, &str)> {
 /// with plinth's tokenizers and with imported ones (BERT's WordPiece, RoBERTa's BPE)
 /// that have a mask token.
 pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_span: usize) -> Result<Fill> {
+    fill_masked_with(model, tok, text, max_span, None)
+}
+
+/// [`fill_masked`] with a LoRA adapter on top of the base.
+pub fn fill_masked_with(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    text: &str,
+    max_span: usize,
+    adapter: Option<&plinth_model::lora::LoraAdapter>,
+) -> Result<Fill> {
+    let opts =
+        plinth_model::ForwardOptions { adapter, ..plinth_model::ForwardOptions::new(AttentionMode::Bidirectional) };
     let (before, after) = split_blank(text)?;
     if max_span == 0 {
         return Err(GenerateError::Input("the blank must allow at least one token".into()));
@@ -268,7 +281,7 @@ pub fn fill_masked(model: &Transformer, tok: &PlinthTokenizer, text: &str, max_s
             let mut total = 0.0;
             while !open.is_empty() {
                 let input = Tensor::from_slice(&ids).view([1, -1]).to_device(device);
-                let logits = model.forward(&input, AttentionMode::Bidirectional, None)?.squeeze_dim(0); // (T, V)
+                let logits = model.forward_with(&input, None, &opts)?.squeeze_dim(0); // (T, V)
                 let logp = (logits.to_kind(Kind::Float) + &never).log_softmax(-1, Kind::Float); // (T, V)
                 if let Some(mask) = &word_start {
                     let _ = logp.get(start as i64).g_add_(mask);

@@ -261,8 +261,9 @@ fn lora_from_peft(cfg: &Value, path: &Path) -> Result<(i64, f64, f64)> {
     Ok((r, alpha, dropout))
 }
 
-/// Imports a PEFT LoRA adapter for the (causal) base `base_dir` as a plinth
-/// generation task folder at `out`, which `plinth generate --adapter` applies.
+/// Imports a PEFT LoRA adapter for the base `base_dir` as a plinth generation task
+/// folder at `out` (the base's own LM head, adapted), which `plinth generate
+/// --adapter` (causal bases) or `plinth fill --adapter` (masked bases) applies.
 pub fn import_peft(src: &Path, base_dir: &Path, out: &Path, overwrite: bool) -> Result<AdapterReport> {
     check_destination(out, overwrite)?;
     let cfg_path = src.join(PEFT_CONFIG);
@@ -277,12 +278,6 @@ pub fn import_peft(src: &Path, base_dir: &Path, out: &Path, overwrite: bool) -> 
         });
     }
     let base = Checkpoint::load(base_dir, Device::Cpu)?;
-    if base.state.objective.kind != ObjectiveKind::Causal {
-        return Err(InteropError::file(
-            base_dir,
-            "is a masked model; plinth applies imported adapters to causal bases, as generation tasks (`plinth generate --adapter`)",
-        ));
-    }
     let family = base_family(&base)?;
     let mcfg = base.model.config();
     let by_module: BTreeMap<String, String> = (0..mcfg.n_layers)

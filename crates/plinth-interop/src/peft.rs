@@ -16,7 +16,7 @@ use plinth_finetune::Mode;
 use plinth_model::checkpoint as ckpt;
 use plinth_model::lora::{AdapterMeta, LoraAdapter, LoraConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use plinth_model::{MlpKind, ModelConfig};
-use plinth_train::{Checkpoint, ObjectiveKind};
+use plinth_train::Checkpoint;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tch::{nn, Device, Tensor};

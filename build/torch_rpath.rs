@@ -12,7 +12,7 @@ use std::process::Command;
 
 const HINT: &str = "run `./dev setup` (it installs PyTorch 2.11.0 into .venv) and build through `./dev` or `just`";
 
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
     let lib = match env::var_os("LIBTORCH_LIB") {
@@ -26,7 +26,7 @@ fn main() {
     println!("cargo:rustc-env=PLINTH_TORCH_LIB={}", lib.display());
 }
 
-fn torch_lib_from_python() -> PathBuf {
+pub fn torch_lib_from_python() -> PathBuf {
     let python = match env::var_os("VIRTUAL_ENV") {
         Some(venv) => PathBuf::from(venv).join("bin").join("python"),
         None => {

@@ -29,6 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("plinth-abi", &[]),
+    ("plinth-dist", &[]),
     ("plinth-plugin-sdk", &["plinth-abi"]),
     ("plinth-plugin-host", &["plinth-abi", "plinth-data"]),
     (

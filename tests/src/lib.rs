@@ -75,6 +75,7 @@ pub fn options(resume: bool) -> RunOptions {
         device: tch::Device::Cpu,
         cache_dir: std::env::temp_dir().join("plinth-test-cache"),
         plugins: None,
+        group: None,
     }
 }
 

@@ -188,6 +188,25 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Start N local ranks of a data-parallel run, e.g.
+    /// `plinth launch --nproc 2 -- plinth pretrain --config C`: each gets torchrun's
+    /// variables (MASTER_ADDR, MASTER_PORT, RANK, LOCAL_RANK, WORLD_SIZE). When a
+    /// rank fails the others stop too (they see it within their timeout; after
+    /// `--grace` seconds the launcher ends them).
+    Launch {
+        /// Ranks to start on this machine.
+        #[arg(long)]
+        nproc: usize,
+        /// Rendezvous port on 127.0.0.1 (default: a free one).
+        #[arg(long)]
+        master_port: Option<u16>,
+        /// Seconds the other ranks get to stop after one fails.
+        #[arg(long, default_value_t = 30)]
+        grace: u64,
+        /// The command each rank runs (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Describe a checkpoint: architecture, size, objective, training progress.
     Info {
         /// Checkpoint folder.
@@ -359,6 +378,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Predict { run, base, json, inputs } => predict(&run, base.as_deref(), json, inputs, device),
         Command::Info { checkpoint } => info(&checkpoint),
+        Command::Launch { nproc, master_port, grace, command } => launch(nproc, master_port, grace, &command),
         Command::Import { source, out, base, overwrite } if source.join(plinth_interop::peft::PEFT_CONFIG).exists() => {
             let Some(base) = base else {
                 bail!("{} is a PEFT adapter; pass --base with the plinth checkpoint it adapts", source.display());
@@ -458,6 +478,63 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn launch(nproc: usize, master_port: Option<u16>, grace: u64, command: &[String]) -> Result<()> {
+    use std::time::{Duration, Instant};
+    if nproc == 0 {
+        bail!("--nproc must be at least 1");
+    }
+    let port = match master_port {
+        Some(p) => p,
+        None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+    };
+    // `plinth` as the command means this very binary.
+    let program = match command[0].as_str() {
+        "plinth" => std::env::current_exe()?,
+        other => PathBuf::from(other),
+    };
+    let mut children = Vec::with_capacity(nproc);
+    for rank in 0..nproc {
+        let child = std::process::Command::new(&program)
+            .args(&command[1..])
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", nproc.to_string())
+            .spawn()
+            .with_context(|| format!("starting rank {rank}: {}", program.display()))?;
+        children.push(Some(child));
+    }
+    let mut failed: Vec<String> = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    while children.iter().any(Option::is_some) {
+        for (rank, slot) in children.iter_mut().enumerate() {
+            let Some(child) = slot.as_mut() else { continue };
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    failed.push(format!("rank {rank} ({status})"));
+                    deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(grace));
+                }
+                *slot = None;
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() > d) {
+            for (rank, slot) in children.iter_mut().enumerate() {
+                if let Some(mut child) = slot.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    failed.push(format!("rank {rank} (ended by the launcher after --grace {grace} s)"));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !failed.is_empty() {
+        bail!("{} of {nproc} ranks failed: {}", failed.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
 fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {
     let cfg = PretrainConfig::from_file(config)?;
     let wants_plugins =
@@ -466,12 +543,23 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
         true => Some(std::sync::Arc::new(plugin_data()?)),
         false => None,
     };
+    // torchrun's variables (set by `plinth launch`, torchrun or a scheduler) make
+    // this process one rank of a data-parallel run.
+    let group = match plinth_dist::Rendezvous::from_env()? {
+        Some(r) => {
+            tracing::info!(rank = r.rank, world = r.world_size, master = %format!("{}:{}", r.master_addr, r.master_port), "joining");
+            Some(std::sync::Arc::new(plinth_dist::ProcessGroup::init(&r)?))
+        }
+        None => None,
+    };
+    let writer = group.as_ref().is_none_or(|g| g.rank() == 0);
     let opts = RunOptions {
         resume,
-        progress: std::io::stderr().is_terminal(),
+        progress: writer && std::io::stderr().is_terminal(),
         device,
         cache_dir: plinth_data::cache_dir(),
         plugins,
+        group,
     };
     let mut trainer =
         Pretrainer::new(cfg, &opts).with_context(|| format!("preparing the run in {}", config.display()))?;
@@ -486,6 +574,9 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
     );
     trainer.run()?;
     let st = trainer.state();
+    if !writer {
+        return Ok(());
+    }
     println!(
         "pretrained {} steps, {} tokens; validation loss {}; checkpoint in {}",
         st.step,

@@ -739,3 +739,105 @@ fn synthetic_text_carries_provenance_and_mixes_into_pretraining() {
     let out = plinth(&["pretrain", "--config", "mixed2.toml"], dir);
     assert!(!out.status.success() && text(&out).contains("nope.jsonl"), "{}", text(&out));
 }
+
+/// Every f32 tensor of a safetensors file, as (name, values), read by hand.
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).expect("weights");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("len")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let mut out: Vec<(String, Vec<f32>)> = header
+        .as_object()
+        .expect("object")
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__metadata__")
+        .map(|(k, v)| {
+            assert_eq!(v["dtype"], "F32", "{k}");
+            let off = v["data_offsets"].as_array().expect("offsets");
+            let (a, b) = (off[0].as_u64().expect("a") as usize, off[1].as_u64().expect("b") as usize);
+            let data = &bytes[8 + n + a..8 + n + b];
+            (k.clone(), data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect())
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn ddp_config(dir: &Path, name: &str, batch: usize, steps: usize, save_every: usize) -> std::path::PathBuf {
+    let base = std::fs::read_to_string(write_config(dir, "causal")).expect("config");
+    let text = base
+        .replace("out_dir = \"run-causal\"", &format!("out_dir = \"{name}\""))
+        .replace("fim_rate = 0.5", "fim_rate = 0.0")
+        .replace("batch_size = 4", &format!("batch_size = {batch}\nsave_every = {save_every}"))
+        .replace("max_steps = 6", &format!("max_steps = {steps}"));
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[test]
+fn two_ranks_with_batch_b_match_one_process_with_batch_2b() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let single = ddp_config(dir, "single", 8, 4, 100);
+    let ddp = ddp_config(dir, "ddp", 4, 4, 100);
+    let out = plinth(&["pretrain", "--config", single.to_str().expect("utf8")], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let out =
+        plinth(&["launch", "--nproc", "2", "--", "plinth", "pretrain", "--config", ddp.to_str().expect("utf8")], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out).matches("pretrained 4 steps").count(), 1, "one rank reports: {}", text(&out));
+    let a = weights(&dir.join("single/checkpoint/model.safetensors"));
+    let b = weights(&dir.join("ddp/checkpoint/model.safetensors"));
+    assert_eq!(a.iter().map(|t| &t.0).collect::<Vec<_>>(), b.iter().map(|t| &t.0).collect::<Vec<_>>());
+    let diff = a
+        .iter()
+        .zip(&b)
+        .flat_map(|((_, x), (_, y))| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0f32, f32::max);
+    eprintln!("ddp equivalence: max |param difference| after 4 steps = {diff:.2e}");
+    assert!(diff < 1e-5, "two ranks with batch 4 drifted from one process with batch 8 by {diff}");
+    let metrics = std::fs::read_to_string(dir.join("ddp/metrics.jsonl")).expect("metrics");
+    assert_eq!(metrics.lines().count(), 4, "rank 0 alone writes metrics");
+    assert!(metrics.contains("allreduce_s"), "{metrics}");
+}
+
+#[test]
+fn killing_a_rank_stops_the_other_and_leaves_a_loadable_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let cfg = ddp_config(dir, "killed", 4, 100_000, 2);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let spawn = |rank: usize| {
+        Command::new(env!("CARGO_BIN_EXE_plinth"))
+            .args(["pretrain", "--config", cfg.to_str().expect("utf8")])
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", "2")
+            .env("PLINTH_DIST_TIMEOUT_S", "30")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let rank0 = spawn(0);
+    let mut rank1 = spawn(1);
+    let state = dir.join("killed/checkpoint/training.json");
+    let t0 = std::time::Instant::now();
+    while !state.exists() {
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoint after 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    rank1.kill().expect("kill rank 1");
+    let _ = rank1.wait();
+    let killed_at = std::time::Instant::now();
+    let out = rank0.wait_with_output().expect("rank 0");
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("distributed training stopped"), "{t}");
+    assert!(killed_at.elapsed().as_secs() < 60, "rank 0 took {:?} to notice", killed_at.elapsed());
+    eprintln!("rank 0 stopped {:.1} s after rank 1 was killed", killed_at.elapsed().as_secs_f64());
+    let out = plinth(&["info", "killed/checkpoint"], dir);
+    assert!(out.status.success() && text(&out).contains("steps"), "the last checkpoint loads: {}", text(&out));
+}

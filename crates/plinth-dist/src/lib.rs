@@ -177,12 +177,15 @@ pub struct ProcessGroup {
     _store: Store,
     rank: usize,
     world_size: usize,
+    /// Held across each collective: calls from several threads are issued one at a time.
+    lock: std::sync::Mutex<()>,
 }
 
-// SAFETY: c10d's Backend is thread-safe for collectives issued in a consistent order;
-// plinth uses a group from one thread at a time (&mut-free methods are serialised by
-// the training loop).
+// SAFETY: the C++ objects are heap-allocated and owned by this value alone, so moving
+// it to another thread is sound; every call into them holds `lock`, so sharing it
+// between threads never runs two calls at once.
 unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
@@ -227,7 +230,13 @@ impl ProcessGroup {
             // SAFETY: store.0 is a live store; err/len describe a live buffer.
             NonNull::new(unsafe { ffi::plinth_c10d_gloo_new(store.0.as_ptr(), rank, world, timeout_ms, err, len) })
         })?;
-        Ok(ProcessGroup { group, _store: store, rank: r.rank, world_size: r.world_size })
+        Ok(ProcessGroup {
+            group,
+            _store: store,
+            rank: r.rank,
+            world_size: r.world_size,
+            lock: std::sync::Mutex::new(()),
+        })
     }
 
     pub fn rank(&self) -> usize {
@@ -248,6 +257,7 @@ impl ProcessGroup {
             ReduceOp::Max => 3,
         };
         let mut ptrs: Vec<*mut c_void> = tensors.iter_mut().map(|t| t.as_mut_ptr().cast()).collect();
+        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         checked("all_reduce", |err, len| {
             // SAFETY: ptrs point at live at::Tensor objects owned by `tensors` for the call.
             let rc = unsafe {
@@ -260,6 +270,7 @@ impl ProcessGroup {
     /// Copies each tensor from rank `root` to every rank, in place.
     pub fn broadcast(&self, tensors: &mut [Tensor], root: usize) -> Result<()> {
         let mut ptrs: Vec<*mut c_void> = tensors.iter_mut().map(|t| t.as_mut_ptr().cast()).collect();
+        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         checked("broadcast", |err, len| {
             // SAFETY: as in all_reduce.
             let rc = unsafe {
@@ -271,6 +282,7 @@ impl ProcessGroup {
 
     /// Waits until every rank has reached the barrier.
     pub fn barrier(&self) -> Result<()> {
+        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         checked("barrier", |err, len| {
             // SAFETY: the group is live; err/len describe a live buffer.
             (unsafe { ffi::plinth_c10d_barrier(self.group.as_ptr(), err, len) } == 0).then_some(())

@@ -4,6 +4,7 @@
 //! that resume bit for bit.
 
 mod config;
+pub mod ddp;
 mod error;
 pub mod objectives;
 pub mod optim;

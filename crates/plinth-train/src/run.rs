@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
 use crate::config::{ObjectiveKind, PretrainConfig, TokenizerConfig};
+use crate::ddp::DataParallel;
 use crate::objectives::{batch_loss, frame_causal, frame_masked};
 use crate::optim::{accumulate, clip_grad_norm, gradients, lr_at, AdamW, AdamWConfig};
 use crate::plot::{write_line_chart, Series};
@@ -35,6 +36,8 @@ pub struct RunOptions {
     pub cache_dir: PathBuf,
     /// Loaded plugins, for corpora that come from a plugin's data component.
     pub plugins: Option<std::sync::Arc<dyn plinth_data::PluginData>>,
+    /// The process group of a data-parallel run (see [`crate::ddp`]); none for one process.
+    pub group: Option<std::sync::Arc<plinth_dist::ProcessGroup>>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -51,6 +54,9 @@ pub struct StepMetrics {
     pub grad_norm: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tokens_per_s: Option<f64>,
+    /// Data-parallel runs: seconds this step spent averaging gradients across ranks.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub allreduce_s: Option<f64>,
 }
 
 /// A pretraining run: data, model, optimizer and where they are.
@@ -68,6 +74,7 @@ pub struct Pretrainer {
     state: TrainingState,
     out_dir: PathBuf,
     progress: bool,
+    ddp: Option<DataParallel>,
 }
 
 impl Pretrainer {
@@ -151,7 +158,17 @@ impl Pretrainer {
         }
         let n_blocks = train_blocks.size()[0] as usize;
         let sampler = BlockSampler::resume(n_blocks, cfg.train.seed, st.sampler);
+        let ddp = opts.group.clone().map(DataParallel::new);
+        if let Some(d) = &ddp {
+            // Every rank built its tokenizer and data itself: check they agree, then
+            // start every rank from rank 0's weights.
+            d.check_same(fingerprint(&tokenizer)?, "the tokenizer")?;
+            d.check_same(n_blocks as i64, "the number of training blocks")?;
+            d.broadcast(&opt.params())?;
+            tracing::info!(rank = d.rank(), world = d.world(), "data-parallel run");
+        }
         Ok(Pretrainer {
+            ddp,
             progress: opts.progress,
             cfg,
             model_cfg,
@@ -198,28 +215,37 @@ impl Pretrainer {
     pub fn train_until(&mut self, target: u64) -> Result<()> {
         let t = self.cfg.train.clone();
         let target = target.min(t.max_steps);
-        std::fs::create_dir_all(&self.out_dir).map_err(TrainError::io(&self.out_dir))?;
+        let (rank, world) = self.ddp.as_ref().map_or((0, 1), |d| (d.rank(), d.world()));
+        // One rank writes: checkpoints, metrics, evaluations and the progress bar.
+        let writer = rank == 0;
         let metrics_path = self.out_dir.join(METRICS_FILE);
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(TrainError::io(&metrics_path))?;
-        let bar = self.progress_bar(target);
-        let tokens_per_step = (t.batch_size * t.seq_len * t.grad_accum) as f64;
+        let mut metrics = match writer {
+            true => {
+                std::fs::create_dir_all(&self.out_dir).map_err(TrainError::io(&self.out_dir))?;
+                let f = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path);
+                Some(f.map_err(TrainError::io(&metrics_path))?)
+            }
+            false => None,
+        };
+        let bar = if writer { self.progress_bar(target) } else { ProgressBar::hidden() };
+        let tokens_per_step = (t.batch_size * t.seq_len * t.grad_accum * world) as f64;
         let mut window = Instant::now();
         let mut window_steps = 0u64;
         while self.state.step < target {
             let step = self.state.step + 1;
             let lr = lr_at(step, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio);
-            // Masks and random replacements are a pure function of (seed, step), so
-            // a resumed run draws exactly what the uninterrupted one would have.
-            tch::manual_seed(t.seed.wrapping_add(step) as i64);
+            // Masks and random replacements are a pure function of (seed, step, rank),
+            // so a resumed run draws exactly what the uninterrupted one would have
+            // (one process: seed + step).
+            tch::manual_seed(t.seed.wrapping_add(step * world as u64 + rank as u64) as i64);
             let params = self.opt.params();
             let mut grads: Vec<Tensor> = Vec::new();
             let mut loss_sum = 0.0;
             for _ in 0..t.grad_accum {
-                let idx: Vec<i64> = self.sampler.next_indices(t.batch_size).into_iter().map(|i| i as i64).collect();
+                // Every rank draws the same global batch and keeps its own rows.
+                let global = self.sampler.next_indices(t.batch_size * world);
+                let mine = self.ddp.as_ref().map_or(global.as_slice(), |d| d.shard(&global));
+                let idx: Vec<i64> = mine.iter().map(|&i| i as i64).collect();
                 let batch =
                     self.train_blocks.index_select(0, &Tensor::from_slice(&idx).to_device(self.train_blocks.device()));
                 let loss = self.loss(&batch)?;
@@ -231,9 +257,14 @@ impl Pretrainer {
                 }
                 loss_sum += loss.double_value(&[]);
             }
+            let mut loss = loss_sum / t.grad_accum as f64;
+            let mut allreduce_s = None;
+            if let Some(d) = &self.ddp {
+                allreduce_s = Some(d.average(&mut grads)?);
+                loss = d.mean(loss)?;
+            }
             let grad_norm = clip_grad_norm(&mut grads, t.clip_norm);
             self.opt.step(&grads, lr);
-            let loss = loss_sum / t.grad_accum as f64;
             if !loss.is_finite() {
                 return Err(TrainError::Invalid(format!(
                     "loss became {loss} at step {step}; lower train.lr or raise warmup_steps (the last checkpoint is untouched)"
@@ -255,8 +286,9 @@ impl Pretrainer {
                 lr: Some(lr),
                 grad_norm: Some(grad_norm),
                 tokens_per_s: Some(tps),
+                allreduce_s,
             };
-            if step.is_multiple_of(t.eval_every) || step == t.max_steps {
+            if writer && (step.is_multiple_of(t.eval_every) || step == t.max_steps) {
                 let val = self.evaluate()?;
                 self.state.val_loss = Some(val);
                 line.val_loss = Some(val);
@@ -268,13 +300,15 @@ impl Pretrainer {
                     "eval"
                 );
             }
-            writeln!(metrics, "{}", serde_json::to_string(&line).map_err(|e| TrainError::Checkpoint(e.to_string()))?)
-                .map_err(TrainError::io(&metrics_path))?;
             bar.set_position(step);
             bar.set_message(format!("loss {loss:.3}  {tps:.0} tok/s"));
-            if step.is_multiple_of(t.save_every) || step == target {
-                metrics.flush().map_err(TrainError::io(&metrics_path))?;
-                self.save()?;
+            if let Some(m) = metrics.as_mut() {
+                let text = serde_json::to_string(&line).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+                writeln!(m, "{text}").map_err(TrainError::io(&metrics_path))?;
+                if step.is_multiple_of(t.save_every) || step == target {
+                    m.flush().map_err(TrainError::io(&metrics_path))?;
+                    self.save()?;
+                }
             }
         }
         bar.finish_and_clear();
@@ -331,6 +365,13 @@ impl Pretrainer {
         bar.set_position(self.state.step);
         bar
     }
+}
+
+/// A 63-bit FNV-1a hash of the tokenizer's serialised form, to compare across ranks.
+fn fingerprint(tok: &PlinthTokenizer) -> Result<i64> {
+    let text = tok.inner().to_string(false).map_err(|e| TrainError::Invalid(format!("tokenizer: {e}")))?;
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    Ok((hash >> 1) as i64)
 }
 
 /// Trains the configured tokenizer on the training split, or takes it from a

@@ -11,7 +11,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plinth-model", &["plinth-layers"]),
     ("plinth-train", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-dist"]),
     ("plinth-generate", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
-    ("plinth-finetune", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-generate"]),
+    (
+        "plinth-finetune",
+        &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-generate", "plinth-dist"],
+    ),
     ("plinth-pipeline", &["plinth-data", "plinth-train", "plinth-generate", "plinth-finetune", "plinth-curate"]),
     ("plinth-curate", &["plinth-data"]),
     ("plinth-interop", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-finetune"]),

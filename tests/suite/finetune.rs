@@ -156,7 +156,7 @@ fn config(base: &Path, out: &Path, task: &str, mode: Mode) -> FinetuneConfig {
 }
 
 fn opts(resume: bool) -> FinetuneOptions {
-    FinetuneOptions { resume, device: Device::Cpu }
+    FinetuneOptions { resume, device: Device::Cpu, group: None }
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {

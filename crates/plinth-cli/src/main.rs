@@ -535,6 +535,18 @@ fn launch(nproc: usize, master_port: Option<u16>, grace: u64, command: &[String]
     Ok(())
 }
 
+/// torchrun's variables (set by `plinth launch`, torchrun or a scheduler) make this
+/// process one rank of a data-parallel run; without them it runs alone.
+fn join_group() -> Result<Option<std::sync::Arc<plinth_dist::ProcessGroup>>> {
+    Ok(match plinth_dist::Rendezvous::from_env()? {
+        Some(r) => {
+            tracing::info!(rank = r.rank, world = r.world_size, master = %format!("{}:{}", r.master_addr, r.master_port), "joining");
+            Some(std::sync::Arc::new(plinth_dist::ProcessGroup::init(&r)?))
+        }
+        None => None,
+    })
+}
+
 fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {
     let cfg = PretrainConfig::from_file(config)?;
     let wants_plugins =
@@ -543,15 +555,7 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
         true => Some(std::sync::Arc::new(plugin_data()?)),
         false => None,
     };
-    // torchrun's variables (set by `plinth launch`, torchrun or a scheduler) make
-    // this process one rank of a data-parallel run.
-    let group = match plinth_dist::Rendezvous::from_env()? {
-        Some(r) => {
-            tracing::info!(rank = r.rank, world = r.world_size, master = %format!("{}:{}", r.master_addr, r.master_port), "joining");
-            Some(std::sync::Arc::new(plinth_dist::ProcessGroup::init(&r)?))
-        }
-        None => None,
-    };
+    let group = join_group()?;
     let writer = group.as_ref().is_none_or(|g| g.rank() == 0);
     let opts = RunOptions {
         resume,
@@ -603,9 +607,15 @@ fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
     let cfg = FinetuneConfig::from_file(config)?;
     let plugins = plugin_data()?;
     let out_dir = cfg.out_dir.clone();
-    let mut ft = Finetuner::new(cfg, &plugins, FinetuneOptions { resume, device })
+    let group = join_group()?;
+    let writer = group.as_ref().is_none_or(|g| g.rank() == 0);
+    let mut ft = Finetuner::new(cfg, &plugins, FinetuneOptions { resume, device, group })
         .with_context(|| format!("preparing the finetune in {}", config.display()))?;
     tracing::info!(trainable = ft.trainable_params(), steps = ft.total_steps(), rows = ?ft.rows(), "finetuning");
+    if !writer {
+        // Other ranks train alongside rank 0, which evaluates the test split and reports.
+        return Ok(ft.train_until(ft.total_steps())?);
+    }
     let report = ft.run(&plugins)?;
     let fmt = |m: &plinth_finetune::metrics::Metrics| {
         m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")

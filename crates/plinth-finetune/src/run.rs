@@ -21,6 +21,7 @@ use plinth_model::checkpoint::{load_into, named_variables, replace_dir, save_ten
 use plinth_model::heads::{HeadConfig, HeadKind, Pooling};
 use plinth_model::{AttentionMode, ForwardOptions};
 use plinth_tokenizer::Special;
+use plinth_train::ddp::DataParallel;
 use plinth_train::optim::{clip_grad_norm, gradients, lr_at, AdamW, AdamWConfig};
 use plinth_train::plot::{write_line_chart, Series};
 use plinth_train::{Checkpoint, TrainError};
@@ -60,11 +61,14 @@ pub struct Progress {
 }
 
 /// How to run, beyond the config file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FinetuneOptions {
     /// Continue from `out_dir/state` where an earlier run stopped.
     pub resume: bool,
     pub device: Device,
+    /// The process group of a data-parallel run; none for one process. Every rank
+    /// evaluates (so early stopping agrees without messages); rank 0 alone writes.
+    pub group: Option<std::sync::Arc<plinth_dist::ProcessGroup>>,
 }
 
 /// What `report.json` holds.
@@ -103,6 +107,7 @@ pub struct Finetuner {
     opt: AdamW,
     progress: Progress,
     total_steps: u64,
+    ddp: Option<DataParallel>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
@@ -201,7 +206,9 @@ impl Finetuner {
             trainable,
             AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: cfg.train.weight_decay },
         );
-        let per_epoch = train.len().div_ceil(cfg.train.batch_size) as u64;
+        let ddp = opts.group.clone().map(DataParallel::new);
+        let world = ddp.as_ref().map_or(1, DataParallel::world);
+        let per_epoch = train.len().div_ceil(cfg.train.batch_size * world) as u64;
         let mut total_steps = per_epoch * cfg.train.max_epochs as u64;
         if cfg.train.max_steps > 0 {
             total_steps = total_steps.min(cfg.train.max_steps);
@@ -230,12 +237,18 @@ impl Finetuner {
             stopped_early: false,
             seconds: 0.0,
         };
-        let mut ft = Finetuner { cfg, base, spec, meta, train, val, test, parts, opt, progress, total_steps };
+        let writer = ddp.as_ref().is_none_or(DataParallel::is_writer);
+        let mut ft = Finetuner { cfg, base, spec, meta, train, val, test, parts, opt, progress, total_steps, ddp };
         if opts.resume && state_dir.exists() {
             ft.restore(&state_dir)?;
-        } else {
+        } else if writer {
             std::fs::create_dir_all(&ft.cfg.out_dir).map_err(io(&ft.cfg.out_dir))?;
             let _ = std::fs::remove_file(ft.cfg.out_dir.join(METRICS_FILE));
+        }
+        if let Some(d) = &ft.ddp {
+            // Every rank starts from rank 0's trainable weights (and, resuming, the same state).
+            d.check_same(ft.train.len() as i64, "the number of training rows")?;
+            d.broadcast(&ft.opt.params())?;
         }
         Ok(ft)
     }
@@ -288,16 +301,20 @@ impl Finetuner {
         let t0 = Instant::now();
         let seconds_before = self.progress.seconds;
         let params = self.opt.params();
-        let bs = self.cfg.train.batch_size;
+        let (rank, world) = self.ddp.as_ref().map_or((0, 1), |d| (d.rank(), d.world()));
+        // A global batch of batch_size rows per rank; each rank trains on its own slice.
+        let bs = self.cfg.train.batch_size * world;
         let per_epoch = self.train.len().div_ceil(bs) as u64;
         let pad = self.base.tokenizer.id(Special::Pad);
         let device = self.base.model.device();
         let mut order: Option<(u64, Vec<usize>)> = None;
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.cfg.out_dir.join(METRICS_FILE))
-            .map_err(io(&self.cfg.out_dir.join(METRICS_FILE)))?;
+        let log_path = self.cfg.out_dir.join(METRICS_FILE);
+        let mut log: Box<dyn Write> = match rank {
+            0 => {
+                Box::new(std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?)
+            }
+            _ => Box::new(std::io::sink()),
+        };
         if let Some(a) = self.parts.adapter.as_mut() {
             a.set_training(true);
         }
@@ -309,10 +326,11 @@ impl Finetuner {
                 SplitMix64::new(self.cfg.train.seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut o);
                 order = Some((epoch, o));
             }
-            let rows: Vec<usize> =
+            let global: Vec<usize> =
                 order.as_ref().map_or(Vec::new(), |(_, o)| o[within * bs..((within + 1) * bs).min(o.len())].to_vec());
-            // Dropout draws depend on the step alone, so a resumed run repeats them.
-            tch::manual_seed(self.cfg.train.seed.wrapping_add(step) as i64);
+            let rows: Vec<usize> = self.ddp.as_ref().map_or(global.clone(), |d| d.shard(&global).to_vec());
+            // Dropout draws depend on the step (and rank) alone, so a resumed run repeats them.
+            tch::manual_seed(self.cfg.train.seed.wrapping_add(step * world as u64 + rank as u64) as i64);
             let seqs: Vec<&[u32]> = rows.iter().map(|&i| self.train.ids[i].as_slice()).collect();
             let labels: Vec<f64> = rows.iter().map(|&i| self.train.labels[i]).collect();
             let (ids, valid) = batch(&seqs, pad, device);
@@ -337,6 +355,11 @@ impl Finetuner {
                 }
             };
             let mut grads = gradients(&loss, &params);
+            let mut loss_value = loss.double_value(&[]);
+            if let Some(d) = &self.ddp {
+                d.average(&mut grads)?;
+                loss_value = d.mean(loss_value)?;
+            }
             if self.cfg.train.clip_norm > 0.0 {
                 clip_grad_norm(&mut grads, self.cfg.train.clip_norm);
             }
@@ -344,7 +367,6 @@ impl Finetuner {
             let lr = lr_at(step, t.lr, t.warmup_steps, self.total_steps, t.min_lr_ratio);
             self.opt.step(&grads, lr);
             self.progress.step += 1;
-            let loss_value = loss.double_value(&[]);
             if !loss_value.is_finite() {
                 return Err(TrainError::Invalid(format!(
                     "the training loss became {loss_value} at step {}; lower train.lr",
@@ -422,6 +444,9 @@ impl Finetuner {
     /// Writes the task (and with `resume_state`, the optimizer and progress) to
     /// `dir`, replacing an older copy only once the new one is complete.
     fn save_task(&self, dir: &Path, resume_state: bool) -> Result<()> {
+        if self.ddp.as_ref().is_some_and(|d| !d.is_writer()) {
+            return Ok(()); // rank 0 writes for everyone
+        }
         replace_dir(dir, |tmp| {
             save_tensors(&named_variables(&self.parts.vs), &tmp.join(TASK_WEIGHTS))?;
             if self.meta.mode == Mode::Full {

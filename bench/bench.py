@@ -219,6 +219,36 @@ def interop(binary, threads, new_tokens, work, repeats=3):
     }
 
 
+def ddp(plinth_bin, work, steps=40):
+    """Tokens/s of one process against two ranks (`plinth launch --nproc 2`) on the
+    tiny causal pretraining config, at the same global batch (32 x 128 tokens) and
+    the same two cores: 1 rank x 2 threads against 2 ranks x 1 thread."""
+    base = (ROOT / "configs" / "pretrain" / "tiny-causal.toml").read_text()
+    base = base.replace('model = "../models/tiny.toml"', f'model = "{ROOT / "configs" / "models" / "tiny.toml"}"')
+    rows = {}
+    for ranks, batch, threads in ((1, 32, 2), (2, 16, 1)):
+        out = work / f"ddp-{ranks}"
+        subprocess.run(["rm", "-rf", str(out)], check=True)
+        cfg = (base.replace('out_dir = "runs/tiny-causal"', f'out_dir = "{out}"')
+               .replace("batch_size = 32", f"batch_size = {batch}").replace("max_steps = 1500", f"max_steps = {steps}")
+               .replace("eval_every = 250", "eval_every = 100000").replace("save_every = 500", "save_every = 100000")
+               .replace("seed = 1234", f"seed = 1234\nthreads = {threads}"))
+        path = work / f"ddp-{ranks}.toml"
+        path.write_text(cfg)
+        cmd = [plinth_bin, "pretrain", "--config", str(path)]
+        if ranks > 1:
+            cmd = [plinth_bin, "launch", "--nproc", str(ranks), "--", "plinth", "pretrain", "--config", str(path)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "RUST_LOG": "warn"})
+        lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+        timed = [l for l in lines if l["step"] > 10]
+        tps = statistics.median(l["tokens_per_s"] for l in timed)
+        step_s = 32 * 128 / tps
+        comm = statistics.median(l.get("allreduce_s", 0.0) for l in timed)
+        rows[ranks] = {"tokens_per_s": tps, "step_s": step_s, "allreduce_s": comm, "allreduce_share": comm / step_s,
+                       "final_loss": lines[-1]["loss"]}
+    return rows
+
+
 def python_matmul(n, repeats):
     a, b = torch.randn(n, n), torch.randn(n, n)
     times = []
@@ -241,7 +271,7 @@ def main():
     ap.add_argument("--presets", default="tiny,small,base")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--sections", default="train,generate,plugins,finetune,adapters,pipeline,interop", help="comma-separated subset to run")
+    ap.add_argument("--sections", default="train,generate,plugins,finetune,adapters,pipeline,interop,ddp", help="comma-separated subset to run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "results.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -327,6 +357,13 @@ def main():
         print(f"interop: import {interop_row['plinth_import_s']:.2f} s, plinth load {interop_row['plinth_load_s']:.2f} s, "
               f"from_pretrained {interop_row['hf_load_s']:.2f} s", file=sys.stderr)
 
+    ddp_rows = None
+    if "ddp" in sections:
+        plinth_bin = str(Path(args.plinth).parent / "plinth")
+        ddp_rows = ddp(plinth_bin, Path(args.out).parent)
+        res["ddp"] = ddp_rows
+        print(f"ddp: 1 rank {ddp_rows[1]['tokens_per_s']:.0f} tok/s, 2 ranks {ddp_rows[2]['tokens_per_s']:.0f} tok/s", file=sys.stderr)
+
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     if rows:
@@ -369,6 +406,13 @@ def main():
         print(f"| plinth on the imported checkpoint | {r['plinth_tokens_per_s']:.1f} | {r['plinth_gen_peak_mib']:.0f} |")
         print(f"| transformers `generate` after `from_pretrained` | {r['hf_tokens_per_s']:.1f} | {r['hf_gen_peak_mib']:.0f} |")
         print(f"| plinth ÷ transformers | {r['plinth_tokens_per_s'] / r['hf_tokens_per_s']:.2f}× | |")
+    if ddp_rows:
+        print("\n| tiny causal pretraining, global batch 32 x 128, 40 steps (median of steps 11-40) | tokens/s | step (ms) | all-reduce per step (ms) | share of the step | loss at step 40 |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for ranks, label in ((1, "1 process, 2 threads"), (2, "2 ranks (`plinth launch --nproc 2`), 1 thread each, Gloo on loopback")):
+            r = ddp_rows[ranks]
+            print(f"| {label} | {r['tokens_per_s']:.0f} | {r['step_s'] * 1e3:.0f} | {r['allreduce_s'] * 1e3:.1f} | {r['allreduce_share']:.1%} | {r['final_loss']:.4f} |")
+        print(f"| 2 ranks ÷ 1 process | {ddp_rows[2]['tokens_per_s'] / ddp_rows[1]['tokens_per_s']:.2f}× | | | | |")
     print(f"\nthreads {args.threads}, torch {torch.__version__}, f32 matmul peak {peak:.1f} GFLOP/s (max of plinth {peaks[0]:.1f} and torch {peaks[1]:.1f}, 1024³)")
 
 

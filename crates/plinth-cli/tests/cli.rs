@@ -862,6 +862,7 @@ fn killing_a_rank_stops_the_other_and_leaves_a_loadable_checkpoint() {
     assert!(!out.status.success() && t.contains("distributed training stopped"), "{t}");
     assert!(killed_at.elapsed().as_secs() < 60, "rank 0 took {:?} to notice", killed_at.elapsed());
     eprintln!("rank 0 stopped {:.1} s after rank 1 was killed", killed_at.elapsed().as_secs_f64());
+    eprintln!("{}", t.lines().find(|l| l.contains("distributed training stopped")).unwrap_or_default());
     let out = plinth(&["info", "killed/checkpoint"], dir);
     assert!(out.status.success() && text(&out).contains("steps"), "the last checkpoint loads: {}", text(&out));
 }

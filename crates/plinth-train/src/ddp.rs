@@ -23,8 +23,8 @@ pub struct DataParallel {
 }
 
 fn comm(e: plinth_dist::DistError) -> TrainError {
-    TrainError::Invalid(format!(
-        "distributed training stopped: {e}; another rank probably failed (its output says why); the last checkpoint is intact for --resume"
+    TrainError::Distributed(format!(
+        "{e}; another rank probably failed (its output says why); the last checkpoint is intact for --resume"
     ))
 }
 
@@ -85,7 +85,7 @@ impl DataParallel {
         self.group.all_reduce(&mut lo, ReduceOp::Min).map_err(comm)?;
         self.group.all_reduce(&mut hi, ReduceOp::Max).map_err(comm)?;
         if lo[0].int64_value(&[0]) != hi[0].int64_value(&[0]) {
-            return Err(TrainError::Invalid(format!(
+            return Err(TrainError::Distributed(format!(
                 "ranks disagree on {what}; every rank must read the same data and config"
             )));
         }

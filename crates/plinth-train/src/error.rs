@@ -10,6 +10,9 @@ pub enum TrainError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Checkpoint(String),
+    /// A collective failed in a data-parallel run (a rank died, the network broke).
+    #[error("distributed training stopped: {0}")]
+    Distributed(String),
     #[error(transparent)]
     Model(#[from] plinth_model::ModelError),
     #[error(transparent)]

@@ -75,6 +75,7 @@ impl PluginData for Tasks {
                 features: None,
                 input_check: None,
                 completion: None,
+                head: None,
             },
             "words" => TaskSpec {
                 kind: TaskKind::Regression,
@@ -85,6 +86,7 @@ impl PluginData for Tasks {
                 features: None,
                 input_check: None,
                 completion: None,
+                head: None,
             },
             "story" => TaskSpec {
                 kind: TaskKind::Generation,
@@ -95,6 +97,7 @@ impl PluginData for Tasks {
                 features: None,
                 input_check: None,
                 completion: None,
+                head: None,
             },
             "echo" => TaskSpec {
                 kind: TaskKind::Generation,
@@ -113,6 +116,7 @@ impl PluginData for Tasks {
                     stop: vec![],
                     repetition_penalty: 1.0,
                 }),
+                head: None,
             },
             other => return Err(format!("no task {other}")),
         };

@@ -31,7 +31,7 @@ fn padding_does_not_change_real_positions() {
             let head = TaskHead::new(
                 &(vs.root() / "head"),
                 32,
-                &HeadConfig { task: HeadKind::Regression { outputs: 1 }, pooling },
+                &HeadConfig { task: HeadKind::Regression { outputs: 1 }, pooling, hidden: vec![] },
             )
             .expect("head");
             let a = head.forward(&alone, &short.ne(0));
@@ -53,9 +53,13 @@ fn pooling_picks_what_it_says() {
     let hidden = Tensor::arange(2 * 3 * 2, (Kind::Float, Device::Cpu)).view([2, 3, 2]); // rows 0..5
     let valid = Tensor::from_slice(&[true, true, false, true, true, true]).view([2, 3]);
     let pooled = |pooling| {
-        TaskHead::new(&vs.root(), 2, &HeadConfig { task: HeadKind::Classification { classes: 3 }, pooling })
-            .expect("head")
-            .pool(&hidden, &valid)
+        TaskHead::new(
+            &vs.root(),
+            2,
+            &HeadConfig { task: HeadKind::Classification { classes: 3 }, pooling, hidden: vec![] },
+        )
+        .expect("head")
+        .pool(&hidden, &valid)
     };
     let v = |t: Tensor| Vec::<f32>::try_from(t.reshape([-1])).expect("vec");
     assert_eq!(v(pooled(Pooling::First)), vec![0.0, 1.0, 6.0, 7.0]);
@@ -66,9 +70,12 @@ fn pooling_picks_what_it_says() {
 #[test]
 fn losses_and_bad_heads() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let reg =
-        TaskHead::new(&vs.root(), 2, &HeadConfig { task: HeadKind::Regression { outputs: 1 }, pooling: Pooling::Mean })
-            .expect("reg");
+    let reg = TaskHead::new(
+        &vs.root(),
+        2,
+        &HeadConfig { task: HeadKind::Regression { outputs: 1 }, pooling: Pooling::Mean, hidden: vec![] },
+    )
+    .expect("reg");
     let l = reg
         .loss(&Tensor::from_slice(&[1.0f32, 3.0]).view([2, 1]), &Tensor::from_slice(&[0.0f64, 1.0]).view([2, 1]))
         .expect("mse");
@@ -76,7 +83,7 @@ fn losses_and_bad_heads() {
     let cls = TaskHead::new(
         &vs.root(),
         2,
-        &HeadConfig { task: HeadKind::Classification { classes: 2 }, pooling: Pooling::First },
+        &HeadConfig { task: HeadKind::Classification { classes: 2 }, pooling: Pooling::First, hidden: vec![] },
     )
     .expect("cls");
     let l = cls.loss(&Tensor::from_slice(&[0.0f32, 0.0]).view([1, 2]), &Tensor::from_slice(&[1i64])).expect("ce");
@@ -84,7 +91,7 @@ fn losses_and_bad_heads() {
     let err = TaskHead::new(
         &vs.root(),
         2,
-        &HeadConfig { task: HeadKind::Classification { classes: 1 }, pooling: Pooling::First },
+        &HeadConfig { task: HeadKind::Classification { classes: 1 }, pooling: Pooling::First, hidden: vec![] },
     );
     assert!(err.expect_err("one class").to_string().contains("2 classes"));
     let cfg: HeadConfig =
@@ -92,4 +99,30 @@ fn losses_and_bad_heads() {
     assert_eq!(cfg.task, HeadKind::Classification { classes: 5 });
     let err = toml::from_str::<HeadConfig>("task = { kind = \"regression\", classes = 5 }\npooling = \"mean\"\n");
     assert!(err.expect_err("classes is not a regression key").to_string().contains("classes"));
+}
+
+#[test]
+fn hidden_layers_sit_between_pooling_and_the_output_layer() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = HeadConfig { task: HeadKind::Classification { classes: 3 }, pooling: Pooling::Mean, hidden: vec![8, 5] };
+    let head = TaskHead::new(&(vs.root() / "head"), 4, &cfg).expect("mlp head");
+    let mut names: Vec<String> = vs.variables().into_keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "head.hidden.0.bias",
+            "head.hidden.0.weight",
+            "head.hidden.1.bias",
+            "head.hidden.1.weight",
+            "head.proj.bias",
+            "head.proj.weight"
+        ]
+    );
+    assert_eq!(vs.variables()["head.proj.weight"].size(), [3, 5]);
+    let hidden = Tensor::randn([2, 6, 4], (tch::Kind::Float, Device::Cpu));
+    let valid = Tensor::ones([2, 6], (tch::Kind::Bool, Device::Cpu));
+    assert_eq!(head.forward(&hidden, &valid).size(), [2, 3]);
+    let bad = HeadConfig { hidden: vec![8, 0], ..cfg };
+    assert!(TaskHead::new(&vs.root(), 4, &bad).expect_err("zero width").to_string().contains("positive"));
 }

@@ -629,7 +629,7 @@ fn finetune(
         FinetuneMode::Lora => Some(LoraAdapter::new(&(task_vs.root() / "lora"), cfg, &lora_cfg)?),
         _ => None,
     };
-    let head_cfg = HeadConfig { task: HeadKind::Classification { classes: 2 }, pooling: Pooling::Mean };
+    let head_cfg = HeadConfig { task: HeadKind::Classification { classes: 2 }, pooling: Pooling::Mean, hidden: vec![] };
     let head = TaskHead::new(&(task_vs.root() / "head"), cfg.d_model, &head_cfg)?;
     let mut trainable = named_variables(&task_vs);
     if mode == FinetuneMode::Full {

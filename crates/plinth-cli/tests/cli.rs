@@ -282,6 +282,12 @@ max_len = 32
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("ft-lora/report.json")).expect("report")).expect("json");
     assert_eq!(report["rows"]["train"], 96);
+    // The example plugin recommends a head with one hidden layer of 16; the host built it.
+    let names: Vec<String> = weights(&dir.join("ft-lora/best/task.safetensors")).into_iter().map(|t| t.0).collect();
+    assert!(
+        names.contains(&"head.hidden.0.weight".to_string()) && names.contains(&"head.proj.weight".to_string()),
+        "{names:?}"
+    );
     assert!(report["test"]["rmse"].as_f64().is_some() && report["baselines"]["mean"]["rmse"].as_f64().is_some());
 
     // Data-parallel LoRA finetuning: two ranks with batch 8 take the steps one
@@ -289,7 +295,7 @@ max_len = 32
     for (name, batch) in [("one16", 16), ("two8", 8)] {
         let cfg = format!(
             "base = \"run-mlm/checkpoint\"\nout_dir = \"ft-{name}\"\n[task]\nplugin = \"example\"\nname = \"length\"\n\
-             [adapter]\nmode = \"lora\"\nrank = 4\ndropout = 0.0\n[train]\nbatch_size = {batch}\nmax_steps = 6\neval_every = 3\nmax_len = 32\n"
+             [adapter]\nmode = \"lora\"\nrank = 4\ndropout = 0.0\n[head]\nhidden = []\n[train]\nbatch_size = {batch}\nmax_steps = 6\neval_every = 3\nmax_len = 32\n"
         );
         std::fs::write(dir.join(format!("{name}.toml")), cfg).expect("write");
     }
@@ -307,6 +313,8 @@ max_len = 32
         .fold(0.0f32, f32::max);
     eprintln!("ddp LoRA finetuning equivalence: max |difference| after 6 steps = {diff:.2e}");
     assert!(diff < 1e-5, "two ranks x 8 drifted from one process x 16 by {diff}");
+    // The config's `[head] hidden = []` overrides the plugin's recommendation: a linear head.
+    assert!(a.iter().all(|t| !t.0.starts_with("head.hidden")), "{:?}", a.iter().map(|t| &t.0).collect::<Vec<_>>());
 
     // A second run in the same out_dir must not clobber it.
     let again = ft("lora", "lora");

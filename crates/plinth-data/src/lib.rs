@@ -19,7 +19,7 @@ pub use pypi::{fetch_pypi, sdist_member, wheel_member, wheel_members, PypiPackag
 pub use rng::SplitMix64;
 pub use stage::{stage_answer, stage_record};
 pub use task::{
-    fnv1a, CompletionSpec, FeatureSpec, InputCheck, LabelledExample, Split, TaskKind, TaskRequest, TaskSpec,
+    fnv1a, CompletionSpec, FeatureSpec, HeadSpec, InputCheck, LabelledExample, Split, TaskKind, TaskRequest, TaskSpec,
 };
 
 use std::path::PathBuf;

@@ -52,7 +52,27 @@ pub struct TaskSpec {
     /// into a prompt, how to score completions, how to check one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion: Option<CompletionSpec>,
+    /// The head the plugin recommends for its task (classification and regression);
+    /// a finetune config's `[head]` settings override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadSpec>,
 }
+
+/// A task head as a plugin describes it; the host builds and trains it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSpec {
+    /// Widths of hidden layers before the output layer, each followed by GELU;
+    /// empty (the default) is a linear head on the pooled hidden state.
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    /// `mean`, `first` or `last`; default: by the base (mean for masked, last for causal).
+    #[serde(default)]
+    pub pooling: Option<String>,
+}
+
+/// Pooling names a [`HeadSpec`] may use.
+pub const POOLINGS: [&str; 3] = ["mean", "first", "last"];
 
 /// How the host generates and judges completions for a prompted generation task.
 /// The host trains on `prompt + text` with the loss on `text` only; at test time it
@@ -136,6 +156,17 @@ impl TaskSpec {
         if self.kind == TaskKind::Classification && self.labels.len() < 2 {
             return Err(format!("a classification task needs at least 2 labels, got {:?}", self.labels));
         }
+        if let Some(h) = &self.head {
+            if self.kind == TaskKind::Generation {
+                return Err("`head` belongs to classification and regression tasks; generation uses the LM head".into());
+            }
+            if h.hidden.contains(&0) {
+                return Err(format!("head.hidden widths must be positive, got {:?}", h.hidden));
+            }
+            if let Some(p) = h.pooling.as_deref().filter(|p| !POOLINGS.contains(p)) {
+                return Err(format!("head.pooling {p:?} is not one of {POOLINGS:?}"));
+            }
+        }
         if self.completion.is_some() && self.kind != TaskKind::Generation {
             return Err("`completion` belongs to generation tasks only".into());
         }
@@ -213,6 +244,7 @@ mod tests {
             features: None,
             input_check: None,
             completion: None,
+            head: None,
         };
         assert!(spec.validate().is_ok());
         spec.metric = "rmse".into();

@@ -107,10 +107,14 @@ impl AdapterSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HeadSettings {
-    /// `mean` over real tokens, `first` (the `<bos>` position) or `last`; default
-    /// `mean` for masked bases and `last` for causal ones.
+    /// `mean` over real tokens, `first` (the `<bos>` position) or `last`; default:
+    /// the plugin's recommendation, else `mean` for masked bases and `last` for causal ones.
     #[serde(default)]
     pub pooling: Option<Pooling>,
+    /// Widths of hidden layers before the output layer (`[]` for a linear head);
+    /// default: the plugin's recommendation (the task spec's `head`), else linear.
+    #[serde(default)]
+    pub hidden: Option<Vec<i64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

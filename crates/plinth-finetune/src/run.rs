@@ -182,15 +182,30 @@ impl Finetuner {
                 "a generation task has no head to train alone; use mode = \"lora\" or \"full\"".into(),
             ));
         }
-        let pooling = cfg.head.pooling.unwrap_or(match base.mode() {
+        // The head: the config's settings, else the plugin's recommendation, else a
+        // linear head with the base's natural pooling.
+        let plugin_head = spec.head.clone().unwrap_or_default();
+        let plugin_pooling = match plugin_head.pooling.as_deref() {
+            Some("mean") => Some(Pooling::Mean),
+            Some("first") => Some(Pooling::First),
+            Some("last") => Some(Pooling::Last),
+            _ => None, // validated with the spec
+        };
+        let hidden: Vec<i64> =
+            cfg.head.hidden.clone().unwrap_or_else(|| plugin_head.hidden.iter().map(|&w| w as i64).collect());
+        let pooling = cfg.head.pooling.or(plugin_pooling).unwrap_or(match base.mode() {
             AttentionMode::Causal => Pooling::Last,
             AttentionMode::Bidirectional => Pooling::Mean,
         });
         let head = match spec.kind {
-            TaskKind::Classification => {
-                Some(HeadConfig { task: HeadKind::Classification { classes: spec.labels.len() as i64 }, pooling })
+            TaskKind::Classification => Some(HeadConfig {
+                task: HeadKind::Classification { classes: spec.labels.len() as i64 },
+                pooling,
+                hidden: hidden.clone(),
+            }),
+            TaskKind::Regression => {
+                Some(HeadConfig { task: HeadKind::Regression { outputs: 1 }, pooling, hidden: hidden.clone() })
             }
-            TaskKind::Regression => Some(HeadConfig { task: HeadKind::Regression { outputs: 1 }, pooling }),
             TaskKind::Generation => None,
         };
         let mode = cfg.adapter.mode;

@@ -342,6 +342,7 @@ pub fn import_peft(src: &Path, base_dir: &Path, out: &Path, overwrite: bool) -> 
             features: None,
             input_check: None,
             completion: None,
+            head: None,
         },
         request: Default::default(),
         mode: Mode::Lora,

@@ -2,9 +2,9 @@
 //! sequence classification (binary or multi-class), with a choice of pooling.
 //! Generation tasks use the language-model head itself and need none of this.
 //!
-//! Parameters live under the `nn::Path` the head is built at (`head.proj.weight`,
-//! `head.proj.bias`), normally in the adapter's store, so a finetuned task is the
-//! adapter plus its head.
+//! Parameters live under the `nn::Path` the head is built at (`head.hidden.{i}.*`
+//! for optional hidden layers, then `head.proj.weight`, `head.proj.bias`), normally
+//! in the adapter's store, so a finetuned task is the adapter plus its head.
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Reduction, Tensor};
@@ -34,18 +34,24 @@ pub enum HeadKind {
 }
 
 /// A head's configuration, as written in a finetuning config:
-/// `task = { kind = "classification", classes = 2 }` and `pooling = "mean"`.
+/// `task = { kind = "classification", classes = 2 }`, `pooling = "mean"` and
+/// optionally `hidden = [256]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadConfig {
     pub task: HeadKind,
     pub pooling: Pooling,
+    /// Widths of hidden layers (each followed by GELU) before the output layer;
+    /// empty: a linear head.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<i64>,
 }
 
-/// A pooled linear head.
+/// A pooled head: optional GELU hidden layers, then a linear output layer.
 #[derive(Debug)]
 pub struct TaskHead {
     cfg: HeadConfig,
+    hidden: Vec<nn::Linear>,
     proj: nn::Linear,
 }
 
@@ -61,7 +67,21 @@ impl TaskHead {
                 cfg.task
             )));
         }
-        Ok(TaskHead { cfg: cfg.clone(), proj: plinth_layers::linear(p / "proj", d_model, out, true) })
+        if let Some(w) = cfg.hidden.iter().find(|&&w| w < 1) {
+            return Err(ModelError::Config(format!("head hidden widths must be positive, got {w}")));
+        }
+        let mut width = d_model;
+        let hidden = cfg
+            .hidden
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                let layer = plinth_layers::linear(p / "hidden" / i, width, w, true);
+                width = w;
+                layer
+            })
+            .collect();
+        Ok(TaskHead { cfg: cfg.clone(), hidden, proj: plinth_layers::linear(p / "proj", width, out, true) })
     }
 
     /// Pools hidden states (B, T, C) over the real tokens in `valid` (B, T) bool.
@@ -84,7 +104,8 @@ impl TaskHead {
 
     /// Predictions (B, outputs or classes) from hidden states and the padding mask.
     pub fn forward(&self, hidden: &Tensor, valid: &Tensor) -> Tensor {
-        self.proj.forward(&self.pool(hidden, valid))
+        let x = self.hidden.iter().fold(self.pool(hidden, valid), |x, l| l.forward(&x).gelu("none")); // (B, H)
+        self.proj.forward(&x)
     }
 
     /// Mean loss: MSE against float targets (B, outputs), or cross-entropy against

@@ -304,6 +304,7 @@ pub fn task_spec() -> TaskSpec {
             // 0.17 greedy, 0.56 with 1.3 (BENCHMARKS.md).
             repetition_penalty: 1.3,
         }),
+        head: None,
     }
 }
 

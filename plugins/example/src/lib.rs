@@ -88,7 +88,7 @@ impl Plugin for Example {
             Component::task(
                 "length",
                 "predict a text's length in words",
-                r#"{"kind": "regression", "data": "lengths", "metric": "rmse", "source": "generated phrases"}"#,
+                r#"{"kind": "regression", "data": "lengths", "metric": "rmse", "source": "generated phrases", "head": {"hidden": [16], "pooling": "mean"}}"#,
             ),
             Component::data("lengths", "phrases labelled with their length in words", lengths),
             Component::module(

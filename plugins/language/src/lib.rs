@@ -161,6 +161,7 @@ pub fn sentiment_spec() -> TaskSpec {
         features: None,
         input_check: None,
         completion: None,
+        head: None,
     }
 }
 
@@ -174,6 +175,7 @@ pub fn news_topic_spec() -> TaskSpec {
         features: None,
         input_check: None,
         completion: None,
+        head: None,
     }
 }
 

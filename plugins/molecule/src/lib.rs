@@ -234,6 +234,7 @@ pub fn esol_spec() -> TaskSpec {
         features: Some(FeatureSpec { name: "ecfp4".into(), size: chem::ECFP_BITS }),
         input_check: Some(InputCheck { stage: "validate".into(), field: "smiles".into() }),
         completion: None,
+        head: None,
     }
 }
 
@@ -247,6 +248,7 @@ pub fn bbbp_spec() -> TaskSpec {
         features: Some(FeatureSpec { name: "ecfp4".into(), size: chem::ECFP_BITS }),
         input_check: Some(InputCheck { stage: "validate".into(), field: "smiles".into() }),
         completion: None,
+        head: None,
     }
 }
 

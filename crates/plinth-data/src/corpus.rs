@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::packages::{fetch_debian, WORDNET};
+use crate::packages::{fetch_debian, GCIDE, WORDNET};
 use crate::rng::SplitMix64;
 use crate::{DataError, Result};
 
@@ -15,6 +15,9 @@ pub enum CorpusSource {
     /// WordNet 3.0's 117k glosses (Debian `wordnet-base`), one document per synset:
     /// `lemma, lemma: gloss; "example"`.
     Wordnet,
+    /// The GNU Collaborative International Dictionary of English (Debian
+    /// `dict-gcide`, 40 MB): one document per dictionary entry, markup removed.
+    Gcide,
     /// Plain UTF-8 text files; a blank line separates documents.
     TextFiles(Vec<PathBuf>),
     /// A data component of a run-time plugin: `{ plugin = { id = "...", component = "..." } }`.
@@ -78,6 +81,11 @@ pub fn load_corpus(source: &CorpusSource, cache: &Path, plugins: Option<&dyn Plu
                 docs.extend(read_wordnet_data(&dir.join(format!("data.{part}")))?);
             }
             docs
+        }
+        CorpusSource::Gcide => {
+            let root = fetch_debian(&GCIDE, cache)?;
+            let dir = root.join("usr/share/dictd");
+            read_dictd(&dir.join("gcide.index"), &dir.join("gcide.dict.dz"))?
         }
         CorpusSource::TextFiles(paths) => {
             let mut docs = Vec::new();
@@ -148,6 +156,110 @@ fn paragraphs(text: &str) -> Vec<String> {
     docs
 }
 
+/// Reads a dictd database: the `.index` file lists `headword TAB offset TAB length`
+/// (base64 numbers, dictd's alphabet) into the gzip-compressed `.dict.dz`; several
+/// headwords can point at one entry, which is read once. Entries become documents
+/// with GCIDE's markup removed ([`clean_gcide`]); the `00-database-*` header
+/// entries are skipped.
+fn read_dictd(index: &Path, dict: &Path) -> Result<Vec<String>> {
+    use std::io::Read;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataError::Io { path, source }
+    };
+    let text = std::fs::read_to_string(index).map_err(io(index))?;
+    let mut data = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(dict).map_err(io(dict))?)
+        .read_to_end(&mut data)
+        .map_err(io(dict))?;
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let parse_err = |message: String| DataError::Parse { path: index.to_path_buf(), line: i + 1, message };
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [word, offset, length] = fields[..] else {
+            return Err(parse_err(format!("expected `headword<TAB>offset<TAB>length`, found {} fields", fields.len())));
+        };
+        if word.starts_with("00-database") || word.starts_with("00database") {
+            continue;
+        }
+        let (Some(offset), Some(length)) = (dictd_number(offset), dictd_number(length)) else {
+            return Err(parse_err(format!("offset {offset:?} or length {length:?} is not a dictd base64 number")));
+        };
+        if offset + length > data.len() {
+            return Err(parse_err(format!("entry {word:?} lies past the end of {}", dict.display())));
+        }
+        spans.push((offset, length));
+    }
+    spans.sort_unstable();
+    spans.dedup();
+    let docs = spans
+        .into_iter()
+        .map(|(o, n)| clean_gcide(&String::from_utf8_lossy(&data[o..o + n])))
+        .filter(|d| !d.is_empty())
+        .collect();
+    Ok(docs)
+}
+
+/// A dictd index number: base64 digits, most significant first.
+fn dictd_number(s: &str) -> Option<usize> {
+    const DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    s.bytes().try_fold(0usize, |v, c| DIGITS.iter().position(|&d| d == c).map(|d| v * 64 + d))
+}
+
+/// One GCIDE entry as prose: the headword's spelling with stress marks
+/// (`Sponge \\Sponge\\`) and a pronunciation right after it (`(sp[u^]nj)`) go, so
+/// the entry starts `Sponge, n.`; source tags (`[1913 Webster]`, `[Webster 1913
+/// Suppl.]`, `[R.]`, `[Obs.]`) go; accent codes keep their letter (`['e]ponge` ->
+/// `eponge`); cross-reference braces (`{Fungus}`) keep their word; whitespace is
+/// collapsed. Etymologies in brackets stay as prose.
+pub fn clean_gcide(entry: &str) -> String {
+    let mut out = String::with_capacity(entry.len());
+    let mut rest = entry.trim();
+    if let Some((head, tail)) = rest.split_once(" \\") {
+        if let Some((_, after)) = tail.split_once('\\') {
+            out.push_str(head.trim());
+            rest = after.trim_start();
+            // A pronunciation in parentheses carries stress and accent marks.
+            if let Some(inner) = rest.strip_prefix('(').and_then(|r| r.split_once(')')) {
+                if inner.0.contains(['"', '*', '`', '[', '\'']) {
+                    rest = inner.1;
+                }
+            }
+        }
+    }
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' | '}' => {}
+            '[' => {
+                let inner: String = chars.clone().take_while(|&c| c != ']').collect();
+                let closed = chars.clone().nth(inner.chars().count()) == Some(']');
+                let letters: String = inner.chars().filter(|c| c.is_alphabetic()).collect();
+                let tag = inner.contains("Webster")
+                    || matches!(inner.as_str(), "R." | "Obs." | "Obs" | "Colloq." | "Prov. Eng.");
+                let accent = inner.chars().count() <= 3 && letters.chars().count() == 1;
+                if closed && (tag || accent) {
+                    for _ in 0..=inner.chars().count() {
+                        chars.next();
+                    }
+                    if accent {
+                        out.push_str(&letters);
+                    }
+                } else {
+                    out.push('[');
+                }
+            }
+            c if c.is_whitespace() => {
+                if !out.ends_with(' ') && !out.is_empty() {
+                    out.push(' ');
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.trim().replace(" ,", ",").replace(" .", ".")
+}
+
 /// Parses a WordNet `data.*` file (wndb(5WN)): `offset lex_filenum ss_type w_cnt
 /// (word lex_id){w_cnt} ... | gloss`. Licence header lines start with spaces.
 fn read_wordnet_data(path: &Path) -> Result<Vec<String>> {
@@ -183,6 +295,51 @@ fn read_wordnet_data(path: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gcide_entries_lose_their_markup_but_keep_their_prose() {
+        let entry = "Sponge \\Sponge\\ (sp[u^]nj), n. [OF. esponge, F. ['e]ponge.\n   Cf. {Fungus}, {Spunk}.]\n   1. (Zool.) Any one of numerous species of Spongiae.\n      [1913 Webster]\n\n   2. The elastic fibrous skeleton.\n      [Webster 1913 Suppl.]\n";
+        assert_eq!(
+            clean_gcide(entry),
+            "Sponge, n. [OF. esponge, F. eponge. Cf. Fungus, Spunk.] 1. (Zool.) Any one of numerous species of Spongiae. 2. The elastic fibrous skeleton."
+        );
+    }
+
+    #[test]
+    fn dictd_index_numbers_and_entries_are_read_once() {
+        use std::io::Write;
+        assert_eq!(dictd_number("Ge"), Some(6 * 64 + 30));
+        assert_eq!(dictd_number("A"), Some(0));
+        assert_eq!(dictd_number("*"), None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = "00-database-short\n   header\nCat \\Cat\\, n.\n   A small animal.\n   [1913 Webster]\n";
+        let dict = dir.path().join("t.dict.dz");
+        let mut gz =
+            flate2::write::GzEncoder::new(std::fs::File::create(&dict).expect("file"), flate2::Compression::fast());
+        gz.write_all(body.as_bytes()).expect("gzip");
+        gz.finish().expect("finish");
+        let start = body.find("Cat").expect("cat");
+        let enc = |mut v: usize| {
+            let digits = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut s = Vec::new();
+            loop {
+                s.push(digits[v % 64]);
+                v /= 64;
+                if v == 0 {
+                    break;
+                }
+            }
+            s.reverse();
+            String::from_utf8(s).expect("ascii")
+        };
+        let span = format!("{}\t{}", enc(start), enc(body.len() - start));
+        let index = dir.path().join("t.index");
+        std::fs::write(&index, format!("00-database-short\tA\tm\nCat\t{span}\nfelid\t{span}\n")).expect("index");
+        assert_eq!(read_dictd(&index, &dict).expect("read"), vec!["Cat, n. A small animal.".to_string()]);
+        std::fs::write(&index, "Cat\tA\n").expect("index");
+        let err = read_dictd(&index, &dict).expect_err("two fields").to_string();
+        assert!(err.contains("t.index:1:") && err.contains("headword"), "{err}");
+    }
 
     #[test]
     fn wordnet_lines_become_lemma_and_gloss() {

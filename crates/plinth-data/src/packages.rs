@@ -27,6 +27,15 @@ pub const WORDNET: DebianPackage = DebianPackage {
     licence: "WordNet 3.0 licence (Princeton University), BSD-like",
 };
 
+/// The GNU Collaborative International Dictionary of English 0.48 (Webster's 1913
+/// with WordNet additions), GPL-3.0-or-later, as Debian packages it for dictd.
+pub const GCIDE: DebianPackage = DebianPackage {
+    name: "dict-gcide",
+    version: "0.48.5+nmu2",
+    sha256: "7b0af5cfde3cbdef5e9d6e78f92ec335ced7c2790f37a40f49bebc6f7347ac0f",
+    licence: "GPL-3.0-or-later (GNU Collaborative International Dictionary of English)",
+};
+
 /// plinth's cache: `$PLINTH_CACHE_DIR`, else `$XDG_CACHE_HOME/plinth`, else `~/.cache/plinth`.
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PLINTH_CACHE_DIR") {

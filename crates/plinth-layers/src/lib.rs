@@ -86,16 +86,21 @@ pub fn linear(p: nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> nn::Linear 
     nn::linear(p, in_dim, out_dim, cfg)
 }
 
+/// Inputs with fewer rows than this run their projections one GEMM each.
+pub const FUSE_MIN_ROWS: i64 = 32;
+
 /// Applies several linear maps that read the same input; one output per map.
 ///
-/// When any weight is being trained, they run as one matmul over the concatenated
-/// weights (one wide GEMM instead of several narrow ones, and backward sums no
-/// per-projection input gradients). Frozen weights (inference, LoRA on a frozen
-/// base) run one matmul each: concatenating would copy every weight on every call,
-/// which dominates batch-1 decoding. The parameters stay separate either way
-/// (their paths are checkpoint keys).
+/// With at least [`FUSE_MIN_ROWS`] input rows (training batches, prefills) they run
+/// as one matmul over the concatenated weights: one wide GEMM instead of several
+/// narrow ones, and backward sums no per-projection input gradients, while the
+/// concatenation's copy (one pass over the weights) costs at most 1/32 of the GEMM.
+/// With fewer rows (batch-1 decoding) that copy would dominate, so each projection
+/// runs its own GEMM. The parameters stay separate either way (their paths are
+/// checkpoint keys).
 pub fn fused_linear(x: &Tensor, layers: &[&nn::Linear]) -> Vec<Tensor> {
-    if !layers.iter().any(|l| l.ws.requires_grad()) {
+    let rows = x.numel() as i64 / x.size().last().copied().unwrap_or(1).max(1);
+    if rows < FUSE_MIN_ROWS {
         return layers.iter().map(|l| l.forward(x)).collect();
     }
     let w = Tensor::cat(&layers.iter().map(|l| &l.ws).collect::<Vec<_>>(), 0); // (ΣO, C)

@@ -10,6 +10,15 @@ use plinth_train::{
 };
 use sha2::{Digest, Sha256};
 
+/// The project's Python (`$VIRTUAL_ENV`, else the repository's `.venv`), which has
+/// torch, tokenizers, transformers and peft for the tests that compare against them.
+pub fn venv_python() -> PathBuf {
+    match std::env::var_os("VIRTUAL_ENV") {
+        Some(v) => PathBuf::from(v).join("bin/python"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
+    }
+}
+
 /// The checked-in English fixture corpus.
 pub fn fixture_corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("corpus.txt")

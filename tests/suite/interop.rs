@@ -18,19 +18,12 @@ use tch::{nn, Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-4;
 
-fn venv_python() -> PathBuf {
-    match std::env::var_os("VIRTUAL_ENV") {
-        Some(v) => PathBuf::from(v).join("bin/python"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    }
-}
-
 fn hf_side() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop/hf_side.py")
 }
 
 fn python(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(venv_python())
+    let out = Command::new(plinth_tests::venv_python())
         .arg(hf_side())
         .args(args)
         .output()
@@ -192,13 +185,18 @@ fn plinth_models_export_and_transformers_gives_the_same_logits() {
         let ids_path = work.path().join(format!("{name}-ids.safetensors"));
         Tensor::write_safetensors(&[("ids", &ids)], &ids_path).expect("write ids");
         let logits_path = work.path().join(format!("{name}-logits.safetensors"));
-        let printed = python(&[
-            "check".as_ref(),
-            hf_dir.as_os_str(),
-            ids_path.as_os_str(),
-            logits_path.as_os_str(),
-            sample.as_ref(),
-        ]);
+        // Python loads the folder (with a PEFT adapter when `adapter/` exists) and
+        // writes its logits on `ids`; it prints the ids of `sample` and the model class.
+        let check = || {
+            python(&[
+                "check".as_ref(),
+                hf_dir.as_os_str(),
+                ids_path.as_os_str(),
+                logits_path.as_os_str(),
+                sample.as_ref(),
+            ])
+        };
+        let printed = check();
         let json: serde_json::Value = serde_json::from_str(printed.trim()).expect("check prints json");
         assert_eq!(json["class"], class);
         let diff = max_diff(&plinth_logits(&ck, &ids), &read(&logits_path, "logits"));
@@ -230,13 +228,7 @@ fn plinth_models_export_and_transformers_gives_the_same_logits() {
             let r = export_peft(&adapter_dir, &ck_dir, &hf_dir.join("adapter"), false).expect("export peft");
             assert!(r.target_modules.contains(&"q_proj".to_string()), "{r:?}");
             assert!(r.target_modules.iter().any(|t| t == "model.layers.1.mlp.gate_proj"), "{r:?}");
-            let printed = python(&[
-                "check".as_ref(),
-                hf_dir.as_os_str(),
-                ids_path.as_os_str(),
-                logits_path.as_os_str(),
-                sample.as_ref(),
-            ]);
+            let printed = check();
             assert!(printed.contains("PeftModel"), "{printed}");
             let opts = plinth_model::ForwardOptions {
                 adapter: Some(&adapter),

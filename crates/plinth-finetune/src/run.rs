@@ -110,6 +110,15 @@ pub struct Finetuner {
     ddp: Option<DataParallel>,
 }
 
+/// Optimizer steps per epoch: one per global batch of `batch · world` rows. One
+/// process keeps a short last batch; data-parallel runs drop it, as PyTorch's
+/// `DistributedSampler(drop_last=True)` does, so no rank is ever handed no rows.
+fn steps_per_epoch(rows: usize, batch: usize, world: usize) -> u64 {
+    let global = (batch * world).max(1);
+    let steps = if world > 1 { rows / global } else { rows.div_ceil(global) };
+    steps.max(1) as u64
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.to_path_buf();
     move |source| TrainError::Io { path, source }
@@ -223,7 +232,14 @@ impl Finetuner {
         );
         let ddp = opts.group.clone().map(DataParallel::new);
         let world = ddp.as_ref().map_or(1, DataParallel::world);
-        let per_epoch = train.len().div_ceil(cfg.train.batch_size * world) as u64;
+        if world > 1 && train.len() < cfg.train.batch_size * world {
+            return Err(TrainError::Invalid(format!(
+                "the training split has {} rows, fewer than batch_size {} x {world} ranks; lower train.batch_size or use fewer ranks",
+                train.len(),
+                cfg.train.batch_size
+            )));
+        }
+        let per_epoch = steps_per_epoch(train.len(), cfg.train.batch_size, world);
         let mut total_steps = per_epoch * cfg.train.max_epochs as u64;
         if cfg.train.max_steps > 0 {
             total_steps = total_steps.min(cfg.train.max_steps);
@@ -319,7 +335,7 @@ impl Finetuner {
         let (rank, world) = self.ddp.as_ref().map_or((0, 1), |d| (d.rank(), d.world()));
         // A global batch of batch_size rows per rank; each rank trains on its own slice.
         let bs = self.cfg.train.batch_size * world;
-        let per_epoch = self.train.len().div_ceil(bs) as u64;
+        let per_epoch = steps_per_epoch(self.train.len(), self.cfg.train.batch_size, world);
         let pad = self.base.tokenizer.id(Special::Pad);
         let device = self.base.model.device();
         let mut order: Option<(u64, Vec<usize>)> = None;
@@ -618,4 +634,16 @@ fn plot_curves(metrics: &Path, metric: &str, png: &Path) -> Result<()> {
         png,
         &[Series { points: scale(loss), rgb: [31, 119, 180] }, Series { points: scale(val), rgb: [255, 127, 14] }],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steps_per_epoch;
+
+    #[test]
+    fn data_parallel_epochs_drop_the_short_last_global_batch() {
+        assert_eq!(steps_per_epoch(97, 8, 1), 13, "one process keeps the short batch");
+        assert_eq!(steps_per_epoch(97, 8, 2), 6, "two ranks drop the last 1 row");
+        assert_eq!(steps_per_epoch(96, 8, 2), 6);
+    }
 }

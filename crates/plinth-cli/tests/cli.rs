@@ -874,3 +874,55 @@ fn killing_a_rank_stops_the_other_and_leaves_a_loadable_checkpoint() {
     let out = plinth(&["info", "killed/checkpoint"], dir);
     assert!(out.status.success() && text(&out).contains("steps"), "the last checkpoint loads: {}", text(&out));
 }
+
+/// The project's Python (`$VIRTUAL_ENV`, else the repository's `.venv`).
+fn venv_python() -> std::path::PathBuf {
+    match std::env::var_os("VIRTUAL_ENV") {
+        Some(v) => std::path::PathBuf::from(v).join("bin/python"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"),
+    }
+}
+
+#[test]
+fn imported_models_and_peft_adapters_work_from_the_command_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let made = Command::new(venv_python())
+        .arg(root.join("tests/interop/hf_side.py"))
+        .args(["make", "hf"])
+        .arg(root.join("tests/fixtures/corpus.txt"))
+        .current_dir(dir)
+        .output()
+        .expect("run the project's Python; `./dev setup` creates it");
+    assert!(made.status.success(), "{}", text(&made));
+    for (model, adapter) in [("bert", "peft-bert"), ("llama-gqa-untied", "peft-llama")] {
+        let out = plinth(&["import", &format!("hf/{model}"), "--out", model], dir);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = plinth(&["import", &format!("hf/{adapter}"), "--out", adapter], dir);
+        assert!(!out.status.success() && text(&out).contains("--base"), "an adapter needs its base: {}", text(&out));
+        let out = plinth(&["import", &format!("hf/{adapter}"), "--base", model, "--out", adapter], dir);
+        assert!(out.status.success() && text(&out).contains("LoRA adapter"), "{}", text(&out));
+    }
+    let out = plinth(&["fill", "--checkpoint", "bert", "--adapter", "peft-bert", "the cat ___ on the mat"], dir);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.starts_with("the cat ") && stdout.trim_end().ends_with("on the mat"),
+        "{}",
+        text(&out)
+    );
+    let out = plinth(
+        &["generate", "--checkpoint", "llama-gqa-untied", "--adapter", "peft-llama", "--max-tokens", "5", "The cat"],
+        dir,
+    );
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("The cat"), "{}", text(&out));
+    let out = plinth(&["info", "bert"], dir);
+    assert!(
+        out.status.success() && text(&out).contains("imported") && text(&out).contains("WordPiece"),
+        "{}",
+        text(&out)
+    );
+    // A plinth task's adapter goes back out in PEFT's format.
+    let out = plinth(&["export", "peft-llama", "--base", "llama-gqa-untied", "--out", "peft-again"], dir);
+    assert!(out.status.success() && dir.join("peft-again/adapter_config.json").exists(), "{}", text(&out));
+}

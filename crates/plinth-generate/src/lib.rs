@@ -328,18 +328,18 @@ pub fn fill_masked_with(
 pub fn fill_middle(model: &Transformer, tok: &PlinthTokenizer, text: &str, cfg: &SamplingConfig) -> Result<Fill> {
     let (before, after) = split_blank(text)?;
     let before = before.trim_end();
-    let (Some(_), Some(_), Some(_)) =
+    let (Some(fim_prefix), Some(fim_suffix), Some(fim_middle)) =
         (tok.special(Special::FimPrefix), tok.special(Special::FimSuffix), tok.special(Special::FimMiddle))
     else {
         return Err(GenerateError::Input(
             "this tokenizer has no fill-in-the-middle sentinels, so the model cannot fill a blank; use `plinth generate`".into(),
         ));
     };
-    let mut ids = vec![Special::FimPrefix.id()];
+    let mut ids = vec![fim_prefix];
     ids.extend(tok.encode(before)?);
-    ids.push(Special::FimSuffix.id());
+    ids.push(fim_suffix);
     ids.extend(tok.encode(after)?);
-    ids.push(Special::FimMiddle.id());
+    ids.push(fim_middle);
     let gen = generate_ids(model, tok, &ids, cfg)?;
     let score = score_continuation(model, &ids, &gen.ids)?;
     let middle = gen.text.trim_end().to_string();

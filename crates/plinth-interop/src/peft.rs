@@ -14,8 +14,8 @@ use plinth_data::{TaskKind, TaskSpec};
 use plinth_finetune::task::{self as ft, FinetuneMeta};
 use plinth_finetune::Mode;
 use plinth_model::checkpoint as ckpt;
-use plinth_model::lora::{AdapterMeta, LoraAdapter, LoraConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
-use plinth_model::{MlpKind, ModelConfig};
+use plinth_model::lora::{projection_paths, AdapterMeta, LoraAdapter, LoraConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use plinth_model::ModelConfig;
 use plinth_train::Checkpoint;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -42,19 +42,6 @@ pub struct AdapterReport {
     /// The finetuned task had a head besides its adapter; PEFT's LoRA format has no
     /// place for plinth's heads, so it was left out.
     pub head_left_out: bool,
-}
-
-/// The projections of block `i` the model has, as plinth paths (`blocks.0.attn.q_proj`).
-fn projections(cfg: &ModelConfig, i: i64) -> Vec<String> {
-    plinth_layers_projections()
-        .iter()
-        .filter(|p| cfg.mlp == MlpKind::SwiGlu || **p != "mlp.gate_proj")
-        .map(|p| format!("blocks.{i}.{p}"))
-        .collect()
-}
-
-fn plinth_layers_projections() -> [&'static str; 7] {
-    ["attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
 }
 
 /// The Hugging Face module of a plinth projection path.
@@ -124,8 +111,7 @@ fn check_base(base_dir: &Path, want: &str, adapter: &Path) -> Result<()> {
 /// of a projection when every layer has it and no other module shares the name,
 /// else the full module names (PEFT matches either by suffix).
 fn target_modules(family: Family, cfg: &ModelConfig, adapted: &[String]) -> Vec<String> {
-    let all: Vec<String> =
-        (0..cfg.n_layers).flat_map(|i| projections(cfg, i)).filter_map(|p| hf_module(family, &p)).collect();
+    let all: Vec<String> = projection_paths(cfg).iter().filter_map(|p| hf_module(family, p)).collect();
     let short = |m: &str| m.rsplit('.').next().unwrap_or(m).to_string();
     let mut by_short: BTreeMap<String, (usize, usize)> = BTreeMap::new(); // short -> (in model, adapted)
     for m in &all {
@@ -280,10 +266,8 @@ pub fn import_peft(src: &Path, base_dir: &Path, out: &Path, overwrite: bool) -> 
     let base = Checkpoint::load(base_dir, Device::Cpu)?;
     let family = base_family(&base)?;
     let mcfg = base.model.config();
-    let by_module: BTreeMap<String, String> = (0..mcfg.n_layers)
-        .flat_map(|i| projections(mcfg, i))
-        .filter_map(|p| hf_module(family, &p).map(|m| (m, p)))
-        .collect();
+    let by_module: BTreeMap<String, String> =
+        projection_paths(mcfg).into_iter().filter_map(|p| hf_module(family, &p).map(|m| (m, p))).collect();
     let mut tensors = Vec::new();
     let mut adapted: Vec<String> = Vec::new();
     for (key, t) in Tensor::read_safetensors(&weights_path).map_err(|e| InteropError::file(&weights_path, e))? {
@@ -373,6 +357,7 @@ pub fn import_peft(src: &Path, base_dir: &Path, out: &Path, overwrite: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plinth_model::MlpKind;
 
     fn cfg(mlp: MlpKind) -> ModelConfig {
         ModelConfig {

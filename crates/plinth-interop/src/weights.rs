@@ -164,8 +164,7 @@ pub fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let single = dir.join(HF_WEIGHTS);
     let index = dir.join(HF_INDEX);
     let files: Vec<PathBuf> = if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| InteropError::io(&index, e))?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| InteropError::file(&index, e))?;
+        let json = crate::read_json(&index)?;
         let map = json
             .get("weight_map")
             .and_then(Value::as_object)

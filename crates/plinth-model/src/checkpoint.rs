@@ -71,6 +71,13 @@ struct Entry {
     end: u64,
 }
 
+impl Entry {
+    /// Bytes of one slice along the first dimension (the whole tensor for a scalar).
+    fn row_bytes(&self) -> u64 {
+        (self.end - self.start) / self.shape.first().copied().unwrap_or(1).max(1) as u64
+    }
+}
+
 /// A safetensors file opened for reading one tensor at a time: only the JSON
 /// header is read when it is opened.
 #[derive(Debug)]
@@ -157,30 +164,22 @@ impl SafetensorsReader {
     /// whole rows of at most [`READ_CHUNK_BYTES`], so a large embedding never
     /// exists twice in memory. Call it without gradient tracking.
     pub fn read_into(&mut self, name: &str, dst: &mut Tensor) -> Result<()> {
-        let err = |message: String| ModelError::Checkpoint { path: self.path.clone(), message };
-        let e = self.entries.get(name).cloned().ok_or_else(|| err(format!("no tensor {name}")))?;
+        let e = self.entry(name)?;
         if dst.size() != e.shape {
-            return Err(err(format!("tensor {name} has shape {:?}, the destination {:?}", e.shape, dst.size())));
+            return Err(ModelError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("tensor {name} has shape {:?}, the destination {:?}", e.shape, dst.size()),
+            });
         }
-        let rows = e.shape.first().copied().unwrap_or(1).max(1);
-        let row_bytes = (e.end - e.start) / rows as u64;
-        let per_chunk = (READ_CHUNK_BYTES / row_bytes.max(1)).max(1) as i64;
-        if e.shape.is_empty() || per_chunk >= rows {
-            dst.f_copy_(&self.read(name)?)?;
+        let Some(&rows) = e.shape.first() else {
+            dst.f_copy_(&self.rows(name, &e, 0, 1)?)?; // a scalar
             return Ok(());
-        }
+        };
+        let per_chunk = (READ_CHUNK_BYTES / e.row_bytes().max(1)).max(1) as i64;
         let mut row = 0;
         while row < rows {
             let n = per_chunk.min(rows - row);
-            let mut shape = e.shape.clone();
-            shape[0] = n;
-            let mut bytes = vec![0u8; (n as u64 * row_bytes) as usize];
-            self.file
-                .seek(SeekFrom::Start(self.data_start + e.start + row as u64 * row_bytes))
-                .and_then(|_| self.file.read_exact(&mut bytes))
-                .map_err(|io| err(format!("reading {name}: {io}")))?;
-            let slab = Tensor::f_from_data_size(&bytes, &shape, e.kind)?;
-            dst.f_narrow(0, row, n)?.f_copy_(&slab)?;
+            dst.f_narrow(0, row, n)?.f_copy_(&self.rows(name, &e, row, n)?)?;
             row += n;
         }
         Ok(())
@@ -188,14 +187,34 @@ impl SafetensorsReader {
 
     /// Reads one tensor (on the CPU, in its stored dtype).
     pub fn read(&mut self, name: &str) -> Result<Tensor> {
-        let err = |message: String| ModelError::Checkpoint { path: self.path.clone(), message };
-        let e = self.entries.get(name).cloned().ok_or_else(|| err(format!("no tensor {name}")))?;
-        let mut bytes = vec![0u8; (e.end - e.start) as usize];
+        let e = self.entry(name)?;
+        let rows = e.shape.first().copied().unwrap_or(1);
+        self.rows(name, &e, 0, rows)
+    }
+
+    fn entry(&self, name: &str) -> Result<Entry> {
+        self.entries
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ModelError::Checkpoint { path: self.path.clone(), message: format!("no tensor {name}") })
+    }
+
+    /// Rows `first..first + n` of a tensor (along its first dimension; a scalar is one row).
+    fn rows(&mut self, name: &str, e: &Entry, first: i64, n: i64) -> Result<Tensor> {
+        let row_bytes = e.row_bytes();
+        let mut shape = e.shape.clone();
+        if let Some(d) = shape.first_mut() {
+            *d = n;
+        }
+        let mut bytes = vec![0u8; (n as u64 * row_bytes) as usize];
         self.file
-            .seek(SeekFrom::Start(self.data_start + e.start))
+            .seek(SeekFrom::Start(self.data_start + e.start + first as u64 * row_bytes))
             .and_then(|_| self.file.read_exact(&mut bytes))
-            .map_err(|io| err(format!("reading {name}: {io}")))?;
-        Ok(Tensor::f_from_data_size(&bytes, &e.shape, e.kind)?)
+            .map_err(|io| ModelError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("reading {name}: {io}"),
+            })?;
+        Ok(Tensor::f_from_data_size(&bytes, &shape, e.kind)?)
     }
 }
 

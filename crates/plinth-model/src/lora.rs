@@ -70,6 +70,20 @@ fn projection_dims(m: &ModelConfig) -> [Option<(i64, i64)>; 7] {
     [Some((c, q)), Some((c, kv)), Some((c, kv)), Some((q, c)), gate, Some((c, f)), Some((f, c))]
 }
 
+/// Every projection an adapter can target in `model`, as paths block by block
+/// (`blocks.0.attn.q_proj`, ..., `blocks.0.mlp.down_proj`, `blocks.1.attn.q_proj`, ...).
+pub fn projection_paths(model: &ModelConfig) -> Vec<String> {
+    (0..model.n_layers)
+        .flat_map(|i| {
+            BlockLora::PROJECTIONS
+                .iter()
+                .zip(projection_dims(model))
+                .filter(|(_, dims)| dims.is_some())
+                .map(move |(name, _)| format!("blocks.{i}.{name}"))
+        })
+        .collect()
+}
+
 /// True when `pattern` matches the end of `path`, segment by segment, `*` matching any one.
 fn matches(pattern: &str, path: &str) -> bool {
     let pat: Vec<&str> = pattern.split('.').collect();

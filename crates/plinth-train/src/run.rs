@@ -370,8 +370,7 @@ impl Pretrainer {
 /// A 63-bit FNV-1a hash of the tokenizer's serialised form, to compare across ranks.
 fn fingerprint(tok: &PlinthTokenizer) -> Result<i64> {
     let text = tok.inner().to_string(false).map_err(|e| TrainError::Invalid(format!("tokenizer: {e}")))?;
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    Ok((hash >> 1) as i64)
+    Ok((plinth_data::fnv1a(text.as_bytes()) >> 1) as i64)
 }
 
 /// Trains the configured tokenizer on the training split, or takes it from a

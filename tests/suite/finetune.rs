@@ -112,6 +112,7 @@ impl PluginData for Tasks {
                     scorer: "echo-score".into(),
                     metric: "exact".into(),
                     output_check: None,
+                    guide: None,
                     max_new_tokens: 3,
                     stop: vec![],
                     repetition_penalty: 1.0,
@@ -121,6 +122,36 @@ impl PluginData for Tasks {
             other => return Err(format!("no task {other}")),
         };
         Ok(serde_json::to_string(&spec).expect("spec"))
+    }
+}
+
+/// The fixture with its echo task guided (a plugin update after the run was
+/// made): the guide allows exactly " guided", then the end.
+#[derive(Debug)]
+struct Guided;
+
+impl PluginData for Guided {
+    fn call(&self, plugin: &str, component: &str, request: &str) -> Result<String, String> {
+        if component != "echo-guide" {
+            return Tasks.call(plugin, component, request);
+        }
+        let req: serde_json::Value = serde_json::from_str(request).map_err(|e| e.to_string())?;
+        let done = req["completion"].as_str().ok_or("the guide request has no completion")?;
+        if req["prompt"].as_str().is_none() || !req["request"].is_object() {
+            return Err(format!("the guide request lacks its prompt or the task's request: {req}"));
+        }
+        let options: Vec<&str> =
+            [" guided"].iter().filter_map(|o| o.strip_prefix(done)).filter(|r| !r.is_empty()).collect();
+        Ok(serde_json::json!({"kind": "allow", "options": options, "eos": done == " guided"}).to_string())
+    }
+
+    fn spec(&self, plugin: &str, component: &str) -> Result<String, String> {
+        let mut spec: TaskSpec = serde_json::from_str(&Tasks.spec(plugin, component)?).map_err(|e| e.to_string())?;
+        if let Some(c) = spec.completion.as_mut() {
+            c.guide = Some("echo-guide".into());
+            c.max_new_tokens = 16;
+        }
+        serde_json::to_string(&spec).map_err(|e| e.to_string())
     }
 }
 
@@ -325,7 +356,7 @@ fn head_only_and_full_modes_train_what_they_say() {
         "the base checkpoint on disk is never written"
     );
     let task = FinetunedTask::load(&full_out, &on_disk).expect("load full task");
-    let m = task.evaluate(&on_disk, &Tasks, Split::Test, 8, 0).expect("eval");
+    let m = task.evaluate(&on_disk, &Tasks, Split::Test, 8, 0, None).expect("eval");
     let reported = report.test["roc_auc"];
     assert!((m["roc_auc"] - reported).abs() < 1e-6, "eval {} equals the report's {reported}", m["roc_auc"]);
 }
@@ -353,7 +384,7 @@ fn generation_finetune_lowers_perplexity_and_leaves_the_base() {
     let cfg = plinth_generate::SamplingConfig { max_new_tokens: 8, ..Default::default() };
     let with = task.generate(&before, "the", &cfg).expect("generate");
     assert!(!with.ids.is_empty() || with.finish == plinth_generate::FinishReason::EndOfText);
-    let m = task.evaluate(&before, &Tasks, Split::Validation, 8, 0).expect("eval");
+    let m = task.evaluate(&before, &Tasks, Split::Validation, 8, 0, None).expect("eval");
     assert!((m["perplexity"] - end).abs() < 1e-3 * end, "{} vs {end}", m["perplexity"]);
     assert!(task.predict(&before, &["x".to_string()], 1).is_err(), "a generation task does not predict");
 
@@ -404,8 +435,21 @@ fn prompted_generation_learns_answers_and_is_scored_beside_retrieval() {
         .text,
         "the first try is greedy"
     );
-    let m = task.evaluate(&base, &Tasks, Split::Test, 8, 3).expect("eval");
+    let m = task.evaluate(&base, &Tasks, Split::Test, 8, 3, None).expect("eval");
     assert_eq!((m["n"], m["retrieval.n"]), (3.0, 3.0), "{m:?}");
+    // The plugin now guides the task: evaluation and answers decode under the
+    // guide (the run's saved spec has none), and the completions are written.
+    let written = tmp.path().join("guided.jsonl");
+    task.evaluate(&base, &Guided, Split::Test, 8, 3, Some(&written)).expect("guided eval");
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&written)
+        .expect("completions")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["prediction"] == " guided"), "{rows:?}");
+    let (_, completion, _) = task.answer(&base, &Guided, "the", &sampling, 1).expect("guided answer");
+    assert_eq!(completion, " guided");
     // A task without prompts does not answer requests.
     let words = tmp.path().join("words");
     Finetuner::new(config(&base_dir, &words, "story", Mode::Lora), &Tasks, opts(false))

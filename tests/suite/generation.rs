@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use plinth_generate::{fill_masked, fill_middle, generate, FinishReason, SamplingConfig};
+use plinth_generate::{fill_masked, fill_middle, generate, generate_guided, FinishReason, SamplingConfig, Step};
 use plinth_model::ModelConfig;
 use plinth_tests::{micro_config, micro_model, options, torch_lock};
 use plinth_train::{ModelSpec, ObjectiveKind, Pretrainer};
@@ -95,4 +95,48 @@ fn golden_greedy_generation() {
     }
     let want = std::fs::read_to_string(&golden).expect("golden file; run once with PLINTH_BLESS=1");
     assert_eq!(text, want);
+}
+
+#[test]
+fn a_guide_confines_generation_to_what_it_allows() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = trained(tmp.path(), ObjectiveKind::Causal, 20);
+    let (model, tok) = (t.model(), t.tokenizer());
+    let words = [" cat sat", " dog ran"];
+    // `allow`: whatever the sampler draws, the text becomes one option, then ends.
+    for seed in 0..4 {
+        let mut guide = |done: &str| -> Result<Step, String> {
+            let options = words.iter().filter_map(|o| o.strip_prefix(done)).filter(|r| !r.is_empty());
+            let options = options.map(String::from).collect();
+            Ok(Step::Allow { options, eos: words.contains(&done), next_lines: vec![] })
+        };
+        let cfg = SamplingConfig { max_new_tokens: 30, temperature: 1.0, seed, ..Default::default() };
+        let g = generate_guided(model, tok, "The", &cfg, None, Some(&mut guide)).expect("guided");
+        assert!(words.contains(&g.text.as_str()), "seed {seed}: {:?}", g.text);
+        assert_eq!(g.finish, FinishReason::EndOfText);
+    }
+    // `pick`: the prior decides between otherwise-scored options, appended whole.
+    for (prior, expected) in [([0.0, 1e4], " dog ran"), ([1e4, 0.0], " cat sat")] {
+        let mut guide = |done: &str| -> Result<Step, String> {
+            Ok(if done.is_empty() {
+                Step::Pick { options: words.iter().map(|w| w.to_string()).collect(), prior: prior.to_vec() }
+            } else {
+                Step::Allow { options: vec![], eos: true, next_lines: vec![] }
+            })
+        };
+        let g = generate_guided(model, tok, "The", &SamplingConfig::default(), None, Some(&mut guide)).expect("pick");
+        assert_eq!(g.text, expected);
+    }
+    // `free` with `line_end: false`: no newline anywhere.
+    let mut one_line = |_: &str| -> Result<Step, String> {
+        Ok(Step::Free { eos: true, single_line: true, next_lines: vec![], line_end: false })
+    };
+    let cfg = SamplingConfig { max_new_tokens: 40, temperature: 1.0, seed: 9, ..Default::default() };
+    let g = generate_guided(model, tok, "The", &cfg, None, Some(&mut one_line)).expect("free");
+    assert!(!g.text.contains('\n') && !g.ids.is_empty(), "{:?}", g.text);
+    // A guide's refusal stops generation with its reason.
+    let mut refuse = |_: &str| -> Result<Step, String> { Err("no way forward".into()) };
+    let err = generate_guided(model, tok, "The", &cfg, None, Some(&mut refuse)).expect_err("refused").to_string();
+    assert!(err.contains("the guide: no way forward"), "{err}");
 }

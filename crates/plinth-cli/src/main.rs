@@ -113,6 +113,9 @@ enum Command {
         /// Prompted generation tasks: complete and score N rows spread evenly through the split (0: all).
         #[arg(long, default_value_t = 0)]
         max: usize,
+        /// Prompted generation tasks: also write the completions there (JSON lines of prompt, prediction, reference).
+        #[arg(long)]
+        completions: Option<PathBuf>,
     },
     /// Predict with one or more finetuned tasks that share a base: each text gets
     /// every task's answer, the tasks' adapters resident together on one base.
@@ -364,7 +367,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Finetune { config, resume } => finetune(&config, resume, device),
-        Command::Eval { run, base, split, max } => {
+        Command::Eval { run, base, split, max, completions } => {
             let split = match split {
                 SplitArg::Train => plinth_data::Split::Train,
                 SplitArg::Validation => plinth_data::Split::Validation,
@@ -372,7 +375,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let (base, tasks) = load_tasks(&[run], base.as_deref(), device)?;
             let plugins = plugin_data()?;
-            let metrics = tasks[0].evaluate(&base, &plugins, split, 64, max)?;
+            let metrics = tasks[0].evaluate(&base, &plugins, split, 64, max, completions.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&metrics)?);
             Ok(())
         }

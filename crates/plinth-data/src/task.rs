@@ -95,6 +95,12 @@ pub struct CompletionSpec {
     /// Text that ends a completion (cut before it).
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Data component that guides decoding: called before every token with
+    /// `{"prompt", "completion", "request"}` (the completion so far and the task's
+    /// data request), it answers what may come next as a `plinth_generate::Step`
+    /// (`{"kind": "free" | "allow" | "pick", ...}`). None: unguided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guide: Option<String>,
     /// Repetition penalty of the greedy completion (1: off), default 1.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub repetition_penalty: f64,

@@ -18,18 +18,60 @@ use crate::Result;
 /// A scored completion: (prompt, prediction, reference).
 pub type Completion = (String, String, String);
 
-/// Continues `prompt` greedily until `<eos>`, a stop string or the budget.
+/// A prompted generation task as the host completes it: the plugin that
+/// frames, guides and scores it, and the data request the run used (the guide
+/// is told it, so it knows which split the model was trained on).
+#[derive(Clone, Copy)]
+pub struct Prompted<'a> {
+    pub plugins: &'a dyn PluginData,
+    pub plugin: &'a str,
+    pub spec: &'a CompletionSpec,
+    pub request: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// Continues `prompt` with `cfg` until `<eos>`, a stop string or the budget,
+/// under the task's guide when it has one.
 pub fn complete(
     model: &Transformer,
     tok: &PlinthTokenizer,
     adapter: Option<&LoraAdapter>,
+    task: Prompted<'_>,
     prompt: &str,
-    spec: &CompletionSpec,
+    cfg: &plinth_generate::SamplingConfig,
 ) -> Result<String> {
-    let cfg = greedy(spec);
-    let gen = plinth_generate::generate_with(model, tok, prompt, &cfg, adapter)
+    let mut guide = task.spec.guide.as_deref().map(|component| {
+        move |completion: &str| -> std::result::Result<plinth_generate::Step, String> {
+            let request = serde_json::json!({"prompt": prompt, "completion": completion, "request": task.request});
+            let reply = task.plugins.call(task.plugin, component, &request.to_string())?;
+            serde_json::from_str(&reply)
+                .map_err(|e| format!("{}/{component} answered something that is not a step: {e}", task.plugin))
+        }
+    });
+    let guided = guide.is_some();
+    let guide = guide.as_mut().map(|g| g as &mut dyn plinth_generate::Guide);
+    let gen = plinth_generate::generate_guided(model, tok, prompt, cfg, adapter, guide)
         .map_err(|e| TrainError::Invalid(e.to_string()))?;
-    Ok(gen.text)
+    match (&task.spec.output_check, guided) {
+        (Some(stage), true) => Ok(longest_passing_prefix(task, stage, prompt, gen.text)),
+        _ => Ok(gen.text),
+    }
+}
+
+/// A guided completion that fails the task's output check, cut back to its
+/// longest prefix of whole lines that passes (unchanged when none does): the
+/// guide keeps every line start valid, but a value the model writes freely
+/// can still break the text, usually near the end of the token budget.
+fn longest_passing_prefix(task: Prompted<'_>, stage: &str, prompt: &str, text: String) -> String {
+    let passes = |completion: &str| {
+        let record = serde_json::json!({"prompt": prompt, "completion": completion}).to_string();
+        task.plugins.call(task.plugin, stage, &record).is_ok()
+    };
+    if passes(&text) {
+        return text;
+    }
+    let mut ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).collect();
+    ends.reverse();
+    ends.into_iter().map(|end| &text[..end]).find(|cut| passes(cut)).map_or(text.clone(), String::from)
 }
 
 /// Sampling settings for a task's completions: greedy, its budget and stops.
@@ -83,17 +125,15 @@ pub fn prompts(data: &Encoded, max: usize) -> Vec<(String, String)> {
 }
 
 /// Completes and scores the first `max` rows of `data`; also returns the predictions.
-#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Transformer,
     tok: &PlinthTokenizer,
     adapter: Option<&LoraAdapter>,
-    plugins: &dyn PluginData,
-    plugin: &str,
-    spec: &CompletionSpec,
+    task: Prompted<'_>,
     data: &Encoded,
     max: usize,
 ) -> Result<(Metrics, Vec<Completion>)> {
+    let (plugin, spec) = (task.plugin, task.spec);
     if data.prompts.is_empty() {
         return Err(TrainError::Invalid(format!(
             "the task declares `completion` but its {plugin} data rows carry no \"prompt\""
@@ -101,10 +141,21 @@ pub fn evaluate(
     }
     let mut rows = Vec::new();
     for (prompt, reference) in prompts(data, max) {
-        let prediction = complete(model, tok, adapter, &prompt, spec)?;
+        let prediction = complete(model, tok, adapter, task, &prompt, &greedy(spec))?;
         rows.push((prompt, prediction, reference));
     }
-    Ok((score(plugins, plugin, spec, &rows)?, rows))
+    Ok((score(task.plugins, plugin, spec, &rows)?, rows))
+}
+
+/// Writes completions as JSON lines `{"prompt", "prediction", "reference"}`, in one step.
+pub fn write_completions(path: &std::path::Path, rows: &[Completion]) -> Result<()> {
+    let mut text = String::new();
+    for (prompt, prediction, reference) in rows {
+        let line = serde_json::json!({"prompt": prompt, "prediction": prediction, "reference": reference});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    Ok(plinth_model::checkpoint::write_atomic(path, text.as_bytes())?)
 }
 
 /// For the rows `which` of `query`, the training row whose prompt is nearest:

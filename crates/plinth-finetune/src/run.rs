@@ -508,6 +508,11 @@ impl Finetuner {
         let mut expected = self.meta.clone();
         expected.step = saved.step;
         expected.metric_value = saved.metric_value;
+        // How a prompted task decodes (budget, stops, guide) is not part of what
+        // was trained: a resumed run takes the plugin's current settings.
+        if let (Some(e), Some(s)) = (expected.spec.completion.as_mut(), saved.spec.completion.as_ref()) {
+            *e = s.clone();
+        }
         if saved != expected {
             return Err(TrainError::Invalid(format!(
                 "{} was started with different settings (task, mode, LoRA, head, base or max_len); resume with the config it was started with, or choose another out_dir",
@@ -541,18 +546,17 @@ impl Finetuner {
         if let Some(spec) = self.spec.completion.clone() {
             let (plugin, max) = (self.cfg.task.plugin.as_str(), self.cfg.score.max_examples);
             let t0 = Instant::now();
+            let task = crate::complete::Prompted { plugins, plugin, spec: &spec, request: &self.cfg.task.request };
             let (scores, rows) = crate::complete::evaluate(
                 &self.base.model,
                 &self.base.tokenizer,
                 self.parts.adapter.as_ref(),
-                plugins,
-                plugin,
-                &spec,
+                task,
                 &self.test,
                 max,
             )?;
             tracing::info!(rows = rows.len(), seconds = t0.elapsed().as_secs_f64(), "completed test prompts");
-            write_completions(&self.cfg.out_dir.join(COMPLETIONS_FILE), &rows)?;
+            crate::complete::write_completions(&self.cfg.out_dir.join(COMPLETIONS_FILE), &rows)?;
             test.extend(scores);
             let retrieval = crate::complete::retrieval_baseline(plugins, plugin, &spec, &self.train, &self.test, max)?;
             extra_baselines.push(("retrieval".to_string(), retrieval));
@@ -601,16 +605,6 @@ impl Finetuner {
 }
 
 /// One JSON line per completed test prompt: prompt, prediction, reference.
-fn write_completions(path: &Path, rows: &[crate::complete::Completion]) -> Result<()> {
-    let mut text = String::new();
-    for (prompt, prediction, reference) in rows {
-        let line = serde_json::json!({"prompt": prompt, "prediction": prediction, "reference": reference});
-        text.push_str(&line.to_string());
-        text.push('\n');
-    }
-    Ok(write_atomic(path, text.as_bytes())?)
-}
-
 /// Training loss and the validation metric, each min-max scaled to [0, 1] so both fit one chart.
 fn plot_curves(metrics: &Path, metric: &str, png: &Path) -> Result<()> {
     let text = std::fs::read_to_string(metrics).map_err(io(metrics))?;

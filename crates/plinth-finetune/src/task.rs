@@ -245,7 +245,8 @@ impl FinetunedTask {
     /// Metrics on one split of the task's data, asked from its plugin with the
     /// request the run used. A prompted generation task also completes
     /// `max_completions` prompts spread through the split (0: all) and reports the plugin's scores, with
-    /// the retrieval baseline's as `retrieval.<metric>`.
+    /// the retrieval baseline's as `retrieval.<metric>`, and writes the
+    /// completions to `completions` (JSON lines) when given.
     pub fn evaluate(
         &self,
         base: &Checkpoint,
@@ -253,6 +254,7 @@ impl FinetunedTask {
         split: plinth_data::Split,
         batch_size: usize,
         max_completions: usize,
+        completions: Option<&std::path::Path>,
     ) -> Result<crate::metrics::Metrics> {
         let task = crate::config::TaskRef {
             plugin: self.meta.plugin.clone(),
@@ -270,18 +272,14 @@ impl FinetunedTask {
         let pad = base.tokenizer.id(Special::Pad);
         let mut metrics =
             evaluate_encoded(model, base.mode(), &self.parts, m.spec.kind, m.label_scale, &enc, pad, batch_size)?;
-        if let Some(spec) = &m.spec.completion {
+        if let Some(spec) = &self.completion_spec(plugins) {
             let adapter = self.parts.adapter.as_ref();
-            let (scores, _) = crate::complete::evaluate(
-                model,
-                &base.tokenizer,
-                adapter,
-                plugins,
-                &m.plugin,
-                spec,
-                &enc,
-                max_completions,
-            )?;
+            let task = crate::complete::Prompted { plugins, plugin: &m.plugin, spec, request: &m.request };
+            let (scores, rows) =
+                crate::complete::evaluate(model, &base.tokenizer, adapter, task, &enc, max_completions)?;
+            if let Some(path) = completions {
+                crate::complete::write_completions(path, &rows)?;
+            }
             metrics.extend(scores);
             let train = encoded(plinth_data::Split::Train)?;
             let retrieval =
@@ -289,6 +287,19 @@ impl FinetunedTask {
             metrics.extend(retrieval.into_iter().map(|(k, v)| (format!("retrieval.{k}"), v)));
         }
         Ok(metrics)
+    }
+
+    /// How a prompted task decodes: the plugin's current settings (budget,
+    /// stops, guide: not part of what was trained, so a plugin update reaches
+    /// runs made before it), else those the run saved.
+    fn completion_spec(&self, plugins: &dyn plinth_data::PluginData) -> Option<plinth_data::CompletionSpec> {
+        let saved = self.meta.spec.completion.clone()?;
+        let current = plugins
+            .spec(&self.meta.plugin, &self.meta.task)
+            .ok()
+            .and_then(|s| serde_json::from_str::<TaskSpec>(&s).ok())
+            .and_then(|s| s.completion);
+        Some(current.unwrap_or(saved))
     }
 
     fn model<'a>(&'a self, base: &'a Checkpoint) -> &'a Transformer {
@@ -317,7 +328,7 @@ impl FinetunedTask {
         tries: usize,
     ) -> Result<(String, String, Option<String>)> {
         let m = &self.meta;
-        let Some(spec) = &m.spec.completion else {
+        let Some(spec) = &self.completion_spec(plugins) else {
             return Err(TrainError::Invalid(format!(
                 "{}/{} is not a prompted generation task; use `plinth predict` or `plinth generate --adapter`",
                 m.plugin, m.task
@@ -347,9 +358,8 @@ impl FinetunedTask {
                     ..sampling.clone()
                 }
             };
-            let text = plinth_generate::generate_with(model, &base.tokenizer, &prompt, &cfg, adapter)
-                .map_err(|e| TrainError::Invalid(e.to_string()))?
-                .text;
+            let task = crate::complete::Prompted { plugins, plugin: &m.plugin, spec, request: &m.request };
+            let text = crate::complete::complete(model, &base.tokenizer, adapter, task, &prompt, &cfg)?;
             let complaint = match &spec.output_check {
                 None => None,
                 Some(stage) => {
@@ -382,6 +392,27 @@ impl FinetunedTask {
         let model = self.model(base);
         plinth_generate::generate_with(model, &base.tokenizer, prompt, cfg, self.parts.adapter.as_ref())
             .map_err(|e| TrainError::Invalid(e.to_string()))
+    }
+
+    /// Continues `prompt` with the task: a prompted task with a guide decodes
+    /// under it (as its evaluation and `plinth generate --plugin` do), any other
+    /// generation task as [`FinetunedTask::generate`].
+    pub fn complete(
+        &self,
+        base: &Checkpoint,
+        plugins: &dyn plinth_data::PluginData,
+        prompt: &str,
+        cfg: &plinth_generate::SamplingConfig,
+    ) -> Result<String> {
+        match self.completion_spec(plugins) {
+            Some(spec) if spec.guide.is_some() && self.meta.spec.kind == TaskKind::Generation => {
+                let m = &self.meta;
+                let task = crate::complete::Prompted { plugins, plugin: &m.plugin, spec: &spec, request: &m.request };
+                let adapter = self.parts.adapter.as_ref();
+                crate::complete::complete(self.model(base), &base.tokenizer, adapter, task, prompt, cfg)
+            }
+            _ => Ok(self.generate(base, prompt, cfg)?.text),
+        }
     }
 
     /// Fills the blank in `text` with the task's adapter on a masked base

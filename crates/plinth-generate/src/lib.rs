@@ -8,6 +8,9 @@ use plinth_model::{AttentionMode, ModelError, Transformer};
 use plinth_tokenizer::{PlinthTokenizer, Special, TokenizerError};
 use tch::{Kind, Tensor};
 
+pub mod guide;
+pub use guide::{Guide, Step};
+
 /// The marker for the blank in `fill` inputs.
 pub const BLANK: &str = "___";
 
@@ -103,6 +106,19 @@ pub fn generate_ids_with(
     cfg: &SamplingConfig,
     adapter: Option<&plinth_model::lora::LoraAdapter>,
 ) -> Result<Generation> {
+    generate_guided_ids(model, tok, prompt, cfg, adapter, None)
+}
+
+/// [`generate_ids_with`] under a [`Guide`]: before every token the guide says
+/// what may come next (see [`guide`]), and only that is sampled.
+pub fn generate_guided_ids(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    prompt: &[u32],
+    cfg: &SamplingConfig,
+    adapter: Option<&plinth_model::lora::LoraAdapter>,
+    mut guide: Option<&mut dyn Guide>,
+) -> Result<Generation> {
     check_sampling(cfg)?;
     let opts = plinth_model::ForwardOptions { adapter, ..plinth_model::ForwardOptions::new(AttentionMode::Causal) };
     let ctx = model.config().max_seq_len as usize;
@@ -117,6 +133,10 @@ pub fn generate_ids_with(
     }
     let device = model_device(model);
     let eos = tok.special(Special::Eos);
+    let table = match guide {
+        Some(_) => Some(guide::TokenTable::new(tok, model.config().vocab_size as usize)?),
+        None => None,
+    };
     let mut rng = SplitMix64::new(cfg.seed);
     let mut cache = cfg.use_cache.then(|| model.new_cache(1));
     let mut all: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
@@ -130,33 +150,49 @@ pub fn generate_ids_with(
                 finish = FinishReason::ContextFull;
                 break;
             }
-            let logits = match cache.as_mut() {
-                Some(c) => {
-                    let ids = Tensor::from_slice(&next_input).view([1, -1]).to_device(device);
-                    model.forward_with(&ids, Some(c), &opts)?
+            let step = match guide.as_mut() {
+                Some(g) => Some(g.next(&text).map_err(|e| GenerateError::Input(format!("the guide: {e}")))?),
+                None => None,
+            };
+            let appended: Vec<u32> = if let Some(Step::Pick { options, prior }) = &step {
+                let best = pick(model, tok, &all, options, prior, &opts)?;
+                let room = cfg.max_new_tokens - new.len();
+                best.into_iter().take(room).collect()
+            } else {
+                let logits = match cache.as_mut() {
+                    Some(c) => {
+                        let ids = Tensor::from_slice(&next_input).view([1, -1]).to_device(device);
+                        model.forward_with(&ids, Some(c), &opts)?
+                    }
+                    None => {
+                        let ids = Tensor::from_slice(&all).view([1, -1]).to_device(device);
+                        model.forward_with(&ids, None, &opts)?
+                    }
+                }; // (1, T, V)
+                next_input.clear();
+                let last = logits.select(1, -1).squeeze_dim(0); // (V,)
+                let mut last = penalize(last, &new, cfg.repetition_penalty);
+                if let (Some(step), Some(table)) = (&step, &table) {
+                    last = mask(last, table, step, eos)
+                        .map_err(|e| GenerateError::Input(format!("{e}, after {text:?}")))?;
                 }
-                None => {
-                    let ids = Tensor::from_slice(&all).view([1, -1]).to_device(device);
-                    model.forward_with(&ids, None, &opts)?
-                }
-            }; // (1, T, V)
-            let last = logits.select(1, -1).squeeze_dim(0); // (V,)
-            let last = penalize(last, &new, cfg.repetition_penalty);
-            let id = sample(&last, cfg, &mut rng);
-            if Some(id) == eos {
-                finish = FinishReason::EndOfText;
-                break;
-            }
-            new.push(id);
-            all.push(i64::from(id));
-            next_input = vec![i64::from(id)];
-            if !cfg.stop.is_empty() {
-                text = tok.decode(&new)?;
-                if let Some(cut) = cfg.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                    text.truncate(cut);
-                    finish = FinishReason::Stop;
+                let id = sample(&last, cfg, &mut rng);
+                if Some(id) == eos {
+                    finish = FinishReason::EndOfText;
                     break;
                 }
+                vec![id]
+            };
+            new.extend(&appended);
+            all.extend(appended.iter().map(|&t| i64::from(t)));
+            next_input.extend(appended.iter().map(|&t| i64::from(t)));
+            if guide.is_some() || !cfg.stop.is_empty() {
+                text = tok.decode(&new)?;
+            }
+            if let Some(cut) = cfg.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(cut);
+                finish = FinishReason::Stop;
+                break;
             }
             if all.len() >= ctx && new.len() < cfg.max_new_tokens {
                 finish = FinishReason::ContextFull;
@@ -169,6 +205,104 @@ pub fn generate_ids_with(
         text = tok.decode(&new)?;
     }
     Ok(Generation { ids: new, text, finish })
+}
+
+/// Keeps only what `step` allows of last-position logits (V,).
+fn mask(logits: Tensor, table: &guide::TokenTable, step: &Step, eos: Option<u32>) -> Result<Tensor> {
+    let mut ids = table.allowed(step);
+    let eos_ok = match step {
+        Step::Free { eos, .. } | Step::Allow { eos, .. } => *eos,
+        Step::Pick { .. } => false,
+    };
+    if ids.is_empty() {
+        let why = match step {
+            Step::Allow { options, .. } if !options.is_empty() => {
+                format!("no token of the tokenizer writes the start of any of {options:?}")
+            }
+            _ => "it allowed nothing to follow".into(),
+        };
+        if !eos_ok {
+            return Err(GenerateError::Input(format!("the guide: {why}")));
+        }
+    }
+    if eos_ok {
+        ids.extend(eos);
+    }
+    let mut bias = vec![f32::NEG_INFINITY; table.vocab];
+    for id in ids {
+        if let Some(b) = bias.get_mut(id as usize) {
+            *b = 0.0;
+        }
+    }
+    let bias = Tensor::from_slice(&bias).to_device(logits.device()).to_kind(logits.kind());
+    Ok(logits + bias)
+}
+
+/// The token ids of the best of `options` after `context`: the largest sum of
+/// log-probabilities of its tokens plus its `prior`.
+fn pick(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    context: &[i64],
+    options: &[String],
+    prior: &[f64],
+    opts: &plinth_model::ForwardOptions,
+) -> Result<Vec<u32>> {
+    if !prior.is_empty() && prior.len() != options.len() {
+        return Err(GenerateError::Input(format!(
+            "the guide gave {} priors for {} options; give one per option or none",
+            prior.len(),
+            options.len()
+        )));
+    }
+    let (scores, mut encoded) = option_logprobs(model, tok, context, options, opts)?;
+    let best = scores
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s + prior.get(i).copied().unwrap_or(0.0), i))
+        .fold((f64::NEG_INFINITY, 0), |a, b| if b.0 > a.0 { b } else { a });
+    Ok(encoded.swap_remove(best.1))
+}
+
+/// Each option's summed token log-probability after `context` (one batch),
+/// with the options' token ids.
+fn option_logprobs(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    context: &[i64],
+    options: &[String],
+    opts: &plinth_model::ForwardOptions,
+) -> Result<(Vec<f64>, Vec<Vec<u32>>)> {
+    if options.is_empty() {
+        return Err(GenerateError::Input("the guide offered nothing to pick from".into()));
+    }
+    let encoded = tok.encode_batch(options)?;
+    let width = context.len() + encoded.iter().map(Vec::len).max().unwrap_or(0);
+    let ctx = model.config().max_seq_len as usize;
+    if width > ctx {
+        return Err(GenerateError::Input(format!(
+            "an option of the guide does not fit the model's context ({width} > {ctx} tokens)"
+        )));
+    }
+    let mut batch = Vec::with_capacity(options.len() * width);
+    for ids in &encoded {
+        batch.extend_from_slice(context);
+        batch.extend(ids.iter().map(|&t| i64::from(t)));
+        batch.extend(std::iter::repeat_n(0, width - context.len() - ids.len()));
+    }
+    let input = Tensor::from_slice(&batch).view([options.len() as i64, width as i64]).to_device(model_device(model));
+    let logp = model.forward_with(&input, None, opts)?.log_softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
+    let scores = encoded
+        .iter()
+        .enumerate()
+        .map(|(i, ids)| {
+            ids.iter()
+                .enumerate()
+                .map(|(k, &t)| logp.double_value(&[i as i64, (context.len() + k - 1) as i64, i64::from(t)]))
+                .sum()
+        })
+        .collect();
+    Ok((scores, encoded))
 }
 
 /// Continues a text prompt; the prompt is framed as a document start (`<bos>`).
@@ -184,9 +318,21 @@ pub fn generate_with(
     cfg: &SamplingConfig,
     adapter: Option<&plinth_model::lora::LoraAdapter>,
 ) -> Result<Generation> {
+    generate_guided(model, tok, prompt, cfg, adapter, None)
+}
+
+/// [`generate_with`] under a [`Guide`] (see [`generate_guided_ids`]).
+pub fn generate_guided(
+    model: &Transformer,
+    tok: &PlinthTokenizer,
+    prompt: &str,
+    cfg: &SamplingConfig,
+    adapter: Option<&plinth_model::lora::LoraAdapter>,
+    guide: Option<&mut dyn Guide>,
+) -> Result<Generation> {
     let mut ids: Vec<u32> = tok.special(Special::Bos).into_iter().collect();
     ids.extend(tok.encode(prompt)?);
-    generate_ids_with(model, tok, &ids, cfg, adapter)
+    generate_guided_ids(model, tok, &ids, cfg, adapter, guide)
 }
 
 /// A filled blank.

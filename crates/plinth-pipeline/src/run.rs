@@ -451,6 +451,7 @@ fn provenance(
 fn generate_one(
     base: &Checkpoint,
     task: Option<&FinetunedTask>,
+    plugins: &dyn plinth_data::PluginData,
     prompt: &str,
     sampling: &plinth_generate::SamplingConfig,
     seed: u64,
@@ -458,7 +459,7 @@ fn generate_one(
 ) -> Result<String, String> {
     let cfg = plinth_generate::SamplingConfig { seed, ..sampling.clone() };
     let text = match task {
-        Some(t) => t.generate(base, prompt, &cfg).map(|g| g.text).map_err(|e| e.to_string())?,
+        Some(t) => t.complete(base, plugins, prompt, &cfg).map_err(|e| e.to_string())?,
         None => plinth_generate::generate(&base.model, &base.tokenizer, prompt, &cfg)
             .map(|g| g.text)
             .map_err(|e| e.to_string())?,
@@ -501,7 +502,7 @@ fn apply(
                 };
                 let seed = sampling.seed.wrapping_add((offset + i) as u64);
                 let (base, task) = run.model.as_ref().ok_or("model not loaded")?;
-                match generate_one(base, task.as_ref(), &prompt, sampling, seed, *trim) {
+                match generate_one(base, task.as_ref(), ctx.plugins, &prompt, sampling, seed, *trim) {
                     Ok(text) => {
                         r.insert(field.clone(), Value::from(text));
                         if *with_provenance {

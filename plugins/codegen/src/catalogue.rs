@@ -26,6 +26,8 @@ pub struct ModuleSpec {
     pub fqcn: String,
     /// The documentation's one-line `short_description`.
     pub short_description: String,
+    /// The documentation's `description` paragraphs, joined.
+    pub description: String,
     pub options: BTreeMap<String, OptionSpec>,
     /// Takes its arguments as one string (`free_form` / `_raw_params`), as
     /// `command` and `shell` do.

@@ -218,6 +218,12 @@ pub fn extract(modules: &[SourceFile], fragments: &HashMap<String, String>) -> E
                     if let Some(d) = doc.get("short_description").and_then(Value::as_str) {
                         spec.short_description = d.split_whitespace().collect::<Vec<_>>().join(" ");
                     }
+                    let paragraphs = match doc.get("description") {
+                        Some(Value::String(d)) => vec![d.as_str()],
+                        Some(Value::Sequence(ds)) => ds.iter().filter_map(Value::as_str).collect(),
+                        _ => Vec::new(),
+                    };
+                    spec.description = paragraphs.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
                     out.catalogue.insert(spec);
                 }
                 Err(e) => out.problems.push(Problem { path: m.path.clone(), what: e }),

@@ -15,12 +15,15 @@
 //!   `{"rows": [{"prompt", "prediction", "reference"}]}`;
 //! * `ansible-stats`: extraction counts, split sizes and the skipped blocks;
 //! * `ansible-module`: one module's catalogue entry (options, required ones);
+//! * `guide`: catalogue-guided decoding (see [`guide`]): the module picked among
+//!   the retrieved candidates, argument keys only from the module's options;
 //! * stages `prompt` (request → prompt), `parse` (one YAML task), `check` (module
 //!   and arguments against the catalogue, with "did you mean") and `playbook`
 //!   (wrap a task in a play).
 
 pub mod catalogue;
 pub mod extract;
+pub mod guide;
 pub mod metrics;
 pub mod pyliteral;
 
@@ -78,7 +81,7 @@ pub enum SplitBy {
 }
 
 impl SplitBy {
-    fn from_request(req: &Value) -> Result<Self, String> {
+    pub fn from_request(req: &Value) -> Result<Self, String> {
         match req.get("split_by").and_then(Value::as_str) {
             None | Some("module") => Ok(SplitBy::Module),
             Some("collection") => Ok(SplitBy::Collection),
@@ -298,6 +301,7 @@ pub fn task_spec() -> TaskSpec {
             scorer: "ansible-score".into(),
             metric: "ansible_aware".into(),
             output_check: Some("check".into()),
+            guide: Some("guide".into()),
             max_new_tokens: 160,
             stop: vec!["\n- ".into()],
             // Measured on 150 held-out prompts with the tiny base: schema-correct
@@ -332,6 +336,11 @@ impl Plugin for Codegen {
                 answer_score,
             ),
             Component::data("ansible-stats", "extraction counts, split sizes, skipped blocks", answer_stats),
+            Component::data(
+                "guide",
+                "catalogue-guided decoding: {prompt, completion, request} -> the next step (pick, allow, free)",
+                guide::answer,
+            ),
             Component::data("ansible-module", "a module's documented options: {\"module\": NAME}", answer_module),
             Component::stage_with_schema(
                 "prompt",

@@ -38,6 +38,16 @@ if ! have "${pins[@]}" || ! "$vpy" -c "import numpy" 2>/dev/null; then
   echo "plinth: installing torch==$torch_version, numpy, tokenizers, transformers, peft and just into $venv (about 5 GB, a few minutes the first time)" >&2
   "$vpy" -m pip install --quiet --disable-pip-version-check "${pins[@]}" "$numpy_spec"
 fi
+# The CUDA build of torch ships CUDA's runtime headers and NCCL's, but not the C
+# runtime configuration (crt/) or libcu++ (nv/target) that ProcessGroupNCCL.hpp's
+# includes need: with them plinth-dist's shim is built with NCCL (build.rs).
+# Versions of CUDA 13.0, the toolkit torch 2.11's default wheel was built with.
+cuda_pins=("nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85")
+if "$vpy" -c 'import importlib.metadata as m, sys; sys.exit(not m.version("nvidia-cuda-runtime").startswith("13.0."))' 2>/dev/null \
+  && ! have "${cuda_pins[@]}"; then
+  echo "plinth: installing CUDA headers for NCCL (${cuda_pins[*]})" >&2
+  "$vpy" -m pip install --quiet --disable-pip-version-check --no-deps "${cuda_pins[@]}"
+fi
 if [ "${#extras[@]}" -gt 0 ]; then
   "$vpy" -m pip install --quiet --disable-pip-version-check "${extras[@]}"
 fi

@@ -540,13 +540,21 @@ fn launch(nproc: usize, master_port: Option<u16>, grace: u64, command: &[String]
 
 /// torchrun's variables (set by `plinth launch`, torchrun or a scheduler) make this
 /// process one rank of a data-parallel run; without them it runs alone.
-fn join_group() -> Result<Option<std::sync::Arc<plinth_dist::ProcessGroup>>> {
+/// Joins the process group the `torchrun` variables describe, if any, and the
+/// device this rank trains on: on CUDA each rank takes the GPU of its
+/// `LOCAL_RANK` (and NCCL, unless `PLINTH_DIST_BACKEND` says otherwise).
+fn join_group(device: tch::Device) -> Result<(Option<std::sync::Arc<plinth_dist::ProcessGroup>>, tch::Device)> {
     Ok(match plinth_dist::Rendezvous::from_env()? {
         Some(r) => {
-            tracing::info!(rank = r.rank, world = r.world_size, master = %format!("{}:{}", r.master_addr, r.master_port), "joining");
-            Some(std::sync::Arc::new(plinth_dist::ProcessGroup::init(&r)?))
+            let device = match device {
+                tch::Device::Cuda(_) => tch::Device::Cuda(r.local_rank),
+                other => other,
+            };
+            let group = plinth_dist::ProcessGroup::init_on(&r, device)?;
+            tracing::info!(rank = r.rank, world = r.world_size, master = %format!("{}:{}", r.master_addr, r.master_port), backend = ?group.backend(), ?device, "joined");
+            (Some(std::sync::Arc::new(group)), device)
         }
-        None => None,
+        None => (None, device),
     })
 }
 
@@ -558,7 +566,7 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
         true => Some(std::sync::Arc::new(plugin_data()?)),
         false => None,
     };
-    let group = join_group()?;
+    let (group, device) = join_group(device)?;
     let writer = group.as_ref().is_none_or(|g| g.rank() == 0);
     let opts = RunOptions {
         resume,
@@ -610,7 +618,7 @@ fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
     let cfg = FinetuneConfig::from_file(config)?;
     let plugins = plugin_data()?;
     let out_dir = cfg.out_dir.clone();
-    let group = join_group()?;
+    let (group, device) = join_group(device)?;
     let writer = group.as_ref().is_none_or(|g| g.rank() == 0);
     let mut ft = Finetuner::new(cfg, &plugins, FinetuneOptions { resume, device, group })
         .with_context(|| format!("preparing the finetune in {}", config.display()))?;

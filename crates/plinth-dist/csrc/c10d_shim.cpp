@@ -13,6 +13,13 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Types.hpp>
 
+// PLINTH_WITH_NCCL: build.rs found libtorch_cuda and the CUDA and NCCL headers
+// ProcessGroupNCCL.hpp needs; without it the NCCL entry point only says so.
+#ifdef PLINTH_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
 namespace {
 
 void report(char* err, size_t err_len, const char* what) {
@@ -84,6 +91,50 @@ void* plinth_c10d_gloo_new(void* store, int rank, int world_size, int64_t timeou
     auto s = c10::static_intrusive_pointer_cast<c10d::Store>(static_cast<Store*>(store)->store);
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(s, rank, world_size, opts);
     out = new Group{c10::static_intrusive_pointer_cast<c10d::Backend>(pg), timeout};
+  });
+  return out;
+}
+
+// 1 when this build can create NCCL process groups.
+int plinth_c10d_has_nccl() {
+#ifdef PLINTH_WITH_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// An NCCL process group over the store, bound to CUDA device `device` (each
+// rank its own GPU, usually LOCAL_RANK). Communicators are created on the
+// first collective, as torch.distributed does.
+void* plinth_c10d_nccl_new(void* store, int rank, int world_size, int device, int64_t timeout_ms, char* err,
+                           size_t err_len) {
+  Group* out = nullptr;
+  guarded(err, err_len, [&] {
+#ifdef PLINTH_WITH_NCCL
+    int visible = static_cast<int>(c10::cuda::device_count());
+    if (device < 0 || device >= visible) {
+      throw std::runtime_error("NCCL needs CUDA device " + std::to_string(device) + " but " +
+                               std::to_string(visible) + " CUDA device(s) are visible");
+    }
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
+    auto timeout = std::chrono::milliseconds(timeout_ms);
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = timeout;
+    auto s = c10::static_intrusive_pointer_cast<c10d::Store>(static_cast<Store*>(store)->store);
+    auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(s, rank, world_size, opts);
+    pg->setBoundDeviceId(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device)));
+    out = new Group{c10::static_intrusive_pointer_cast<c10d::Backend>(pg), timeout};
+#else
+    (void)store;
+    (void)rank;
+    (void)world_size;
+    (void)device;
+    (void)timeout_ms;
+    throw std::runtime_error(
+        "this build of plinth has no NCCL: it was built against a libtorch without CUDA, or without the CUDA "
+        "headers `./dev setup` installs; use the gloo backend");
+#endif
   });
   return out;
 }

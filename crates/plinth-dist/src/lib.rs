@@ -47,6 +47,16 @@ mod ffi {
             err: *mut c_char,
             err_len: usize,
         ) -> *mut c_void;
+        pub fn plinth_c10d_has_nccl() -> c_int;
+        pub fn plinth_c10d_nccl_new(
+            store: *mut c_void,
+            rank: c_int,
+            world_size: c_int,
+            device: c_int,
+            timeout_ms: i64,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> *mut c_void;
         pub fn plinth_c10d_group_free(group: *mut c_void);
         pub fn plinth_c10d_all_reduce(
             group: *mut c_void,
@@ -85,6 +95,44 @@ fn checked<T>(op: &'static str, f: impl FnOnce(*mut c_char, usize) -> Option<T>)
     }
 }
 
+/// Which c10d backend carries the collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Gloo: CPU tensors, any machine.
+    Gloo,
+    /// NCCL: CUDA tensors, one GPU per rank (this build must have NCCL, see [`nccl_available`]).
+    Nccl,
+    /// NCCL when the training device is CUDA and this build has NCCL, else Gloo.
+    Auto,
+}
+
+impl Backend {
+    fn parse(v: &str) -> Result<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "gloo" => Ok(Backend::Gloo),
+            "nccl" => Ok(Backend::Nccl),
+            "auto" | "" => Ok(Backend::Auto),
+            other => Err(DistError::Config(format!("PLINTH_DIST_BACKEND={other:?} is not gloo, nccl or auto"))),
+        }
+    }
+
+    /// The backend to use on `device`.
+    pub fn resolve(self, device: tch::Device) -> Backend {
+        match self {
+            Backend::Auto if device.is_cuda() && nccl_available() => Backend::Nccl,
+            Backend::Auto => Backend::Gloo,
+            b => b,
+        }
+    }
+}
+
+/// Whether this build can create NCCL process groups (a CUDA libtorch and its
+/// headers were found when plinth-dist was built).
+pub fn nccl_available() -> bool {
+    // SAFETY: a pure function of how the shim was compiled.
+    unsafe { ffi::plinth_c10d_has_nccl() == 1 }
+}
+
 /// Where and how ranks meet: the `torchrun` variables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendezvous {
@@ -95,6 +143,8 @@ pub struct Rendezvous {
     pub local_rank: usize,
     /// How long rendezvous and each collective may take before failing.
     pub timeout: Duration,
+    /// `PLINTH_DIST_BACKEND` (gloo, nccl or auto, the default).
+    pub backend: Backend,
 }
 
 /// The variables [`Rendezvous::from_env`] reads.
@@ -102,7 +152,7 @@ pub const ENV_VARS: [&str; 5] = ["MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SI
 
 impl Rendezvous {
     /// Reads `MASTER_ADDR`, `MASTER_PORT`, `RANK`, `WORLD_SIZE` and `LOCAL_RANK`
-    /// (and `PLINTH_DIST_TIMEOUT_S`, default 300). `None` when `WORLD_SIZE` is unset:
+    /// (and `PLINTH_DIST_TIMEOUT_S`, default 300, and `PLINTH_DIST_BACKEND`). `None` when `WORLD_SIZE` is unset:
     /// a single process. A malformed or missing variable is an error naming it.
     pub fn from_env() -> Result<Option<Self>> {
         Self::from_vars(|k| std::env::var(k).ok())
@@ -139,6 +189,7 @@ impl Rendezvous {
             Some(v) => num("PLINTH_DIST_TIMEOUT_S", Some(v))?,
             None => 300,
         };
+        let backend = Backend::parse(&get("PLINTH_DIST_BACKEND").unwrap_or_default())?;
         Ok(Some(Rendezvous {
             master_addr,
             master_port,
@@ -146,6 +197,7 @@ impl Rendezvous {
             world_size,
             local_rank,
             timeout: Duration::from_secs(timeout_s as u64),
+            backend,
         }))
     }
 }
@@ -170,13 +222,16 @@ pub enum ReduceOp {
     Max,
 }
 
-/// A Gloo process group: every rank calls each collective in the same order.
+/// A Gloo or NCCL process group: every rank calls each collective in the same order.
 #[derive(Debug)]
 pub struct ProcessGroup {
     group: NonNull<c_void>,
     _store: Store,
     rank: usize,
     world_size: usize,
+    backend: Backend,
+    /// Where the collectives' tensors live: the CPU for Gloo, this rank's GPU for NCCL.
+    device: tch::Device,
     /// Held across each collective: calls from several threads are issued one at a time.
     lock: std::sync::Mutex<()>,
 }
@@ -196,10 +251,28 @@ impl Drop for ProcessGroup {
 }
 
 impl ProcessGroup {
-    /// Joins the group described by `r`: rendezvous through the TCPStore at
-    /// `master_addr:master_port`, then Gloo connects every pair of ranks. Fails
-    /// with c10d's message after `r.timeout` if the others do not arrive.
+    /// Joins the group described by `r` with Gloo (CPU tensors): rendezvous
+    /// through the TCPStore at `master_addr:master_port`, then Gloo connects
+    /// every pair of ranks. Fails with c10d's message after `r.timeout` if the
+    /// others do not arrive.
     pub fn init(r: &Rendezvous) -> Result<Self> {
+        Self::init_on(r, tch::Device::Cpu)
+    }
+
+    /// [`ProcessGroup::init`] for training on `device`: the backend is
+    /// `r.backend` resolved for it (NCCL on CUDA when built with it); NCCL binds
+    /// this rank to `device`'s GPU.
+    pub fn init_on(r: &Rendezvous, device: tch::Device) -> Result<Self> {
+        let backend = r.backend.resolve(device);
+        let gpu = match (backend, device) {
+            (Backend::Nccl, tch::Device::Cuda(i)) => i as c_int,
+            (Backend::Nccl, other) => {
+                return Err(DistError::Config(format!(
+                    "the nccl backend needs a CUDA training device, not {other:?}; use --device cuda or PLINTH_DIST_BACKEND=gloo"
+                )))
+            }
+            _ => -1,
+        };
         let host = CString::new(r.master_addr.clone())
             .map_err(|_| DistError::Config(format!("MASTER_ADDR {:?} contains a NUL byte", r.master_addr)))?;
         let timeout_ms = r.timeout.as_millis() as i64;
@@ -227,14 +300,22 @@ impl ProcessGroup {
             other => other,
         })?;
         let group = checked("process group", |err, len| {
+            let s = store.0.as_ptr();
             // SAFETY: store.0 is a live store; err/len describe a live buffer.
-            NonNull::new(unsafe { ffi::plinth_c10d_gloo_new(store.0.as_ptr(), rank, world, timeout_ms, err, len) })
+            NonNull::new(unsafe {
+                match backend {
+                    Backend::Nccl => ffi::plinth_c10d_nccl_new(s, rank, world, gpu, timeout_ms, err, len),
+                    _ => ffi::plinth_c10d_gloo_new(s, rank, world, timeout_ms, err, len),
+                }
+            })
         })?;
         Ok(ProcessGroup {
             group,
             _store: store,
             rank: r.rank,
             world_size: r.world_size,
+            backend,
+            device: if backend == Backend::Nccl { device } else { tch::Device::Cpu },
             lock: std::sync::Mutex::new(()),
         })
     }
@@ -247,8 +328,19 @@ impl ProcessGroup {
         self.world_size
     }
 
-    /// Combines each tensor across ranks in place (CPU, contiguous, same shape and
-    /// dtype on every rank).
+    /// The backend carrying the collectives (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Where tensors passed to the collectives must live: the CPU for Gloo,
+    /// this rank's GPU for NCCL.
+    pub fn device(&self) -> tch::Device {
+        self.device
+    }
+
+    /// Combines each tensor across ranks in place (contiguous, same shape and
+    /// dtype on every rank; on CPU for Gloo, on this rank's GPU for NCCL).
     pub fn all_reduce(&self, tensors: &mut [Tensor], op: ReduceOp) -> Result<()> {
         let code = match op {
             ReduceOp::Sum => 0,
@@ -316,5 +408,19 @@ mod tests {
             .expect_err("port")
             .to_string();
         assert!(err.contains("MASTER_PORT"), "{err}");
+        let with =
+            |b: &str| Rendezvous::from_vars(vars(&[("WORLD_SIZE", "1"), ("RANK", "0"), ("PLINTH_DIST_BACKEND", b)]));
+        assert_eq!(with("nccl").expect("ok").expect("some").backend, Backend::Nccl);
+        assert_eq!(with("GLOO").expect("ok").expect("some").backend, Backend::Gloo);
+        let err = with("mpi").expect_err("unknown").to_string();
+        assert!(err.contains("PLINTH_DIST_BACKEND") && err.contains("gloo, nccl or auto"), "{err}");
+    }
+
+    #[test]
+    fn auto_picks_gloo_on_the_cpu() {
+        assert_eq!(Backend::Auto.resolve(tch::Device::Cpu), Backend::Gloo);
+        assert_eq!(Backend::Nccl.resolve(tch::Device::Cpu), Backend::Nccl, "an explicit choice stands");
+        let cuda = Backend::Auto.resolve(tch::Device::Cuda(0));
+        assert_eq!(cuda, if nccl_available() { Backend::Nccl } else { Backend::Gloo });
     }
 }

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use plinth_dist::{ProcessGroup, ReduceOp, Rendezvous};
+use plinth_dist::{nccl_available, Backend, ProcessGroup, ReduceOp, Rendezvous};
 use tch::{Kind, Tensor};
 
 fn free_port() -> u16 {
@@ -98,6 +98,7 @@ fn a_bad_rendezvous_address_fails_fast_with_the_address() {
         world_size: 2,
         local_rank: 1,
         timeout: Duration::from_secs(3),
+        backend: Backend::Auto,
     };
     let t0 = Instant::now();
     let err = ProcessGroup::init(&r).expect_err("nobody listens").to_string();
@@ -107,4 +108,33 @@ fn a_bad_rendezvous_address_fails_fast_with_the_address() {
     let err = ProcessGroup::init(&bad).expect_err("unresolvable").to_string();
     assert!(err.contains("no-such-host.invalid") && !err.contains("frame #"), "{err}");
     eprintln!("{err}");
+}
+
+#[test]
+fn nccl_runs_collectives_on_a_gpu_or_says_why_it_cannot() {
+    let r = Rendezvous {
+        master_addr: "127.0.0.1".into(),
+        master_port: free_port(),
+        rank: 0,
+        world_size: 1,
+        local_rank: 0,
+        timeout: Duration::from_secs(20),
+        backend: Backend::Nccl,
+    };
+    let err = ProcessGroup::init_on(&r, tch::Device::Cpu).expect_err("nccl on the cpu").to_string();
+    assert!(err.contains("needs a CUDA training device") && err.contains("PLINTH_DIST_BACKEND=gloo"), "{err}");
+    let gpu = tch::Device::Cuda(0);
+    if nccl_available() && tch::Cuda::device_count() > 0 {
+        let pg = ProcessGroup::init_on(&r, gpu).expect("nccl group");
+        assert_eq!(pg.backend(), Backend::Nccl);
+        let mut t = vec![Tensor::full([4], 2.5, (Kind::Float, gpu))];
+        pg.all_reduce(&mut t, ReduceOp::Sum).expect("all_reduce");
+        pg.broadcast(&mut t, 0).expect("broadcast");
+        pg.barrier().expect("barrier");
+        assert_eq!(Vec::<f32>::try_from(t[0].to_device(tch::Device::Cpu)).expect("values"), [2.5; 4]);
+    } else {
+        let err = ProcessGroup::init_on(&r, gpu).expect_err("no gpu or no nccl").to_string();
+        let why = if nccl_available() { "CUDA device(s) are visible" } else { "has no NCCL" };
+        assert!(err.contains(why), "{err}");
+    }
 }

@@ -72,7 +72,7 @@ impl DataParallel {
 
     /// The mean of a number over the ranks (losses, for the log).
     pub fn mean(&self, value: f64) -> Result<f64> {
-        let mut t = [Tensor::from_slice(&[value])];
+        let mut t = [Tensor::from_slice(&[value]).to_device(self.group.device())];
         self.group.all_reduce(&mut t, ReduceOp::Sum).map_err(comm)?;
         Ok(t[0].double_value(&[0]) / self.world() as f64)
     }
@@ -80,8 +80,9 @@ impl DataParallel {
     /// Fails unless every rank has the same `value` (a fingerprint of something
     /// each rank built on its own, such as the tokenizer).
     pub fn check_same(&self, value: i64, what: &str) -> Result<()> {
-        let mut lo = [Tensor::from_slice(&[value])];
-        let mut hi = [Tensor::from_slice(&[value])];
+        let device = self.group.device();
+        let mut lo = [Tensor::from_slice(&[value]).to_device(device)];
+        let mut hi = [Tensor::from_slice(&[value]).to_device(device)];
         self.group.all_reduce(&mut lo, ReduceOp::Min).map_err(comm)?;
         self.group.all_reduce(&mut hi, ReduceOp::Max).map_err(comm)?;
         if lo[0].int64_value(&[0]) != hi[0].int64_value(&[0]) {
@@ -92,14 +93,15 @@ impl DataParallel {
         Ok(())
     }
 
-    /// Runs `op` on flat buckets of `tensors` (float32, about [`BUCKET_BYTES`] each)
-    /// and copies the results back.
+    /// Runs `op` on flat buckets of `tensors` (float32, about [`BUCKET_BYTES`] each,
+    /// on the group's device: a model on a GPU with Gloo goes through the CPU) and
+    /// copies the results back.
     fn bucketed(&self, tensors: &[Tensor], op: impl Fn(&mut Tensor) -> plinth_dist::Result<()>) -> Result<()> {
         tch::no_grad(|| {
             for range in buckets(tensors, BUCKET_BYTES) {
                 let parts: Vec<Tensor> =
                     tensors[range.clone()].iter().map(|t| t.detach().to_kind(Kind::Float).reshape([-1])).collect();
-                let mut flat = Tensor::cat(&parts, 0);
+                let mut flat = Tensor::cat(&parts, 0).to_device(self.group.device());
                 op(&mut flat).map_err(comm)?;
                 let mut offset = 0;
                 for t in &tensors[range] {

@@ -1,6 +1,8 @@
 //! Builds the c10d shim (`csrc/c10d_shim.cpp`) against the torch wheel's headers,
 //! with the flags torch-sys uses, and embeds libtorch's rpath like every other crate.
 
+#[path = "../../build/torch_cxx.rs"]
+mod torch_cxx;
 #[path = "../../build/torch_rpath.rs"]
 mod torch_rpath;
 
@@ -9,27 +11,14 @@ use std::process::Command;
 
 fn main() {
     torch_rpath::main();
-    let lib = match std::env::var_os("LIBTORCH_LIB") {
-        Some(dir) => PathBuf::from(dir).join("lib"),
-        None => torch_rpath::torch_lib_from_python(),
-    };
-    let include = lib.parent().map(|t| t.join("include")).unwrap_or_default();
+    let lib = torch_cxx::torch_lib();
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let gloo = gloo_headers(&manifest);
     println!("cargo:rerun-if-changed=csrc/c10d_shim.cpp");
     println!("cargo:rerun-if-env-changed=PLINTH_GLOO_INCLUDE");
     println!("cargo:rerun-if-env-changed=PLINTH_NCCL");
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .file("csrc/c10d_shim.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .include(&gloo)
-        .flag("-std=c++17")
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .define("USE_C10D_GLOO", None)
-        .warnings(false);
+    let mut build = torch_cxx::build(&lib);
+    build.file("csrc/c10d_shim.cpp").include(&gloo).define("USE_C10D_GLOO", None);
     let nccl = nccl_includes(&lib);
     if let Some(dirs) = &nccl {
         for d in dirs {

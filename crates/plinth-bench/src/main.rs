@@ -295,7 +295,7 @@ fn train(
         sync(device);
         let t2 = Instant::now();
         clip_grad_norm(&mut grads, 1.0);
-        opt.step(&grads, 1e-3);
+        opt.step(&grads, 1e-3).map_err(anyhow::Error::msg)?;
         sync(device);
         let t3 = Instant::now();
         if i >= warmup {
@@ -649,7 +649,7 @@ fn finetune(
         let loss = head.loss(&head.forward(&hidden, &valid), &labels)?;
         let mut grads = gradients(&loss, &params);
         clip_grad_norm(&mut grads, 1.0);
-        opt.step(&grads, 1e-4);
+        opt.step(&grads, 1e-4).map_err(anyhow::Error::msg)?;
         if i >= 2 {
             times.push(t0.elapsed().as_secs_f64());
         }

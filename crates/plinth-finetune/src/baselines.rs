@@ -190,7 +190,7 @@ fn fit_linear(
                 let residual = ((x_rows.mm(&w) + &b).softmax(-1, Kind::Float) - &onehot) / n; // (N, K)
                 let gw = xt_rows.mm(&residual) + &w * (2.0 * lambda);
                 let gb = residual.sum_dim_intlist(0, false, Kind::Float);
-                opt.step(&[gw, gb], 0.1);
+                opt.step(&[gw, gb], 0.1).expect("AdamW on the baseline's own f32 tensors");
             }
             let (w, b) = (w.detach(), b.detach());
             Box::new(move |z: &Tensor| (z.to_sparse_csr(None).mm(&w) + &b).softmax(-1, Kind::Float))

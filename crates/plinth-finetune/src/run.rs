@@ -396,7 +396,7 @@ impl Finetuner {
             }
             let t = &self.cfg.train;
             let lr = lr_at(step, t.lr, t.warmup_steps, self.total_steps, t.min_lr_ratio);
-            self.opt.step(&grads, lr);
+            self.opt.step(&grads, lr).map_err(TrainError::Invalid)?;
             self.progress.step += 1;
             if !loss_value.is_finite() {
                 return Err(TrainError::Invalid(format!(

@@ -264,7 +264,7 @@ impl Pretrainer {
                 loss = d.mean(loss)?;
             }
             let grad_norm = clip_grad_norm(&mut grads, t.clip_norm);
-            self.opt.step(&grads, lr);
+            self.opt.step(&grads, lr).map_err(TrainError::Invalid)?;
             if !loss.is_finite() {
                 return Err(TrainError::Invalid(format!(
                     "loss became {loss} at step {step}; lower train.lr or raise warmup_steps (the last checkpoint is untouched)"

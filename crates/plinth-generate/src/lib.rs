@@ -211,7 +211,7 @@ pub fn generate_guided_ids(
 fn mask(logits: Tensor, table: &guide::TokenTable, step: &Step, eos: Option<u32>) -> Result<Tensor> {
     let mut ids = table.allowed(step);
     let eos_ok = match step {
-        Step::Free { eos, .. } | Step::Allow { eos, .. } => *eos,
+        Step::Free { eos: may_end, .. } | Step::Allow { eos: may_end, .. } => *may_end && eos.is_some(),
         Step::Pick { .. } => false,
     };
     if ids.is_empty() {

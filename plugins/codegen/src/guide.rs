@@ -497,7 +497,10 @@ pub fn next_step(
     let options: Vec<String> =
         starts.iter().filter_map(|s| s.strip_prefix(partial)).filter(|r| !r.is_empty()).map(String::from).collect();
     if options.is_empty() {
-        return Err(format!("nothing in the catalogue fits line {partial:?} after {completion:?}"));
+        // Nothing fits this indentation (the host keeps indentation on the way to
+        // a line start, so this should not happen): end the answer here and let
+        // the check judge it, rather than fail a whole evaluation.
+        return Ok(json!({"kind": "allow", "options": [], "eos": true}));
     }
     Ok(json!({"kind": "allow", "options": options, "eos": can_end && partial.trim().is_empty()}))
 }
@@ -648,6 +651,9 @@ mod tests {
             "{opts:?}"
         );
         assert_eq!(next["eos"], true);
+        // An indentation nothing fits ends the answer instead of failing.
+        let stray = step(&c, "\n  ansible.builtin.apt:\n    name: nginx\n     ");
+        assert_eq!(stray, json!({"kind": "allow", "options": [], "eos": true}));
         // Aliases count as their option.
         let opts = step(&c, "\n  ansible.builtin.apt:\n    pkg: nginx\n");
         assert!(!options(&opts).contains(&"    name:"), "{opts}");

@@ -65,6 +65,8 @@ lint: setup
     {{env}} cargo fmt --all --check
     {{env}} cargo clippy --release --workspace --all-targets -- -D warnings
 
-# training and generation throughput against PyTorch eager, torch.compile and HF generate
+# training and generation throughput against PyTorch eager, torch.compile and HF generate;
+# then the AdamW update alone, fused against composed
 bench: build
     {{env}} python bench/bench.py --plinth "$CARGO_TARGET_DIR/release/plinth-bench"
+    {{env}} python bench/optimizer.py

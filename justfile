@@ -65,8 +65,7 @@ lint: setup
     {{env}} cargo fmt --all --check
     {{env}} cargo clippy --release --workspace --all-targets -- -D warnings
 
-# training and generation throughput against PyTorch eager, torch.compile and HF generate;
-# then the AdamW update alone, fused against composed
+# throughput against PyTorch eager, torch.compile and HF generate, then AdamW fused vs composed
 bench: build
     {{env}} python bench/bench.py --plinth "$CARGO_TARGET_DIR/release/plinth-bench"
     {{env}} python bench/optimizer.py

@@ -374,6 +374,13 @@ fn run(cli: Cli) -> Result<()> {
                 SplitArg::Test => plinth_data::Split::Test,
             };
             let (base, tasks) = load_tasks(&[run], base.as_deref(), device)?;
+            if completions.is_some() && tasks[0].meta.spec.completion.is_none() {
+                bail!(
+                    "--completions writes a prompted generation task's answers; {}/{} is not one",
+                    tasks[0].meta.plugin,
+                    tasks[0].meta.task
+                );
+            }
             let plugins = plugin_data()?;
             let metrics = tasks[0].evaluate(&base, &plugins, split, 64, max, completions.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&metrics)?);

@@ -341,6 +341,9 @@ max_len = 32
 
     let out = plinth(&["eval", "--run", "nowhere"], dir);
     assert!(!out.status.success() && text(&out).contains("holds no finetuned task"), "{}", text(&out));
+    let out = plinth(&["eval", "--run", "ft-lora", "--completions", "c.jsonl"], dir);
+    assert!(!out.status.success() && text(&out).contains("not one"), "{}", text(&out));
+    assert!(!dir.join("c.jsonl").exists());
 }
 
 /// Trains a micro causal SMILES model on fixture molecules and finetunes the example
@@ -548,6 +551,13 @@ max_examples = 4
         std::fs::read_to_string(dir.join("ft-ansible/completions.jsonl")).expect("completions").lines().count(),
         4
     );
+
+    // `eval --completions` writes what it scored.
+    let out = plinth(&["eval", "--run", "ft-ansible", "--max", "2", "--completions", "scored.jsonl"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let scored = std::fs::read_to_string(dir.join("scored.jsonl")).expect("completions written");
+    assert_eq!(scored.lines().count(), 2, "{scored}");
+    assert!(scored.lines().all(|l| l.contains("\"prediction\"") && l.contains("\"reference\"")), "{scored}");
 
     // `generate --plugin` frames the request and prints prompt + answer; an answer
     // the catalogue rejects fails with the reason (a micro model rarely passes).

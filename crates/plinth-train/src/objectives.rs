@@ -63,21 +63,33 @@ pub fn batch_loss(model: &Transformer, objective: &ObjectiveConfig, batch: &Tens
     }
 }
 
-/// Rows of hidden states projected to logits at a time in [`chunked_cross_entropy`].
-pub const CE_CHUNK_ROWS: i64 = 256;
+/// Rows of hidden states projected to logits at a time in [`chunked_cross_entropy`]
+/// for a model of width `d_model`: twice the width, between 256 and 4096.
+///
+/// Small chunks keep each chunk's logits in cache through log-softmax and its
+/// backward; but every chunk adds its own (V, C) gradient of the vocabulary
+/// projection, and the log-softmax's share of the work shrinks as the width grows
+/// (its cost is rows × V, the GEMM's rows × V × C). Measured with `plinth-bench
+/// train` (two interleaved pairs each, tokens/s): tiny (C 128) best at 256; small
+/// (C 256) 5037–5054 at 512 against 4956–4958 at 256 and 4882–4886 at 1024; base
+/// (C 512) 1133–1142 at 1024 against 1113 at 256.
+pub fn ce_chunk_rows(d_model: i64) -> i64 {
+    (2 * d_model).clamp(256, 4096)
+}
 
 /// Mean cross-entropy of the vocabulary projection of `hidden` (N, C) against
-/// `targets` (N,), computed [`CE_CHUNK_ROWS`] rows at a time. The result equals one
-/// big `cross_entropy` up to float rounding, but each chunk's logits (256 × V) stay in
+/// `targets` (N,), computed [`ce_chunk_rows`] rows at a time. The result equals one
+/// big `cross_entropy` up to float rounding, but each chunk's logits stay in
 /// cache through log-softmax and its backward instead of streaming N × V floats
 /// through memory several times: +15% training tokens/s on the small preset here
-/// (`plinth-bench train`, medians of three interleaved runs: 4723 vs 4096).
+/// when introduced (`plinth-bench train`, medians of three interleaved runs: 4723 vs 4096).
 pub fn chunked_cross_entropy(model: &Transformer, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let n = hidden.size()[0];
+    let (n, width) = (hidden.size()[0], hidden.size()[1]);
+    let rows = ce_chunk_rows(width);
     let mut total: Option<Tensor> = None;
     let mut start = 0;
     while start < n {
-        let len = CE_CHUNK_ROWS.min(n - start);
+        let len = rows.min(n - start);
         let logits = model.logits(&hidden.narrow(0, start, len)); // (len, V)
         let part =
             logits.f_cross_entropy_loss::<Tensor>(&targets.narrow(0, start, len), None, Reduction::Sum, IGNORE, 0.0)?;

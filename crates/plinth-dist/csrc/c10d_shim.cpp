@@ -4,6 +4,7 @@
 // null pointer or a non-zero code; nothing throws across the boundary.
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -118,6 +119,10 @@ void* plinth_c10d_nccl_new(void* store, int rank, int world_size, int device, in
                                std::to_string(visible) + " CUDA device(s) are visible");
     }
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
+    // Blocking wait: a collective that times out (a dead peer) throws from wait(),
+    // so it reaches the caller as an error, as with Gloo, instead of the watchdog
+    // tearing the process down. A value the user set is kept.
+    setenv("TORCH_NCCL_BLOCKING_WAIT", "1", 0);
     auto timeout = std::chrono::milliseconds(timeout_ms);
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;

@@ -274,7 +274,7 @@ impl FinetunedTask {
             evaluate_encoded(model, base.mode(), &self.parts, m.spec.kind, m.label_scale, &enc, pad, batch_size)?;
         if let Some(spec) = &self.completion_spec(plugins) {
             let adapter = self.parts.adapter.as_ref();
-            let task = crate::complete::Prompted { plugins, plugin: &m.plugin, spec, request: &m.request };
+            let task = self.prompted(plugins, spec);
             let (scores, rows) =
                 crate::complete::evaluate(model, &base.tokenizer, adapter, task, &enc, max_completions)?;
             if let Some(path) = completions {
@@ -300,6 +300,15 @@ impl FinetunedTask {
             .and_then(|s| serde_json::from_str::<TaskSpec>(&s).ok())
             .and_then(|s| s.completion);
         Some(current.unwrap_or(saved))
+    }
+
+    /// This task as the host completes it with `spec`.
+    fn prompted<'a>(
+        &'a self,
+        plugins: &'a dyn plinth_data::PluginData,
+        spec: &'a plinth_data::CompletionSpec,
+    ) -> crate::complete::Prompted<'a> {
+        crate::complete::Prompted { plugins, plugin: &self.meta.plugin, spec, request: &self.meta.request }
     }
 
     fn model<'a>(&'a self, base: &'a Checkpoint) -> &'a Transformer {
@@ -358,7 +367,7 @@ impl FinetunedTask {
                     ..sampling.clone()
                 }
             };
-            let task = crate::complete::Prompted { plugins, plugin: &m.plugin, spec, request: &m.request };
+            let task = self.prompted(plugins, spec);
             let text = crate::complete::complete(model, &base.tokenizer, adapter, task, &prompt, &cfg)?;
             let complaint = match &spec.output_check {
                 None => None,
@@ -394,9 +403,9 @@ impl FinetunedTask {
             .map_err(|e| TrainError::Invalid(e.to_string()))
     }
 
-    /// Continues `prompt` with the task: a prompted task with a guide decodes
-    /// under it (as its evaluation and `plinth generate --plugin` do), any other
-    /// generation task as [`FinetunedTask::generate`].
+    /// Continues `prompt` with the task: a prompted task as its evaluation and
+    /// `plinth generate --plugin` do (under its guide, when it has one), any
+    /// other generation task as [`FinetunedTask::generate`].
     pub fn complete(
         &self,
         base: &Checkpoint,
@@ -405,10 +414,9 @@ impl FinetunedTask {
         cfg: &plinth_generate::SamplingConfig,
     ) -> Result<String> {
         match self.completion_spec(plugins) {
-            Some(spec) if spec.guide.is_some() && self.meta.spec.kind == TaskKind::Generation => {
-                let m = &self.meta;
-                let task = crate::complete::Prompted { plugins, plugin: &m.plugin, spec: &spec, request: &m.request };
+            Some(spec) if self.meta.spec.kind == TaskKind::Generation => {
                 let adapter = self.parts.adapter.as_ref();
+                let task = self.prompted(plugins, &spec);
                 crate::complete::complete(self.model(base), &base.tokenizer, adapter, task, prompt, cfg)
             }
             _ => Ok(self.generate(base, prompt, cfg)?.text),

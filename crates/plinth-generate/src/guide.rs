@@ -98,14 +98,12 @@ impl TokenTable {
             newline: Vec::new(),
             vocab,
         };
-        for id in 0..vocab.min(tok.vocab_size()) as u32 {
-            if tok.is_special(id) {
+        for (id, text) in tok.id_texts()?.iter().enumerate().take(vocab) {
+            let id = id as u32;
+            if tok.is_special(id) || text.is_empty() {
                 continue;
             }
-            let text = tok.decode(&[id])?;
-            if text.is_empty() {
-                continue;
-            }
+            let text = text.clone();
             table.free.push(id);
             match text.rsplit_once('\n') {
                 None => table.inline.push(id),

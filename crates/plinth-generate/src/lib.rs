@@ -277,32 +277,7 @@ fn option_logprobs(
         return Err(GenerateError::Input("the guide offered nothing to pick from".into()));
     }
     let encoded = tok.encode_batch(options)?;
-    let width = context.len() + encoded.iter().map(Vec::len).max().unwrap_or(0);
-    let ctx = model.config().max_seq_len as usize;
-    if width > ctx {
-        return Err(GenerateError::Input(format!(
-            "an option of the guide does not fit the model's context ({width} > {ctx} tokens)"
-        )));
-    }
-    let mut batch = Vec::with_capacity(options.len() * width);
-    for ids in &encoded {
-        batch.extend_from_slice(context);
-        batch.extend(ids.iter().map(|&t| i64::from(t)));
-        batch.extend(std::iter::repeat_n(0, width - context.len() - ids.len()));
-    }
-    let input = Tensor::from_slice(&batch).view([options.len() as i64, width as i64]).to_device(model_device(model));
-    let logp = model.forward_with(&input, None, opts)?.log_softmax(-1, Kind::Float).to_device(tch::Device::Cpu);
-    let scores = encoded
-        .iter()
-        .enumerate()
-        .map(|(i, ids)| {
-            ids.iter()
-                .enumerate()
-                .map(|(k, &t)| logp.double_value(&[i as i64, (context.len() + k - 1) as i64, i64::from(t)]))
-                .sum()
-        })
-        .collect();
-    Ok((scores, encoded))
+    Ok((continuation_logprobs(model, context, &encoded, opts)?, encoded))
 }
 
 /// Continues a text prompt; the prompt is framed as a document start (`<bos>`).
@@ -503,16 +478,54 @@ fn score_continuation(model: &Transformer, prompt: &[u32], cont: &[u32]) -> Resu
     if cont.is_empty() {
         return Ok(0.0);
     }
-    let ids: Vec<i64> = prompt.iter().chain(cont).map(|&t| i64::from(t)).collect();
+    let context: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+    let opts = plinth_model::ForwardOptions::new(AttentionMode::Causal);
+    let total = continuation_logprobs(model, &context, &[cont.to_vec()], &opts)?[0];
+    Ok(total / cont.len() as f64)
+}
+
+/// Each continuation's summed token log-probability after `context`, in one
+/// padded batch; only the continuations' own entries leave the device.
+fn continuation_logprobs(
+    model: &Transformer,
+    context: &[i64],
+    conts: &[Vec<u32>],
+    opts: &plinth_model::ForwardOptions,
+) -> Result<Vec<f64>> {
+    let longest = conts.iter().map(Vec::len).max().unwrap_or(0);
+    let width = context.len() + longest;
+    let ctx = model.config().max_seq_len as usize;
+    if width > ctx {
+        return Err(GenerateError::Input(format!(
+            "a continuation to score does not fit the model's context ({width} > {ctx} tokens)"
+        )));
+    }
+    if longest == 0 || context.is_empty() {
+        return Ok(vec![0.0; conts.len()]);
+    }
+    let (mut batch, mut targets, mut valid) = (Vec::new(), Vec::new(), Vec::new());
+    for ids in conts {
+        let pad = longest - ids.len();
+        batch.extend_from_slice(context);
+        batch.extend(ids.iter().map(|&t| i64::from(t)));
+        batch.extend(std::iter::repeat_n(0, pad));
+        targets.extend(ids.iter().map(|&t| i64::from(t)).chain(std::iter::repeat_n(0, pad)));
+        valid.extend(std::iter::repeat_n(1f32, ids.len()).chain(std::iter::repeat_n(0.0, pad)));
+    }
+    let (n, longest) = (conts.len() as i64, longest as i64);
     let device = model_device(model);
     tch::no_grad(|| {
-        let input = Tensor::from_slice(&ids).view([1, -1]).to_device(device);
-        let logp = model.forward(&input, AttentionMode::Causal, None)?.squeeze_dim(0).log_softmax(-1, Kind::Float); // (T, V)
-        let mut total = 0.0;
-        for (k, &t) in cont.iter().enumerate() {
-            total += logp.double_value(&[(prompt.len() + k - 1) as i64, i64::from(t)]);
-        }
-        Ok(total / cont.len() as f64)
+        let input = Tensor::from_slice(&batch).view([n, width as i64]).to_device(device);
+        // Position context.len() - 1 + k predicts the continuation's k-th token.
+        let logp = model
+            .forward_with(&input, None, opts)?
+            .narrow(1, context.len() as i64 - 1, longest)
+            .log_softmax(-1, Kind::Float); // (n, longest, V)
+        let targets = Tensor::from_slice(&targets).view([n, longest, 1]).to_device(device);
+        let valid = Tensor::from_slice(&valid).view([n, longest]).to_device(device);
+        let picked = logp.gather(2, &targets, false).squeeze_dim(2) * valid; // (n, longest)
+        let sums = picked.sum_dim_intlist(1, false, Kind::Double).to_device(tch::Device::Cpu);
+        Vec::<f64>::try_from(sums).map_err(|e| GenerateError::Input(e.to_string()))
     })
 }
 

@@ -95,6 +95,8 @@ pub struct PlinthTokenizer {
     roles: [Option<u32>; 7],
     /// Every id registered as a special (added) token.
     special_ids: BTreeSet<u32>,
+    /// [`PlinthTokenizer::id_texts`], decoded on first use.
+    id_texts: std::sync::OnceLock<Vec<String>>,
 }
 
 impl PlinthTokenizer {
@@ -179,7 +181,7 @@ impl PlinthTokenizer {
             });
         }
         let special_ids = special_ids(&inner);
-        Ok(PlinthTokenizer { inner, roles, special_ids })
+        Ok(PlinthTokenizer { inner, roles, special_ids, id_texts: Default::default() })
     }
 
     /// True when the special tokens are plinth's own, at their fixed ids.
@@ -270,6 +272,17 @@ impl PlinthTokenizer {
         self.inner.decode(ids, true).map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 
+    /// What [`PlinthTokenizer::decode`] writes for each id alone (empty for special
+    /// tokens), indexed by id; decoded once per tokenizer, since guided generation
+    /// masks by it on every call.
+    pub fn id_texts(&self) -> Result<&[String]> {
+        if let Some(texts) = self.id_texts.get() {
+            return Ok(texts);
+        }
+        let texts = (0..self.vocab_size() as u32).map(|id| self.decode(&[id])).collect::<Result<Vec<_>>>()?;
+        Ok(self.id_texts.get_or_init(|| texts))
+    }
+
     /// The text of one token as the model sees it (byte-level symbols).
     pub fn token_text(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
@@ -331,7 +344,7 @@ impl PlinthTokenizer {
         }
         let roles = Special::ALL.map(|s| Some(s.id()));
         let special_ids = special_ids(&inner);
-        Ok(PlinthTokenizer { inner, roles, special_ids })
+        Ok(PlinthTokenizer { inner, roles, special_ids, id_texts: Default::default() })
     }
 }
 

@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "plinth-bench",
         &[
+            "plinth-layers",
             "plinth-model",
             "plinth-train",
             "plinth-data",

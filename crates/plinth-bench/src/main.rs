@@ -23,6 +23,10 @@ struct Cli {
     /// Device to measure on.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu, global = true)]
     device: DeviceArg,
+    /// Run RMSNorm and SwiGLU as composed ATen ops instead of plinth's fused CPU
+    /// kernels (`plinth_layers::kernels`), to time the two on the same binary.
+    #[arg(long, global = true)]
+    composed: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -175,6 +179,7 @@ fn main() -> Result<()> {
     if cli.threads > 0 {
         tch::set_num_threads(cli.threads);
     }
+    plinth_layers::kernels::set_enabled(!cli.composed);
     let device = match cli.device {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Cuda => Device::Cuda(0),

@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::Module, Kind, Tensor};
 
+pub mod kernels;
+
 /// Which normalisation a block uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,19 +63,30 @@ impl Norm {
 impl Module for Norm {
     fn forward(&self, x: &Tensor) -> Tensor {
         match self.kind {
-            // RMSNorm through libtorch's fused layer-norm kernel: `[x, -x]` has mean
-            // exactly zero and variance mean(x²), so layer-normalising it divides by
-            // rms(x). ATen's own `rms_norm` is a chain of six elementwise kernels on
-            // CPU; this is three and measured about 3x faster forward and backward.
-            NormKind::RmsNorm => {
-                let doubled = Tensor::cat(&[x, &x.neg()], -1); // (..., 2C)
-                let weight = Tensor::cat(&[&self.weight, &self.weight], 0); // (2C,)
-                doubled.layer_norm([2 * self.dim], Some(&weight), None, self.eps, true).narrow(-1, 0, self.dim)
-                // (..., C)
-            }
+            NormKind::RmsNorm if kernels::applies(x) => kernels::rms_norm(x, &self.weight, self.eps),
+            NormKind::RmsNorm => rms_norm_composed(x, &self.weight, self.eps),
             NormKind::LayerNorm => x.layer_norm([self.dim], Some(&self.weight), self.bias.as_ref(), self.eps, true),
         }
     }
+}
+
+/// RMSNorm from ATen ops, for what the fused kernel does not take (other devices
+/// and dtypes): libtorch's fused layer-norm kernel on `[x, -x]`, which has mean
+/// exactly zero and variance mean(x²), so layer-normalising it divides by rms(x).
+/// ATen's own `rms_norm` is a chain of six elementwise kernels on CPU; this is
+/// three and measured about 3x faster forward and backward.
+pub fn rms_norm_composed(x: &Tensor, weight: &Tensor, eps: f64) -> Tensor {
+    let dim = weight.size()[0];
+    let doubled = Tensor::cat(&[x, &x.neg()], -1); // (..., 2C)
+    let weight = Tensor::cat(&[weight, weight], 0); // (2C,)
+    doubled.layer_norm([2 * dim], Some(&weight), None, eps, true).narrow(-1, 0, dim)
+    // (..., C)
+}
+
+/// `silu(g) * u` for `gu = [g | u]` (..., 2F) from ATen ops -> (..., F).
+pub fn swiglu_composed(gu: &Tensor) -> Tensor {
+    let f = gu.size().last().copied().unwrap_or(0) / 2;
+    gu.narrow(-1, 0, f).silu() * gu.narrow(-1, f, f)
 }
 
 /// A linear map `y = x Wᵀ (+ b)` with GPT-style N(0, 0.02) initialisation.
@@ -99,15 +112,25 @@ pub const FUSE_MIN_ROWS: i64 = 32;
 /// runs its own GEMM. The parameters stay separate either way (their paths are
 /// checkpoint keys).
 pub fn fused_linear(x: &Tensor, layers: &[&nn::Linear]) -> Vec<Tensor> {
-    let rows = x.numel() as i64 / x.size().last().copied().unwrap_or(1).max(1);
-    if rows < FUSE_MIN_ROWS {
+    if rows(x) < FUSE_MIN_ROWS {
         return layers.iter().map(|l| l.forward(x)).collect();
     }
+    let sizes: Vec<i64> = layers.iter().map(|l| l.ws.size()[0]).collect();
+    concat_linear(x, layers).split_with_sizes(sizes.as_slice(), -1) // (..., O_i) each
+}
+
+/// The maps' outputs side by side, (..., ΣO), from one GEMM over their
+/// concatenated weights (and biases, when every map has one).
+pub fn concat_linear(x: &Tensor, layers: &[&nn::Linear]) -> Tensor {
     let w = Tensor::cat(&layers.iter().map(|l| &l.ws).collect::<Vec<_>>(), 0); // (ΣO, C)
     let biases: Vec<&Tensor> = layers.iter().filter_map(|l| l.bs.as_ref()).collect();
     let b = (biases.len() == layers.len()).then(|| Tensor::cat(&biases, 0)); // (ΣO,)
-    let sizes: Vec<i64> = layers.iter().map(|l| l.ws.size()[0]).collect();
-    x.linear(&w, b.as_ref()).split_with_sizes(sizes.as_slice(), -1) // (..., O_i) each
+    x.linear(&w, b.as_ref()) // (..., ΣO)
+}
+
+/// How many rows `x` (..., C) has.
+fn rows(x: &Tensor) -> i64 {
+    x.numel() as i64 / x.size().last().copied().unwrap_or(1).max(1)
 }
 
 /// A LoRA update (Hu et al. 2021) for one projection: `Δy = scale · B A dropout(x)`
@@ -215,6 +238,11 @@ impl Rotary {
         Rotary { cos: Tensor::cat(&[&cos, &cos], -1), signed_sin: Tensor::cat(&[&sin.neg(), &sin], -1) }
     }
 
+    /// The cosine and signed-sine tables (T, D) of positions `offset..offset+t`.
+    pub fn tables(&self, offset: i64, t: i64) -> (Tensor, Tensor) {
+        (self.cos.narrow(0, offset, t), self.signed_sin.narrow(0, offset, t))
+    }
+
     /// Rotates `x` of shape (B, H, T, D) whose first position is `offset`:
     /// `x·cos + rotate_half(x)·sin`, where `rotate_half([a, b]) = [-b, a]`. The sign
     /// lives in the table, so the rotation is a roll, a multiply and a fused
@@ -222,8 +250,8 @@ impl Rotary {
     pub fn apply(&self, x: &Tensor, offset: i64) -> Tensor {
         let t = x.size()[2];
         let d = x.size()[3];
-        let cos = self.cos.narrow(0, offset, t).to_kind(x.kind()); // (T, D)
-        let sin = self.signed_sin.narrow(0, offset, t).to_kind(x.kind()); // (T, D)
+        let (cos, sin) = self.tables(offset, t);
+        let (cos, sin) = (cos.to_kind(x.kind()), sin.to_kind(x.kind())); // (T, D) each
         let swapped = x.roll([d / 2], [-1]); // (B, H, T, D): [b, a]
         (x * cos).addcmul(&swapped, &sin)
     }
@@ -296,18 +324,31 @@ impl Attention {
         let AttnContext { rotary, mode, offset, lora, key_valid } = *ctx;
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
         let AttentionDims { n_heads, n_kv_heads, head_dim, .. } = self.dims;
-        let [q, k, v]: [Tensor; 3] = fused_linear(x, &[&self.q_proj, &self.k_proj, &self.v_proj])
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("three projections give three outputs"));
-        let q = adapt(q, x, lora, |l| &l.q_proj); // (B, T, H*D)
-        let k = adapt(k, x, lora, |l| &l.k_proj); // (B, T, Hkv*D)
-        let v = adapt(v, x, lora, |l| &l.v_proj); // (B, T, Hkv*D)
-        let q = q.view([b, t, n_heads, head_dim]).transpose(1, 2); // (B, H, T, D)
-        let k = k.view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
-        let v = v.view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
-        let (q, k) = match rotary {
-            Some(r) => (r.apply(&q, offset), r.apply(&k, offset)),
-            None => (q, k),
+        let qkv_adapted = lora.is_some_and(|l| l.q_proj.is_some() || l.k_proj.is_some() || l.v_proj.is_some());
+        let (q, k, v) = match rotary {
+            // Training batches and prefills: one GEMM for [q | k | v], and one fused
+            // pass that splits it into heads and rotates queries and keys.
+            Some(r) if !qkv_adapted && rows(x) >= FUSE_MIN_ROWS && kernels::applies(x) => {
+                let (cos, sin) = r.tables(offset, t);
+                let qkv = concat_linear(x, &[&self.q_proj, &self.k_proj, &self.v_proj]); // (B, T, (H+2Hkv)*D)
+                let [q, k, v] = kernels::rope_qkv(&qkv, &cos, &sin, n_heads, n_kv_heads);
+                (q, k, v) // (B, H, T, D), (B, Hkv, T, D) twice
+            }
+            _ => {
+                let [q, k, v]: [Tensor; 3] = fused_linear(x, &[&self.q_proj, &self.k_proj, &self.v_proj])
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("three projections give three outputs"));
+                let q = adapt(q, x, lora, |l| &l.q_proj); // (B, T, H*D)
+                let k = adapt(k, x, lora, |l| &l.k_proj); // (B, T, Hkv*D)
+                let v = adapt(v, x, lora, |l| &l.v_proj); // (B, T, Hkv*D)
+                let q = q.view([b, t, n_heads, head_dim]).transpose(1, 2); // (B, H, T, D)
+                let k = k.view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
+                let v = v.view([b, t, n_kv_heads, head_dim]).transpose(1, 2); // (B, Hkv, T, D)
+                match rotary {
+                    Some(r) => (r.apply(&q, offset), r.apply(&k, offset), v),
+                    None => (q, k, v),
+                }
+            }
         };
         let (k, v) = match cache {
             Some(kv) => {
@@ -369,7 +410,13 @@ impl Mlp {
 impl Mlp {
     /// The block's output; with `lora`, adapted projections add their updates.
     pub fn forward_lora(&self, x: &Tensor, lora: Option<&BlockLora>) -> Tensor {
+        let gate_up_adapted = lora.is_some_and(|l| l.gate_proj.is_some() || l.up_proj.is_some());
         let h = match &self.gate_proj {
+            // Training batches and prefills: one GEMM for [gate | up] and the fused
+            // SwiGLU kernel, whose backward writes that GEMM's output gradient whole.
+            Some(gate) if !gate_up_adapted && rows(x) >= FUSE_MIN_ROWS && kernels::applies(x) => {
+                kernels::swiglu(&concat_linear(x, &[gate, &self.up_proj])) // (B, T, F)
+            }
             Some(gate) => {
                 let [g, u]: [Tensor; 2] = fused_linear(x, &[gate, &self.up_proj])
                     .try_into()

@@ -284,19 +284,26 @@ def main():
     res["matmul_gflops"] = {"plinth": peaks[0], "torch": peaks[1], "peak": peak}
     print(f"matmul peak (f32, 1024^3): plinth {peaks[0]:.1f} GFLOP/s, torch {peaks[1]:.1f} GFLOP/s", file=sys.stderr)
 
+    kernel_rows = []
     for name in args.presets.split(",") if "train" in sections else []:
         preset = ROOT / "configs" / "models" / f"{name}.toml"
         c = tomllib.loads(preset.read_text())
         warm = 3
-        r = plinth(args.plinth, args.threads, "train", "--preset", str(preset), "--vocab", str(vocab), "--seq-len", str(seq_len),
-                   "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(warm))
+        train_args = ["train", "--preset", str(preset), "--vocab", str(vocab), "--seq-len", str(seq_len),
+                      "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(warm)]
+        r = plinth(args.plinth, args.threads, *train_args)
+        # The same binary with RMSNorm, SwiGLU and rotary as composed ATen ops: what
+        # plinth's fused CPU kernels are worth, measured beside the references.
+        composed = plinth(args.plinth, args.threads, "--composed", *train_args)
         eager = python_train(c, vocab, seq_len, batch, args.steps, warm, compiled=False)
         comp = python_train(c, vocab, seq_len, batch, args.steps, warm + 2, compiled=True)
         mfu = lambda tps: tps * r["flops_per_token"] / (peak * 1e9)
-        res["train"][name] = {"plinth": r, "eager": eager, "compile": comp}
+        res["train"][name] = {"plinth": r, "plinth_composed": composed, "eager": eager, "compile": comp}
+        kernel_rows.append((name, r["tokens_per_s"], composed["tokens_per_s"], comp["tokens_per_s"]))
         rows.append((f"train {name} ({r['params'] / 1e6:.1f}M, B={batch}, T={seq_len})",
                      r["tokens_per_s"], eager["tokens_per_s"], comp["tokens_per_s"], mfu(r["tokens_per_s"]), mfu(eager["tokens_per_s"])))
-        print(f"train {name}: plinth {r['tokens_per_s']:.0f} tok/s, eager {eager['tokens_per_s']:.0f}, compile {comp['tokens_per_s']:.0f}", file=sys.stderr)
+        print(f"train {name}: plinth {r['tokens_per_s']:.0f} tok/s (composed ops {composed['tokens_per_s']:.0f}), "
+              f"eager {eager['tokens_per_s']:.0f}, compile {comp['tokens_per_s']:.0f}", file=sys.stderr)
 
     gen_preset = ROOT / "configs" / "models" / "tiny.toml"
     c = tomllib.loads(gen_preset.read_text())
@@ -372,6 +379,10 @@ def main():
     for label, p, e, cmp, mp, me in rows:
         fmt = lambda v, f: "—" if v is None else f.format(v)
         print(f"| {label} | {p:.0f} | {e:.0f} | {fmt(cmp, '{:.0f}')} | {p / e:.2f}× | {fmt(None if cmp is None else p / cmp, '{:.2f}×')} | {fmt(mp, '{:.1%}')} | {fmt(me, '{:.1%}')} |")
+    if kernel_rows:
+        print("\n| train | plinth, fused kernels (tok/s) | plinth, composed ops (tok/s) | fused ÷ composed | composed ÷ compile |\n|---|---:|---:|---:|---:|")
+        for name, fused, composed, comp in kernel_rows:
+            print(f"| {name} | {fused:.0f} | {composed:.0f} | {fused / composed:.2f}× | {composed / comp:.2f}× |")
     if plugin_rows:
         print("\n| plugin ABI | through the ABI (ns) | baseline (ns) | baseline |\n|---|---:|---:|---|")
         for label, abi, base, what in plugin_rows:

@@ -139,3 +139,62 @@ fn parameter_count_matches_the_weights_for_every_variant() {
         assert_eq!(cfg.num_params(), numel, "{cfg:?}");
     }
 }
+
+/// Restores the CPU kernels when a test that switched them off ends, even by panic.
+struct KernelsOff;
+
+impl KernelsOff {
+    fn new() -> Self {
+        plinth_layers::kernels::set_enabled(false);
+        plinth_layers::kernels::set_onednn_gemm(false);
+        KernelsOff
+    }
+}
+
+impl Drop for KernelsOff {
+    fn drop(&mut self) {
+        plinth_layers::kernels::set_enabled(true);
+        plinth_layers::kernels::set_onednn_gemm(true);
+    }
+}
+
+/// The model with plinth's CPU kernels (fused RMSNorm, SwiGLU and rotary, oneDNN
+/// GEMMs) computes what it computes on ATen's own ops: logits and every
+/// parameter's gradient, for every variant, both attention modes, at enough
+/// rows (2 × 24) that the kernels are used.
+#[test]
+fn cpu_kernels_match_aten_ops_in_logits_and_gradients() {
+    let _g = torch_lock();
+    let mut engaged = 0;
+    for cfg in variants() {
+        for mode in [AttentionMode::Causal, AttentionMode::Bidirectional] {
+            let (vs, model) = build(&cfg, 11);
+            let ids = Tensor::randint_low(7, cfg.vocab_size, [2, 24], (Kind::Int64, Device::Cpu));
+            let weights = Tensor::randn([2, 24, cfg.vocab_size], (Kind::Float, Device::Cpu));
+            let params: Vec<Tensor> = vs.trainable_variables();
+            let run = || {
+                let logits = model.forward(&ids, mode, None).expect("forward");
+                let grads = Tensor::run_backward(&[(&logits * &weights).sum(Kind::Float)], &params, false, false);
+                (logits, grads)
+            };
+            let (fast, fast_grads) = run();
+            let (plain, plain_grads) = {
+                let _off = KernelsOff::new();
+                run()
+            };
+            let rel = |a: &Tensor, b: &Tensor| {
+                (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]).max(1e-6)
+            };
+            assert!(rel(&fast, &plain) < 1e-4, "{mode:?} {cfg:?}: logits differ by {}", rel(&fast, &plain));
+            engaged += usize::from(!fast.equal(&plain));
+            for (i, (a, b)) in fast_grads.iter().zip(&plain_grads).enumerate() {
+                assert!(rel(a, b) < 1e-3, "{mode:?}: gradient {i} differs by {} (relative)", rel(a, b));
+            }
+        }
+    }
+    // Rounding differs between the two paths, so identical logits everywhere would
+    // mean the kernels never ran.
+    if plinth_layers::kernels::fast() || plinth_layers::kernels::onednn_usable() {
+        assert!(engaged > 0, "the CPU kernels are available here but no forward used them");
+    }
+}

@@ -27,6 +27,10 @@ struct Cli {
     /// kernels (`plinth_layers::kernels`), to time the two on the same binary.
     #[arg(long, global = true)]
     composed: bool,
+    /// Run float32 GEMMs through ATen's `linear` (MKL in the wheel) instead of
+    /// oneDNN (`plinth_layers::kernels::linear`), to time the two on the same binary.
+    #[arg(long, global = true)]
+    mkl_gemm: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -180,6 +184,7 @@ fn main() -> Result<()> {
         tch::set_num_threads(cli.threads);
     }
     plinth_layers::kernels::set_enabled(!cli.composed);
+    plinth_layers::kernels::set_onednn_gemm(!cli.mkl_gemm);
     let device = match cli.device {
         DeviceArg::Cpu => Device::Cpu,
         DeviceArg::Cuda => Device::Cuda(0),

@@ -9,6 +9,9 @@
 //                        writes d[g | u] in one pass straight into the layout
 //                        the GEMM's backward reads, where eager autograd runs
 //                        five kernels and then concatenates the two halves;
+//   linear(x, w, b)      x @ w^T + b with every GEMM, forward and backward, on
+//                        oneDNN (bundled in libtorch) instead of the BLAS that
+//                        ATen's `linear` calls for float32 (MKL in the wheel);
 //   rope_qkv(qkv, ...)   q, k, v in (B, heads, T, D) from the fused q/k/v GEMM's
 //                        output (B, T, (H + 2 Hkv) D), q and k rotated by the
 //                        rotary tables, in one pass; backward writes d(qkv)
@@ -25,6 +28,7 @@
 // (caller-owned), never across the boundary.
 
 #include <ATen/Parallel.h>
+#include <ATen/ATen.h>
 #include <torch/autograd.h>
 
 #include <algorithm>
@@ -36,6 +40,16 @@
 #include <immintrin.h>
 #define PLINTH_X86 1
 #endif
+
+// oneDNN's matmul as libtorch wraps it (exported from libtorch_cpu, header not
+// shipped in the wheel): result = beta * result + alpha * mat1 @ mat2, for
+// 2-D operands that are contiguous or transposed. Float32 runs at full
+// precision unless the process asked for bf16/tf32 matmuls, which plinth never
+// does.
+namespace at::native {
+TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result, float beta,
+                             float alpha);
+}  // namespace at::native
 
 namespace {
 
@@ -384,6 +398,78 @@ void check_input(const at::Tensor& t, const char* what) {
   TORCH_CHECK(t.dim() >= 1, what, " needs at least one dimension");
 }
 
+// --------------------------------------------------- autograd: linear (oneDNN) ----
+
+// Whether oneDNN's float32 matmul runs here and agrees with ATen's `mm` (libtorch
+// refuses it on x86 CPUs without AVX-512 BW/VL/DQ or AVX-NE-CONVERT). Probed once.
+bool onednn_usable() {
+  static const bool ok = [] {
+    try {
+      const at::Tensor a = at::randn({48, 40});
+      const at::Tensor b = at::randn({24, 40});
+      const at::Tensor c = at::empty({48, 24});
+      at::native::mkldnn_matmul(a, b.t(), c, 0.f, 1.f);
+      return (c - at::mm(a, b.t())).abs().max().item<float>() < 1e-3f;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
+// out = a @ b through oneDNN; a and b contiguous or transposed 2-D views.
+void onednn_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out) {
+  if (out.numel() == 0) return;
+  if (a.size(1) == 0) {
+    out.zero_();
+    return;
+  }
+  at::native::mkldnn_matmul(a, b, out, 0.f, 1.f);
+}
+
+// y = x @ w^T over the last dimension of x, every GEMM (forward, input and
+// weight gradients) on oneDNN instead of the BLAS ATen's `linear` calls. A bias
+// is added outside (autograd's own add), as libtorch functions take no
+// undefined tensor inputs.
+struct LinearFn : public torch::autograd::Function<LinearFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w_in) {
+    check_input(x, "the linear map's input");
+    check_input(w_in, "the linear map's weight");
+    TORCH_CHECK(w_in.dim() == 2 && w_in.size(1) == x.size(-1), "the weight ", w_in.sizes(),
+                " does not map rows of width ", x.size(-1));
+    const at::Tensor w = w_in.contiguous();
+    const int64_t k = x.size(-1), n = w.size(0);
+    const at::Tensor x2 = x.reshape({-1, k}).contiguous();
+    at::Tensor y = at::empty({x2.size(0), n}, x.options());
+    onednn_mm(x2, w.t(), y);
+    ctx->save_for_backward({x2, w});
+    auto shape = x.sizes().vec();
+    shape.back() = n;
+    return y.view(shape);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor& x2 = saved[0];
+    const at::Tensor& w = saved[1];
+    const int64_t n = w.size(0), k = w.size(1);
+    const at::Tensor dy = grads[0].reshape({-1, n}).contiguous();
+    at::Tensor dx, dw;
+    if (ctx->needs_input_grad(0)) {
+      dx = at::empty({x2.size(0), k}, dy.options());
+      onednn_mm(dy, w, dx);
+      auto shape = grads[0].sizes().vec();
+      shape.back() = k;
+      dx = dx.view(shape);
+    }
+    if (ctx->needs_input_grad(1)) {
+      dw = at::empty({n, k}, dy.options());
+      onednn_mm(dy.t(), x2, dw);
+    }
+    return {dx, dw};
+  }
+};
+
 // ------------------------------------------------------ autograd: RMSNorm ----
 
 struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
@@ -553,6 +639,22 @@ extern "C" int plinth_fused_layers_fast() {
 #else
   return 0;
 #endif
+}
+
+// 1 when oneDNN's float32 matmul runs on this CPU (see onednn_usable), else 0.
+extern "C" int plinth_onednn_usable() { return onednn_usable() ? 1 : 0; }
+
+// `bias` may be null.
+extern "C" int plinth_linear(const at::Tensor* x, const at::Tensor* w, const at::Tensor* bias, at::Tensor** out,
+                             char* err, size_t err_len) {
+  try {
+    at::Tensor y = LinearFn::apply(*x, *w);
+    *out = new at::Tensor(bias != nullptr ? y + *bias : y);
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(e, err, err_len);
+  }
+  return 1;
 }
 
 extern "C" int plinth_rms_norm(const at::Tensor* x, const at::Tensor* w, double eps, at::Tensor** out, char* err,

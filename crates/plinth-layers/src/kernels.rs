@@ -17,6 +17,15 @@ use tch::{Device, Kind, Tensor};
 
 extern "C" {
     fn plinth_fused_layers_fast() -> c_int;
+    fn plinth_onednn_usable() -> c_int;
+    fn plinth_linear(
+        x: *const c_void,
+        w: *const c_void,
+        bias: *const c_void,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
     fn plinth_rms_norm(
         x: *const c_void,
         w: *const c_void,
@@ -41,11 +50,52 @@ extern "C" {
 }
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
+static ONEDNN: AtomicBool = AtomicBool::new(true);
 
-/// Turns the fused kernels off (or back on) for the whole process, so that a
-/// benchmark can time the composed ops on the same binary. On by default.
+/// Turns the fused elementwise kernels (RMSNorm, SwiGLU, rotary) off (or back
+/// on) for the whole process, so that a benchmark can time the composed ops on
+/// the same binary. On by default.
 pub fn set_enabled(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Turns the oneDNN GEMMs of [`linear`] off (or back on) for the whole process,
+/// so that a benchmark can time ATen's own `linear` (MKL) on the same binary.
+/// On by default.
+pub fn set_onednn_gemm(on: bool) {
+    ONEDNN.store(on, Ordering::Relaxed);
+}
+
+/// Whether oneDNN's float32 matmul runs on this CPU and agrees with ATen's
+/// (probed once: libtorch refuses it on x86 CPUs without AVX-512 BW/VL/DQ or
+/// AVX-NE-CONVERT).
+pub fn onednn_usable() -> bool {
+    // SAFETY: a query of a probe the C++ side runs once and caches.
+    unsafe { plinth_onednn_usable() != 0 }
+}
+
+/// `x Wᵀ (+ b)` over the last dimension of `x`. Float32 CPU inputs of at least
+/// [`crate::FUSE_MIN_ROWS`] rows run every GEMM, forward and backward, on oneDNN
+/// (which libtorch bundles) instead of the BLAS that ATen's `linear` calls (MKL
+/// in the PyPI wheel): on this project's AMD EPYC machine oneDNN's float32 GEMM
+/// runs about 2x MKL's at the presets' shapes (BENCHMARKS.md). Everything else,
+/// and every input when [`set_onednn_gemm`] turned it off, runs ATen's `linear`.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
+    let fast = ONEDNN.load(Ordering::Relaxed)
+        && x.device() == Device::Cpu
+        && x.kind() == Kind::Float
+        && w.kind() == Kind::Float
+        && crate::rows(x) >= crate::FUSE_MIN_ROWS
+        && onednn_usable();
+    if !fast {
+        return x.linear(w, b);
+    }
+    call("linear (oneDNN)", |out, err, len| {
+        let bias = b.map_or(std::ptr::null(), |b| b.as_ptr().cast());
+        // SAFETY: x, w and (when given) b are live tensors for the duration of the
+        // call; a null bias means none; out and err point at live storage.
+        unsafe { plinth_linear(x.as_ptr().cast(), w.as_ptr().cast(), bias, out, err, len) }
+    })
 }
 
 /// Whether the kernels run fast here: vectorised (an x86-64 CPU with AVX2 and
@@ -200,6 +250,23 @@ mod tests {
                     }
                 };
                 compare(fused, composed, &[qkv.shallow_clone()]);
+            }
+        }
+    }
+
+    #[test]
+    fn onednn_linear_matches_aten_forward_and_backward() {
+        if !onednn_usable() {
+            eprintln!("oneDNN float32 matmul is not available on this CPU; linear falls back to ATen");
+        }
+        for (rows, k, n, bias) in [(40, 24, 16, true), (33, 37, 9, false), (3, 64, 48, true)] {
+            let x = Tensor::randn([rows, k], (Kind::Float, Device::Cpu)).view([1, rows, k]);
+            let w = Tensor::randn([n, k], (Kind::Float, Device::Cpu)) * 0.2;
+            let b = Tensor::randn([n], (Kind::Float, Device::Cpu));
+            if bias {
+                compare(|t| linear(&t[0], &t[1], Some(&t[2])), |t| t[0].linear(&t[1], Some(&t[2])), &[x, w, b]);
+            } else {
+                compare(|t| linear(&t[0], &t[1], None), |t| t[0].linear::<Tensor>(&t[1], None), &[x, w]);
             }
         }
     }

@@ -113,7 +113,7 @@ pub const FUSE_MIN_ROWS: i64 = 32;
 /// checkpoint keys).
 pub fn fused_linear(x: &Tensor, layers: &[&nn::Linear]) -> Vec<Tensor> {
     if rows(x) < FUSE_MIN_ROWS {
-        return layers.iter().map(|l| l.forward(x)).collect();
+        return layers.iter().map(|l| apply_linear(l, x)).collect();
     }
     let sizes: Vec<i64> = layers.iter().map(|l| l.ws.size()[0]).collect();
     concat_linear(x, layers).split_with_sizes(sizes.as_slice(), -1) // (..., O_i) each
@@ -125,11 +125,16 @@ pub fn concat_linear(x: &Tensor, layers: &[&nn::Linear]) -> Tensor {
     let w = Tensor::cat(&layers.iter().map(|l| &l.ws).collect::<Vec<_>>(), 0); // (ΣO, C)
     let biases: Vec<&Tensor> = layers.iter().filter_map(|l| l.bs.as_ref()).collect();
     let b = (biases.len() == layers.len()).then(|| Tensor::cat(&biases, 0)); // (ΣO,)
-    x.linear(&w, b.as_ref()) // (..., ΣO)
+    kernels::linear(x, &w, b.as_ref()) // (..., ΣO)
+}
+
+/// A linear layer's map through [`kernels::linear`] (oneDNN GEMMs on the CPU).
+pub fn apply_linear(l: &nn::Linear, x: &Tensor) -> Tensor {
+    kernels::linear(x, &l.ws, l.bs.as_ref())
 }
 
 /// How many rows `x` (..., C) has.
-fn rows(x: &Tensor) -> i64 {
+pub(crate) fn rows(x: &Tensor) -> i64 {
     x.numel() as i64 / x.size().last().copied().unwrap_or(1).max(1)
 }
 
@@ -381,7 +386,7 @@ impl Attention {
             }
         }; // (B, H, T, D)
         let y = y.transpose(1, 2).contiguous().view([b, t, n_heads * head_dim]); // (B, T, H*D)
-        adapt(self.o_proj.forward(&y), &y, lora, |l| &l.o_proj)
+        adapt(apply_linear(&self.o_proj, &y), &y, lora, |l| &l.o_proj)
     }
 }
 
@@ -425,9 +430,9 @@ impl Mlp {
                 let u = adapt(u, x, lora, |l| &l.up_proj); // (B, T, F)
                 g.silu() * u // (B, T, F)
             }
-            None => adapt(self.up_proj.forward(x), x, lora, |l| &l.up_proj).gelu("none"), // (B, T, F)
+            None => adapt(apply_linear(&self.up_proj, x), x, lora, |l| &l.up_proj).gelu("none"), // (B, T, F)
         };
-        adapt(self.down_proj.forward(&h), &h, lora, |l| &l.down_proj)
+        adapt(apply_linear(&self.down_proj, &h), &h, lora, |l| &l.down_proj)
     }
 }
 

@@ -284,13 +284,13 @@ impl Transformer {
         let transformed;
         let hidden = match &self.head_transform {
             Some(h) => {
-                transformed = h.norm.forward(&h.dense.forward(hidden).gelu("none")); // (..., C)
+                transformed = h.norm.forward(&plinth_layers::apply_linear(&h.dense, hidden).gelu("none")); // (..., C)
                 &transformed
             }
             None => hidden,
         };
         let weight = self.lm_head.as_ref().map_or(&self.embed.ws, |h| &h.ws); // (V, C)
-        hidden.linear(weight, self.head_bias.as_ref())
+        plinth_layers::kernels::linear(hidden, weight, self.head_bias.as_ref())
     }
 
     /// Logits (B, T, V) for token ids (B, T).

@@ -1,12 +1,14 @@
 """`just bench`: plinth against PyTorch on the same libtorch, in one session.
 
 Measures, with the same thread count and shapes:
-  * training tokens/s (forward, backward, clip, AdamW) for the tiny and small
-    presets: plinth vs the same architecture in PyTorch eager and torch.compile;
+  * training tokens/s (forward, backward, clip, AdamW) for the tiny, small and
+    base presets: plinth vs the same architecture in PyTorch eager and
+    torch.compile, and plinth without each of its CPU kernels (`--composed`,
+    `--mkl-gemm`, both) on the same binary;
   * batch-1 greedy generation tokens/s with and without the KV cache: plinth vs
     Hugging Face transformers' `generate` on a LlamaForCausalLM of the same shape;
-  * an f32 matmul peak from both sides, against which model FLOP utilisation (MFU)
-    is reported;
+  * an f32 matmul peak, the fastest of ATen's matmul, plinth's linear (oneDNN on
+    the CPU) and torch's, against which model FLOP utilisation (MFU) is reported;
   * Hugging Face interop on a ~110M-parameter Llama checkpoint made locally:
     `plinth import` and loading the result against `from_pretrained` (wall time,
     peak RSS, each in a fresh process), and batch-1 greedy generation on it
@@ -279,10 +281,13 @@ def main():
     rows, res = [], {"threads": args.threads, "torch": torch.__version__, "train": {}, "generate": {}}
 
     sections = set(args.sections.split(","))
-    peaks = [plinth(args.plinth, args.threads, "matmul")["gflops"], python_matmul(1024, 30)]
+    mm = plinth(args.plinth, args.threads, "matmul")
+    peaks = [mm["gflops"], mm["linear_gflops"], python_matmul(1024, 30)]
     peak = max(peaks)
-    res["matmul_gflops"] = {"plinth": peaks[0], "torch": peaks[1], "peak": peak}
-    print(f"matmul peak (f32, 1024^3): plinth {peaks[0]:.1f} GFLOP/s, torch {peaks[1]:.1f} GFLOP/s", file=sys.stderr)
+    res["matmul_gflops"] = {"plinth_aten": peaks[0], "plinth_linear": peaks[1], "torch": peaks[2], "peak": peak,
+                            "onednn": mm["onednn"]}
+    print(f"matmul peak (f32, 1024^3): ATen matmul {peaks[0]:.1f} GFLOP/s, plinth's linear "
+          f"({'oneDNN' if mm['onednn'] else 'ATen'}) {peaks[1]:.1f}, torch {peaks[2]:.1f}", file=sys.stderr)
 
     kernel_rows = []
     for name in args.presets.split(",") if "train" in sections else []:
@@ -292,17 +297,23 @@ def main():
         train_args = ["train", "--preset", str(preset), "--vocab", str(vocab), "--seq-len", str(seq_len),
                       "--batch", str(batch), "--steps", str(args.steps), "--warmup", str(warm)]
         r = plinth(args.plinth, args.threads, *train_args)
-        # The same binary with RMSNorm, SwiGLU and rotary as composed ATen ops: what
-        # plinth's fused CPU kernels are worth, measured beside the references.
+        # The same binary without each of plinth's CPU kernels: RMSNorm, SwiGLU and
+        # rotary as composed ATen ops, GEMMs through ATen's linear (MKL), and both
+        # (plinth as it was before either), measured beside the references.
         composed = plinth(args.plinth, args.threads, "--composed", *train_args)
+        mkl = plinth(args.plinth, args.threads, "--mkl-gemm", *train_args)
+        neither = plinth(args.plinth, args.threads, "--composed", "--mkl-gemm", *train_args)
         eager = python_train(c, vocab, seq_len, batch, args.steps, warm, compiled=False)
         comp = python_train(c, vocab, seq_len, batch, args.steps, warm + 2, compiled=True)
         mfu = lambda tps: tps * r["flops_per_token"] / (peak * 1e9)
-        res["train"][name] = {"plinth": r, "plinth_composed": composed, "eager": eager, "compile": comp}
-        kernel_rows.append((name, r["tokens_per_s"], composed["tokens_per_s"], comp["tokens_per_s"]))
+        res["train"][name] = {"plinth": r, "plinth_composed": composed, "plinth_mkl": mkl, "plinth_neither": neither,
+                              "eager": eager, "compile": comp}
+        kernel_rows.append((name, r["tokens_per_s"], composed["tokens_per_s"], mkl["tokens_per_s"],
+                            neither["tokens_per_s"], comp["tokens_per_s"]))
         rows.append((f"train {name} ({r['params'] / 1e6:.1f}M, B={batch}, T={seq_len})",
                      r["tokens_per_s"], eager["tokens_per_s"], comp["tokens_per_s"], mfu(r["tokens_per_s"]), mfu(eager["tokens_per_s"])))
-        print(f"train {name}: plinth {r['tokens_per_s']:.0f} tok/s (composed ops {composed['tokens_per_s']:.0f}), "
+        print(f"train {name}: plinth {r['tokens_per_s']:.0f} tok/s (composed ops {composed['tokens_per_s']:.0f}, "
+              f"MKL GEMMs {mkl['tokens_per_s']:.0f}, both {neither['tokens_per_s']:.0f}), "
               f"eager {eager['tokens_per_s']:.0f}, compile {comp['tokens_per_s']:.0f}", file=sys.stderr)
 
     gen_preset = ROOT / "configs" / "models" / "tiny.toml"
@@ -380,9 +391,9 @@ def main():
         fmt = lambda v, f: "—" if v is None else f.format(v)
         print(f"| {label} | {p:.0f} | {e:.0f} | {fmt(cmp, '{:.0f}')} | {p / e:.2f}× | {fmt(None if cmp is None else p / cmp, '{:.2f}×')} | {fmt(mp, '{:.1%}')} | {fmt(me, '{:.1%}')} |")
     if kernel_rows:
-        print("\n| train | plinth, fused kernels (tok/s) | plinth, composed ops (tok/s) | fused ÷ composed | composed ÷ compile |\n|---|---:|---:|---:|---:|")
-        for name, fused, composed, comp in kernel_rows:
-            print(f"| {name} | {fused:.0f} | {composed:.0f} | {fused / composed:.2f}× | {composed / comp:.2f}× |")
+        print("\n| train, tok/s | plinth | composed elementwise ops (`--composed`) | MKL GEMMs (`--mkl-gemm`) | both | torch.compile | plinth ÷ both | both ÷ compile |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, full, composed, mkl, neither, comp in kernel_rows:
+            print(f"| {name} | {full:.0f} | {composed:.0f} | {mkl:.0f} | {neither:.0f} | {comp:.0f} | {full / neither:.2f}× | {neither / comp:.2f}× |")
     if plugin_rows:
         print("\n| plugin ABI | through the ABI (ns) | baseline (ns) | baseline |\n|---|---:|---:|---|")
         for label, abi, base, what in plugin_rows:
@@ -424,7 +435,8 @@ def main():
             r = ddp_rows[ranks]
             print(f"| {label} | {r['tokens_per_s']:.0f} | {r['step_s'] * 1e3:.0f} | {r['allreduce_s'] * 1e3:.1f} | {r['allreduce_share']:.1%} | {r['final_loss']:.4f} |")
         print(f"| 2 ranks ÷ 1 process | {ddp_rows[2]['tokens_per_s'] / ddp_rows[1]['tokens_per_s']:.2f}× | | | | |")
-    print(f"\nthreads {args.threads}, torch {torch.__version__}, f32 matmul peak {peak:.1f} GFLOP/s (max of plinth {peaks[0]:.1f} and torch {peaks[1]:.1f}, 1024³)")
+    print(f"\nthreads {args.threads}, torch {torch.__version__}, f32 matmul peak {peak:.1f} GFLOP/s (max of ATen's matmul "
+          f"{peaks[0]:.1f}, plinth's linear {peaks[1]:.1f} and torch {peaks[2]:.1f}, 1024³)")
 
 
 if __name__ == "__main__":

@@ -401,12 +401,14 @@ void check_input(const at::Tensor& t, const char* what) {
 // --------------------------------------------------- autograd: linear (oneDNN) ----
 
 // Whether oneDNN's float32 matmul runs here and agrees with ATen's `mm` (libtorch
-// refuses it on x86 CPUs without AVX-512 BW/VL/DQ or AVX-NE-CONVERT). Probed once.
+// refuses it on x86 CPUs without AVX-512 BW/VL/DQ or AVX-NE-CONVERT). Probed once,
+// on fixed values: drawing random ones would advance the global generator at
+// whichever call came first, and runs must not depend on that.
 bool onednn_usable() {
   static const bool ok = [] {
     try {
-      const at::Tensor a = at::randn({48, 40});
-      const at::Tensor b = at::randn({24, 40});
+      const at::Tensor a = at::arange(48 * 40, at::kFloat).reshape({48, 40}).sin();
+      const at::Tensor b = at::arange(24 * 40, at::kFloat).reshape({24, 40}).cos();
       const at::Tensor c = at::empty({48, 24});
       at::native::mkldnn_matmul(a, b.t(), c, 0.f, 1.f);
       return (c - at::mm(a, b.t())).abs().max().item<float>() < 1e-3f;

@@ -78,8 +78,11 @@ pub fn onednn_usable() -> bool {
 /// [`crate::FUSE_MIN_ROWS`] rows run every GEMM, forward and backward, on oneDNN
 /// (which libtorch bundles) instead of the BLAS that ATen's `linear` calls (MKL
 /// in the PyPI wheel): on this project's AMD EPYC machine oneDNN's float32 GEMM
-/// runs about 2x MKL's at the presets' shapes (BENCHMARKS.md). Everything else,
-/// and every input when [`set_onednn_gemm`] turned it off, runs ATen's `linear`.
+/// runs about 2x MKL's at the presets' shapes (BENCHMARKS.md). Smaller inputs
+/// (batch-1 decoding) stay on ATen: there oneDNN's per-call overhead dominates
+/// (tiny's KV-cached decoding measured 1348–1394 tokens/s on oneDNN against
+/// 2783–2939 on ATen). Everything else, and every input when [`set_onednn_gemm`]
+/// turned it off, runs ATen's `linear`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
     let fast = ONEDNN.load(Ordering::Relaxed)
         && x.device() == Device::Cpu

@@ -20,9 +20,9 @@
 //
 // Float32, CPU, contiguous rows; the Rust side routes everything else to the
 // composed ATen ops. Rows run in parallel on ATen's intra-op pool (OpenMP,
-// libtorch's own runtime). Reductions
-// over rows (dw) sum fixed blocks of rows in a fixed order, so results do not
-// depend on the thread count. The AVX2 paths are picked at run time; every
+// libtorch's own runtime). The reduction over rows (dw) sums fixed 64-row
+// blocks, each in row order, then the blocks with ATen's sum, so it does not
+// depend on how the pool schedules rows. The AVX2 paths are picked at run time; every
 // element, tails included, goes through the same arithmetic, so a value's result
 // does not depend on its column. C++ exceptions come back through `err`
 // (caller-owned), never across the boundary.

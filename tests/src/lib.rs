@@ -111,3 +111,29 @@ pub fn torch_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// While alive, the layers run ATen's own ops instead of plinth's CPU kernels
+/// (fused RMSNorm, SwiGLU and rotary; oneDNN GEMMs); dropping it, even by panic,
+/// turns them back on. Hold [`torch_lock`] around it: the switch is per process.
+pub struct KernelsOff;
+
+impl KernelsOff {
+    pub fn new() -> Self {
+        plinth_layers::kernels::set_enabled(false);
+        plinth_layers::kernels::set_onednn_gemm(false);
+        KernelsOff
+    }
+}
+
+impl Default for KernelsOff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for KernelsOff {
+    fn drop(&mut self) {
+        plinth_layers::kernels::set_enabled(true);
+        plinth_layers::kernels::set_onednn_gemm(true);
+    }
+}

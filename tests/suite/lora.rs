@@ -4,7 +4,7 @@
 use plinth_model::checkpoint::{named_variables, save_tensors, WEIGHTS_FILE};
 use plinth_model::lora::{load_adapter, save_adapter, weights_sha256, AdapterMeta, LoraAdapter, LoraConfig};
 use plinth_model::{AttentionMode, ForwardOptions, ModelConfig, Transformer};
-use plinth_tests::{micro_model, torch_lock};
+use plinth_tests::{micro_model, torch_lock, KernelsOff};
 use plinth_train::optim::{gradients, AdamW, AdamWConfig};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -204,4 +204,39 @@ fn one_batch_mixes_adapters_row_by_row() {
     assert!(err.contains("built for 4 rows"), "{err}");
     assert!(LoraAdapter::per_row(&[&a1], &[0, 1]).is_err(), "a choice past the adapters is refused");
     assert!(mix.merge_into(&nn::VarStore::new(Device::Cpu)).is_err());
+}
+
+/// At 2 × 24 rows the layers run the fused kernels with the adapter's updates
+/// added into the fused GEMMs' output columns (q, k, v adapted; up but not gate,
+/// so the gate's columns get zeros). That must equal the composed per-projection
+/// path in logits and in the adapter's gradients, and equal the merged model.
+#[test]
+fn fused_kernels_apply_adapter_updates_like_the_composed_path() {
+    let _g = torch_lock();
+    let (vs, model, cfg) = base(4);
+    let (avs, adapter) = trained_adapter(&cfg, 5);
+    let ids = Tensor::randint_low(3, cfg.vocab_size, [2, 24], (Kind::Int64, Device::Cpu));
+    let weights = Tensor::randn([2, 24, cfg.vocab_size], (Kind::Float, Device::Cpu));
+    let params = avs.trainable_variables();
+    let run = || {
+        let logits = model.forward_with(&ids, None, &lora_opts(&adapter)).expect("forward");
+        let grads = Tensor::run_backward(&[(&logits * &weights).sum(Kind::Float)], &params, false, false);
+        (logits, grads)
+    };
+    let (fused, fused_grads) = run();
+    let (composed, composed_grads) = {
+        let _off = KernelsOff::new();
+        run()
+    };
+    assert!(max_diff(&fused, &composed) < 1e-4, "logits differ by {}", max_diff(&fused, &composed));
+    if plinth_layers::kernels::fast() {
+        assert!(!fused.equal(&composed), "the kernels are available here but the forward did not use them");
+    }
+    for (i, (a, b)) in fused_grads.iter().zip(&composed_grads).enumerate() {
+        let scale = b.abs().max().double_value(&[]).max(1e-6);
+        assert!(max_diff(a, b) / scale < 1e-3, "adapter gradient {i} differs by {} (relative)", max_diff(a, b) / scale);
+    }
+    adapter.merge_into(&vs).expect("merge");
+    let merged = model.forward(&ids, AttentionMode::Causal, None).expect("merged");
+    assert!(max_diff(&merged, &fused) < 1e-4, "merged {}", max_diff(&merged, &fused));
 }

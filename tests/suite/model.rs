@@ -3,7 +3,7 @@
 use plinth_model::{
     checkpoint, AttentionMode, MlpKind, ModelConfig, NormKind, NormPlacement, PositionKind, Transformer,
 };
-use plinth_tests::{micro_model, torch_lock};
+use plinth_tests::{micro_model, torch_lock, KernelsOff};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Llama-style, BERT/GPT-2-style and a mix, so every knob is exercised.
@@ -137,24 +137,6 @@ fn parameter_count_matches_the_weights_for_every_variant() {
         let (vs, _model) = build(&cfg, 1);
         let numel: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
         assert_eq!(cfg.num_params(), numel, "{cfg:?}");
-    }
-}
-
-/// Restores the CPU kernels when a test that switched them off ends, even by panic.
-struct KernelsOff;
-
-impl KernelsOff {
-    fn new() -> Self {
-        plinth_layers::kernels::set_enabled(false);
-        plinth_layers::kernels::set_onednn_gemm(false);
-        KernelsOff
-    }
-}
-
-impl Drop for KernelsOff {
-    fn drop(&mut self) {
-        plinth_layers::kernels::set_enabled(true);
-        plinth_layers::kernels::set_onednn_gemm(true);
     }
 }
 

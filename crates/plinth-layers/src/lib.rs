@@ -154,10 +154,17 @@ pub struct LoraPair {
 
 impl LoraPair {
     /// The update for input `x` (..., in) -> (..., out); dropout only when training.
+    /// The scale multiplies the narrow (..., r) intermediate, not the output, and a
+    /// shared pair's two products run through [`kernels::linear`] like the base's.
     pub fn delta(&self, x: &Tensor, train: bool) -> Tensor {
         let x = if train && self.dropout > 0.0 { x.dropout(self.dropout, true) } else { x.shallow_clone() };
-        x.matmul(&self.a.transpose(-1, -2)).matmul(&self.b.transpose(-1, -2)) * self.scale
-        // (..., out)
+        if self.a.dim() == 2 {
+            let h = kernels::linear(&x, &self.a, None) * self.scale; // (..., r)
+            kernels::linear(&h, &self.b, None) // (..., out)
+        } else {
+            (x.matmul(&self.a.transpose(-1, -2)) * self.scale).matmul(&self.b.transpose(-1, -2))
+            // (..., out)
+        }
     }
 
     /// The update as a weight, `scale · B A` (out, in), for merging into the base.
@@ -220,6 +227,33 @@ fn adapt(y: Tensor, x: &Tensor, lora: Option<&BlockLora>, pick: fn(&BlockLora) -
         Some((pair, train)) => y + pair.delta(x, train),
         None => y,
     }
+}
+
+/// The concatenated output of projections that read `x`, `y` (..., ΣO), plus each
+/// one's LoRA update from `lora` in its own columns (zeros where a projection has
+/// none): what [`adapt`] does per projection, on the fused GEMM's output, so that
+/// the fused kernels after it see one tensor.
+fn adapt_concat(
+    y: Tensor,
+    x: &Tensor,
+    lora: Option<&BlockLora>,
+    picks: &[(fn(&BlockLora) -> &Option<LoraPair>, i64)],
+) -> Tensor {
+    let Some(l) = lora.filter(|l| picks.iter().any(|(pick, _)| pick(l).is_some())) else {
+        return y;
+    };
+    let mut shape = x.size();
+    let deltas: Vec<Tensor> = picks
+        .iter()
+        .map(|&(pick, width)| match pick(l) {
+            Some(pair) => pair.delta(x, l.train),
+            None => {
+                *shape.last_mut().expect("x has a last dimension") = width;
+                Tensor::zeros(shape.as_slice(), (y.kind(), y.device()))
+            }
+        })
+        .collect();
+    y + Tensor::cat(&deltas, -1) // (..., ΣO)
 }
 
 /// Rotary position embedding tables (Su et al. 2021) in the rotate-half layout.
@@ -329,13 +363,17 @@ impl Attention {
         let AttnContext { rotary, mode, offset, lora, key_valid } = *ctx;
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
         let AttentionDims { n_heads, n_kv_heads, head_dim, .. } = self.dims;
-        let qkv_adapted = lora.is_some_and(|l| l.q_proj.is_some() || l.k_proj.is_some() || l.v_proj.is_some());
         let (q, k, v) = match rotary {
-            // Training batches and prefills: one GEMM for [q | k | v], and one fused
-            // pass that splits it into heads and rotates queries and keys.
-            Some(r) if !qkv_adapted && rows(x) >= FUSE_MIN_ROWS && kernels::applies(x) => {
+            // Training batches and prefills: one GEMM for [q | k | v] (plus any LoRA
+            // updates in their columns), and one fused pass that splits it into heads
+            // and rotates queries and keys.
+            Some(r) if rows(x) >= FUSE_MIN_ROWS && kernels::applies(x) => {
                 let (cos, sin) = r.tables(offset, t);
                 let qkv = concat_linear(x, &[&self.q_proj, &self.k_proj, &self.v_proj]); // (B, T, (H+2Hkv)*D)
+                let (q_width, kv_width) = (n_heads * head_dim, n_kv_heads * head_dim);
+                let picks: [(fn(&BlockLora) -> &Option<LoraPair>, i64); 3] =
+                    [(|l| &l.q_proj, q_width), (|l| &l.k_proj, kv_width), (|l| &l.v_proj, kv_width)];
+                let qkv = adapt_concat(qkv, x, lora, &picks);
                 let [q, k, v] = kernels::rope_qkv(&qkv, &cos, &sin, n_heads, n_kv_heads);
                 (q, k, v) // (B, H, T, D), (B, Hkv, T, D) twice
             }
@@ -415,12 +453,16 @@ impl Mlp {
 impl Mlp {
     /// The block's output; with `lora`, adapted projections add their updates.
     pub fn forward_lora(&self, x: &Tensor, lora: Option<&BlockLora>) -> Tensor {
-        let gate_up_adapted = lora.is_some_and(|l| l.gate_proj.is_some() || l.up_proj.is_some());
         let h = match &self.gate_proj {
-            // Training batches and prefills: one GEMM for [gate | up] and the fused
-            // SwiGLU kernel, whose backward writes that GEMM's output gradient whole.
-            Some(gate) if !gate_up_adapted && rows(x) >= FUSE_MIN_ROWS && kernels::applies(x) => {
-                kernels::swiglu(&concat_linear(x, &[gate, &self.up_proj])) // (B, T, F)
+            // Training batches and prefills: one GEMM for [gate | up] (plus any LoRA
+            // updates in their columns) and the fused SwiGLU kernel, whose backward
+            // writes that GEMM's output gradient whole.
+            Some(gate) if rows(x) >= FUSE_MIN_ROWS && kernels::applies(x) => {
+                let f = self.up_proj.ws.size()[0];
+                let picks: [(fn(&BlockLora) -> &Option<LoraPair>, i64); 2] =
+                    [(|l| &l.gate_proj, f), (|l| &l.up_proj, f)];
+                let gu = adapt_concat(concat_linear(x, &[gate, &self.up_proj]), x, lora, &picks);
+                kernels::swiglu(&gu) // (B, T, F)
             }
             Some(gate) => {
                 let [g, u]: [Tensor; 2] = fused_linear(x, &[gate, &self.up_proj])

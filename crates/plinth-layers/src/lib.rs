@@ -221,8 +221,11 @@ impl BlockLora {
     }
 }
 
+/// Selects one projection's update slot from a block's LoRA updates.
+type Pick = fn(&BlockLora) -> &Option<LoraPair>;
+
 /// `y` plus the LoRA update `pick` selects from `lora`, if there is one.
-fn adapt(y: Tensor, x: &Tensor, lora: Option<&BlockLora>, pick: fn(&BlockLora) -> &Option<LoraPair>) -> Tensor {
+fn adapt(y: Tensor, x: &Tensor, lora: Option<&BlockLora>, pick: Pick) -> Tensor {
     match lora.and_then(|l| pick(l).as_ref().map(|p| (p, l.train))) {
         Some((pair, train)) => y + pair.delta(x, train),
         None => y,
@@ -233,12 +236,7 @@ fn adapt(y: Tensor, x: &Tensor, lora: Option<&BlockLora>, pick: fn(&BlockLora) -
 /// one's LoRA update from `lora` in its own columns (zeros where a projection has
 /// none): what [`adapt`] does per projection, on the fused GEMM's output, so that
 /// the fused kernels after it see one tensor.
-fn adapt_concat(
-    y: Tensor,
-    x: &Tensor,
-    lora: Option<&BlockLora>,
-    picks: &[(fn(&BlockLora) -> &Option<LoraPair>, i64)],
-) -> Tensor {
+fn adapt_concat(y: Tensor, x: &Tensor, lora: Option<&BlockLora>, picks: &[(Pick, i64)]) -> Tensor {
     let Some(l) = lora.filter(|l| picks.iter().any(|(pick, _)| pick(l).is_some())) else {
         return y;
     };
@@ -371,7 +369,7 @@ impl Attention {
                 let (cos, sin) = r.tables(offset, t);
                 let qkv = concat_linear(x, &[&self.q_proj, &self.k_proj, &self.v_proj]); // (B, T, (H+2Hkv)*D)
                 let (q_width, kv_width) = (n_heads * head_dim, n_kv_heads * head_dim);
-                let picks: [(fn(&BlockLora) -> &Option<LoraPair>, i64); 3] =
+                let picks: [(Pick, i64); 3] =
                     [(|l| &l.q_proj, q_width), (|l| &l.k_proj, kv_width), (|l| &l.v_proj, kv_width)];
                 let qkv = adapt_concat(qkv, x, lora, &picks);
                 let [q, k, v] = kernels::rope_qkv(&qkv, &cos, &sin, n_heads, n_kv_heads);
@@ -459,8 +457,7 @@ impl Mlp {
             // writes that GEMM's output gradient whole.
             Some(gate) if rows(x) >= FUSE_MIN_ROWS && kernels::applies(x) => {
                 let f = self.up_proj.ws.size()[0];
-                let picks: [(fn(&BlockLora) -> &Option<LoraPair>, i64); 2] =
-                    [(|l| &l.gate_proj, f), (|l| &l.up_proj, f)];
+                let picks: [(Pick, i64); 2] = [(|l| &l.gate_proj, f), (|l| &l.up_proj, f)];
                 let gu = adapt_concat(concat_linear(x, &[gate, &self.up_proj]), x, lora, &picks);
                 kernels::swiglu(&gu) // (B, T, F)
             }

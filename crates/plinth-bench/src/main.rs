@@ -23,7 +23,7 @@ struct Cli {
     /// Device to measure on.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu, global = true)]
     device: DeviceArg,
-    /// Run RMSNorm and SwiGLU as composed ATen ops instead of plinth's fused CPU
+    /// Run RMSNorm, SwiGLU and rotary as composed ATen ops instead of plinth's fused CPU
     /// kernels (`plinth_layers::kernels`), to time the two on the same binary.
     #[arg(long, global = true)]
     composed: bool,

@@ -1,13 +1,18 @@
-//! Fused CPU kernels (`csrc/fused_layers.cpp`) for RMSNorm, SwiGLU and the
-//! rotary split of the fused q/k/v projection, each a libtorch autograd function
-//! with its own backward: one pass over the rows each way instead of ATen's
-//! chain of elementwise kernels, copies and temporaries, which is what
-//! `torch.compile` buys a PyTorch user on these ops.
+//! plinth's CPU kernels (`csrc/fused_layers.cpp`), each a libtorch autograd
+//! function with its own backward:
 //!
-//! They take float32 CPU tensors on a CPU with AVX2 and FMA ([`applies`]); the
-//! layers route everything else (CUDA, half precision, other CPUs) to the
-//! composed ATen ops ([`crate::rms_norm_composed`], [`crate::swiglu_composed`]),
-//! which compute the same function. Their gradients are first order only.
+//! - [`linear`]: every GEMM of a linear map (forward, input and weight gradients)
+//!   on oneDNN, which libtorch bundles, instead of the BLAS ATen's `linear` calls;
+//! - [`rms_norm`], [`swiglu`] and [`rope_qkv`]: RMSNorm, SwiGLU and the rotary
+//!   split of the fused q/k/v projection, one pass over the rows each way instead
+//!   of ATen's chain of elementwise kernels, copies and temporaries, which is what
+//!   `torch.compile` buys a PyTorch user on these ops.
+//!
+//! The elementwise kernels take float32 CPU tensors on a CPU with AVX2 and FMA
+//! ([`applies`]); the layers route everything else (CUDA, half precision, other
+//! CPUs) to the composed ATen ops ([`crate::rms_norm_composed`],
+//! [`crate::swiglu_composed`], [`crate::Rotary::apply`]), which compute the same
+//! function; [`linear`] decides for itself. Gradients are first order only.
 
 #![allow(unsafe_code)] // FFI to the fused kernels; each unsafe block says why it holds.
 

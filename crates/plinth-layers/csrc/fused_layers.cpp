@@ -1,5 +1,5 @@
-// Fused CPU kernels for the two elementwise-heavy pieces of a Llama block, as
-// libtorch autograd functions behind a C ABI (tch binds no custom functions).
+// plinth's CPU kernels for a Llama block, as libtorch autograd functions behind
+// a C ABI (tch binds no custom functions).
 //
 //   rms_norm(x, w, eps)  y = x / sqrt(mean(x^2) + eps) * w, one pass forward
 //                        and one backward (dx and dw), where ATen needs a chain
@@ -22,9 +22,10 @@
 // composed ATen ops. Rows run in parallel on ATen's intra-op pool (OpenMP,
 // libtorch's own runtime). The reduction over rows (dw) sums fixed 64-row
 // blocks, each in row order, then the blocks with ATen's sum, so it does not
-// depend on how the pool schedules rows. The AVX2 paths are picked at run time; every
-// element, tails included, goes through the same arithmetic, so a value's result
-// does not depend on its column. C++ exceptions come back through `err`
+// depend on how the pool schedules rows. The AVX2 paths are picked at run time;
+// in the hand-vectorised kernels (RMSNorm, SwiGLU) every element, tails included,
+// goes through the same arithmetic, so a value's result does not depend on its
+// column. C++ exceptions come back through `err`
 // (caller-owned), never across the boundary.
 
 #include <ATen/Parallel.h>

@@ -24,3 +24,11 @@ pub fn build(lib: &Path) -> cc::Build {
         .warnings(false);
     b
 }
+
+/// Links the crate against libtorch's CPU libraries in `lib`, which a shim's
+/// object code calls into.
+pub fn link_torch_cpu(lib: &Path) {
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
+}

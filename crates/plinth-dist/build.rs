@@ -27,9 +27,7 @@ fn main() {
         build.define("USE_C10D_NCCL", None).define("USE_CUDA", None).define("PLINTH_WITH_NCCL", None);
     }
     build.compile("plinth_c10d_shim");
-    println!("cargo:rustc-link-search=native={}", lib.display());
-    println!("cargo:rustc-link-lib=dylib=torch_cpu");
-    println!("cargo:rustc-link-lib=dylib=c10");
+    torch_cxx::link_torch_cpu(&lib);
     if nccl.is_some() {
         println!("cargo:rustc-link-lib=dylib=torch_cuda");
         println!("cargo:rustc-link-lib=dylib=c10_cuda");

@@ -19,7 +19,8 @@ fn main() {
     // runtime (the wheel's `lib/libgomp.so.1`, which `at::set_num_threads`
     // configures), never a second one.
     let gomp = lib.join("libgomp.so.1");
-    if gomp.exists() {
+    let openmp = gomp.exists();
+    if openmp {
         build.flag("-fopenmp");
     } else {
         println!(
@@ -28,10 +29,8 @@ fn main() {
         );
     }
     build.compile("plinth_fused_layers");
-    println!("cargo:rustc-link-search=native={}", lib.display());
-    println!("cargo:rustc-link-lib=dylib=torch_cpu");
-    println!("cargo:rustc-link-lib=dylib=c10");
-    if gomp.exists() {
+    torch_cxx::link_torch_cpu(&lib);
+    if openmp {
         println!("cargo:rustc-link-lib=dylib:+verbatim=libgomp.so.1");
     }
 }

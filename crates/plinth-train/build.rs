@@ -11,7 +11,5 @@ fn main() {
     let lib = torch_cxx::torch_lib();
     println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
     torch_cxx::build(&lib).file("csrc/fused_adamw.cpp").compile("plinth_fused_adamw");
-    println!("cargo:rustc-link-search=native={}", lib.display());
-    println!("cargo:rustc-link-lib=dylib=torch_cpu");
-    println!("cargo:rustc-link-lib=dylib=c10");
+    torch_cxx::link_torch_cpu(&lib);
 }

@@ -137,3 +137,11 @@ impl Drop for KernelsOff {
         plinth_layers::kernels::set_onednn_gemm(true);
     }
 }
+
+/// `run()` twice: with plinth's CPU kernels, then on ATen's own ops (see
+/// [`KernelsOff`]). Hold [`torch_lock`] around it.
+pub fn with_and_without_kernels<T>(run: impl Fn() -> T) -> (T, T) {
+    let with = run();
+    let _off = KernelsOff::new();
+    (with, run())
+}

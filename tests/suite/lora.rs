@@ -4,7 +4,7 @@
 use plinth_model::checkpoint::{named_variables, save_tensors, WEIGHTS_FILE};
 use plinth_model::lora::{load_adapter, save_adapter, weights_sha256, AdapterMeta, LoraAdapter, LoraConfig};
 use plinth_model::{AttentionMode, ForwardOptions, ModelConfig, Transformer};
-use plinth_tests::{micro_model, torch_lock, KernelsOff};
+use plinth_tests::{micro_model, torch_lock, with_and_without_kernels};
 use plinth_train::optim::{gradients, AdamW, AdamWConfig};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -223,11 +223,7 @@ fn fused_kernels_apply_adapter_updates_like_the_composed_path() {
         let grads = Tensor::run_backward(&[(&logits * &weights).sum(Kind::Float)], &params, false, false);
         (logits, grads)
     };
-    let (fused, fused_grads) = run();
-    let (composed, composed_grads) = {
-        let _off = KernelsOff::new();
-        run()
-    };
+    let ((fused, fused_grads), (composed, composed_grads)) = with_and_without_kernels(run);
     assert!(max_diff(&fused, &composed) < 1e-4, "logits differ by {}", max_diff(&fused, &composed));
     if plinth_layers::kernels::fast() {
         assert!(!fused.equal(&composed), "the kernels are available here but the forward did not use them");

@@ -3,7 +3,7 @@
 use plinth_model::{
     checkpoint, AttentionMode, MlpKind, ModelConfig, NormKind, NormPlacement, PositionKind, Transformer,
 };
-use plinth_tests::{micro_model, torch_lock, KernelsOff};
+use plinth_tests::{micro_model, torch_lock, with_and_without_kernels};
 use tch::{nn, Device, Kind, Tensor};
 
 /// Llama-style, BERT/GPT-2-style and a mix, so every knob is exercised.
@@ -159,11 +159,7 @@ fn cpu_kernels_match_aten_ops_in_logits_and_gradients() {
                 let grads = Tensor::run_backward(&[(&logits * &weights).sum(Kind::Float)], &params, false, false);
                 (logits, grads)
             };
-            let (fast, fast_grads) = run();
-            let (plain, plain_grads) = {
-                let _off = KernelsOff::new();
-                run()
-            };
+            let ((fast, fast_grads), (plain, plain_grads)) = with_and_without_kernels(run);
             let rel = |a: &Tensor, b: &Tensor| {
                 (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]).max(1e-6)
             };

@@ -99,7 +99,8 @@ pub fn linear(p: nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> nn::Linear 
     nn::linear(p, in_dim, out_dim, cfg)
 }
 
-/// Inputs with fewer rows than this run their projections one GEMM each.
+/// Inputs with fewer rows than this (batch-1 decoding) run their projections one
+/// GEMM each, on ATen, and the composed ops instead of the fused CPU kernels.
 pub const FUSE_MIN_ROWS: i64 = 32;
 
 /// Applies several linear maps that read the same input; one output per map.

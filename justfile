@@ -14,6 +14,10 @@ default:
 setup:
     scripts/setup-venv.sh
 
+# delete the build caches (~/.cache/plinth/target-*) of plinth clones that no longer exist
+gc *args:
+    scripts/gc-cache.sh {{args}}
+
 # build everything in release mode (tests run in the same profile, so libtorch's wrapper is built once)
 build: setup
     {{env}} cargo build --release --workspace --all-targets

@@ -9,7 +9,14 @@ export VIRTUAL_ENV="$plinth_root/.venv"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 export LIBTORCH_USE_PYTORCH=1
 plinth_key="$(printf '%s' "$plinth_root" | sha256sum | cut -c1-12)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/plinth/target-$plinth_key}"
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  export CARGO_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/plinth/target-$plinth_key"
+  # Which clone this cache belongs to, so scripts/gc-cache.sh can delete the caches of
+  # clones that no longer exist (each is about 1-8 GB).
+  if [ "$(cat "$CARGO_TARGET_DIR/plinth-clone" 2>/dev/null)" != "$plinth_root" ]; then
+    mkdir -p "$CARGO_TARGET_DIR" && printf '%s\n' "$plinth_root" >"$CARGO_TARGET_DIR/plinth-clone"
+  fi
+fi
 if ! compgen -G "$VIRTUAL_ENV/lib/python3*/site-packages/torch/lib/libtorch_cpu.so" >/dev/null; then
   echo "plinth: no PyTorch in $VIRTUAL_ENV; run ./dev setup (it installs torch 2.11.0 there)" >&2
   return 1 2>/dev/null || exit 1

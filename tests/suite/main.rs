@@ -10,5 +10,6 @@ mod lora;
 mod model;
 mod plugin_faults;
 mod plugins;
+mod scripts;
 mod tokenizer_python;
 mod training;

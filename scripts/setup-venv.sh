@@ -11,7 +11,7 @@ tokenizers_version="0.23.3" # Python side of the tokenizer.json compatibility te
 transformers_version="5.23.0" # Python side of the Hugging Face interop tests and benchmarks
 peft_version="0.21.2"         # PEFT adapters in the interop tests
 numpy_spec="numpy>=2,<3"
-space_gb=9    # measured peak of a first install plus a cold build: see ARCHITECTURE.md, Environment
+space_gb=9    # torch missing: measured peak of a first install plus a cold build (ARCHITECTURE.md, Environment)
 download_gb=4 # pip's temporary files alone, when TMPDIR is on another file system
 extras=("$@") # extra requirement specs, e.g. for benchmarks
 
@@ -52,10 +52,12 @@ need_space() {
 pins=("torch==$torch_version" "rust-just==$just_version" "tokenizers==$tokenizers_version"
   "transformers==$transformers_version" "peft==$peft_version")
 if ! have "${pins[@]}" || ! "$vpy" -c "import numpy" 2>/dev/null; then
-  need_space "$space_gb" "$root"
-  tmp="${TMPDIR:-/tmp}"
-  if [ "$(df -P "$tmp" | awk 'NR == 2 { print $1 }')" != "$(df -P "$root" | awk 'NR == 2 { print $1 }')" ]; then
-    need_space "$download_gb" "$tmp" # pip unpacks the wheels there
+  if ! have "torch==$torch_version"; then # the 5 GB part; a smaller pin alone needs little
+    need_space "$space_gb" "$root"
+    tmp="${TMPDIR:-/tmp}"
+    if [ "$(df -P "$tmp" | awk 'NR == 2 { print $1 }')" != "$(df -P "$root" | awk 'NR == 2 { print $1 }')" ]; then
+      need_space "$download_gb" "$tmp" # pip unpacks the wheels there
+    fi
   fi
   echo "plinth: installing torch==$torch_version, numpy, tokenizers, transformers, peft and just into $venv (about 5 GB, a few minutes the first time)" >&2
   "$vpy" -m pip install --quiet --disable-pip-version-check "${pins[@]}" "$numpy_spec"

@@ -12,7 +12,7 @@ transformers_version="5.23.0" # Python side of the Hugging Face interop tests an
 peft_version="0.21.2"         # PEFT adapters in the interop tests
 numpy_spec="numpy>=2,<3"
 space_gb=9    # torch missing: measured peak of a first install plus a cold build (ARCHITECTURE.md, Environment)
-download_gb=4 # pip's temporary files alone, when TMPDIR is on another file system
+download_gb=4 # the wheels pip downloads to TMPDIR first (2.6 GB), when that is another file system
 extras=("$@") # extra requirement specs, e.g. for benchmarks
 
 py="${PLINTH_PYTHON:-python3}"

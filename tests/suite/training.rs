@@ -90,18 +90,63 @@ fn a_new_run_never_overwrites_a_saved_checkpoint() {
     assert_eq!(dir_digest(&t.checkpoint_dir()), saved, "the saved checkpoint must be untouched");
 }
 
+/// A two-step run on its own copy of the fixture corpus, so a test may change it.
+fn saved_run_on_own_corpus(dir: &std::path::Path) -> (plinth_train::PretrainConfig, std::path::PathBuf, Vec<(String, String)>) {
+    let corpus = dir.join("corpus.txt");
+    std::fs::copy(plinth_tests::fixture_corpus(), &corpus).expect("copy corpus");
+    let mut cfg = micro_config(&dir.join("run"), ObjectiveKind::Mlm);
+    cfg.data.corpus = plinth_data::CorpusSource::TextFiles(vec![corpus.clone()]);
+    let mut t = Pretrainer::new(cfg.clone(), &options(false)).expect("trainer");
+    t.train_until(2).expect("train");
+    let saved = dir_digest(&t.checkpoint_dir());
+    (cfg, corpus, saved)
+}
+
 #[test]
 fn empty_corpus_is_a_clear_error_and_keeps_the_checkpoint() {
     let _g = torch_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let (cfg, t, saved) = saved_run(tmp.path());
-    let empty = tmp.path().join("empty.txt");
-    std::fs::write(&empty, "\n\n").expect("write");
-    let mut bad = cfg;
-    bad.data.corpus = plinth_data::CorpusSource::TextFiles(vec![empty]);
-    let err = Pretrainer::new(bad, &options(true)).expect_err("empty corpus").to_string();
+    let (cfg, corpus, saved) = saved_run_on_own_corpus(tmp.path());
+    std::fs::write(&corpus, "\n\n").expect("empty the corpus");
+    let ckpt = cfg.out_dir.join("checkpoint");
+    let err = Pretrainer::new(cfg, &options(true)).expect_err("empty corpus").to_string();
     assert!(err.contains("no documents"), "{err}");
-    assert_eq!(dir_digest(&t.checkpoint_dir()), saved);
+    assert_eq!(dir_digest(&ckpt), saved);
+}
+
+#[test]
+fn resume_refuses_a_changed_config_and_names_each_key() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (cfg, t, saved) = saved_run(tmp.path());
+    let mut changed = cfg.clone();
+    changed.train.seq_len = 16; // packs the corpus into more blocks: the old sampler position would mislead
+    changed.train.lr = 1e-3;
+    let err = Pretrainer::new(changed, &options(true)).expect_err("changed config").to_string();
+    assert!(err.contains("train.seq_len: 32 → 16"), "{err}");
+    assert!(err.contains("train.lr: 0.003 → 0.001"), "{err}");
+    assert!(err.contains("another out_dir"), "says what to do: {err}");
+    assert_eq!(dir_digest(&t.checkpoint_dir()), saved, "the saved checkpoint must be untouched");
+
+    // How long it runs and how often it reports may change.
+    let mut longer = cfg;
+    longer.train.max_steps = 16;
+    longer.train.eval_every = 3;
+    let resumed = Pretrainer::new(longer, &options(true)).expect("a longer run resumes");
+    assert_eq!(resumed.state().step, 2);
+}
+
+#[test]
+fn resume_refuses_data_that_changed_under_the_same_config() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (cfg, corpus, saved) = saved_run_on_own_corpus(tmp.path());
+    let text = std::fs::read_to_string(&corpus).expect("read");
+    std::fs::write(&corpus, text.replacen("the", "a", 3)).expect("edit the corpus");
+    let ckpt = cfg.out_dir.join("checkpoint");
+    let err = Pretrainer::new(cfg, &options(true)).expect_err("changed data").to_string();
+    assert!(err.contains("not the data this run was started with"), "{err}");
+    assert_eq!(dir_digest(&ckpt), saved, "the saved checkpoint must be untouched");
 }
 
 #[test]

@@ -305,9 +305,23 @@ fn main() {
         .with_target(false)
         .init();
     if let Err(err) = run(Cli::parse()) {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", report(&err));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, `a: b: c`, leaving out a cause whose text is already
+/// shown (errors such as `{path}: {source}` print their own cause).
+fn report(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -985,4 +999,19 @@ fn info(dir: &std::path::Path) -> Result<()> {
     println!("trained      {} steps, {} tokens", st.step, st.tokens_seen);
     println!("val loss     {}", st.val_loss.map_or("n/a".into(), |v| format!("{v:.4}")));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn a_report_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let err = plinth_train::TrainError::Io { path: "nope.toml".into(), source: io };
+        let err = anyhow::Error::from(err).context("reading the config");
+        assert_eq!(report(&err), "reading the config: nope.toml: No such file or directory");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(report(&plain), "outer: inner");
+    }
 }

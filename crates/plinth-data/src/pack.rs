@@ -30,12 +30,15 @@ pub struct BlockSampler {
 
 impl BlockSampler {
     pub fn new(n_blocks: usize, seed: u64) -> Self {
-        Self::resume(n_blocks, seed, SamplerState { epoch: 0, position: 0 })
+        let state = SamplerState { epoch: 0, position: 0 };
+        BlockSampler { n_blocks, seed, order: permutation(n_blocks, seed, 0), state }
     }
 
-    pub fn resume(n_blocks: usize, seed: u64, state: SamplerState) -> Self {
-        let order = permutation(n_blocks, seed, state.epoch);
-        BlockSampler { n_blocks, seed, order, state }
+    /// Continues from a saved `state`; `None` when that position lies past the
+    /// end of `n_blocks` (the data is not the data it was saved with).
+    pub fn resume(n_blocks: usize, seed: u64, state: SamplerState) -> Option<Self> {
+        (state.position <= n_blocks)
+            .then(|| BlockSampler { n_blocks, seed, order: permutation(n_blocks, seed, state.epoch), state })
     }
 
     pub fn state(&self) -> SamplerState {
@@ -82,7 +85,15 @@ mod tests {
         let _ = s.next_indices(4);
         let saved = s.state();
         let expected = s.next_indices(12);
-        let mut resumed = BlockSampler::resume(10, 3, saved);
+        let mut resumed = BlockSampler::resume(10, 3, saved).expect("in range");
         assert_eq!(resumed.next_indices(12), expected);
+    }
+
+    #[test]
+    fn sampler_refuses_a_position_past_its_blocks() {
+        let past = SamplerState { epoch: 2, position: 11 };
+        assert!(BlockSampler::resume(10, 3, past).is_none());
+        let end = SamplerState { epoch: 2, position: 10 };
+        assert_eq!(BlockSampler::resume(10, 3, end).expect("the end is a valid position").next_indices(1).len(), 1);
     }
 }

@@ -229,6 +229,7 @@ fn write_model_files(dir: &Path, vs: &nn::VarStore, cfg: &ModelConfig, objective
         objective: ObjectiveConfig { kind: objective, mask_prob: 0.15, fim_rate: 0.0 },
         tokens_seen: 0,
         val_loss: None,
+        data_fingerprint: None,
     };
     ckpt::save_tensors(&ckpt::named_variables(vs), &dir.join(ckpt::WEIGHTS_FILE))?;
     ckpt::save_config(cfg, dir)?;

@@ -182,6 +182,35 @@ fn default_seed() -> u64 {
     1234
 }
 
+/// Keys a resumed run may change, because they say how far it runs and how often
+/// it reports, not what it computes. (`max_steps` also stretches the cosine
+/// schedule from the step it resumes at.)
+pub const RESUMABLE_KEYS: &[&str] =
+    &["out_dir", "train.max_steps", "train.eval_every", "train.eval_batches", "train.save_every", "train.threads"];
+
+/// Collects `(dotted key, "old → new")` for every leaf where `a` and `b` differ;
+/// a key present on one side only shows as `(absent)` on the other.
+fn diff_values(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<(String, String)>) {
+    let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+    match (a, b) {
+        (toml::Value::Table(ta), toml::Value::Table(tb)) => {
+            let keys: std::collections::BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
+            for k in keys {
+                match (ta.get(k), tb.get(k)) {
+                    (Some(va), Some(vb)) => diff_values(&key(k), va, vb, out),
+                    (va, vb) => out.push((key(k), format!("{} → {}", shown(va), shown(vb)))),
+                }
+            }
+        }
+        _ if a != b => out.push((prefix.to_string(), format!("{a} → {b}"))),
+        _ => {}
+    }
+}
+
+fn shown(v: Option<&toml::Value>) -> String {
+    v.map_or_else(|| "(absent)".to_string(), ToString::to_string)
+}
+
 impl PretrainConfig {
     /// Reads a config file; the error names the file, line and key. A model
     /// preset path is resolved against the file's directory and inlined, so the
@@ -208,6 +237,20 @@ impl PretrainConfig {
                 p.display()
             ))),
         }
+    }
+
+    /// What a resumed run may not change: every key whose value differs between
+    /// `saved` (the checkpoint's `pretrain.toml`) and this config, as
+    /// `key: saved → now`, leaving out [`RESUMABLE_KEYS`]. Empty when the run can
+    /// continue exactly.
+    pub fn resume_conflicts(&self, saved: &PretrainConfig) -> Result<Vec<String>> {
+        let value = |c: &PretrainConfig| {
+            toml::Value::try_from(c).map_err(|e| TrainError::Invalid(format!("config as TOML: {e}")))
+        };
+        let mut out = Vec::new();
+        diff_values("", &value(saved)?, &value(self)?, &mut out);
+        out.retain(|(key, _)| !RESUMABLE_KEYS.contains(&key.as_str()));
+        Ok(out.into_iter().map(|(key, change)| format!("{key}: {change}")).collect())
     }
 
     /// Checks values in the user's terms.

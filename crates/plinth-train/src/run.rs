@@ -95,6 +95,11 @@ impl Pretrainer {
                 ckpt_dir.display()
             )));
         }
+        if resuming {
+            check_resumable(&cfg, &ckpt_dir)?;
+        } else if opts.resume {
+            tracing::info!("no checkpoint in {} to resume; starting a new run", ckpt_dir.display());
+        }
 
         let mut corpus = load_corpus(&cfg.data.corpus, &opts.cache_dir, opts.plugins.as_deref())?;
         if cfg.data.max_documents > 0 {
@@ -124,8 +129,10 @@ impl Pretrainer {
 
         let causal = cfg.objective.kind == ObjectiveKind::Causal;
         let block_len = cfg.train.seq_len + usize::from(causal);
-        let train_blocks = blocks_tensor(&tokenizer, &train_docs, &cfg, block_len, opts.device, Split::Training)?;
-        let val_blocks = blocks_tensor(&tokenizer, &val_docs, &cfg, block_len, opts.device, Split::Validation)?;
+        let (train_blocks, train_fp) =
+            blocks_tensor(&tokenizer, &train_docs, &cfg, block_len, opts.device, Split::Training)?;
+        let (val_blocks, val_fp) = blocks_tensor(&tokenizer, &val_docs, &cfg, block_len, opts.device, Split::Validation)?;
+        let data_fingerprint = format!("{train_fp:016x}{val_fp:016x}");
 
         tch::manual_seed(cfg.train.seed as i64);
         let mut vs = nn::VarStore::new(opts.device);
@@ -141,6 +148,7 @@ impl Pretrainer {
             objective: cfg.objective.clone(),
             tokens_seen: 0,
             val_loss: None,
+            data_fingerprint: Some(data_fingerprint.clone()),
         };
         if resuming {
             plinth_model::checkpoint::load_into(&mut vs, &ckpt_dir.join(plinth_model::checkpoint::WEIGHTS_FILE))?;
@@ -153,11 +161,30 @@ impl Pretrainer {
                     cfg.objective
                 )));
             }
+            if let Some(saved) = &st.data_fingerprint {
+                if *saved != data_fingerprint {
+                    return Err(TrainError::Checkpoint(format!(
+                        "{}: the training data is not the data this run was started with (same config, different \
+                         tokens: a changed corpus file or package version); a resumed run would not continue \
+                         exactly. Restore that data, or set another out_dir for a new run",
+                        ckpt_dir.display()
+                    )));
+                }
+            }
+            st.data_fingerprint = Some(data_fingerprint);
             opt.load_state(&state::read_optimizer(&ckpt_dir)?, st.step as i64).map_err(TrainError::Checkpoint)?;
             tracing::info!(step = st.step, "resumed from {}", ckpt_dir.display());
         }
         let n_blocks = train_blocks.size()[0] as usize;
-        let sampler = BlockSampler::resume(n_blocks, cfg.train.seed, st.sampler);
+        let sampler = BlockSampler::resume(n_blocks, cfg.train.seed, st.sampler).ok_or_else(|| {
+            TrainError::Checkpoint(format!(
+                "{}: the saved data position (block {} of epoch {}) is past this run's {n_blocks} training blocks; \
+                 the data changed since the checkpoint. Restore it, or set another out_dir for a new run",
+                ckpt_dir.display(),
+                st.sampler.position,
+                st.sampler.epoch
+            ))
+        })?;
         let ddp = opts.group.clone().map(DataParallel::new);
         if let Some(d) = &ddp {
             // Every rank built its tokenizer and data itself: check they agree, then
@@ -412,6 +439,30 @@ enum Split {
 }
 
 /// Tokenizes, frames and packs documents into a (N, L) tensor of blocks.
+/// Refuses to resume `ckpt_dir` under a config that changes what the run computes
+/// (checked before the corpus is loaded, so a mistake costs nothing).
+fn check_resumable(cfg: &PretrainConfig, ckpt_dir: &Path) -> Result<()> {
+    let saved_path = ckpt_dir.join(state::CONFIG_COPY);
+    let text = std::fs::read_to_string(&saved_path).map_err(TrainError::io(&saved_path))?;
+    let saved: PretrainConfig =
+        toml::from_str(&text).map_err(|e| TrainError::Config { path: saved_path.clone(), message: e.to_string() })?;
+    let conflicts = cfg.resume_conflicts(&saved)?;
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Checkpoint(format!(
+        "{} was started with another config, so resuming would not continue it exactly (checkpoint → now):\n  {}\n\
+         Resume with the values it was started with (its {} has them; only {} may change), \
+         or set another out_dir for a new run",
+        ckpt_dir.display(),
+        conflicts.join("\n  "),
+        state::CONFIG_COPY,
+        crate::config::RESUMABLE_KEYS.join(", ")
+    )))
+}
+
+/// Packs `docs` into a `(blocks, block_len)` tensor and returns it with an FNV-1a-style
+/// fingerprint of the tokens.
 fn blocks_tensor(
     tok: &PlinthTokenizer,
     docs: &[String],
@@ -419,7 +470,7 @@ fn blocks_tensor(
     block_len: usize,
     device: Device,
     split: Split,
-) -> Result<Tensor> {
+) -> Result<(Tensor, u64)> {
     let encoded = tok.encode_batch(docs)?;
     let mut rng = SplitMix64::new(cfg.train.seed ^ 0xF1F1);
     let framed: Vec<Vec<u32>> = encoded
@@ -442,7 +493,9 @@ fn blocks_tensor(
         ))));
     }
     let flat: Vec<i64> = blocks.iter().flatten().map(|&t| i64::from(t)).collect();
-    Ok(Tensor::from_slice(&flat).view([blocks.len() as i64, block_len as i64]).to_device(device))
+    let fingerprint =
+        flat.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| (h ^ t as u64).wrapping_mul(0x0100_0000_01b3));
+    Ok((Tensor::from_slice(&flat).view([blocks.len() as i64, block_len as i64]).to_device(device), fingerprint))
 }
 
 /// Redraws the loss curve from `metrics.jsonl`: training loss in blue, held-out

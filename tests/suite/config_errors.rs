@@ -40,7 +40,8 @@ fn shipped_configs_all_load() {
     let mut n = 0;
     for entry in std::fs::read_dir(&root).expect("configs/pretrain") {
         let path = entry.expect("entry").path();
-        PretrainConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let cfg = PretrainConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(cfg.warnings().is_empty(), "{}: {:?}", path.display(), cfg.warnings());
         n += 1;
     }
     assert!(n >= 2);
@@ -88,3 +89,37 @@ fn impossible_values_are_explained() {
     let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &fim)).expect_err("fim on mlm").to_string();
     assert!(err.contains("fim_rate"), "{err}");
 }
+
+#[test]
+fn an_inline_model_table_reports_its_own_mistake() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let inline = |table: &str| GOOD.replace("model = \"tiny.toml\"\n", "").replace("[tokenizer]", &format!("[model]\n{table}[tokenizer]"));
+    let ok = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &inline(TINY))).expect("an inline table loads");
+    assert_eq!(ok.model_config().expect("inline").n_heads, 2);
+    let typo = inline(&TINY.replace("n_heads", "n_head"));
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &typo)).expect_err("typo").to_string();
+    assert!(err.contains("n_head") && err.contains("line"), "names the key and the line: {err}");
+    assert!(!err.contains("untagged"), "{err}");
+    let wrong_type = inline(&TINY.replace("d_model = 32", "d_model = \"32\""));
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &wrong_type)).expect_err("type").to_string();
+    assert!(err.contains("d_model") || err.contains("integer"), "{err}");
+}
+
+#[test]
+fn model_mistakes_are_caught_before_any_data_is_read_and_a_short_warmup_is_flagged() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write(tmp.path(), "tiny.toml", &TINY.replace("n_heads = 2", "n_heads = 3"));
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", GOOD)).expect_err("heads").to_string();
+    assert!(err.contains("not divisible by n_heads 3"), "{err}");
+    write(tmp.path(), "tiny.toml", TINY);
+    let short = PretrainConfig::from_file(&write(tmp.path(), "p.toml", GOOD)).expect("legal");
+    let warnings = short.warnings();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("warmup_steps (100; 100 when not set) is not below max_steps (10)"),
+        "{warnings:?}"
+    );
+    let warm = GOOD.replace("max_steps = 10", "max_steps = 10\nwarmup_steps = 2");
+    let fine = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &warm)).expect("legal");
+    assert!(fine.warnings().is_empty(), "{:?}", fine.warnings());
+}
+

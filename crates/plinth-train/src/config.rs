@@ -24,11 +24,33 @@ pub struct PretrainConfig {
 }
 
 /// A model preset by path, or the architecture inline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ModelSpec {
     Preset(PathBuf),
     Inline(ModelConfig),
+}
+
+/// A string is a preset path; a table is a `ModelConfig`, whose own error (an
+/// unknown or missing key, a wrong type) reaches the user instead of serde's
+/// "did not match any variant" for untagged enums.
+impl<'de> Deserialize<'de> for ModelSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Self, D::Error> {
+        struct Spec;
+        impl<'de> serde::de::Visitor<'de> for Spec {
+            type Value = ModelSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a model preset path such as \"../models/tiny.toml\", or a [model] table")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<ModelSpec, E> {
+                Ok(ModelSpec::Preset(PathBuf::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<ModelSpec, A::Error> {
+                ModelConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ModelSpec::Inline)
+            }
+        }
+        de.deserialize_any(Spec)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,6 +275,20 @@ impl PretrainConfig {
         Ok(out.into_iter().map(|(key, change)| format!("{key}: {change}")).collect())
     }
 
+    /// Settings that are legal but probably not meant; the trainer logs each.
+    pub fn warnings(&self) -> Vec<String> {
+        let t = &self.train;
+        let mut out = Vec::new();
+        if t.warmup_steps >= t.max_steps {
+            out.push(format!(
+                "train.warmup_steps ({}; 100 when not set) is not below max_steps ({}): the learning rate ramps up \
+                 for the whole run and never decays; set warmup_steps lower",
+                t.warmup_steps, t.max_steps
+            ));
+        }
+        out
+    }
+
     /// Checks values in the user's terms.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
@@ -303,6 +339,9 @@ impl PretrainConfig {
             ));
         }
         let model = self.model_config()?;
+        // Checked here, before the corpus is read and the tokenizer trained; a preset
+        // leaves vocab_size to the tokenizer, so stand in for it.
+        ModelConfig { vocab_size: model.vocab_size.max(1), ..model.clone() }.validate()?;
         if t.seq_len as i64 > model.max_seq_len {
             return bad(format!("train.seq_len {} exceeds the model's max_seq_len {}", t.seq_len, model.max_seq_len));
         }

@@ -83,6 +83,9 @@ impl Pretrainer {
     /// checkpoint in `out_dir`.
     pub fn new(cfg: PretrainConfig, opts: &RunOptions) -> Result<Self> {
         cfg.validate()?;
+        for warning in cfg.warnings() {
+            tracing::warn!("{warning}");
+        }
         if cfg.train.threads > 0 {
             tch::set_num_threads(cfg.train.threads as i32);
         }

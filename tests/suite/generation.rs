@@ -59,6 +59,25 @@ fn prompt_longer_than_the_context_is_refused() {
 }
 
 #[test]
+fn a_masked_fill_tries_only_the_blanks_the_context_leaves_room_for() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mlm = trained(tmp.path(), ObjectiveKind::Mlm, 1);
+    let context = mlm.model().config().max_seq_len as usize;
+    let (tok, model) = (mlm.tokenizer(), mlm.model());
+    // Grow the text before the blank until bos + text + eos leave one position for it.
+    let mut words = String::from("a");
+    while tok.encode(&words).expect("encode").len() + 2 < context - 1 {
+        words.push_str(" a");
+    }
+    assert_eq!(tok.encode(&words).expect("encode").len() + 2, context - 1, "fixture: one position left");
+    let fill = fill_masked(model, tok, &format!("{words} ___"), 3).expect("the one-token blank fits though 3 were allowed");
+    assert!(fill.text.starts_with(&words) && !fill.answer.is_empty(), "{}", fill.text);
+    let err = fill_masked(model, tok, &format!("{words} a ___"), 3).expect_err("no room").to_string();
+    assert!(err.contains("leaving none") && err.contains("shorten"), "{err}");
+}
+
+#[test]
 fn fills_keep_the_text_around_the_blank() {
     let _g = torch_lock();
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -50,9 +50,11 @@ enum Command {
         /// Checkpoint folder.
         #[arg(long, default_value = "runs/tiny-mlm/checkpoint")]
         checkpoint: PathBuf,
-        /// Longest blank to try, in tokens (masked models).
-        #[arg(long, default_value_t = 3)]
-        max_span: usize,
+        /// Longest blank to try, in tokens (masked checkpoints; default 3, capped at
+        /// what the context leaves). The sampling options below are for causal
+        /// fill-in-the-middle checkpoints, which generate the blank.
+        #[arg(long)]
+        max_span: Option<usize>,
         /// A generation task on this masked base (such as an imported PEFT adapter)
         /// whose LoRA adapter is applied.
         #[arg(long)]
@@ -284,6 +286,34 @@ struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// The flags given with a value other than their default, as `--name`.
+    fn changed(&self) -> Vec<&'static str> {
+        let d = SamplingArgs::parse_from_defaults();
+        [
+            ("--max-tokens", self.max_tokens != d.max_tokens),
+            ("--temperature", self.temperature != d.temperature),
+            ("--top-k", self.top_k != d.top_k),
+            ("--top-p", self.top_p != d.top_p),
+            ("--seed", self.seed != d.seed),
+            ("--stop", self.stop != d.stop),
+            ("--no-cache", self.no_cache != d.no_cache),
+            ("--repetition-penalty", self.repetition_penalty != d.repetition_penalty),
+        ]
+        .into_iter()
+        .filter_map(|(flag, changed)| changed.then_some(flag))
+        .collect()
+    }
+
+    /// The defaults, exactly as clap fills them in.
+    fn parse_from_defaults() -> SamplingArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            sampling: SamplingArgs,
+        }
+        Only::parse_from(["plinth"]).sampling
+    }
+
     fn config(&self) -> SamplingConfig {
         SamplingConfig {
             max_new_tokens: self.max_tokens,
@@ -337,6 +367,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pretrain { config, resume } => pretrain(&config, resume, device),
         Command::Fill { text, checkpoint, max_span, adapter, sampling } => {
             let ck = Checkpoint::load(&checkpoint, device)?;
+            let masked = ck.state.objective.kind == ObjectiveKind::Mlm;
+            let unused = sampling.changed();
+            if masked && !unused.is_empty() {
+                let (verb, them) = if unused.len() == 1 { ("applies", "it") } else { ("apply", "them") };
+                bail!(
+                    "{} {verb} to causal fill-in-the-middle checkpoints, which generate the blank; {} is masked and \
+                     fills by unmasking the most likely tokens. Drop {them}, or pass a causal checkpoint",
+                    unused.join(", "),
+                    checkpoint.display()
+                );
+            }
+            if !masked && max_span.is_some() {
+                bail!(
+                    "--max-span applies to masked checkpoints; {} is causal and generates the blank (limit it with \
+                     --max-tokens)",
+                    checkpoint.display()
+                );
+            }
+            let max_span = max_span.unwrap_or(3);
             let fill = match (ck.state.objective.kind, &adapter) {
                 (ObjectiveKind::Mlm, Some(dir)) => {
                     plinth_finetune::FinetunedTask::load(dir, &ck)?.fill(&ck, &text, max_span)?

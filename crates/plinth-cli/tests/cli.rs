@@ -97,6 +97,37 @@ fn pretrain_info_fill_generate_and_resume() {
     let out = plinth(&["fill", "--checkpoint", "run-causal/checkpoint", "--max-tokens", "4", "The ___ sat."], dir);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("The"), "{}", text(&out));
 
+    // Each kind of checkpoint refuses the fill options of the other kind, naming them.
+    let out = plinth(&["fill", "--checkpoint", "run-mlm/checkpoint", "--temperature", "0.7", "--seed", "3", "a ___"], dir);
+    assert!(!out.status.success() && text(&out).contains("--temperature, --seed apply to causal"), "{}", text(&out));
+    let out = plinth(&["fill", "--checkpoint", "run-causal/checkpoint", "--max-span", "2", "The ___ sat."], dir);
+    assert!(!out.status.success() && text(&out).contains("--max-span applies to masked"), "{}", text(&out));
+    let out = plinth(&["fill", "--checkpoint", "run-mlm/checkpoint", "--max-span", "1", "The cat sat on the ___."], dir);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The sampling flags reach the sampler: a seed reproduces a sample, the KV cache
+    // changes nothing, a stop string ends the text before it.
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["generate", "--checkpoint", "run-causal/checkpoint", "--max-tokens", "12"];
+        args.extend_from_slice(extra);
+        args.push("The dog");
+        let out = plinth(&args, dir);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let hot = ["--temperature", "1.0", "--top-k", "50", "--top-p", "0.95", "--seed", "5"];
+    assert_eq!(sample(&hot), sample(&hot), "the same seed must give the same sample");
+    assert_eq!(sample(&[]), sample(&["--no-cache"]), "greedy with and without the KV cache");
+    let free = sample(&["--repetition-penalty", "1.2"]);
+    let free = free.trim_end_matches('\n');
+    let continuation: Vec<char> = free["The dog".len()..].chars().collect();
+    assert!(continuation.len() >= 4, "need some generated text to cut: {free:?}");
+    let stop: String = continuation[continuation.len() / 2..continuation.len() / 2 + 2].iter().collect();
+    let cut = sample(&["--repetition-penalty", "1.2", "--stop", &stop]);
+    let generated = &free["The dog".len()..];
+    let expected = format!("The dog{}", &generated[..generated.find(&stop).expect("stop occurs")]);
+    assert_eq!(cut.trim_end_matches('\n'), expected, "--stop {stop:?} must end the text before it");
+
     // Hugging Face round trip: export as Llama, import back, generate the same text.
     let out = plinth(&["export", "run-causal/checkpoint", "--out", "hf-causal"], dir);
     assert!(out.status.success() && text(&out).contains("LlamaForCausalLM"), "{}", text(&out));
@@ -122,6 +153,7 @@ fn user_errors_are_one_clear_line() {
     let dir = tmp.path();
     let out = plinth(&["pretrain", "--config", "nope.toml"], dir);
     assert!(!out.status.success() && text(&out).contains("nope.toml"), "{}", text(&out));
+    assert_eq!(text(&out).matches("os error 2").count(), 1, "the cause once: {}", text(&out));
     std::fs::write(dir.join("bad.toml"), "out_dir = \"x\"\n[train\nseq_len = 3\n").expect("write");
     let out = plinth(&["pretrain", "--config", "bad.toml"], dir);
     assert!(!out.status.success() && text(&out).contains("line 2"), "{}", text(&out));

@@ -386,6 +386,17 @@ pub fn fill_masked_with(
     });
     let (bos, eos) = (tok.special(Special::Bos), tok.special(Special::Eos));
     let start = usize::from(bos.is_some()) + prefix.len();
+    // Blanks longer than the context leaves are not tried; none fitting is the error.
+    let fixed = start + suffix.len() + usize::from(eos.is_some());
+    let context = model.config().max_seq_len.max(0) as usize;
+    let room = context.saturating_sub(fixed);
+    if room == 0 {
+        return Err(GenerateError::Input(format!(
+            "the text around the blank takes {fixed} tokens of the model's {context}-token context, leaving none \
+             for the blank; shorten the text"
+        )));
+    }
+    let max_span = max_span.min(room);
     let mut best: Option<(f64, Vec<u32>)> = None;
     let mut candidates = Vec::new();
     tch::no_grad(|| -> Result<()> {

@@ -85,6 +85,10 @@ fn impossible_values_are_explained() {
         GOOD.replace("vocab_size = 1000", "vocab_size = 1000\nplugin = { id = \"example\", component = \"bytes\" }");
     let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &both)).expect_err("both").to_string();
     assert!(err.contains("either tokenizer.vocab_size or tokenizer.plugin"), "{err}");
+    let plugin_freq =
+        GOOD.replace("vocab_size = 1000", "min_frequency = 5\nplugin = { id = \"example\", component = \"bytes\" }");
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &plugin_freq)).expect_err("freq").to_string();
+    assert!(err.contains("min_frequency applies to the BPE trained here"), "{err}");
     let fim = GOOD.replace("kind = \"mlm\"", "kind = \"mlm\"\nfim_rate = 0.5");
     let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &fim)).expect_err("fim on mlm").to_string();
     assert!(err.contains("fim_rate"), "{err}");
@@ -93,7 +97,9 @@ fn impossible_values_are_explained() {
 #[test]
 fn an_inline_model_table_reports_its_own_mistake() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let inline = |table: &str| GOOD.replace("model = \"tiny.toml\"\n", "").replace("[tokenizer]", &format!("[model]\n{table}[tokenizer]"));
+    let inline = |table: &str| {
+        GOOD.replace("model = \"tiny.toml\"\n", "").replace("[tokenizer]", &format!("[model]\n{table}[tokenizer]"))
+    };
     let ok = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &inline(TINY))).expect("an inline table loads");
     assert_eq!(ok.model_config().expect("inline").n_heads, 2);
     let typo = inline(&TINY.replace("n_heads", "n_head"));
@@ -122,4 +128,3 @@ fn model_mistakes_are_caught_before_any_data_is_read_and_a_short_warmup_is_flagg
     let fine = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &warm)).expect("legal");
     assert!(fine.warnings().is_empty(), "{:?}", fine.warnings());
 }
-

@@ -266,8 +266,16 @@ fn interrupted_finetune_resumes_exactly() {
     }
     let mut other = config(&base_dir, &split, "long", Mode::Lora);
     other.adapter.rank = 2;
-    let err = Finetuner::new(other, &Tasks, opts(true)).expect_err("different settings");
-    assert!(err.to_string().contains("different settings"), "{err}");
+    other.train.lr *= 2.0;
+    let saved = dir_digest(&split.join("state"));
+    let err = Finetuner::new(other, &Tasks, opts(true)).expect_err("different settings").to_string();
+    assert!(err.contains("adapter.rank: ") && err.contains(" → 2"), "names the changed key: {err}");
+    assert!(err.contains("train.lr: "), "{err}");
+    assert_eq!(dir_digest(&split.join("state")), saved, "a refused resume changes nothing");
+    let mut longer = config(&base_dir, &split, "long", Mode::Lora);
+    longer.train.max_steps += 4;
+    longer.train.patience += 1;
+    Finetuner::new(longer, &Tasks, opts(true)).expect("how long it runs may change");
 }
 
 #[test]

@@ -71,7 +71,8 @@ fn a_masked_fill_tries_only_the_blanks_the_context_leaves_room_for() {
         words.push_str(" a");
     }
     assert_eq!(tok.encode(&words).expect("encode").len() + 2, context - 1, "fixture: one position left");
-    let fill = fill_masked(model, tok, &format!("{words} ___"), 3).expect("the one-token blank fits though 3 were allowed");
+    let fill =
+        fill_masked(model, tok, &format!("{words} ___"), 3).expect("the one-token blank fits though 3 were allowed");
     assert!(fill.text.starts_with(&words) && !fill.answer.is_empty(), "{}", fill.text);
     let err = fill_masked(model, tok, &format!("{words} a ___"), 3).expect_err("no room").to_string();
     assert!(err.contains("leaving none") && err.contains("shorten"), "{err}");

@@ -91,7 +91,9 @@ fn a_new_run_never_overwrites_a_saved_checkpoint() {
 }
 
 /// A two-step run on its own copy of the fixture corpus, so a test may change it.
-fn saved_run_on_own_corpus(dir: &std::path::Path) -> (plinth_train::PretrainConfig, std::path::PathBuf, Vec<(String, String)>) {
+fn saved_run_on_own_corpus(
+    dir: &std::path::Path,
+) -> (plinth_train::PretrainConfig, std::path::PathBuf, Vec<(String, String)>) {
     let corpus = dir.join("corpus.txt");
     std::fs::copy(plinth_tests::fixture_corpus(), &corpus).expect("copy corpus");
     let mut cfg = micro_config(&dir.join("run"), ObjectiveKind::Mlm);
@@ -175,4 +177,36 @@ fn max_documents_limits_the_corpus() {
     cfg.data.max_documents = 3; // 30 in the fixture: 2 train + 1 validation documents left
     let err = Pretrainer::new(cfg, &options(false)).expect_err("too little data").to_string();
     assert!(err.contains("training split packs into"), "{err}");
+}
+
+#[test]
+fn gradient_accumulation_equals_the_larger_batch() {
+    let _g = torch_lock();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = |name: &str, batch_size: usize, grad_accum: usize| {
+        let mut cfg = micro_config(&tmp.path().join(name), ObjectiveKind::Causal);
+        cfg.train.batch_size = batch_size;
+        cfg.train.grad_accum = grad_accum;
+        let mut t = Pretrainer::new(cfg, &options(false)).expect("trainer");
+        t.train_until(3).expect("train");
+        let mut vars: Vec<(String, Tensor)> = t.var_store().variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    };
+    let max_diff = |a: &[(String, Tensor)], b: &[(String, Tensor)]| {
+        a.iter()
+            .zip(b)
+            .map(|((na, ta), (nb, tb))| {
+                assert_eq!(na, nb);
+                (ta - tb).abs().max().double_value(&[])
+            })
+            .fold(0.0f64, f64::max)
+    };
+    let accumulated = run("accum", 4, 2);
+    let large = run("large", 8, 1);
+    let small = run("small", 4, 1);
+    let same = max_diff(&accumulated, &large);
+    assert!(same < 1e-5, "4 x 2 accumulated differs from a batch of 8 by {same}");
+    let other = max_diff(&accumulated, &small);
+    assert!(other > 100.0 * same.max(1e-7), "a batch of 4 alone should differ visibly ({other} vs {same})");
 }

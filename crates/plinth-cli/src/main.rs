@@ -86,7 +86,7 @@ enum Command {
         run: Option<PathBuf>,
         /// With --plugin: completions to try until one passes the output check;
         /// the first is greedy, the rest sampled (--temperature, 0.8 if left at 0).
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, requires = "plugin")]
         tries: usize,
         #[command(flatten)]
         sampling: SamplingArgs,

@@ -98,11 +98,13 @@ fn pretrain_info_fill_generate_and_resume() {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("The"), "{}", text(&out));
 
     // Each kind of checkpoint refuses the fill options of the other kind, naming them.
-    let out = plinth(&["fill", "--checkpoint", "run-mlm/checkpoint", "--temperature", "0.7", "--seed", "3", "a ___"], dir);
+    let out =
+        plinth(&["fill", "--checkpoint", "run-mlm/checkpoint", "--temperature", "0.7", "--seed", "3", "a ___"], dir);
     assert!(!out.status.success() && text(&out).contains("--temperature, --seed apply to causal"), "{}", text(&out));
     let out = plinth(&["fill", "--checkpoint", "run-causal/checkpoint", "--max-span", "2", "The ___ sat."], dir);
     assert!(!out.status.success() && text(&out).contains("--max-span applies to masked"), "{}", text(&out));
-    let out = plinth(&["fill", "--checkpoint", "run-mlm/checkpoint", "--max-span", "1", "The cat sat on the ___."], dir);
+    let out =
+        plinth(&["fill", "--checkpoint", "run-mlm/checkpoint", "--max-span", "1", "The cat sat on the ___."], dir);
     assert!(out.status.success(), "{}", text(&out));
 
     // The sampling flags reach the sampler: a seed reproduces a sample, the KV cache
@@ -154,6 +156,8 @@ fn user_errors_are_one_clear_line() {
     let out = plinth(&["pretrain", "--config", "nope.toml"], dir);
     assert!(!out.status.success() && text(&out).contains("nope.toml"), "{}", text(&out));
     assert_eq!(text(&out).matches("os error 2").count(), 1, "the cause once: {}", text(&out));
+    let out = plinth(&["generate", "--tries", "2", "hello"], dir);
+    assert!(!out.status.success() && text(&out).contains("--plugin"), "--tries needs --plugin: {}", text(&out));
     std::fs::write(dir.join("bad.toml"), "out_dir = \"x\"\n[train\nseq_len = 3\n").expect("write");
     let out = plinth(&["pretrain", "--config", "bad.toml"], dir);
     assert!(!out.status.success() && text(&out).contains("line 2"), "{}", text(&out));

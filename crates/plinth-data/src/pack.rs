@@ -37,8 +37,12 @@ impl BlockSampler {
     /// Continues from a saved `state`; `None` when that position lies past the
     /// end of `n_blocks` (the data is not the data it was saved with).
     pub fn resume(n_blocks: usize, seed: u64, state: SamplerState) -> Option<Self> {
-        (state.position <= n_blocks)
-            .then(|| BlockSampler { n_blocks, seed, order: permutation(n_blocks, seed, state.epoch), state })
+        (state.position <= n_blocks).then(|| BlockSampler {
+            n_blocks,
+            seed,
+            order: permutation(n_blocks, seed, state.epoch),
+            state,
+        })
     }
 
     pub fn state(&self) -> SamplerState {

@@ -5,7 +5,8 @@
 //! ```text
 //! out_dir/
 //!   best/          the task at its best validation metric (what eval and predict load)
-//!   state/         the latest task weights, optimizer moments and progress (for --resume)
+//!   state/         the latest task weights, optimizer moments, progress and the
+//!                  run's finetune.toml (for --resume)
 //!   metrics.jsonl  {"step", "loss", "lr"} and {"step", "split": "validation", metric...} lines
 //!   curves.png     training loss (blue) and the validation metric (orange), each scaled to its range
 //!   report.json    test metrics beside the baselines', sizes and times
@@ -44,6 +45,20 @@ pub const COMPLETIONS_FILE: &str = "completions.jsonl";
 pub const CURVES_FILE: &str = "curves.png";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const PROGRESS_FILE: &str = "progress.json";
+/// The config a run was started with, in `state/`, so a resume can name what changed.
+pub const CONFIG_COPY: &str = "finetune.toml";
+/// Keys a resumed finetune run may change: how long it runs, how often it evaluates
+/// and how much of the test split its report scores, and where the base lies (the
+/// base's identity is its weights' SHA-256, checked separately).
+pub const RESUMABLE_KEYS: &[&str] = &[
+    "base",
+    "out_dir",
+    "train.max_epochs",
+    "train.max_steps",
+    "train.eval_every",
+    "train.patience",
+    "score.max_examples",
+];
 
 /// Where a run stands; saved in `state/` at every evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +134,28 @@ fn steps_per_epoch(rows: usize, batch: usize, world: usize) -> u64 {
     steps.max(1) as u64
 }
 
+/// Refuses to resume `state_dir` under a config that changes what the run computes,
+/// naming each changed key, before the base or any data is loaded. (State written
+/// before the config copy existed is checked by the task settings alone.)
+fn check_resumable(cfg: &FinetuneConfig, state_dir: &Path) -> Result<()> {
+    let path = state_dir.join(CONFIG_COPY);
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let saved: FinetuneConfig =
+        toml::from_str(&text).map_err(|e| TrainError::Config { path: path.clone(), message: e.to_string() })?;
+    let changes = plinth_train::config_changes(&saved, cfg, RESUMABLE_KEYS)?;
+    if changes.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Invalid(format!(
+        "{} was started with another config, so resuming would not continue it (saved → now):\n  {}\n\
+         Resume with the values it was started with (its {CONFIG_COPY} has them; only {} may change), or choose \
+         another out_dir",
+        state_dir.display(),
+        changes.join("\n  "),
+        RESUMABLE_KEYS.join(", ")
+    )))
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.to_path_buf();
     move |source| TrainError::Io { path, source }
@@ -135,6 +172,9 @@ impl Finetuner {
                 "{} already holds a finetune run; pass --resume to continue it, or choose another out_dir (nothing was changed)",
                 cfg.out_dir.display()
             )));
+        }
+        if opts.resume {
+            check_resumable(&cfg, &state_dir)?;
         }
         let mut base = Checkpoint::load(&cfg.base, opts.device)?;
         let base_sha256 = plinth_train::state::checkpoint_sha256(&cfg.base)?;
@@ -490,6 +530,8 @@ impl Finetuner {
                 let p =
                     serde_json::to_string_pretty(&self.progress).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
                 write_atomic(&tmp.join(PROGRESS_FILE), p.as_bytes())?;
+                let c = toml::to_string_pretty(&self.cfg).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
+                write_atomic(&tmp.join(CONFIG_COPY), c.as_bytes())?;
             }
             Ok(())
         })

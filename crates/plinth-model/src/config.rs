@@ -122,7 +122,9 @@ fn default_true() -> bool {
 }
 
 impl ModelConfig {
-    /// A 4-layer, 256-wide model that pretrains in minutes on two CPU cores.
+    /// A 4-layer, 256-wide Llama-style architecture: the starting point tests and
+    /// imports override field by field. (The shipped `configs/models/tiny.toml`
+    /// preset is 128 wide.)
     pub fn tiny() -> Self {
         ModelConfig {
             vocab_size: 0,

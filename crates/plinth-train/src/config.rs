@@ -210,6 +210,17 @@ fn default_seed() -> u64 {
 pub const RESUMABLE_KEYS: &[&str] =
     &["out_dir", "train.max_steps", "train.eval_every", "train.eval_batches", "train.save_every", "train.threads"];
 
+/// Every key whose value differs between two configs of one type, as
+/// `key: saved → now` (dotted paths, sorted), leaving out the keys in `allowed`:
+/// what a resumed run (pretraining or finetuning) reports when it refuses.
+pub fn config_changes<T: Serialize>(saved: &T, now: &T, allowed: &[&str]) -> Result<Vec<String>> {
+    let value = |c: &T| toml::Value::try_from(c).map_err(|e| TrainError::Invalid(format!("config as TOML: {e}")));
+    let mut out = Vec::new();
+    diff_values("", &value(saved)?, &value(now)?, &mut out);
+    out.retain(|(key, _)| !allowed.contains(&key.as_str()));
+    Ok(out.into_iter().map(|(key, change)| format!("{key}: {change}")).collect())
+}
+
 /// Collects `(dotted key, "old → new")` for every leaf where `a` and `b` differ;
 /// a key present on one side only shows as `(absent)` on the other.
 fn diff_values(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<(String, String)>) {
@@ -266,13 +277,7 @@ impl PretrainConfig {
     /// `key: saved → now`, leaving out [`RESUMABLE_KEYS`]. Empty when the run can
     /// continue exactly.
     pub fn resume_conflicts(&self, saved: &PretrainConfig) -> Result<Vec<String>> {
-        let value = |c: &PretrainConfig| {
-            toml::Value::try_from(c).map_err(|e| TrainError::Invalid(format!("config as TOML: {e}")))
-        };
-        let mut out = Vec::new();
-        diff_values("", &value(saved)?, &value(self)?, &mut out);
-        out.retain(|(key, _)| !RESUMABLE_KEYS.contains(&key.as_str()));
-        Ok(out.into_iter().map(|(key, change)| format!("{key}: {change}")).collect())
+        config_changes(saved, self, RESUMABLE_KEYS)
     }
 
     /// Settings that are legal but probably not meant; the trainer logs each.
@@ -331,6 +336,12 @@ impl PretrainConfig {
         }
         if self.tokenizer.plugin.is_some() && self.tokenizer.vocab_size != 0 {
             return bad("set either tokenizer.vocab_size or tokenizer.plugin, not both".into());
+        }
+        if self.tokenizer.plugin.is_some() && self.tokenizer.min_frequency != two() {
+            return bad(
+                "tokenizer.min_frequency applies to the BPE trained here, not to a plugin's tokenizer; drop it (a plugin's training recipe sets its own)"
+                    .into(),
+            );
         }
         if self.tokenizer.plugin.is_none() && self.tokenizer.vocab_size < 300 {
             return bad(format!(

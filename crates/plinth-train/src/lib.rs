@@ -12,7 +12,9 @@ pub mod plot;
 mod run;
 pub mod state;
 
-pub use config::{DataConfig, ModelSpec, ObjectiveConfig, ObjectiveKind, PretrainConfig, TokenizerConfig, TrainConfig};
+pub use config::{
+    config_changes, DataConfig, ModelSpec, ObjectiveConfig, ObjectiveKind, PretrainConfig, TokenizerConfig, TrainConfig,
+};
 pub use error::TrainError;
 pub use run::{Pretrainer, RunOptions, StepMetrics};
 pub use state::{Checkpoint, TrainingState};

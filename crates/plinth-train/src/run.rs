@@ -134,7 +134,8 @@ impl Pretrainer {
         let block_len = cfg.train.seq_len + usize::from(causal);
         let (train_blocks, train_fp) =
             blocks_tensor(&tokenizer, &train_docs, &cfg, block_len, opts.device, Split::Training)?;
-        let (val_blocks, val_fp) = blocks_tensor(&tokenizer, &val_docs, &cfg, block_len, opts.device, Split::Validation)?;
+        let (val_blocks, val_fp) =
+            blocks_tensor(&tokenizer, &val_docs, &cfg, block_len, opts.device, Split::Validation)?;
         let data_fingerprint = format!("{train_fp:016x}{val_fp:016x}");
 
         tch::manual_seed(cfg.train.seed as i64);
@@ -496,8 +497,7 @@ fn blocks_tensor(
         ))));
     }
     let flat: Vec<i64> = blocks.iter().flatten().map(|&t| i64::from(t)).collect();
-    let fingerprint =
-        flat.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| (h ^ t as u64).wrapping_mul(0x0100_0000_01b3));
+    let fingerprint = flat.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| (h ^ t as u64).wrapping_mul(0x0100_0000_01b3));
     Ok((Tensor::from_slice(&flat).view([blocks.len() as i64, block_len as i64]).to_device(device), fingerprint))
 }
 

@@ -97,6 +97,16 @@ fn pretrain_info_fill_generate_and_resume() {
     let out = plinth(&["fill", "--checkpoint", "run-causal/checkpoint", "--max-tokens", "4", "The ___ sat."], dir);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("The"), "{}", text(&out));
 
+    // A causal model trained without fill-in-the-middle cannot fill a blank: it says which can.
+    let text_of = std::fs::read_to_string(&causal).expect("read config");
+    let no_fim = dir.join("nofim.toml");
+    std::fs::write(&no_fim, text_of.replace("fim_rate = 0.5", "fim_rate = 0.0").replace("run-causal", "run-nofim"))
+        .expect("write config");
+    let out = plinth(&["pretrain", "--config", no_fim.to_str().expect("utf8")], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = plinth(&["fill", "--checkpoint", "run-nofim/checkpoint", "The ___ sat."], dir);
+    assert!(!out.status.success() && text(&out).contains("without fill-in-the-middle"), "{}", text(&out));
+
     // Each kind of checkpoint refuses the fill options of the other kind, naming them.
     let out =
         plinth(&["fill", "--checkpoint", "run-mlm/checkpoint", "--temperature", "0.7", "--seed", "3", "a ___"], dir);

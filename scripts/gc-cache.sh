@@ -20,15 +20,15 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/plinth"
 removed=0
 for dir in "$cache"/target-*; do
   [ -d "$dir" ] || continue
-  if [ ! -f "$dir/plinth-clone" ]; then
-    echo "plinth: keeping $dir: it does not record its clone (built before plinth recorded it); delete it by hand if no clone uses it" >&2
+  clone="$(head -n1 "$dir/plinth-clone" 2>/dev/null || true)"
+  if [ -z "$clone" ]; then # no record (built before plinth kept one), or a write that failed
+    echo "plinth: keeping $dir: it does not record its clone; delete it by hand if no clone uses it" >&2
     continue
   fi
-  clone="$(head -n1 "$dir/plinth-clone")"
-  if [ -n "$clone" ] && [ -f "$clone/scripts/env.sh" ]; then
+  if [ -f "$clone/scripts/env.sh" ]; then
     continue # its clone is still there
   fi
-  size="$(du -sh "$dir" 2>/dev/null | cut -f1)"
+  size="$(du -sh "$dir" 2>/dev/null | cut -f1)" || size="?"
   if [ "$dry_run" = 1 ]; then
     echo "would delete $dir ($size; its clone $clone is gone)"
   else

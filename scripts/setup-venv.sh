@@ -11,8 +11,6 @@ tokenizers_version="0.23.3" # Python side of the tokenizer.json compatibility te
 transformers_version="5.23.0" # Python side of the Hugging Face interop tests and benchmarks
 peft_version="0.21.2"         # PEFT adapters in the interop tests
 numpy_spec="numpy>=2,<3"
-space_gb=9    # torch missing: measured peak of a first install plus a cold build (ARCHITECTURE.md, Environment)
-download_gb=4 # the wheels pip downloads to TMPDIR first (2.6 GB), when that is another file system
 extras=("$@") # extra requirement specs, e.g. for benchmarks
 
 py="${PLINTH_PYTHON:-python3}"
@@ -34,30 +32,42 @@ for name, ver in want.items():
 PY
 }
 
-# Free space in kB on the file system that holds path $1.
-free_kb() { df -Pk "$1" | awk 'NR == 2 { print $4 }'; }
-# Stops with what to do when the file system holding $2 has less than $1 GB free,
-# before pip half-installs a 5 GB environment and dies with "No space left on device".
-need_space() {
-  local gb="$1" where="$2" free
-  free="$(free_kb "$where")"
-  if [ -n "$free" ] && [ "$free" -lt $((gb * 1024 * 1024)) ]; then
-    echo "plinth: installing PyTorch and the build need about $gb GB free on the file system of $where;" \
-      "it has $(awk -v kb="$free" 'BEGIN { printf "%.1f", kb / 1048576 }') GB. Free some space (scripts/gc-cache.sh deletes the build caches" \
-      "of plinth clones that no longer exist), then run ./dev setup again." >&2
-    exit 1
-  fi
+# Disk a first install needs, measured (ARCHITECTURE.md, Environment), by where it goes:
+# the venv (4.9 GB), the wheels pip downloads to TMPDIR before installing (2.6 GB) and
+# the cold build in the cache (0.8 GB). Summed per file system and checked before pip
+# starts, so a full disk stops here with what to free instead of pip's
+# "No space left on device" halfway through.
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/plinth"
+tmp="${TMPDIR:-/tmp}"
+mount_of() { df -P "$1" 2>/dev/null | awk 'NR == 2 { print $6 }'; }
+free_kb() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print $4 }'; }
+check_space() {
+  local -A need=() where=()
+  local path gb mount free
+  while read -r path gb; do
+    while [ ! -e "$path" ] && [ "$path" != / ]; do path="$(dirname "$path")"; done # not created yet
+    mount="$(mount_of "$path")"
+    [ -n "$mount" ] || continue # df cannot tell: let pip find out
+    need[$mount]=$((${need[$mount]:-0} + gb))
+    where[$mount]="${where[$mount]:+${where[$mount]}, }$path"
+  done < <(printf '%s %s\n' "$venv" 5 "$tmp" 3 "$cache" 1)
+  for mount in "${!need[@]}"; do
+    free="$(free_kb "$mount")"
+    if [ -n "$free" ] && [ "$free" -lt $((need[$mount] * 1024 * 1024)) ]; then
+      echo "plinth: installing PyTorch and the first build need about ${need[$mount]} GB free on the file system" \
+        "of ${where[$mount]}; it has $(awk -v kb="$free" 'BEGIN { printf "%.1f", kb / 1048576 }') GB. Free some" \
+        "space (scripts/gc-cache.sh deletes the build caches of plinth clones that no longer exist), then run" \
+        "./dev setup again." >&2
+      exit 1
+    fi
+  done
 }
 
 pins=("torch==$torch_version" "rust-just==$just_version" "tokenizers==$tokenizers_version"
   "transformers==$transformers_version" "peft==$peft_version")
 if ! have "${pins[@]}" || ! "$vpy" -c "import numpy" 2>/dev/null; then
   if ! have "torch==$torch_version"; then # the 5 GB part; a smaller pin alone needs little
-    need_space "$space_gb" "$root"
-    tmp="${TMPDIR:-/tmp}"
-    if [ "$(df -P "$tmp" | awk 'NR == 2 { print $1 }')" != "$(df -P "$root" | awk 'NR == 2 { print $1 }')" ]; then
-      need_space "$download_gb" "$tmp" # pip unpacks the wheels there
-    fi
+    check_space
   fi
   echo "plinth: installing torch==$torch_version, numpy, tokenizers, transformers, peft and just into $venv (about 5 GB, a few minutes the first time)" >&2
   "$vpy" -m pip install --quiet --disable-pip-version-check "${pins[@]}" "$numpy_spec"

@@ -272,10 +272,14 @@ fn interrupted_finetune_resumes_exactly() {
     assert!(err.contains("adapter.rank: ") && err.contains(" → 2"), "names the changed key: {err}");
     assert!(err.contains("train.lr: "), "{err}");
     assert_eq!(dir_digest(&split.join("state")), saved, "a refused resume changes nothing");
-    let mut longer = config(&base_dir, &split, "long", Mode::Lora);
+    // How long it runs may change, and where the base lies (its SHA-256 is what counts).
+    let link = tmp.path().join("base-elsewhere");
+    std::os::unix::fs::symlink(&base_dir, &link).expect("symlink");
+    let mut longer = config(&link, &split, "long", Mode::Lora);
     longer.train.max_steps += 4;
     longer.train.patience += 1;
-    Finetuner::new(longer, &Tasks, opts(true)).expect("how long it runs may change");
+    let resumed = Finetuner::new(longer, &Tasks, opts(true)).expect("a longer run from a moved base resumes");
+    assert_eq!(resumed.progress().step, 12);
 }
 
 #[test]

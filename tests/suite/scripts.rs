@@ -56,6 +56,8 @@ fn gc_deletes_only_the_caches_of_clones_that_are_gone() {
     let live = target(cache.path(), "aaaaaaaaaaaa", Some(live_clone.path()));
     let gone = target(cache.path(), "bbbbbbbbbbbb", Some(&gone_clone));
     let unknown = target(cache.path(), "cccccccccccc", None);
+    let blank = target(cache.path(), "eeeeeeeeeeee", None);
+    std::fs::write(blank.join("plinth-clone"), "").expect("an empty record, as a write on a full disk leaves");
 
     let dry = gc(cache.path(), &["--dry-run"]);
     assert!(dry.status.success());
@@ -68,6 +70,7 @@ fn gc_deletes_only_the_caches_of_clones_that_are_gone() {
     assert!(!gone.exists(), "the cache of a deleted clone is still there");
     assert!(live.join("release/libbig.so").exists(), "a live clone's cache was touched");
     assert!(unknown.join("release/libbig.so").exists(), "a cache without a record was deleted");
+    assert!(blank.join("release/libbig.so").exists(), "a cache with an empty record was deleted");
     let warned = String::from_utf8_lossy(&run.stderr);
     assert!(warned.contains("target-cccccccccccc") && warned.contains("by hand"), "{warned}");
 

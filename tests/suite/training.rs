@@ -131,9 +131,14 @@ fn resume_refuses_a_changed_config_and_names_each_key() {
     assert_eq!(dir_digest(&t.checkpoint_dir()), saved, "the saved checkpoint must be untouched");
 
     // How long it runs and how often it reports may change.
+    // How long it runs and how often it reports may change, and a corpus path spelled
+    // differently (the data fingerprint checks what it holds).
+    let link = tmp.path().join("same-corpus.txt");
+    std::os::unix::fs::symlink(plinth_tests::fixture_corpus(), &link).expect("symlink");
     let mut longer = cfg;
     longer.train.max_steps = 16;
     longer.train.eval_every = 3;
+    longer.data.corpus = plinth_data::CorpusSource::TextFiles(vec![link]);
     let resumed = Pretrainer::new(longer, &options(true)).expect("a longer run resumes");
     assert_eq!(resumed.state().step, 2);
 }
@@ -187,6 +192,10 @@ fn gradient_accumulation_equals_the_larger_batch() {
         let mut cfg = micro_config(&tmp.path().join(name), ObjectiveKind::Causal);
         cfg.train.batch_size = batch_size;
         cfg.train.grad_accum = grad_accum;
+        // A large eps makes AdamW's update about lr * m / (1 + sqrt v), smooth in the
+        // gradient; with the usual 1e-8 the first update is ±lr for any gradient, so
+        // rounding noise in a near-zero gradient could flip it.
+        cfg.train.eps = 1.0;
         let mut t = Pretrainer::new(cfg, &options(false)).expect("trainer");
         t.train_until(3).expect("train");
         let mut vars: Vec<(String, Tensor)> = t.var_store().variables().into_iter().collect();
@@ -206,7 +215,7 @@ fn gradient_accumulation_equals_the_larger_batch() {
     let large = run("large", 8, 1);
     let small = run("small", 4, 1);
     let same = max_diff(&accumulated, &large);
-    assert!(same < 1e-5, "4 x 2 accumulated differs from a batch of 8 by {same}");
+    assert!(same < 1e-6, "4 x 2 accumulated differs from a batch of 8 by {same}");
     let other = max_diff(&accumulated, &small);
     assert!(other > 100.0 * same.max(1e-7), "a batch of 4 alone should differ visibly ({other} vs {same})");
 }

@@ -368,6 +368,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Fill { text, checkpoint, max_span, adapter, sampling } => {
             let ck = Checkpoint::load(&checkpoint, device)?;
             let masked = ck.state.objective.kind == ObjectiveKind::Mlm;
+            if !masked && ck.state.objective.fim_rate == 0.0 {
+                bail!(
+                    "{} is a causal model trained without fill-in-the-middle (fim_rate = 0); use a masked checkpoint or one pretrained with fim_rate > 0",
+                    checkpoint.display()
+                );
+            }
             let unused = sampling.changed();
             if masked && !unused.is_empty() {
                 let (verb, them) = if unused.len() == 1 { ("applies", "it") } else { ("apply", "them") };
@@ -394,13 +400,9 @@ fn run(cli: Cli) -> Result<()> {
                 (ObjectiveKind::Causal, Some(_)) => {
                     bail!("--adapter applies to masked models in fill; for a causal model use `plinth generate --adapter`")
                 }
-                (ObjectiveKind::Causal, None) if ck.state.objective.fim_rate > 0.0 => {
+                (ObjectiveKind::Causal, None) => {
                     plinth_generate::fill_middle(&ck.model, &ck.tokenizer, &text, &sampling.config())?
                 }
-                (ObjectiveKind::Causal, None) => bail!(
-                    "{} is a causal model trained without fill-in-the-middle (fim_rate = 0); use a masked checkpoint or one pretrained with fim_rate > 0",
-                    checkpoint.display()
-                ),
             };
             println!("{}", fill.text);
             for (cand, p) in &fill.candidates {

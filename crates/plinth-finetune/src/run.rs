@@ -146,14 +146,7 @@ fn check_resumable(cfg: &FinetuneConfig, state_dir: &Path) -> Result<()> {
     if changes.is_empty() {
         return Ok(());
     }
-    Err(TrainError::Invalid(format!(
-        "{} was started with another config, so resuming would not continue it (saved → now):\n  {}\n\
-         Resume with the values it was started with (its {CONFIG_COPY} has them; only {} may change), or choose \
-         another out_dir",
-        state_dir.display(),
-        changes.join("\n  "),
-        RESUMABLE_KEYS.join(", ")
-    )))
+    Err(TrainError::Invalid(plinth_train::resume_refusal(state_dir, &changes, CONFIG_COPY, RESUMABLE_KEYS)))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
@@ -550,6 +543,9 @@ impl Finetuner {
         let mut expected = self.meta.clone();
         expected.step = saved.step;
         expected.metric_value = saved.metric_value;
+        // The base is identified by its weights' SHA-256 (compared with the rest);
+        // its path may be spelled differently or moved.
+        expected.base = saved.base.clone();
         // How a prompted task decodes (budget, stops, guide) is not part of what
         // was trained: a resumed run takes the plugin's current settings.
         if let (Some(e), Some(s)) = (expected.spec.completion.as_mut(), saved.spec.completion.as_ref()) {

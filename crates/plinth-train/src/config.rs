@@ -205,10 +205,19 @@ fn default_seed() -> u64 {
 }
 
 /// Keys a resumed run may change, because they say how far it runs and how often
-/// it reports, not what it computes. (`max_steps` also stretches the cosine
-/// schedule from the step it resumes at.)
-pub const RESUMABLE_KEYS: &[&str] =
-    &["out_dir", "train.max_steps", "train.eval_every", "train.eval_batches", "train.save_every", "train.threads"];
+/// it reports, not what it computes (`max_steps` also stretches the cosine
+/// schedule from the step it resumes at), or name files whose contents the
+/// data fingerprint checks, so a path spelled or placed differently is no change.
+pub const RESUMABLE_KEYS: &[&str] = &[
+    "out_dir",
+    "train.max_steps",
+    "train.eval_every",
+    "train.eval_batches",
+    "train.save_every",
+    "train.threads",
+    "data.corpus.text_files",
+    "data.synthetic.path",
+];
 
 /// Every key whose value differs between two configs of one type, as
 /// `key: saved → now` (dotted paths, sorted), leaving out the keys in `allowed`:
@@ -219,6 +228,19 @@ pub fn config_changes<T: Serialize>(saved: &T, now: &T, allowed: &[&str]) -> Res
     diff_values("", &value(saved)?, &value(now)?, &mut out);
     out.retain(|(key, _)| !allowed.contains(&key.as_str()));
     Ok(out.into_iter().map(|(key, change)| format!("{key}: {change}")).collect())
+}
+
+/// The message of a refused resume: what changed (`changes`, from
+/// [`config_changes`]), where the original values are, and the way out.
+pub fn resume_refusal(dir: &Path, changes: &[String], config_copy: &str, allowed: &[&str]) -> String {
+    format!(
+        "{} was started with another config, so resuming would not continue it (saved → now):\n  {}\n\
+         Resume with the values it was started with (its {config_copy} has them; only {} may change), \
+         or choose another out_dir for a new run",
+        dir.display(),
+        changes.join("\n  "),
+        allowed.join(", ")
+    )
 }
 
 /// Collects `(dotted key, "old → new")` for every leaf where `a` and `b` differ;

@@ -13,7 +13,8 @@ mod run;
 pub mod state;
 
 pub use config::{
-    config_changes, DataConfig, ModelSpec, ObjectiveConfig, ObjectiveKind, PretrainConfig, TokenizerConfig, TrainConfig,
+    config_changes, resume_refusal, DataConfig, ModelSpec, ObjectiveConfig, ObjectiveKind, PretrainConfig,
+    TokenizerConfig, TrainConfig,
 };
 pub use error::TrainError;
 pub use run::{Pretrainer, RunOptions, StepMetrics};

@@ -195,6 +195,7 @@ impl Pretrainer {
             // start every rank from rank 0's weights.
             d.check_same(fingerprint(&tokenizer)?, "the tokenizer")?;
             d.check_same(n_blocks as i64, "the number of training blocks")?;
+            d.check_same((train_fp >> 1) as i64, "the training tokens")?;
             d.broadcast(&opt.params())?;
             tracing::info!(rank = d.rank(), world = d.world(), "data-parallel run");
         }
@@ -442,7 +443,6 @@ enum Split {
     Validation,
 }
 
-/// Tokenizes, frames and packs documents into a (N, L) tensor of blocks.
 /// Refuses to resume `ckpt_dir` under a config that changes what the run computes
 /// (checked before the corpus is loaded, so a mistake costs nothing).
 fn check_resumable(cfg: &PretrainConfig, ckpt_dir: &Path) -> Result<()> {
@@ -454,18 +454,15 @@ fn check_resumable(cfg: &PretrainConfig, ckpt_dir: &Path) -> Result<()> {
     if conflicts.is_empty() {
         return Ok(());
     }
-    Err(TrainError::Checkpoint(format!(
-        "{} was started with another config, so resuming would not continue it exactly (checkpoint → now):\n  {}\n\
-         Resume with the values it was started with (its {} has them; only {} may change), \
-         or set another out_dir for a new run",
-        ckpt_dir.display(),
-        conflicts.join("\n  "),
+    Err(TrainError::Checkpoint(crate::config::resume_refusal(
+        ckpt_dir,
+        &conflicts,
         state::CONFIG_COPY,
-        crate::config::RESUMABLE_KEYS.join(", ")
+        crate::config::RESUMABLE_KEYS,
     )))
 }
 
-/// Packs `docs` into a `(blocks, block_len)` tensor and returns it with an FNV-1a-style
+/// Tokenizes, frames and packs `docs` into a `(blocks, block_len)` tensor and returns it with an FNV-1a-style
 /// fingerprint of the tokens.
 fn blocks_tensor(
     tok: &PlinthTokenizer,

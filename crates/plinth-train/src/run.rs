@@ -444,9 +444,13 @@ enum Split {
 }
 
 /// Refuses to resume `ckpt_dir` under a config that changes what the run computes
-/// (checked before the corpus is loaded, so a mistake costs nothing).
+/// (checked before the corpus is loaded, so a mistake costs nothing). A checkpoint
+/// without the config copy (not written by a pretraining run) is not checked here.
 fn check_resumable(cfg: &PretrainConfig, ckpt_dir: &Path) -> Result<()> {
     let saved_path = ckpt_dir.join(state::CONFIG_COPY);
+    if !saved_path.exists() {
+        return Ok(());
+    }
     let text = std::fs::read_to_string(&saved_path).map_err(TrainError::io(&saved_path))?;
     let saved: PretrainConfig =
         toml::from_str(&text).map_err(|e| TrainError::Config { path: saved_path.clone(), message: e.to_string() })?;

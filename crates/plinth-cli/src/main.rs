@@ -285,6 +285,13 @@ struct SamplingArgs {
     repetition_penalty: f64,
 }
 
+/// The sampling flags alone, as a parser (their defaults; the completeness test).
+#[derive(Debug, Parser)]
+struct SamplingOnly {
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
 impl SamplingArgs {
     /// The flags given with a value other than their default, as `--name`.
     fn changed(&self) -> Vec<&'static str> {
@@ -306,12 +313,7 @@ impl SamplingArgs {
 
     /// The defaults, exactly as clap fills them in.
     fn parse_from_defaults() -> SamplingArgs {
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            sampling: SamplingArgs,
-        }
-        Only::parse_from(["plinth"]).sampling
+        SamplingOnly::parse_from(["plinth"]).sampling
     }
 
     fn config(&self) -> SamplingConfig {
@@ -1054,7 +1056,26 @@ fn info(dir: &std::path::Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::report;
+    use super::{report, SamplingOnly};
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn every_sampling_flag_is_reported_when_set() {
+        let cmd = SamplingOnly::command();
+        let mut seen = 0;
+        for arg in cmd.get_arguments().filter(|a| a.get_long().is_some_and(|l| l != "help")) {
+            let flag = format!("--{}", arg.get_long().expect("long"));
+            let parsed = if arg.get_action().takes_values() {
+                ["7", "0.5"].iter().find_map(|v| SamplingOnly::try_parse_from(["plinth", flag.as_str(), v]).ok())
+            } else {
+                SamplingOnly::try_parse_from(["plinth", flag.as_str()]).ok()
+            };
+            let parsed = parsed.unwrap_or_else(|| panic!("{flag} takes neither 7 nor 0.5"));
+            assert_eq!(parsed.sampling.changed(), vec![flag.as_str()], "{flag} set must be reported, alone");
+            seen += 1;
+        }
+        assert_eq!(seen, 8, "the sampling flags");
+    }
 
     #[test]
     fn a_report_names_each_cause_once() {

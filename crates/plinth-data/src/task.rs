@@ -215,7 +215,7 @@ pub enum Split {
 impl Split {
     /// 80/10/10 by a stable hash of `group` (the unit that must not straddle splits).
     pub fn of_group(group: &str) -> Split {
-        match fnv1a(group.as_bytes()) % 10 {
+        match fnv1a(group.bytes()) % 10 {
             0 => Split::Validation,
             1 => Split::Test,
             _ => Split::Train,
@@ -223,9 +223,10 @@ impl Split {
     }
 }
 
-/// FNV-1a, 64-bit: a stable hash for split assignment (std's hasher is not stable across releases).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+/// FNV-1a, 64-bit, over any bytes: a stable hash for split assignment and data fingerprints
+/// (std's hasher is not stable across releases).
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A data request as the host sends it.
@@ -291,6 +292,6 @@ mod tests {
         assert!((700..1300).contains(&count(Split::Validation)));
         assert!((700..1300).contains(&count(Split::Test)));
         assert_eq!(Split::of_group("movie 7"), splits[7]);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(*b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

@@ -134,21 +134,6 @@ fn steps_per_epoch(rows: usize, batch: usize, world: usize) -> u64 {
     steps.max(1) as u64
 }
 
-/// Refuses to resume `state_dir` under a config that changes what the run computes,
-/// naming each changed key, before the base or any data is loaded. (State written
-/// before the config copy existed is checked by the task settings alone.)
-fn check_resumable(cfg: &FinetuneConfig, state_dir: &Path) -> Result<()> {
-    let path = state_dir.join(CONFIG_COPY);
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
-    let saved: FinetuneConfig =
-        toml::from_str(&text).map_err(|e| TrainError::Config { path: path.clone(), message: e.to_string() })?;
-    let changes = plinth_train::config_changes(&saved, cfg, RESUMABLE_KEYS)?;
-    if changes.is_empty() {
-        return Ok(());
-    }
-    Err(TrainError::Invalid(plinth_train::resume_refusal(state_dir, &changes, CONFIG_COPY, RESUMABLE_KEYS)))
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.to_path_buf();
     move |source| TrainError::Io { path, source }
@@ -167,7 +152,11 @@ impl Finetuner {
             )));
         }
         if opts.resume {
-            check_resumable(&cfg, &state_dir)?;
+            // Before the base or any data is loaded. (State written before the config
+            // copy existed is checked by the task settings alone, in `restore`.)
+            if let Some(message) = plinth_train::resume_refusal(&cfg, &state_dir, CONFIG_COPY, RESUMABLE_KEYS)? {
+                return Err(TrainError::Invalid(message));
+            }
         }
         let mut base = Checkpoint::load(&cfg.base, opts.device)?;
         let base_sha256 = plinth_train::state::checkpoint_sha256(&cfg.base)?;

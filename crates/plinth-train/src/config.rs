@@ -220,9 +220,8 @@ pub const RESUMABLE_KEYS: &[&str] = &[
 ];
 
 /// Every key whose value differs between two configs of one type, as
-/// `key: saved → now` (dotted paths, sorted), leaving out the keys in `allowed`:
-/// what a resumed run (pretraining or finetuning) reports when it refuses.
-pub fn config_changes<T: Serialize>(saved: &T, now: &T, allowed: &[&str]) -> Result<Vec<String>> {
+/// `key: saved → now` (dotted paths, sorted), leaving out the keys in `allowed`.
+fn config_changes<T: Serialize>(saved: &T, now: &T, allowed: &[&str]) -> Result<Vec<String>> {
     let value = |c: &T| toml::Value::try_from(c).map_err(|e| TrainError::Invalid(format!("config as TOML: {e}")));
     let mut out = Vec::new();
     diff_values("", &value(saved)?, &value(now)?, &mut out);
@@ -230,17 +229,35 @@ pub fn config_changes<T: Serialize>(saved: &T, now: &T, allowed: &[&str]) -> Res
     Ok(out.into_iter().map(|(key, change)| format!("{key}: {change}")).collect())
 }
 
-/// The message of a refused resume: what changed (`changes`, from
-/// [`config_changes`]), where the original values are, and the way out.
-pub fn resume_refusal(dir: &Path, changes: &[String], config_copy: &str, allowed: &[&str]) -> String {
-    format!(
-        "{} was started with another config, so resuming would not continue it (saved → now):\n  {}\n\
-         Resume with the values it was started with (its {config_copy} has them; only {} may change), \
-         or choose another out_dir for a new run",
-        dir.display(),
-        changes.join("\n  "),
-        allowed.join(", ")
-    )
+/// A resume's config check, for pretraining and finetuning alike: when `dir` holds
+/// `config_copy` (the config its run was started with), the refusal message that
+/// names every key of `now` that differs from it, except those in `allowed`, where
+/// the original values are, and the way out. `None` when nothing changed, or when
+/// there is no copy to compare with (a checkpoint the trainer did not write).
+pub fn resume_refusal<T: Serialize + serde::de::DeserializeOwned>(
+    now: &T,
+    dir: &Path,
+    config_copy: &str,
+    allowed: &[&str],
+) -> Result<Option<String>> {
+    let path = dir.join(config_copy);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(TrainError::io(&path))?;
+    let saved: T =
+        toml::from_str(&text).map_err(|e| TrainError::Config { path: path.clone(), message: e.to_string() })?;
+    let changes = config_changes(&saved, now, allowed)?;
+    Ok((!changes.is_empty()).then(|| {
+        format!(
+            "{} was started with another config, so resuming would not continue it (saved → now):\n  {}\n\
+             Resume with the values it was started with (its {config_copy} has them; only {} may change), \
+             or choose another out_dir for a new run",
+            dir.display(),
+            changes.join("\n  "),
+            allowed.join(", ")
+        )
+    }))
 }
 
 /// Collects `(dotted key, "old → new")` for every leaf where `a` and `b` differ;
@@ -292,14 +309,6 @@ impl PretrainConfig {
                 p.display()
             ))),
         }
-    }
-
-    /// What a resumed run may not change: every key whose value differs between
-    /// `saved` (the checkpoint's `pretrain.toml`) and this config, as
-    /// `key: saved → now`, leaving out [`RESUMABLE_KEYS`]. Empty when the run can
-    /// continue exactly.
-    pub fn resume_conflicts(&self, saved: &PretrainConfig) -> Result<Vec<String>> {
-        config_changes(saved, self, RESUMABLE_KEYS)
     }
 
     /// Settings that are legal but probably not meant; the trainer logs each.

@@ -13,8 +13,7 @@ mod run;
 pub mod state;
 
 pub use config::{
-    config_changes, resume_refusal, DataConfig, ModelSpec, ObjectiveConfig, ObjectiveKind, PretrainConfig,
-    TokenizerConfig, TrainConfig,
+    resume_refusal, DataConfig, ModelSpec, ObjectiveConfig, ObjectiveKind, PretrainConfig, TokenizerConfig, TrainConfig,
 };
 pub use error::TrainError;
 pub use run::{Pretrainer, RunOptions, StepMetrics};

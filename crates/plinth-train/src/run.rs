@@ -11,7 +11,7 @@ use plinth_tokenizer::{PlinthTokenizer, TrainOptions};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
-use crate::config::{ObjectiveKind, PretrainConfig, TokenizerConfig};
+use crate::config::{ObjectiveKind, PretrainConfig, TokenizerConfig, RESUMABLE_KEYS};
 use crate::ddp::DataParallel;
 use crate::objectives::{batch_loss, frame_causal, frame_masked};
 use crate::optim::{accumulate, clip_grad_norm, gradients, lr_at, AdamW, AdamWConfig};
@@ -99,7 +99,11 @@ impl Pretrainer {
             )));
         }
         if resuming {
-            check_resumable(&cfg, &ckpt_dir)?;
+            // Before the corpus is read, so a mistake costs nothing.
+            let refusal = crate::config::resume_refusal(&cfg, &ckpt_dir, state::CONFIG_COPY, RESUMABLE_KEYS)?;
+            if let Some(message) = refusal {
+                return Err(TrainError::Checkpoint(message));
+            }
         } else if opts.resume {
             tracing::info!("no checkpoint in {} to resume; starting a new run", ckpt_dir.display());
         }
@@ -402,7 +406,7 @@ impl Pretrainer {
 /// A 63-bit FNV-1a hash of the tokenizer's serialised form, to compare across ranks.
 fn fingerprint(tok: &PlinthTokenizer) -> Result<i64> {
     let text = tok.inner().to_string(false).map_err(|e| TrainError::Invalid(format!("tokenizer: {e}")))?;
-    Ok((plinth_data::fnv1a(text.as_bytes()) >> 1) as i64)
+    Ok((plinth_data::fnv1a(text.bytes()) >> 1) as i64)
 }
 
 /// Trains the configured tokenizer on the training split, or takes it from a
@@ -443,31 +447,8 @@ enum Split {
     Validation,
 }
 
-/// Refuses to resume `ckpt_dir` under a config that changes what the run computes
-/// (checked before the corpus is loaded, so a mistake costs nothing). A checkpoint
-/// without the config copy (not written by a pretraining run) is not checked here.
-fn check_resumable(cfg: &PretrainConfig, ckpt_dir: &Path) -> Result<()> {
-    let saved_path = ckpt_dir.join(state::CONFIG_COPY);
-    if !saved_path.exists() {
-        return Ok(());
-    }
-    let text = std::fs::read_to_string(&saved_path).map_err(TrainError::io(&saved_path))?;
-    let saved: PretrainConfig =
-        toml::from_str(&text).map_err(|e| TrainError::Config { path: saved_path.clone(), message: e.to_string() })?;
-    let conflicts = cfg.resume_conflicts(&saved)?;
-    if conflicts.is_empty() {
-        return Ok(());
-    }
-    Err(TrainError::Checkpoint(crate::config::resume_refusal(
-        ckpt_dir,
-        &conflicts,
-        state::CONFIG_COPY,
-        crate::config::RESUMABLE_KEYS,
-    )))
-}
-
-/// Tokenizes, frames and packs `docs` into a `(blocks, block_len)` tensor and returns it with an FNV-1a-style
-/// fingerprint of the tokens.
+/// Tokenizes, frames and packs `docs` into a `(blocks, block_len)` tensor and returns it with an FNV-1a
+/// fingerprint of the tokens (their little-endian u32 bytes).
 fn blocks_tensor(
     tok: &PlinthTokenizer,
     docs: &[String],
@@ -497,8 +478,8 @@ fn blocks_tensor(
             blocks.len()
         ))));
     }
+    let fingerprint = plinth_data::fnv1a(blocks.iter().flatten().flat_map(|t| t.to_le_bytes()));
     let flat: Vec<i64> = blocks.iter().flatten().map(|&t| i64::from(t)).collect();
-    let fingerprint = flat.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &t| (h ^ t as u64).wrapping_mul(0x0100_0000_01b3));
     Ok((Tensor::from_slice(&flat).view([blocks.len() as i64, block_len as i64]).to_device(device), fingerprint))
 }
 

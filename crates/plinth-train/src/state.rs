@@ -44,7 +44,7 @@ pub struct TrainingState {
     pub tokens_seen: u64,
     /// Last held-out loss, if an evaluation ran.
     pub val_loss: Option<f64>,
-    /// FNV-1a-style hash of the packed training and validation token ids (hex), so a resumed run
+    /// FNV-1a of the packed training and validation tokens (hex), so a resumed run
     /// refuses data that changed under the same config (another corpus version).
     /// Absent in checkpoints that were not pretrained here (imports).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,156 +3,136 @@
 
 use std::path::{Path, PathBuf};
 
-use plinth_data::{CompletionSpec, LabelledExample, PluginData, Split, TaskKind, TaskRequest, TaskSpec};
 use plinth_finetune::{
     AdapterSettings, FinetuneConfig, FinetuneOptions, FinetuneTrain, FinetunedTask, Finetuner, HeadSettings, Mode,
     TaskRef,
 };
 use plinth_model::checkpoint::named_variables;
+use plinth_plugin_protocol::{
+    CompletionSpec, GuideRequest, LabelledExample, Metrics, ScoreRequest, Split, Step, TaskKind, TaskSpec,
+};
+use plinth_plugin_sdk::{Component, Error, NoParams, Plugin};
+use plinth_plugin_test_support::PluginTest;
 use plinth_tests::{dir_digest, micro_config, options, torch_lock};
 use plinth_train::{Checkpoint, ObjectiveKind, Pretrainer};
 use tch::{Device, Tensor};
 
-/// An in-process task source: `long` (is a sentence longer than 8 words) and
-/// `words` (its word count), over the fixture corpus's sentences.
-#[derive(Debug)]
-struct Tasks;
+/// An in-process task plugin, written with the SDK and driven through the test
+/// kit: `long` (is a sentence longer than 8 words), `words` (its word count),
+/// `story` (language modelling) and the prompted `echo` (first word → next word),
+/// over the fixture corpus's sentences. `guided` adds a guide to `echo`, as a
+/// plugin update after a run was made would: it allows exactly " guided", then the end.
+struct Fixture {
+    guided: bool,
+}
 
 fn sentences() -> Vec<String> {
     let text = std::fs::read_to_string(plinth_tests::fixture_corpus()).expect("fixture");
     text.split(['.', '\n']).map(str::trim).filter(|s| s.split_whitespace().count() >= 2).map(String::from).collect()
 }
 
-impl PluginData for Tasks {
-    fn call(&self, _plugin: &str, component: &str, request: &str) -> Result<String, String> {
-        let req: serde_json::Value = serde_json::from_str(request).map_err(|e| e.to_string())?;
-        match component {
-            // Prompted generation: frame a request, score completions by exact match.
-            "frame" => {
-                let input = req["input"].as_str().ok_or("no input")?;
-                return Ok(serde_json::json!({"input": input, "prompt": input}).to_string());
+fn rows(component: &str, split: Split) -> Vec<LabelledExample> {
+    sentences()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| match split {
+            Split::Validation => i % 5 == 3,
+            Split::Test => i % 5 == 4,
+            Split::Train => i % 5 < 3,
+        })
+        .map(|(_, s)| {
+            let n = s.split_whitespace().count() as f64;
+            let label = if component == "long-data" { f64::from(n > 8.0) } else { n };
+            if component == "echo-data" {
+                // The first word is the prompt; the answer is the next one.
+                let words: Vec<&str> = s.split_whitespace().collect();
+                let prompt = Some(words[0].to_string());
+                return LabelledExample { prompt, ..LabelledExample::new(format!(" {}", words[1]), 0.0) };
             }
-            "echo-score" => {
-                let rows = req["rows"].as_array().ok_or("no rows")?;
-                let exact = rows.iter().filter(|r| r["prediction"] == r["reference"]).count();
-                let n = rows.len() as f64;
-                return Ok(serde_json::json!({"exact": exact as f64 / n.max(1.0), "n": n}).to_string());
-            }
-            _ => {}
-        }
-        let req: TaskRequest = serde_json::from_value(req).map_err(|e| e.to_string())?;
-        let rows: Vec<LabelledExample> = sentences()
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| match req.split {
-                Split::Validation => i % 5 == 3,
-                Split::Test => i % 5 == 4,
-                Split::Train => i % 5 < 3,
-            })
-            .map(|(_, s)| {
-                let n = s.split_whitespace().count() as f64;
-                let label = if component == "long-data" { f64::from(n > 8.0) } else { n };
-                if component == "echo-data" {
-                    // The first word is the prompt; the answer is the next one.
-                    let words: Vec<&str> = s.split_whitespace().collect();
-                    let prompt = Some(words[0].to_string());
-                    return LabelledExample { prompt, ..LabelledExample::new(format!(" {}", words[1]), 0.0) };
-                }
-                LabelledExample::new(s, label)
-            })
-            .collect();
-        serde_json::to_string(&rows).map_err(|e| e.to_string())
-    }
+            LabelledExample::new(s, label)
+        })
+        .collect()
+}
 
-    fn spec(&self, _plugin: &str, component: &str) -> Result<String, String> {
-        let spec = match component {
-            "long" => TaskSpec {
-                kind: TaskKind::Classification,
-                labels: vec!["short".into(), "long".into()],
-                data: "long-data".into(),
-                metric: "roc_auc".into(),
-                source: String::new(),
-                features: None,
-                input_check: None,
-                completion: None,
-                head: None,
-            },
-            "words" => TaskSpec {
-                kind: TaskKind::Regression,
-                labels: vec![],
-                data: "words-data".into(),
-                metric: "rmse".into(),
-                source: String::new(),
-                features: None,
-                input_check: None,
-                completion: None,
-                head: None,
-            },
-            "story" => TaskSpec {
-                kind: TaskKind::Generation,
-                labels: vec![],
-                data: "story-data".into(),
-                metric: "perplexity".into(),
-                source: String::new(),
-                features: None,
-                input_check: None,
-                completion: None,
-                head: None,
-            },
-            "echo" => TaskSpec {
-                kind: TaskKind::Generation,
-                labels: vec![],
-                data: "echo-data".into(),
-                metric: "perplexity".into(),
-                source: String::new(),
-                features: None,
-                input_check: None,
-                completion: Some(CompletionSpec {
-                    prompt_stage: "frame".into(),
-                    scorer: "echo-score".into(),
-                    metric: "exact".into(),
-                    output_check: None,
-                    guide: None,
-                    max_new_tokens: 3,
-                    stop: vec![],
-                    repetition_penalty: 1.0,
-                }),
-                head: None,
-            },
-            other => return Err(format!("no task {other}")),
-        };
-        Ok(serde_json::to_string(&spec).expect("spec"))
+fn spec(kind: TaskKind, labels: &[&str], data: &str, metric: &str) -> TaskSpec {
+    TaskSpec {
+        kind,
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        data: data.into(),
+        metric: metric.into(),
+        source: String::new(),
+        features: None,
+        input_check: None,
+        completion: None,
+        head: None,
     }
 }
 
-/// The fixture with its echo task guided (a plugin update after the run was
-/// made): the guide allows exactly " guided", then the end.
-#[derive(Debug)]
-struct Guided;
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Request {
+    input: String,
+}
 
-impl PluginData for Guided {
-    fn call(&self, plugin: &str, component: &str, request: &str) -> Result<String, String> {
-        if component != "echo-guide" {
-            return Tasks.call(plugin, component, request);
-        }
-        let req: serde_json::Value = serde_json::from_str(request).map_err(|e| e.to_string())?;
-        let done = req["completion"].as_str().ok_or("the guide request has no completion")?;
-        if req["prompt"].as_str().is_none() || !req["request"].is_object() {
-            return Err(format!("the guide request lacks its prompt or the task's request: {req}"));
-        }
-        let options: Vec<&str> =
-            [" guided"].iter().filter_map(|o| o.strip_prefix(done)).filter(|r| !r.is_empty()).collect();
-        Ok(serde_json::json!({"kind": "allow", "options": options, "eos": done == " guided"}).to_string())
-    }
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Prompt {
+    prompt: String,
+}
 
-    fn spec(&self, plugin: &str, component: &str) -> Result<String, String> {
-        let mut spec: TaskSpec = serde_json::from_str(&Tasks.spec(plugin, component)?).map_err(|e| e.to_string())?;
-        if let Some(c) = spec.completion.as_mut() {
-            c.guide = Some("echo-guide".into());
-            c.max_new_tokens = 16;
-        }
-        serde_json::to_string(&spec).map_err(|e| e.to_string())
+impl Plugin for Fixture {
+    fn components(&self) -> Vec<Component> {
+        let mut echo = spec(TaskKind::Generation, &[], "echo-data", "perplexity");
+        echo.completion = Some(CompletionSpec {
+            prompt_stage: "frame".into(),
+            scorer: "echo-score".into(),
+            metric: "exact".into(),
+            output_check: None,
+            guide: self.guided.then(|| "echo-guide".to_string()),
+            max_new_tokens: if self.guided { 16 } else { 3 },
+            stop: vec![],
+            repetition_penalty: 1.0,
+        });
+        let data = |name: &'static str| {
+            Component::task_data(name, "", move |_task: &str, split, _: NoParams| Ok::<_, Error>(rows(name, split)))
+        };
+        vec![
+            Component::task("long", "", spec(TaskKind::Classification, &["short", "long"], "long-data", "roc_auc")),
+            data("long-data"),
+            Component::task("words", "", spec(TaskKind::Regression, &[], "words-data", "rmse")),
+            data("words-data"),
+            Component::task("story", "", spec(TaskKind::Generation, &[], "story-data", "perplexity")),
+            data("story-data"),
+            Component::task("echo", "", echo),
+            data("echo-data"),
+            // Prompted generation: frame a request, score completions by exact match.
+            Component::stage_fn("frame", "", |r: Request| Ok::<_, Error>(Prompt { prompt: r.input })),
+            Component::scorer("echo-score", "", |req: ScoreRequest| {
+                let exact = req.rows.iter().filter(|r| r.prediction == r.reference).count();
+                let n = req.rows.len() as f64;
+                Ok(Metrics::from([("exact".to_string(), exact as f64 / n.max(1.0)), ("n".to_string(), n)]))
+            }),
+            Component::guide("echo-guide", "", |req: GuideRequest| {
+                if req.prompt.is_empty() {
+                    return Err(Error::new("the guide request lacks its prompt"));
+                }
+                let done = req.completion.as_str();
+                let options: Vec<String> = [" guided"]
+                    .iter()
+                    .filter_map(|o| o.strip_prefix(done))
+                    .filter(|r| !r.is_empty())
+                    .map(String::from)
+                    .collect();
+                Ok(Step::Allow { options, eos: done == " guided", next_lines: vec![] })
+            }),
+        ]
     }
+}
+
+fn tasks() -> PluginTest {
+    PluginTest::new("fixture", Fixture { guided: false }).expect("the fixture plugin starts")
+}
+
+fn guided() -> PluginTest {
+    PluginTest::new("fixture", Fixture { guided: true }).expect("the guided fixture starts")
 }
 
 /// Pretrains a micro base in `dir` and returns its checkpoint folder.
@@ -205,11 +185,11 @@ fn lora_finetune_changes_only_the_adapter_and_head() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let base_dir = base(&tmp.path().join("base"), 7);
     let before = Checkpoint::load(&base_dir, Device::Cpu).expect("base");
-    let mut ft = Finetuner::new(config(&base_dir, &tmp.path().join("ft"), "long", Mode::Lora), &Tasks, opts(false))
+    let mut ft = Finetuner::new(config(&base_dir, &tmp.path().join("ft"), "long", Mode::Lora), &tasks(), opts(false))
         .expect("finetuner");
     let fresh_task: Vec<(String, Tensor)> =
         named_variables(&ft.parts().vs).into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
-    let report = ft.run(&Tasks).expect("run");
+    let report = ft.run(&tasks()).expect("run");
     for (name, original) in named_variables(&before.vs) {
         let now = &named_variables(&ft.base().vs).into_iter().find(|(k, _)| *k == name).expect("same names").1;
         assert_eq!(bits(&original), bits(now), "base weight {name} changed during a LoRA run");
@@ -241,16 +221,16 @@ fn interrupted_finetune_resumes_exactly() {
     let base_dir = base(&tmp.path().join("base"), 7);
     let straight = tmp.path().join("straight");
     let split = tmp.path().join("split");
-    Finetuner::new(config(&base_dir, &straight, "long", Mode::Lora), &Tasks, opts(false))
+    Finetuner::new(config(&base_dir, &straight, "long", Mode::Lora), &tasks(), opts(false))
         .expect("a")
         .train_until(12)
         .expect("train a");
-    let mut b = Finetuner::new(config(&base_dir, &split, "long", Mode::Lora), &Tasks, opts(false)).expect("b");
+    let mut b = Finetuner::new(config(&base_dir, &split, "long", Mode::Lora), &tasks(), opts(false)).expect("b");
     b.train_until(8).expect("train b");
     drop(b);
-    let err = Finetuner::new(config(&base_dir, &split, "long", Mode::Lora), &Tasks, opts(false)).expect_err("exists");
+    let err = Finetuner::new(config(&base_dir, &split, "long", Mode::Lora), &tasks(), opts(false)).expect_err("exists");
     assert!(err.to_string().contains("--resume"), "{err}");
-    let mut c = Finetuner::new(config(&base_dir, &split, "long", Mode::Lora), &Tasks, opts(true)).expect("resume");
+    let mut c = Finetuner::new(config(&base_dir, &split, "long", Mode::Lora), &tasks(), opts(true)).expect("resume");
     assert_eq!(c.progress().step, 8);
     c.train_until(12).expect("train c");
     for dir in ["state", "best"] {
@@ -268,7 +248,7 @@ fn interrupted_finetune_resumes_exactly() {
     other.adapter.rank = 2;
     other.train.lr *= 2.0;
     let saved = dir_digest(&split.join("state"));
-    let err = Finetuner::new(other, &Tasks, opts(true)).expect_err("different settings").to_string();
+    let err = Finetuner::new(other, &tasks(), opts(true)).expect_err("different settings").to_string();
     assert!(err.contains("adapter.rank: ") && err.contains(" → 2"), "names the changed key: {err}");
     assert!(err.contains("train.lr: "), "{err}");
     assert_eq!(dir_digest(&split.join("state")), saved, "a refused resume changes nothing");
@@ -278,7 +258,7 @@ fn interrupted_finetune_resumes_exactly() {
     let mut longer = config(&link, &split, "long", Mode::Lora);
     longer.train.max_steps += 4;
     longer.train.patience += 1;
-    let resumed = Finetuner::new(longer, &Tasks, opts(true)).expect("a longer run from a moved base resumes");
+    let resumed = Finetuner::new(longer, &tasks(), opts(true)).expect("a longer run from a moved base resumes");
     assert_eq!(resumed.progress().step, 12);
 }
 
@@ -289,9 +269,9 @@ fn a_task_refuses_a_different_base() {
     let base_a = base(&tmp.path().join("a"), 7);
     let base_b = base(&tmp.path().join("b"), 8);
     let out = tmp.path().join("ft");
-    Finetuner::new(config(&base_a, &out, "words", Mode::Lora), &Tasks, opts(false))
+    Finetuner::new(config(&base_a, &out, "words", Mode::Lora), &tasks(), opts(false))
         .expect("ft")
-        .run(&Tasks)
+        .run(&tasks())
         .expect("run");
     let other = Checkpoint::load(&base_b, Device::Cpu).expect("b");
     let err = FinetunedTask::load(&out, &other).expect_err("wrong base");
@@ -305,13 +285,13 @@ fn several_tasks_share_one_base_and_each_answers_as_its_own() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let base_dir = base(&tmp.path().join("base"), 7);
     let (long, words) = (tmp.path().join("long"), tmp.path().join("words"));
-    Finetuner::new(config(&base_dir, &long, "long", Mode::Lora), &Tasks, opts(false))
+    Finetuner::new(config(&base_dir, &long, "long", Mode::Lora), &tasks(), opts(false))
         .expect("a")
-        .run(&Tasks)
+        .run(&tasks())
         .expect("a");
     let mut w = config(&base_dir, &words, "words", Mode::Lora);
     w.train.seed = 3;
-    Finetuner::new(w, &Tasks, opts(false)).expect("b").run(&Tasks).expect("b");
+    Finetuner::new(w, &tasks(), opts(false)).expect("b").run(&tasks()).expect("b");
     let texts: Vec<String> = sentences().into_iter().take(6).collect();
     let ck = Checkpoint::load(&base_dir, Device::Cpu).expect("base");
     let alone_long = FinetunedTask::load(&long, &ck).expect("long").predict(&ck, &texts, 4).expect("p");
@@ -339,8 +319,9 @@ fn head_only_and_full_modes_train_what_they_say() {
     let d = before.model.config().d_model;
 
     let head_out = tmp.path().join("head");
-    let mut head = Finetuner::new(config(&base_dir, &head_out, "long", Mode::Head), &Tasks, opts(false)).expect("head");
-    let report = head.run(&Tasks).expect("head run");
+    let mut head =
+        Finetuner::new(config(&base_dir, &head_out, "long", Mode::Head), &tasks(), opts(false)).expect("head");
+    let report = head.run(&tasks()).expect("head run");
     assert_eq!(report.trainable_params, d * 2 + 2, "a linear probe trains d_model x classes + classes");
     let same = named_variables(&before.vs)
         .iter()
@@ -351,8 +332,8 @@ fn head_only_and_full_modes_train_what_they_say() {
     let full_out = tmp.path().join("full");
     let mut full = config(&base_dir, &full_out, "long", Mode::Full);
     full.train.lr = 1e-3;
-    let mut ft = Finetuner::new(full, &Tasks, opts(false)).expect("full");
-    let report = ft.run(&Tasks).expect("full run");
+    let mut ft = Finetuner::new(full, &tasks(), opts(false)).expect("full");
+    let report = ft.run(&tasks()).expect("full run");
     assert_eq!(report.trainable_params, before.model.config().num_params() + d * 2 + 2);
     let changed = named_variables(&before.vs)
         .iter()
@@ -368,7 +349,7 @@ fn head_only_and_full_modes_train_what_they_say() {
         "the base checkpoint on disk is never written"
     );
     let task = FinetunedTask::load(&full_out, &on_disk).expect("load full task");
-    let m = task.evaluate(&on_disk, &Tasks, Split::Test, 8, 0, None).expect("eval");
+    let m = task.evaluate(&on_disk, &tasks(), Split::Test, 8, 0, None).expect("eval");
     let reported = report.test["roc_auc"];
     assert!((m["roc_auc"] - reported).abs() < 1e-6, "eval {} equals the report's {reported}", m["roc_auc"]);
 }
@@ -382,9 +363,9 @@ fn generation_finetune_lowers_perplexity_and_leaves_the_base() {
     let out = tmp.path().join("story");
     let mut cfg = config(&base_dir, &out, "story", Mode::Lora);
     cfg.train.max_steps = 24;
-    let mut ft = Finetuner::new(cfg, &Tasks, opts(false)).expect("finetuner");
+    let mut ft = Finetuner::new(cfg, &tasks(), opts(false)).expect("finetuner");
     let start = ft.evaluate_split(Split::Validation).expect("eval")["perplexity"];
-    let report = ft.run(&Tasks).expect("run");
+    let report = ft.run(&tasks()).expect("run");
     let end = report.validation["perplexity"];
     assert!(end < start, "validation perplexity {start} -> {end}");
     assert!(report.baselines.contains_key("unigram") && report.test.contains_key("perplexity"), "{report:?}");
@@ -396,16 +377,16 @@ fn generation_finetune_lowers_perplexity_and_leaves_the_base() {
     let cfg = plinth_generate::SamplingConfig { max_new_tokens: 8, ..Default::default() };
     let with = task.generate(&before, "the", &cfg).expect("generate");
     assert!(!with.ids.is_empty() || with.finish == plinth_generate::FinishReason::EndOfText);
-    let m = task.evaluate(&before, &Tasks, Split::Validation, 8, 0, None).expect("eval");
+    let m = task.evaluate(&before, &tasks(), Split::Validation, 8, 0, None).expect("eval");
     assert!((m["perplexity"] - end).abs() < 1e-3 * end, "{} vs {end}", m["perplexity"]);
     assert!(task.predict(&before, &["x".to_string()], 1).is_err(), "a generation task does not predict");
 
     // A masked base cannot learn a generation task, and a generation task has no head alone.
     let mlm = base(&tmp.path().join("mlm"), 7);
-    let err = Finetuner::new(config(&mlm, &tmp.path().join("x"), "story", Mode::Lora), &Tasks, opts(false))
+    let err = Finetuner::new(config(&mlm, &tmp.path().join("x"), "story", Mode::Lora), &tasks(), opts(false))
         .expect_err("masked base");
     assert!(err.to_string().contains("needs a causal base"), "{err}");
-    let err = Finetuner::new(config(&base_dir, &tmp.path().join("y"), "story", Mode::Head), &Tasks, opts(false))
+    let err = Finetuner::new(config(&base_dir, &tmp.path().join("y"), "story", Mode::Head), &tasks(), opts(false))
         .expect_err("head mode");
     assert!(err.to_string().contains("no head"), "{err}");
 }
@@ -419,8 +400,8 @@ fn prompted_generation_learns_answers_and_is_scored_beside_retrieval() {
     let out = tmp.path().join("echo");
     let mut cfg = config(&base_dir, &out, "echo", Mode::Lora);
     cfg.score.max_examples = 5;
-    let mut ft = Finetuner::new(cfg, &Tasks, opts(false)).expect("finetuner");
-    let report = ft.run(&Tasks).expect("run");
+    let mut ft = Finetuner::new(cfg, &tasks(), opts(false)).expect("finetuner");
+    let report = ft.run(&tasks()).expect("run");
     // The scorer's metrics join the test metrics; retrieval is scored the same way.
     assert_eq!(report.test["n"], 5.0, "{report:?}");
     assert!(report.test.contains_key("exact") && report.test.contains_key("perplexity"), "{report:?}");
@@ -433,7 +414,7 @@ fn prompted_generation_learns_answers_and_is_scored_beside_retrieval() {
     // The loaded task answers a request through the plugin's prompt stage.
     let task = FinetunedTask::load(&out, &base).expect("load");
     let sampling = plinth_generate::SamplingConfig { temperature: 0.8, ..Default::default() };
-    let (prompt, completion, complaint) = task.answer(&base, &Tasks, "the", &sampling, 2).expect("answer");
+    let (prompt, completion, complaint) = task.answer(&base, &tasks(), "the", &sampling, 2).expect("answer");
     assert_eq!(prompt, "the");
     assert!(complaint.is_none());
     assert_eq!(
@@ -447,12 +428,12 @@ fn prompted_generation_learns_answers_and_is_scored_beside_retrieval() {
         .text,
         "the first try is greedy"
     );
-    let m = task.evaluate(&base, &Tasks, Split::Test, 8, 3, None).expect("eval");
+    let m = task.evaluate(&base, &tasks(), Split::Test, 8, 3, None).expect("eval");
     assert_eq!((m["n"], m["retrieval.n"]), (3.0, 3.0), "{m:?}");
     // The plugin now guides the task: evaluation and answers decode under the
     // guide (the run's saved spec has none), and the completions are written.
     let written = tmp.path().join("guided.jsonl");
-    task.evaluate(&base, &Guided, Split::Test, 8, 3, Some(&written)).expect("guided eval");
+    task.evaluate(&base, &guided(), Split::Test, 8, 3, Some(&written)).expect("guided eval");
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(&written)
         .expect("completions")
         .lines()
@@ -460,15 +441,15 @@ fn prompted_generation_learns_answers_and_is_scored_beside_retrieval() {
         .collect();
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r["prediction"] == " guided"), "{rows:?}");
-    let (_, completion, _) = task.answer(&base, &Guided, "the", &sampling, 1).expect("guided answer");
+    let (_, completion, _) = task.answer(&base, &guided(), "the", &sampling, 1).expect("guided answer");
     assert_eq!(completion, " guided");
     // A task without prompts does not answer requests.
     let words = tmp.path().join("words");
-    Finetuner::new(config(&base_dir, &words, "story", Mode::Lora), &Tasks, opts(false))
+    Finetuner::new(config(&base_dir, &words, "story", Mode::Lora), &tasks(), opts(false))
         .expect("ft")
-        .run(&Tasks)
+        .run(&tasks())
         .expect("run");
     let story = FinetunedTask::load(&words, &base).expect("load");
-    let err = story.answer(&base, &Tasks, "x", &sampling, 1).expect_err("not prompted");
+    let err = story.answer(&base, &tasks(), "x", &sampling, 1).expect_err("not prompted");
     assert!(err.to_string().contains("not a prompted generation task"), "{err}");
 }

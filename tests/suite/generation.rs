@@ -94,9 +94,11 @@ fn fills_keep_the_text_around_the_blank() {
 }
 
 /// A fixed-seed model at temperature 0 must print exactly the checked-in string.
-/// Regenerate with `PLINTH_BLESS=1 just test` after an intended change. The string
-/// is the CI machine's (x86-64 with AVX-512, so the fused CPU kernels and oneDNN
-/// GEMMs run): float rounding, and so the string, depends on the CPU's code paths.
+/// Float rounding, and so the string, depends on the CPU's code paths, so there is
+/// one golden file per path: `onednn` (x86-64 with AVX-512: the fused kernels and
+/// oneDNN GEMMs), `avx2` (the fused kernels, ATen's GEMMs) and `aten` (neither).
+/// Regenerate the one for this machine's path with `PLINTH_BLESS=1 just test`
+/// after an intended change.
 #[test]
 fn golden_greedy_generation() {
     let _g = torch_lock();
@@ -111,11 +113,17 @@ fn golden_greedy_generation() {
     t.run().expect("run");
     let cfg = SamplingConfig { max_new_tokens: 24, ..Default::default() };
     let text = generate(t.model(), t.tokenizer(), "The cat", &cfg).expect("generate").text;
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/generate.txt");
+    let path = match (plinth_layers::kernels::onednn_usable(), plinth_layers::kernels::fast()) {
+        (true, _) => "onednn",
+        (false, true) => "avx2",
+        (false, false) => "aten",
+    };
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("golden/generate.{path}.txt"));
     if std::env::var_os("PLINTH_BLESS").is_some() {
         std::fs::write(&golden, &text).expect("bless");
     }
-    let want = std::fs::read_to_string(&golden).expect("golden file; run once with PLINTH_BLESS=1");
+    let want = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|_| panic!("no golden for the {path} code path; run once with PLINTH_BLESS=1 on such a CPU"));
     assert_eq!(text, want);
 }
 

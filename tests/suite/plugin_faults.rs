@@ -20,7 +20,7 @@ typedef struct {
     uint64_t magic; uint32_t header_size, abi_major, abi_minor, flags;
     PlStr id, version, fingerprint; EntryFn entry;
 } PluginHeader;
-/* An ABI 1.0 plugin that knows only the first 16 bytes of the table. */
+/* A plugin that knows only the first 16 bytes of the table. */
 static int32_t entry(uint32_t host_minor, PluginApi* api, PlBuf* err) {
     FILE* f = fopen(MARKER, "w"); if (f) fclose(f);
     (void)err; (void)host_minor;
@@ -94,7 +94,11 @@ fn refused_headers_run_no_plugin_function() {
         (build("c_magic", 0x1234, plinth_abi::ABI_MAJOR, UNWIND, ""), "bad magic"),
         (
             build("c_major", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR + 1, UNWIND, ""),
-            "speaks plugin ABI 2.0 but this plinth speaks 1.0",
+            "speaks plugin ABI 3.0, newer than this plinth's 2.0",
+        ),
+        (
+            build("c_old", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR - 1, UNWIND, ""),
+            "built against plugin ABI 1.0, older than this plinth's 2.0; rebuild it against the current plinth-plugin-sdk",
         ),
         (build("c_abort", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR, 0, ""), "panic = \"abort\""),
         (
@@ -114,5 +118,5 @@ fn refused_headers_run_no_plugin_function() {
         assert!(!b.marker.exists(), "{err}: the plugin's entry must not run");
     }
     // The libtorch message names both sides.
-    assert!(load(&cases[3].0).expect_err("refused").contains(fp));
+    assert!(load(&cases[4].0).expect_err("refused").contains(fp));
 }

@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use plinth_plugin_host::{HostConfig, PluginHost};
+use plinth_plugin_protocol::{ComponentSpec, CorpusRequest, Outcome, PluginsExt, Record};
+use serde_json::{json, Value};
 use tch::{Kind, Tensor};
+
+fn rec(v: Value) -> Record {
+    v.as_object().cloned().unwrap_or_default()
+}
 
 const LIB: &str = "libplinth_plugin_example.so";
 
@@ -22,7 +28,8 @@ fn built_example() -> PathBuf {
 }
 
 /// The same plugin source built the way a third party builds: a standalone crate
-/// outside the workspace that depends only on the SDK (built once per test run).
+/// outside the workspace that depends only on the SDK and the tensors crate (built
+/// once per test run).
 fn external_example() -> PathBuf {
     static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     BUILT
@@ -32,8 +39,9 @@ fn external_example() -> PathBuf {
             let krate = dir.path().join("external-example");
             std::fs::create_dir_all(krate.join("src")).expect("mkdir");
             let manifest = format!(
-                "[package]\nname = \"external-example\"\nversion = \"0.1.0\"\nedition = \"2021\"\nbuild = \"build.rs\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplinth-plugin-sdk = {{ path = \"{}\" }}\n\n[profile.release]\ndebug = false\ncodegen-units = 16\n\n[workspace]\n",
-                root.join("crates/plinth-plugin-sdk").display()
+                "[package]\nname = \"external-example\"\nversion = \"0.1.0\"\nedition = \"2021\"\nbuild = \"build.rs\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nplinth-plugin-sdk = {{ path = \"{}\" }}\nplinth-plugin-tensors = {{ path = \"{}\" }}\nschemars = \"1\"\nserde = {{ version = \"1\", features = [\"derive\"] }}\nserde_json = \"1\"\n\n[profile.release]\ndebug = false\ncodegen-units = 16\n\n[workspace]\n",
+                root.join("crates/plinth-plugin-sdk").display(),
+                root.join("crates/plinth-plugin-tensors").display()
             );
             std::fs::write(krate.join("Cargo.toml"), manifest).expect("manifest");
             std::fs::copy(root.join("build/torch_rpath.rs"), krate.join("build.rs")).expect("build.rs");
@@ -105,12 +113,17 @@ fn example_plugin_loads_with_every_component_kind() {
                 "Stage:explode"
             ]
         );
-        let spec: plinth_data::TaskSpec = serde_json::from_str(&plugin.components[2].spec).expect("task spec");
-        assert_eq!((spec.kind, spec.data.as_str()), (plinth_data::TaskKind::Regression, "lengths"));
-        assert_eq!(plugin.call("shout", r#"{"text": "hello"}"#).expect("stage"), r#"{"text": "HELLO"}"#);
-        assert!(plugin.call("greetings", r#"{"split": "train"}"#).expect("data").contains("hello world"));
-        let err = plugin.call("shout", "{}").expect_err("rejects").to_string();
-        assert!(err.contains("no \"text\" field"), "{err}");
+        let ComponentSpec::Task(spec) = &plugin.components[2].spec else { panic!("a task spec") };
+        assert_eq!((spec.kind, spec.data.as_str()), (plinth_plugin_protocol::TaskKind::Regression, "lengths"));
+        let shout = host.open_stage("example", "shout", &Value::Null).expect("opens");
+        let out = shout.run(&[rec(json!({"text": "hello", "id": 7})), rec(json!({"id": 8}))]).expect("one batch");
+        assert_eq!(out[0], Outcome::Add(rec(json!({"text": "HELLO"}))), "only what the stage adds comes back");
+        assert!(matches!(&out[1], Outcome::Reject(why) if why.contains("text")), "{:?}", out[1]);
+        drop(shout);
+        let docs = host.ask("example", "greetings", &CorpusRequest::default()).expect("corpus");
+        assert!(docs.contains(&"hello world".to_string()));
+        let err = host.open_stage("example", "shout", &json!({"loud": 1})).expect_err("bad params").to_string();
+        assert!(err.contains("unknown field `loud`"), "{err}");
         assert!(plugin.call("nope", "{}").expect_err("unknown").to_string().contains("no component named nope"));
     }
 }
@@ -138,11 +151,14 @@ fn a_panicking_plugin_is_contained_and_poisoned() {
     for (dir, lib) in plugin_dirs() {
         let mut host = host_for(&[dir.path()]);
         let plugin = host.load(&lib).expect("load");
-        assert_eq!(plugin.call("explode", r#"{"ok": 1}"#).expect("no panic"), r#"{"ok": 1}"#);
-        let err = plugin.call("explode", r#"{"x": "boom"}"#).expect_err("panic").to_string();
+        let run = |stage: &str, text: &str| {
+            host.open_stage("example", stage, &Value::Null).and_then(|s| s.run(&[rec(json!({ "text": text }))]))
+        };
+        assert!(matches!(run("explode", "calm").expect("no panic")[0], Outcome::Add(_)));
+        let err = run("explode", "boom").expect_err("panic").to_string();
         assert!(err.contains("Panicked") && err.contains("blow up"), "{err}");
         assert!(plugin.is_poisoned());
-        let err = plugin.call("shout", r#"{"text": "a"}"#).expect_err("poisoned").to_string();
+        let err = run("shout", "a").expect_err("poisoned").to_string();
         assert!(err.contains("Poisoned"), "{err}");
         // The host itself carries on.
         assert_eq!(host.plugins().len(), 1);

@@ -1,4 +1,4 @@
-//! The plinth plugin ABI, version 1.0: the only types that cross between the
+//! The plinth plugin ABI, version 2.0: the only types that cross between the
 //! `plinth` host and a plugin shared library. Everything is `#[repr(C)]`,
 //! padding-free, and versioned separately from the crates (see ARCHITECTURE.md).
 //!
@@ -22,6 +22,8 @@
 //! * [`PlBuf`] is owned by the side that allocated it and is freed only by calling
 //!   its `release` function (plugins allocate buffers they return; the host frees
 //!   them through `release`).
+//! * Requests, replies, stage params and record batches are the JSON encodings of
+//!   `plinth-plugin-protocol`'s types, carried as [`PlStr`] in and [`PlBuf`] out.
 //! * Tensors cross as `*mut c_void` handles to libtorch `at::Tensor` objects (tch's
 //!   `C_tensor`). A tensor passed *into* a plugin is borrowed for the call; a tensor a
 //!   plugin returns is a new handle the receiver owns. Only allowed when the
@@ -40,7 +42,7 @@ use core::ffi::c_void;
 /// `b"PLINTHPL"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PLINTHPL");
 /// Incompatible changes bump the major; a host loads only plugins of its major.
-pub const ABI_MAJOR: u32 = 1;
+pub const ABI_MAJOR: u32 = 2;
 /// Compatible additions bump the minor; host and plugin negotiate the lower one.
 pub const ABI_MINOR: u32 = 0;
 /// The exported symbol holding the plugin's [`PluginHeader`].
@@ -48,7 +50,8 @@ pub const HEADER_SYMBOL: &[u8] = b"plinth_plugin_header\0";
 
 /// Header flag: the plugin was built with `panic = "unwind"`, so its panic guards work.
 pub const FLAG_PANIC_UNWIND: u32 = 1 << 0;
-/// Header flag: the plugin links libtorch and may exchange tensor handles.
+/// Header flag: the plugin links libtorch and may exchange tensor handles (the SDK's
+/// `tensors` feature); only then is `fingerprint` set and compared.
 pub const FLAG_LINKS_LIBTORCH: u32 = 1 << 1;
 
 /// The libtorch a tensor-exchanging plugin must share with the host:
@@ -134,13 +137,13 @@ pub enum Status {
 pub enum ComponentKind {
     /// A tokenizer: `spec` is a `tokenizer.json` or a JSON training recipe.
     Tokenizer = 1,
-    /// Data: `call` with a JSON request returns documents or labelled rows as JSON.
+    /// Data: `call` answers a typed request (documents, task rows, scores, guide steps).
     Data = 2,
-    /// A task: `spec` is JSON (head kind, loss, metrics).
+    /// A task: `spec` is its task spec (head kind, loss, metrics, data component).
     Task = 3,
     /// An adapter or head: `spec` is JSON defaults; `forward` computes on tensors.
     Module = 4,
-    /// A pipeline stage: `call` maps one JSON record to a JSON record or a rejection.
+    /// A pipeline stage: `open` with params once, then `process` batches of records.
     Stage = 5,
 }
 
@@ -165,7 +168,7 @@ pub struct ComponentInfo {
     pub name: PlStr,
     /// One line for `plinth plugins inspect`; borrowed for the plugin's lifetime.
     pub description: PlStr,
-    /// Kind-specific JSON (see [`ComponentKind`]); borrowed for the plugin's lifetime.
+    /// The component's `plinth_plugin_protocol::ComponentSpec` as JSON; borrowed for the plugin's lifetime.
     pub spec: PlStr,
 }
 
@@ -186,17 +189,42 @@ pub struct PluginApi {
     pub component_info: Option<
         unsafe extern "C" fn(instance: *mut c_void, index: u32, out: *mut ComponentInfo, err: *mut PlBuf) -> Status,
     >,
-    /// Data and stage components: JSON request in, JSON reply out (owned by the host after return).
+    /// Data components: an encoded request in, the encoded reply out (owned by the
+    /// host after return, freed through its `release`).
     pub call: Option<
         unsafe extern "C" fn(
             instance: *mut c_void,
             index: u32,
-            input: PlStr,
+            request: PlStr,
             out: *mut PlBuf,
             err: *mut PlBuf,
         ) -> Status,
     >,
-    /// Module components: `input` is a borrowed `at::Tensor*`; `*output` receives a new
+    /// Stage components: checks the encoded params and opens a session, written to `*session`.
+    pub open: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            index: u32,
+            params: PlStr,
+            session: *mut u64,
+            err: *mut PlBuf,
+        ) -> Status,
+    >,
+    /// Stage components: one encoded batch of records through an open session; the
+    /// reply holds one outcome per record, in order.
+    pub process: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            index: u32,
+            session: u64,
+            batch: PlStr,
+            out: *mut PlBuf,
+            err: *mut PlBuf,
+        ) -> Status,
+    >,
+    /// Stage components: ends a session (unknown sessions are ignored).
+    pub close: Option<unsafe extern "C" fn(instance: *mut c_void, index: u32, session: u64)>,
+    /// Module components (null unless the plugin links libtorch): `input` is a borrowed `at::Tensor*`; `*output` receives a new
     /// handle the host owns. Autograd flows through.
     pub forward: Option<
         unsafe extern "C" fn(
@@ -255,12 +283,12 @@ unsafe impl Sync for PluginHeader {}
 
 #[cfg(test)]
 mod layout {
-    //! Layout snapshots of ABI 1.0: a change here is an ABI break or an append.
+    //! Layout snapshots of ABI 2.0: a change here is an ABI break or an append.
     use super::*;
     use core::mem::{offset_of, size_of};
 
     #[test]
-    fn header_1_0() {
+    fn header_2_0() {
         assert_eq!(size_of::<PluginHeader>(), 80);
         assert_eq!(offset_of!(PluginHeader, magic), 0);
         assert_eq!(offset_of!(PluginHeader, header_size), 8);
@@ -274,21 +302,24 @@ mod layout {
     }
 
     #[test]
-    fn api_1_0() {
-        assert_eq!(size_of::<PluginApi>(), 64);
+    fn api_2_0() {
+        assert_eq!(size_of::<PluginApi>(), 88);
         assert_eq!(offset_of!(PluginApi, size), 0);
         assert_eq!(offset_of!(PluginApi, minor), 4);
         assert_eq!(offset_of!(PluginApi, instance), 8);
         assert_eq!(offset_of!(PluginApi, component_count), 16);
         assert_eq!(offset_of!(PluginApi, component_info), 24);
         assert_eq!(offset_of!(PluginApi, call), 32);
-        assert_eq!(offset_of!(PluginApi, forward), 40);
-        assert_eq!(offset_of!(PluginApi, parameters), 48);
-        assert_eq!(offset_of!(PluginApi, is_poisoned), 56);
+        assert_eq!(offset_of!(PluginApi, open), 40);
+        assert_eq!(offset_of!(PluginApi, process), 48);
+        assert_eq!(offset_of!(PluginApi, close), 56);
+        assert_eq!(offset_of!(PluginApi, forward), 64);
+        assert_eq!(offset_of!(PluginApi, parameters), 72);
+        assert_eq!(offset_of!(PluginApi, is_poisoned), 80);
     }
 
     #[test]
-    fn component_info_and_buffers_1_0() {
+    fn component_info_and_buffers_2_0() {
         assert_eq!(size_of::<ComponentInfo>(), 64);
         assert_eq!(offset_of!(ComponentInfo, name), 16);
         assert_eq!(offset_of!(ComponentInfo, spec), 48);

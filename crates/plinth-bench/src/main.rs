@@ -420,13 +420,24 @@ fn plugins(calls: usize) -> Result<serde_json::Value> {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let loaded = found.iter().filter(|(_, r)| r.is_ok()).count();
     let plugin = host.get("example")?;
-    let record = r#"{"text": "hello plugin"}"#;
+    // One record through the `shout` stage across the ABI (encoded batch of one,
+    // one outcome back), against the same function called directly.
+    let session = plugin.open("shout", "{}")?;
+    let batch = r#"{"records": [{"text": "hello plugin"}]}"#;
     let abi_ns = ns_per_call(calls, || {
-        std::hint::black_box(plugin.call("shout", std::hint::black_box(record)).ok());
+        std::hint::black_box(plugin.process("shout", session, std::hint::black_box(batch)).ok());
     });
+    // The example's `shout` is `text.to_uppercase()`; the bench links one plugin
+    // crate only (molecule's, below: each exports the same header symbol).
     let direct_ns = ns_per_call(calls, || {
-        std::hint::black_box(plinth_plugin_example::shout(std::hint::black_box(record)).ok());
+        std::hint::black_box(std::hint::black_box("hello plugin").to_uppercase());
     });
+    // The same stage fed as a pipeline feeds it: batches of 64 records, per record.
+    let batch64 = format!(r#"{{"records": [{}]}}"#, vec![r#"{"text": "hello plugin"}"#; 64].join(","));
+    let batch_ns = ns_per_call((calls / 64).max(1), || {
+        std::hint::black_box(plugin.process("shout", session, std::hint::black_box(&batch64)).ok());
+    }) / 64.0;
+    plugin.close("shout", session);
     let mut tensor = Vec::new();
     for numel in [1_000i64, 16_000_000] {
         let x = Tensor::zeros([numel], (Kind::Float, Device::Cpu));
@@ -441,7 +452,7 @@ fn plugins(calls: usize) -> Result<serde_json::Value> {
         tensor.push(json!({"numel": numel, "zero_copy": zero_copy, "abi_ns": ns, "direct_shallow_clone_ns": local_ns}));
     }
     Ok(json!({"what": "plugins", "plugins_loaded": loaded, "discover_and_load_ms": load_ms,
-        "call_abi_ns": abi_ns, "call_direct_ns": direct_ns, "tensor_handover": tensor}))
+        "call_abi_ns": abi_ns, "call_direct_ns": direct_ns, "batch64_abi_ns_per_record": batch_ns, "tensor_handover": tensor}))
 }
 
 /// Peak resident set size of this process in MiB (`VmHWM`).
@@ -487,9 +498,9 @@ fn moses_metrics(
     let dir = std::env::current_exe()?.parent().map(std::path::Path::to_path_buf).context("binary folder")?;
     let mut host = PluginHost::new(HostConfig { search_paths: vec![dir], ..Default::default() });
     host.discover();
-    let request = json!({"smiles": generated, "reference": reference}).to_string();
-    let reply = host.get("molecule")?.call("moses-metrics", &request)?;
-    let mut metrics: serde_json::Value = serde_json::from_str(&reply)?;
+    use plinth_plugin_protocol::PluginsExt;
+    let request = json!({"smiles": generated, "reference": reference});
+    let mut metrics = host.ask("molecule", "moses-metrics", &request)?;
     metrics["what"] = json!("moses");
     metrics["temperature"] = json!(temperature);
     metrics["generate_seconds"] = json!(gen_s);
@@ -515,7 +526,7 @@ fn pipeline_overhead(smiles: &std::path::Path, repeats: usize) -> Result<serde_j
     std::fs::write(&path, toml)?;
     let lines: Vec<String> =
         std::fs::read_to_string(smiles)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-    let plugin = data.get("molecule")?;
+    use plinth_plugin_molecule::Smiles;
     let (mut engine, mut direct, mut kept) = (Vec::new(), Vec::new(), 0usize);
     for _ in 0..repeats {
         let t0 = Instant::now();
@@ -527,14 +538,13 @@ fn pipeline_overhead(smiles: &std::path::Path, repeats: usize) -> Result<serde_j
         )?;
         engine.push(t0.elapsed().as_secs_f64());
         kept = summary.results;
+        // The same three stages called directly, one record at a time, in this process.
         let t0 = Instant::now();
         let mut n = 0usize;
         for s in &lines {
-            let rec = serde_json::json!({ "smiles": s }).to_string();
-            let ok = plugin
-                .call("validate", &rec)
-                .and_then(|r| plugin.call("canonicalize", &r))
-                .and_then(|r| plugin.call("hazard", &r));
+            let ok = plinth_plugin_molecule::stage_validate(Smiles { smiles: s.clone() })
+                .and_then(|_| plinth_plugin_molecule::stage_canonicalize(Smiles { smiles: s.clone() }))
+                .and_then(|_| plinth_plugin_molecule::hazard_default(Smiles { smiles: s.clone() }));
             n += usize::from(ok.is_ok());
         }
         direct.push(t0.elapsed().as_secs_f64());

@@ -436,9 +436,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Finetune { config, resume } => finetune(&config, resume, device),
         Command::Eval { run, base, split, max, completions } => {
             let split = match split {
-                SplitArg::Train => plinth_data::Split::Train,
-                SplitArg::Validation => plinth_data::Split::Validation,
-                SplitArg::Test => plinth_data::Split::Test,
+                SplitArg::Train => plinth_plugin_protocol::Split::Train,
+                SplitArg::Validation => plinth_plugin_protocol::Split::Validation,
+                SplitArg::Test => plinth_plugin_protocol::Split::Test,
             };
             let (base, tasks) = load_tasks(&[run], base.as_deref(), device)?;
             if completions.is_some() && tasks[0].meta.spec.completion.is_none() {
@@ -636,7 +636,7 @@ fn pretrain(config: &std::path::Path, resume: bool, device: tch::Device) -> Resu
     let cfg = PretrainConfig::from_file(config)?;
     let wants_plugins =
         matches!(cfg.data.corpus, plinth_data::CorpusSource::Plugin(_)) || cfg.tokenizer.plugin.is_some();
-    let plugins: Option<std::sync::Arc<dyn plinth_data::PluginData>> = match wants_plugins {
+    let plugins: Option<std::sync::Arc<dyn plinth_plugin_protocol::Plugins>> = match wants_plugins {
         true => Some(std::sync::Arc::new(plugin_data()?)),
         false => None,
     };
@@ -751,9 +751,7 @@ fn answer_with_plugin(
                 .components
                 .iter()
                 .filter(|c| c.kind == plinth_plugin_host::ComponentKind::Task)
-                .filter(|c| {
-                    serde_json::from_str::<plinth_data::TaskSpec>(&c.spec).is_ok_and(|s| s.completion.is_some())
-                })
+                .filter(|c| matches!(&c.spec, plinth_plugin_protocol::ComponentSpec::Task(s) if s.completion.is_some()))
                 .map(|c| c.name.clone())
                 .collect();
             match prompted.as_slice() {
@@ -797,8 +795,11 @@ fn curate(config: &std::path::Path) -> Result<()> {
         plinth_data::CorpusSource::Plugin(_) => Some(plugin_data()?),
         _ => None,
     };
-    let corpus =
-        plinth_data::load_corpus(&file.corpus, &cache, plugins.as_ref().map(|p| p as &dyn plinth_data::PluginData))?;
+    let corpus = plinth_data::load_corpus(
+        &file.corpus,
+        &cache,
+        plugins.as_ref().map(|p| p as &dyn plinth_plugin_protocol::Plugins),
+    )?;
     let curator = plinth_curate::Curator::new(file.curate, &cache)?;
     let (kept, report) = curator.run(corpus.documents);
     std::fs::create_dir_all(&file.out_dir).with_context(|| format!("creating {}", file.out_dir.display()))?;
@@ -855,8 +856,10 @@ fn predict(
     let plugins = if needs_check { Some(plugin_data()?) } else { None };
     for t in &tasks {
         if let (Some(check), Some(host)) = (&t.meta.spec.input_check, &plugins) {
-            for (i, input) in inputs.iter().enumerate() {
-                if let Err(reason) = check.check(host, &t.meta.plugin, input) {
+            use plinth_plugin_protocol::PluginsExt;
+            let verdicts = host.check_inputs(&t.meta.plugin, check, &inputs)?;
+            for (i, (input, verdict)) in inputs.iter().zip(verdicts).enumerate() {
+                if let Err(reason) = verdict {
                     bail!(
                         "input {} ({input:?}) is not valid for {}/{}: {reason}; nothing was predicted",
                         i + 1,
@@ -880,7 +883,7 @@ fn predict(
             _ => format!("{}@{}", t.meta.task, r.display()),
         })
         .collect();
-    if let Some(t) = tasks.iter().find(|t| t.meta.spec.kind == plinth_data::TaskKind::Generation) {
+    if let Some(t) = tasks.iter().find(|t| t.meta.spec.kind == plinth_plugin_protocol::TaskKind::Generation) {
         bail!(
             "{} is a generation task; use `plinth generate --checkpoint {} --adapter {}`",
             t.meta.task,
@@ -893,8 +896,10 @@ fn predict(
         let rows: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(out.to_kind(tch::Kind::Double))?;
         for (answer, row) in answers.iter_mut().zip(rows) {
             let value = match task.meta.spec.kind {
-                plinth_data::TaskKind::Regression | plinth_data::TaskKind::Generation => serde_json::json!(row[0]),
-                plinth_data::TaskKind::Classification => {
+                plinth_plugin_protocol::TaskKind::Regression | plinth_plugin_protocol::TaskKind::Generation => {
+                    serde_json::json!(row[0])
+                }
+                plinth_plugin_protocol::TaskKind::Classification => {
                     let best =
                         row.iter().enumerate().fold((0, f64::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
                     let probs: serde_json::Map<String, serde_json::Value> =
@@ -997,9 +1002,9 @@ fn plugins(config: &std::path::Path, command: PluginsCommand) -> Result<()> {
                 } else {
                     "host thread only"
                 };
-                println!("  {:<10} {:<10} {}  [{threads}]", format!("{:?}", c.kind), c.name, c.description);
-                if c.spec != "{}" {
-                    println!("             spec {}", c.spec);
+                println!("  {:<10} {:<14} {}  [{threads}]", c.spec.role(), c.name, c.description);
+                if let Some(detail) = describe_spec(&c.spec) {
+                    println!("             {detail}");
                 }
             }
             Ok(())
@@ -1052,6 +1057,35 @@ fn info(dir: &std::path::Path) -> Result<()> {
     println!("trained      {} steps, {} tokens", st.step, st.tokens_seen);
     println!("val loss     {}", st.val_loss.map_or("n/a".into(), |v| format!("{v:.4}")));
     Ok(())
+}
+
+/// One line on what a component declares, for `plinth plugins inspect`.
+fn describe_spec(spec: &plinth_plugin_protocol::ComponentSpec) -> Option<String> {
+    use plinth_plugin_protocol::{ComponentSpec, Schema, TokenizerSpec};
+    let fields = |s: &Schema| {
+        s.iter().map(|(k, t)| format!("{k}: {}", format!("{t:?}").to_lowercase())).collect::<Vec<_>>().join(", ")
+    };
+    match spec {
+        ComponentSpec::Stage(s) => {
+            let mut line = format!("reads {{{}}}", fields(&s.requires));
+            if !s.optional.is_empty() {
+                line.push_str(&format!(", optionally {{{}}}", fields(&s.optional)));
+            }
+            line.push_str(&format!(", adds {{{}}}", fields(&s.adds)));
+            let params = s.params.get("properties").and_then(|p| p.as_object()).filter(|p| !p.is_empty());
+            if let Some(p) = params {
+                line.push_str(&format!(", params {{{}}}", p.keys().cloned().collect::<Vec<_>>().join(", ")));
+            }
+            Some(line)
+        }
+        ComponentSpec::Task(t) => serde_json::to_string(t).ok().map(|j| format!("spec {j}")),
+        ComponentSpec::Tokenizer(TokenizerSpec::Train { vocab_size, min_frequency }) => {
+            Some(format!("trained by the host: vocab_size {vocab_size}, min_frequency {min_frequency}"))
+        }
+        ComponentSpec::Tokenizer(TokenizerSpec::File(json)) => Some(format!("tokenizer.json ({} bytes)", json.len())),
+        ComponentSpec::Module(defaults) => Some(format!("defaults {defaults}")),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,6 @@ name = "{name}"
 version = "0.1.0"
 edition = "2021"
 publish = false
-build = "build.rs"
 
 [lib]
 name = "{lib}"
@@ -48,9 +47,15 @@ crate-type = ["cdylib", "rlib"]
 
 [dependencies]
 plinth-plugin-sdk = {{ path = "{sdk}" }}
+schemars = "1"
+serde = {{ version = "1", features = ["derive"] }}
+
+[dev-dependencies]
+plinth-plugin-test-support = {{ path = "{support}" }}
+serde_json = "1"
 
 # The same release profile as plinth's workspace, so a build that shares plinth's
-# target directory reuses its compiled libtorch wrapper.
+# target directory reuses its compiled dependencies.
 [profile.release]
 debug = false
 codegen-units = 16
@@ -58,28 +63,45 @@ codegen-units = 16
 # A standalone crate, not part of any enclosing workspace.
 [workspace]
 "#,
-            sdk = sdk.display()
+            sdk = sdk.display(),
+            support = checkout.join("crates/plinth-plugin-test-support").display()
         ),
     )?;
-    write("build.rs", include_str!("../../../build/torch_rpath.rs").to_string())?;
     write(
         "src/lib.rs",
         format!(
-            r#"//! `{name}`: a plinth plugin. Add components in `components()`; see
-//! plinth's `plugins/example` for one of every kind.
+            r#"//! `{name}`: a plinth plugin. Add components in `components()`; plinth's
+//! `plugins/example` has one of every kind.
 
-use plinth_plugin_sdk::{{export_plugin, Component, Plugin}};
+use plinth_plugin_sdk::{{export_plugin, Component, Error, Plugin}};
+use schemars::JsonSchema;
+use serde::{{Deserialize, Serialize}};
+
+/// What the stage reads from each record (its schema comes from this type).
+#[derive(Deserialize, JsonSchema)]
+pub struct Input {{
+    pub text: String,
+}}
+
+/// What it adds to each record it keeps.
+#[derive(Serialize, JsonSchema)]
+pub struct Output {{
+    pub length: usize,
+}}
+
+/// Replace with your stage: adds each text's length in characters, rejects empty ones.
+pub fn length(r: Input) -> Result<Output, Error> {{
+    match r.text.chars().count() {{
+        0 => Err("the text is empty".into()),
+        n => Ok(Output {{ length: n }}),
+    }}
+}}
 
 pub struct {ty};
 
-/// Returns the record unchanged: replace with your stage.
-pub fn echo(record: &str) -> Result<String, String> {{
-    Ok(record.to_string())
-}}
-
 impl Plugin for {ty} {{
     fn components(&self) -> Vec<Component> {{
-        vec![Component::stage("echo", "returns each record unchanged", echo)]
+        vec![Component::stage_fn("length", "adds each text's length in characters", length)]
     }}
 }}
 
@@ -87,9 +109,15 @@ export_plugin!(id: "{name}", version: env!("CARGO_PKG_VERSION"), create: {ty});
 
 #[cfg(test)]
 mod tests {{
+    use plinth_plugin_test_support::{{added, PluginTest}};
+    use serde_json::json;
+
     #[test]
-    fn echo_returns_the_record() {{
-        assert_eq!(super::echo("{{\"a\": 1}}").unwrap(), "{{\"a\": 1}}");
+    fn length_counts_characters_and_rejects_empty_texts() {{
+        let t = PluginTest::new("{name}", super::{ty}).unwrap();
+        let out = t.run_stage("length", json!({{}}), vec![json!({{"text": "héllo"}}), json!({{"text": ""}})]).unwrap();
+        assert_eq!(added(&out[0]).unwrap()["length"], 5);
+        assert_eq!(added(&out[1]), Err("the text is empty"));
     }}
 }}
 "#,
@@ -99,7 +127,7 @@ mod tests {{
     write(
         "README.md",
         format!(
-            "# {name}\n\nA plinth plugin. Build it with plinth's environment (PyTorch 2.11.0 from plinth's `.venv`):\n\n```sh\nsource {env} && cargo build --release\n```\n\nThat puts `lib{lib}.so` in plinth's target folder, next to the `plinth` binary, where\n`plinth plugins list` finds it. To keep it elsewhere, copy it into a folder listed in\n`configs/plugins.toml` or `$PLINTH_PLUGIN_PATH` (not writable by other users).\n",
+            "# {name}\n\nA plinth plugin. It needs no libtorch (tensor modules come from the separate\n`plinth-plugin-tensors` crate). Test and build it with plinth's environment:\n\n```sh\nsource {env} && cargo test && cargo build --release\n```\n\nThat puts `lib{lib}.so` in plinth's target folder, next to the `plinth` binary, where\n`plinth plugins list` finds it. To keep it elsewhere, copy it into a folder listed in\n`configs/plugins.toml` or `$PLINTH_PLUGIN_PATH` (not writable by other users).\n",
             env = checkout.join("scripts/env.sh").display()
         ),
     )?;

@@ -195,7 +195,7 @@ fn plugins_list_and_inspect_show_the_workspace_plugin() {
     );
     let out = plinth(&["plugins", "inspect", "example"], tmp.path());
     assert!(out.status.success(), "{}", text(&out));
-    for want in ["negotiated 1.0", "tch=0.24.0;torch=2.11.0", "Stage      shout", "sha256"] {
+    for want in ["negotiated 2.0", "tch=0.24.0;torch=2.11.0", "stage      shout", "reads {text: string}", "sha256"] {
         assert!(text(&out).contains(want), "missing {want:?} in {}", text(&out));
     }
     let out = plinth(&["plugins", "inspect", "nope"], tmp.path());
@@ -241,9 +241,40 @@ fn scaffolded_plugin_builds_outside_the_workspace_and_loads() {
         .output()
         .expect("run plinth");
     assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("stage      length") && t.contains("reads {text: string}, adds {length: number}"), "{t}");
+    assert!(t.contains(&plugins.canonicalize().expect("c").display().to_string()) && t.contains("not linked"), "{t}");
+
+    // Its stage in a pipeline: checked against its derived schema, then run in batches.
+    std::fs::write(dir.join("texts.jsonl"), "{\"text\": \"héllo\"}\n{\"text\": \"\"}\n{\"text\": \"plinth\"}\n")
+        .expect("write");
+    let pipeline = "name = \"probe\"\nout_dir = \"probe\"\n[[stage]]\nop = \"read\"\npath = \"texts.jsonl\"\n\
+                    [[stage]]\nplugin = \"scaffold-probe\"\nstage = \"length\"\n\
+                    [[stage]]\nop = \"filter\"\nexpr = \"length > 5\"\n";
+    std::fs::write(dir.join("probe.toml"), pipeline).expect("write");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_plinth"))
+            .args(args)
+            .env("PLINTH_PLUGIN_PATH", &plugins)
+            .current_dir(dir)
+            .output()
+            .expect("run plinth")
+    };
+    let out = run(&["run", "probe.toml"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let results = std::fs::read_to_string(dir.join("probe/results.jsonl")).expect("results");
+    assert_eq!(results.trim(), r#"{"length":6,"text":"plinth"}"#, "{results}");
+    let rejects = std::fs::read_to_string(dir.join("probe/rejects.jsonl")).expect("rejects");
+    assert!(rejects.contains("the text is empty"), "{rejects}");
+    std::fs::write(
+        dir.join("bad-params.toml"),
+        pipeline.replace("stage = \"length\"\n", "stage = \"length\"\nparams = { x = 1 }\n"),
+    )
+    .expect("write");
+    let out = run(&["check", "bad-params.toml"]);
     assert!(
-        text(&out).contains("Stage      echo")
-            && text(&out).contains(&plugins.canonicalize().expect("c").display().to_string()),
+        !out.status.success()
+            && text(&out).contains("bad-params.toml:6: stage \"length\": the stage's params: unknown field `x`"),
         "{}",
         text(&out)
     );
@@ -518,6 +549,16 @@ stage = "hazard"
         ("[[stage]]\nop = \"filter\"\nexpr = \"smiles > 3\"\n", "cannot compare"),
         ("[[stage]]\nop = \"sort\"\nby = \"weight\"\n", "no earlier stage provides"),
         ("[[stage]]\nop = \"explode\"\n", "unknown op"),
+        // A plugin stage's params are checked against its own type when it opens.
+        (
+            "[[stage]]\nplugin = \"molecule\"\nstage = \"hazard\"\nparams = { alert = \"x.toml\" }\n",
+            "unknown field `alert`",
+        ),
+        (
+            "[[stage]]\nplugin = \"molecule\"\nstage = \"hazard\"\nparams = { alerts = \"missing.toml\" }\n",
+            "missing.toml",
+        ),
+        ("[[stage]]\nplugin = \"molecule\"\nstage = \"novelty\"\nparams = { max = \"all\" }\n", "invalid type: string"),
     ] {
         let bad = format!(
             "name = \"bad\"\nout_dir = \"bad\"\n[[stage]]\nop = \"read\"\npath = \"in.smi\"\nfield = \"smiles\"\n{body}"

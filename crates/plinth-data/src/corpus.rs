@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use plinth_plugin_protocol::{CorpusRequest, Plugins, PluginsExt};
 use serde::{Deserialize, Serialize};
 
 use crate::packages::{fetch_debian, GCIDE, WORDNET};
@@ -49,20 +50,6 @@ pub struct PluginComponent {
     pub component: String,
 }
 
-/// What training needs from run-time plugins. The data crate knows no plugins;
-/// the host (the CLI) implements this over its loaded plugins and hands it in.
-pub trait PluginData: std::fmt::Debug + Send + Sync {
-    /// A data component's JSON answer to a JSON `request`.
-    fn call(&self, plugin: &str, component: &str, request: &str) -> Result<String, String>;
-    /// Documents from a data component: its answer must be a JSON array of strings.
-    fn documents(&self, plugin: &str, component: &str, request: &str) -> Result<Vec<String>, String> {
-        let reply = self.call(plugin, component, request)?;
-        serde_json::from_str::<Vec<String>>(&reply).map_err(|e| format!("expected a JSON array of strings: {e}"))
-    }
-    /// The JSON spec a component declares (for a tokenizer: a `tokenizer.json` or a recipe).
-    fn spec(&self, plugin: &str, component: &str) -> Result<String, String>;
-}
-
 /// A list of non-empty documents.
 #[derive(Debug, Clone, Default)]
 pub struct Corpus {
@@ -71,7 +58,7 @@ pub struct Corpus {
 
 /// Loads a corpus, fetching its package into `cache` on first use; plugin corpora
 /// come from `plugins`.
-pub fn load_corpus(source: &CorpusSource, cache: &Path, plugins: Option<&dyn PluginData>) -> Result<Corpus> {
+pub fn load_corpus(source: &CorpusSource, cache: &Path, plugins: Option<&dyn Plugins>) -> Result<Corpus> {
     let documents = match source {
         CorpusSource::Wordnet => {
             let root = fetch_debian(&WORDNET, cache)?;
@@ -103,9 +90,18 @@ pub fn load_corpus(source: &CorpusSource, cache: &Path, plugins: Option<&dyn Plu
                     p.id
                 ))
             })?;
+            let options = match serde_json::from_str(if p.request.trim().is_empty() { "{}" } else { &p.request }) {
+                Ok(serde_json::Value::Object(options)) => options,
+                _ => {
+                    return Err(DataError::Fetch(format!(
+                        "the request for plugin {} component {} must be a JSON object, got {:?}",
+                        p.id, p.component, p.request
+                    )))
+                }
+            };
             plugins
-                .documents(&p.id, &p.component, &p.request)
-                .map_err(|e| DataError::Fetch(format!("plugin {} component {}: {e}", p.id, p.component)))?
+                .ask(&p.id, &p.component, &CorpusRequest { options })
+                .map_err(|e| DataError::Fetch(format!("corpus from plugin {e}")))?
                 .into_iter()
                 .filter(|d| !d.trim().is_empty())
                 .collect()

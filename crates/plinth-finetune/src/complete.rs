@@ -5,9 +5,11 @@
 
 use std::collections::HashMap;
 
-use plinth_data::{CompletionSpec, PluginData};
 use plinth_model::lora::LoraAdapter;
 use plinth_model::Transformer;
+use plinth_plugin_protocol::{
+    CompletionSpec, GuideRequest, Outcome, Plugins, PluginsExt, Record, ScoreRequest, Scored,
+};
 use plinth_tokenizer::PlinthTokenizer;
 use plinth_train::TrainError;
 
@@ -23,7 +25,7 @@ pub type Completion = (String, String, String);
 /// is told it, so it knows which split the model was trained on).
 #[derive(Clone, Copy)]
 pub struct Prompted<'a> {
-    pub plugins: &'a dyn PluginData,
+    pub plugins: &'a dyn Plugins,
     pub plugin: &'a str,
     pub spec: &'a CompletionSpec,
     pub request: &'a serde_json::Map<String, serde_json::Value>,
@@ -41,10 +43,12 @@ pub fn complete(
 ) -> Result<String> {
     let mut guide = task.spec.guide.as_deref().map(|component| {
         move |completion: &str| -> std::result::Result<plinth_generate::Step, String> {
-            let request = serde_json::json!({"prompt": prompt, "completion": completion, "request": task.request});
-            let reply = task.plugins.call(task.plugin, component, &request.to_string())?;
-            serde_json::from_str(&reply)
-                .map_err(|e| format!("{}/{component} answered something that is not a step: {e}", task.plugin))
+            let request = GuideRequest {
+                prompt: prompt.to_string(),
+                completion: completion.to_string(),
+                request: task.request.clone(),
+            };
+            task.plugins.ask(task.plugin, component, &request).map_err(|e| e.to_string())
         }
     });
     let guided = guide.is_some();
@@ -62,16 +66,35 @@ pub fn complete(
 /// guide keeps every line start valid, but a value the model writes freely
 /// can still break the text, usually near the end of the token budget.
 fn longest_passing_prefix(task: Prompted<'_>, stage: &str, prompt: &str, text: String) -> String {
-    let passes = |completion: &str| {
-        let record = serde_json::json!({"prompt": prompt, "completion": completion}).to_string();
-        task.plugins.call(task.plugin, stage, &record).is_ok()
-    };
-    if passes(&text) {
+    if check_completions(task, stage, prompt, &[&text])[0].is_none() {
         return text;
     }
     let mut ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).collect();
     ends.reverse();
-    ends.into_iter().map(|end| &text[..end]).find(|cut| passes(cut)).map_or(text.clone(), String::from)
+    let cuts: Vec<&str> = ends.into_iter().map(|end| &text[..end]).collect();
+    // One batch: every cut, longest first; the first that passes wins.
+    let verdicts = check_completions(task, stage, prompt, &cuts);
+    cuts.iter().zip(verdicts).find(|(_, v)| v.is_none()).map_or(text.clone(), |(cut, _)| cut.to_string())
+}
+
+/// The task's output check on each completion of `prompt`: None where it passes,
+/// the stage's complaint where it does not (or the call's error for all).
+pub fn check_completions(task: Prompted<'_>, stage: &str, prompt: &str, completions: &[&str]) -> Vec<Option<String>> {
+    let records: Vec<Record> = completions
+        .iter()
+        .map(|c| Record::from_iter([("prompt".into(), prompt.into()), ("completion".into(), (*c).into())]))
+        .collect();
+    let outcomes = task.plugins.open_stage(task.plugin, stage, &serde_json::Value::Null).and_then(|s| s.run(&records));
+    match outcomes {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Add(_) => None,
+                Outcome::Reject(why) => Some(why),
+            })
+            .collect(),
+        Err(e) => vec![Some(e.to_string()); completions.len()],
+    }
 }
 
 /// Sampling settings for a task's completions: greedy, its budget and stops.
@@ -86,21 +109,16 @@ pub fn greedy(spec: &CompletionSpec) -> plinth_generate::SamplingConfig {
 }
 
 /// Asks the plugin's scorer for metrics of `(prompt, prediction, reference)` rows.
-pub fn score(plugins: &dyn PluginData, plugin: &str, spec: &CompletionSpec, rows: &[Completion]) -> Result<Metrics> {
-    let rows: Vec<serde_json::Value> = rows
+pub fn score(plugins: &dyn Plugins, plugin: &str, spec: &CompletionSpec, rows: &[Completion]) -> Result<Metrics> {
+    let rows = rows
         .iter()
-        .map(|(p, pred, gold)| serde_json::json!({"prompt": p, "prediction": pred, "reference": gold}))
+        .map(|(p, pred, gold)| Scored { prompt: p.clone(), prediction: pred.clone(), reference: gold.clone() })
         .collect();
-    let request = serde_json::json!({ "rows": rows }).to_string();
-    let reply = plugins
-        .call(plugin, &spec.scorer, &request)
-        .map_err(|e| TrainError::Invalid(format!("scorer {plugin}/{}: {e}", spec.scorer)))?;
-    let value: serde_json::Value = serde_json::from_str(&reply)
-        .map_err(|e| TrainError::Invalid(format!("scorer {plugin}/{} answered non-JSON: {e}", spec.scorer)))?;
-    let metrics: Metrics = value
-        .as_object()
-        .map(|o| o.iter().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x))).collect())
-        .unwrap_or_default();
+    let metrics: Metrics = plugins
+        .ask(plugin, &spec.scorer, &ScoreRequest { rows })
+        .map_err(|e| TrainError::Invalid(format!("scorer {e}")))?
+        .into_iter()
+        .collect();
     if !metrics.contains_key(&spec.metric) {
         return Err(TrainError::Invalid(format!(
             "scorer {plugin}/{} did not report the task's metric {:?} (got {:?})",
@@ -206,7 +224,7 @@ pub fn nearest_prompts(train: &Encoded, query: &Encoded, which: &[usize]) -> Vec
 /// The retrieval baseline on the first `max` rows of `test`: each prompt answered
 /// with the training answer of the nearest training prompt, scored by the plugin.
 pub fn retrieval_baseline(
-    plugins: &dyn PluginData,
+    plugins: &dyn Plugins,
     plugin: &str,
     spec: &CompletionSpec,
     train: &Encoded,

@@ -1,6 +1,6 @@
 //! Labelled rows from a plugin, tokenized and batched for the base model.
 
-use plinth_data::{LabelledExample, PluginData, Split, TaskKind, TaskSpec};
+use plinth_plugin_protocol::{LabelledExample, Plugins, PluginsExt, Split, TaskKind, TaskRequest, TaskSpec};
 use plinth_tokenizer::{PlinthTokenizer, Special};
 use plinth_train::TrainError;
 use tch::{Device, Kind, Tensor};
@@ -34,40 +34,23 @@ impl Encoded {
 }
 
 /// Reads a task's spec from its plugin and checks it.
-pub fn task_spec(plugins: &dyn PluginData, task: &TaskRef) -> Result<TaskSpec> {
-    let raw = plugins.spec(&task.plugin, &task.name).map_err(|e| {
-        TrainError::Invalid(format!(
-            "task {} of plugin {}: {e}; `plinth plugins inspect {}` lists its components",
-            task.name, task.plugin, task.plugin
-        ))
-    })?;
-    let spec: TaskSpec = serde_json::from_str(&raw).map_err(|e| {
-        TrainError::Invalid(format!("{}/{} is not a task component with a task spec: {e}", task.plugin, task.name))
-    })?;
-    spec.validate().map_err(|e| TrainError::Invalid(format!("{}/{}: {e}", task.plugin, task.name)))?;
-    Ok(spec)
+pub fn task_spec(plugins: &dyn Plugins, task: &TaskRef) -> Result<TaskSpec> {
+    plugins.task(&task.plugin, &task.name).map_err(|e| {
+        TrainError::Invalid(format!("task {e}; `plinth plugins inspect {}` lists its components", task.plugin))
+    })
 }
 
 /// Asks the task's data component for one split; checks every label.
 pub fn fetch_split(
-    plugins: &dyn PluginData,
+    plugins: &dyn Plugins,
     task: &TaskRef,
     spec: &TaskSpec,
     split: Split,
 ) -> Result<Vec<LabelledExample>> {
-    let mut request = task.request.clone();
-    request.insert("task".into(), task.name.clone().into());
-    request.insert("split".into(), serde_json::to_value(split).unwrap_or_default());
-    let request = serde_json::Value::Object(request).to_string();
-    let reply = plugins
-        .call(&task.plugin, &spec.data, &request)
-        .map_err(|e| TrainError::Invalid(format!("data {}/{} for {split:?}: {e}", task.plugin, spec.data)))?;
-    let rows: Vec<LabelledExample> = serde_json::from_str(&reply).map_err(|e| {
-        TrainError::Invalid(format!(
-            "data {}/{} answered something other than [{{\"text\": ..., \"label\": ...}}]: {e}",
-            task.plugin, spec.data
-        ))
-    })?;
+    let request = TaskRequest { task: task.name.clone(), split, options: task.request.clone() };
+    let rows = plugins
+        .ask(&task.plugin, &spec.data, &request)
+        .map_err(|e| TrainError::Invalid(format!("data {e} (asked for {split:?})")))?;
     for (i, row) in rows.iter().enumerate() {
         let ok = match spec.kind {
             TaskKind::Classification => {

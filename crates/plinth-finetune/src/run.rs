@@ -17,10 +17,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use plinth_data::{PluginData, Split, SplitMix64, TaskKind, TaskSpec};
+use plinth_data::SplitMix64;
 use plinth_model::checkpoint::{load_into, named_variables, replace_dir, save_tensors, write_atomic};
 use plinth_model::heads::{HeadConfig, HeadKind, Pooling};
 use plinth_model::{AttentionMode, ForwardOptions};
+use plinth_plugin_protocol::{Plugins, Split, TaskKind, TaskSpec};
 use plinth_tokenizer::Special;
 use plinth_train::ddp::DataParallel;
 use plinth_train::optim::{clip_grad_norm, gradients, lr_at, AdamW, AdamWConfig};
@@ -142,7 +143,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
 impl Finetuner {
     /// Loads the base and the task's data, builds the adapter and head, and (with
     /// `resume`) restores `out_dir/state`.
-    pub fn new(cfg: FinetuneConfig, plugins: &dyn PluginData, opts: FinetuneOptions) -> Result<Self> {
+    pub fn new(cfg: FinetuneConfig, plugins: &dyn Plugins, opts: FinetuneOptions) -> Result<Self> {
         cfg.validate().map_err(TrainError::Invalid)?;
         let state_dir = cfg.out_dir.join(STATE_DIR);
         if (state_dir.exists() || cfg.out_dir.join(BEST_DIR).exists()) && !opts.resume {
@@ -343,7 +344,7 @@ impl Finetuner {
 
     /// Trains to the end (or an early stop), then writes the report (`plugins`
     /// scores a prompted generation task's completions).
-    pub fn run(&mut self, plugins: &dyn PluginData) -> Result<Report> {
+    pub fn run(&mut self, plugins: &dyn Plugins) -> Result<Report> {
         self.train_until(self.total_steps)?;
         self.finish(plugins)
     }
@@ -564,7 +565,7 @@ impl Finetuner {
 
     /// Loads the best task, measures it on validation and test, fits the
     /// baselines, writes `report.json` and `curves.png`.
-    pub fn finish(&mut self, plugins: &dyn PluginData) -> Result<Report> {
+    pub fn finish(&mut self, plugins: &dyn Plugins) -> Result<Report> {
         let best = self.cfg.out_dir.join(BEST_DIR);
         self.load_weights(&best)?;
         let validation = self.evaluate_split(Split::Validation)?;

@@ -13,11 +13,11 @@
 
 use std::path::{Path, PathBuf};
 
-use plinth_data::{TaskKind, TaskSpec};
 use plinth_model::checkpoint::load_into;
 use plinth_model::heads::{HeadConfig, TaskHead};
 use plinth_model::lora::{LoraAdapter, LoraConfig};
 use plinth_model::{AttentionMode, ForwardOptions, Transformer};
+use plinth_plugin_protocol::{CompletionSpec, Outcome, Plugins, PluginsExt, Record, TaskKind, TaskSpec};
 use plinth_tokenizer::Special;
 use plinth_train::{Checkpoint, TrainError};
 use serde::{Deserialize, Serialize};
@@ -222,8 +222,8 @@ impl FinetunedTask {
 
     /// Predictions for texts: class probabilities (N, K) or values (N, 1).
     pub fn predict(&self, base: &Checkpoint, texts: &[String], batch_size: usize) -> Result<Tensor> {
-        let rows: Vec<plinth_data::LabelledExample> =
-            texts.iter().map(|t| plinth_data::LabelledExample::new(t.clone(), 0.0)).collect();
+        let rows: Vec<plinth_plugin_protocol::LabelledExample> =
+            texts.iter().map(|t| plinth_plugin_protocol::LabelledExample::new(t.clone(), 0.0)).collect();
         let enc = crate::data::encode(&base.tokenizer, &rows, self.meta.max_len)?;
         self.predict_ids(base, &enc.ids, batch_size)
     }
@@ -250,8 +250,8 @@ impl FinetunedTask {
     pub fn evaluate(
         &self,
         base: &Checkpoint,
-        plugins: &dyn plinth_data::PluginData,
-        split: plinth_data::Split,
+        plugins: &dyn Plugins,
+        split: plinth_plugin_protocol::Split,
         batch_size: usize,
         max_completions: usize,
         completions: Option<&std::path::Path>,
@@ -281,7 +281,7 @@ impl FinetunedTask {
                 crate::complete::write_completions(path, &rows)?;
             }
             metrics.extend(scores);
-            let train = encoded(plinth_data::Split::Train)?;
+            let train = encoded(plinth_plugin_protocol::Split::Train)?;
             let retrieval =
                 crate::complete::retrieval_baseline(plugins, &m.plugin, spec, &train, &enc, max_completions)?;
             metrics.extend(retrieval.into_iter().map(|(k, v)| (format!("retrieval.{k}"), v)));
@@ -292,22 +292,14 @@ impl FinetunedTask {
     /// How a prompted task decodes: the plugin's current settings (budget,
     /// stops, guide: not part of what was trained, so a plugin update reaches
     /// runs made before it), else those the run saved.
-    fn completion_spec(&self, plugins: &dyn plinth_data::PluginData) -> Option<plinth_data::CompletionSpec> {
+    fn completion_spec(&self, plugins: &dyn Plugins) -> Option<CompletionSpec> {
         let saved = self.meta.spec.completion.clone()?;
-        let current = plugins
-            .spec(&self.meta.plugin, &self.meta.task)
-            .ok()
-            .and_then(|s| serde_json::from_str::<TaskSpec>(&s).ok())
-            .and_then(|s| s.completion);
+        let current = plugins.task(&self.meta.plugin, &self.meta.task).ok().and_then(|s| s.completion);
         Some(current.unwrap_or(saved))
     }
 
     /// This task as the host completes it with `spec`.
-    fn prompted<'a>(
-        &'a self,
-        plugins: &'a dyn plinth_data::PluginData,
-        spec: &'a plinth_data::CompletionSpec,
-    ) -> crate::complete::Prompted<'a> {
+    fn prompted<'a>(&'a self, plugins: &'a dyn Plugins, spec: &'a CompletionSpec) -> crate::complete::Prompted<'a> {
         crate::complete::Prompted { plugins, plugin: &self.meta.plugin, spec, request: &self.meta.request }
     }
 
@@ -331,7 +323,7 @@ impl FinetunedTask {
     pub fn answer(
         &self,
         base: &Checkpoint,
-        plugins: &dyn plinth_data::PluginData,
+        plugins: &dyn Plugins,
         request: &str,
         sampling: &plinth_generate::SamplingConfig,
         tries: usize,
@@ -343,16 +335,7 @@ impl FinetunedTask {
                 m.plugin, m.task
             )));
         };
-        let record = serde_json::json!({ "input": request }).to_string();
-        let framed = plugins
-            .call(&m.plugin, &spec.prompt_stage, &record)
-            .map_err(|e| TrainError::Invalid(format!("{}/{}: {e}", m.plugin, spec.prompt_stage)))?;
-        let prompt = serde_json::from_str::<serde_json::Value>(&framed)
-            .ok()
-            .and_then(|v| v.get("prompt").and_then(|p| p.as_str()).map(String::from))
-            .ok_or_else(|| {
-                TrainError::Invalid(format!("{}/{} returned no \"prompt\" string", m.plugin, spec.prompt_stage))
-            })?;
+        let prompt = self.frame(plugins, spec, request)?;
         let (model, adapter) = (self.model(base), self.parts.adapter.as_ref());
         let mut first: Option<(String, Option<String>)> = None;
         for attempt in 0..tries.max(1) {
@@ -371,10 +354,7 @@ impl FinetunedTask {
             let text = crate::complete::complete(model, &base.tokenizer, adapter, task, &prompt, &cfg)?;
             let complaint = match &spec.output_check {
                 None => None,
-                Some(stage) => {
-                    let record = serde_json::json!({ "prompt": prompt, "completion": text }).to_string();
-                    plugins.call(&m.plugin, stage, &record).err()
-                }
+                Some(stage) => crate::complete::check_completions(task, stage, &prompt, &[&text]).swap_remove(0),
             };
             if complaint.is_none() {
                 return Ok((prompt, text, None));
@@ -383,6 +363,24 @@ impl FinetunedTask {
         }
         let (text, complaint) = first.unwrap_or_default();
         Ok((prompt, text, complaint))
+    }
+
+    /// The task's prompt for a request, from the plugin's prompt stage.
+    fn frame(&self, plugins: &dyn Plugins, spec: &CompletionSpec, request: &str) -> Result<String> {
+        let m = &self.meta;
+        let bad = |e: String| TrainError::Invalid(format!("{}/{}: {e}", m.plugin, spec.prompt_stage));
+        let record = Record::from_iter([("input".to_string(), serde_json::Value::from(request))]);
+        let session =
+            plugins.open_stage(&m.plugin, &spec.prompt_stage, &serde_json::Value::Null).map_err(|e| bad(e.message))?;
+        match session.run(&[record]).map_err(|e| bad(e.message))?.pop() {
+            Some(Outcome::Add(added)) => added
+                .get("prompt")
+                .and_then(|p| p.as_str())
+                .map(String::from)
+                .ok_or_else(|| bad("added no \"prompt\" string".into())),
+            Some(Outcome::Reject(why)) => Err(bad(why)),
+            None => Err(bad("answered nothing".into())),
+        }
     }
 
     /// Continues `prompt` with the task's adapter on the base (generation tasks).
@@ -409,7 +407,7 @@ impl FinetunedTask {
     pub fn complete(
         &self,
         base: &Checkpoint,
-        plugins: &dyn plinth_data::PluginData,
+        plugins: &dyn Plugins,
         prompt: &str,
         cfg: &plinth_generate::SamplingConfig,
     ) -> Result<String> {

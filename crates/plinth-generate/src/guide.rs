@@ -25,41 +25,7 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
-/// What may come next.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Step {
-    Free {
-        #[serde(default = "yes")]
-        eos: bool,
-        #[serde(default)]
-        single_line: bool,
-        #[serde(default)]
-        next_lines: Vec<String>,
-        /// False: no token with a newline (the line is not finished: an open quote, say).
-        #[serde(default = "yes")]
-        line_end: bool,
-    },
-    Allow {
-        options: Vec<String>,
-        #[serde(default)]
-        eos: bool,
-        #[serde(default)]
-        next_lines: Vec<String>,
-    },
-    Pick {
-        options: Vec<String>,
-        /// One number per option added to its log-probability (empty: none).
-        #[serde(default)]
-        prior: Vec<f64>,
-    },
-}
-
-fn yes() -> bool {
-    true
-}
+pub use plinth_plugin_protocol::Step;
 
 /// Says what the completion (the text generated so far, prompt excluded) may
 /// continue with. `Err` stops generation with that message.

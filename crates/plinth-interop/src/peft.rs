@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use plinth_data::{TaskKind, TaskSpec};
 use plinth_finetune::task::{self as ft, FinetuneMeta};
 use plinth_finetune::Mode;
 use plinth_model::checkpoint as ckpt;
 use plinth_model::lora::{projection_paths, AdapterMeta, LoraAdapter, LoraConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use plinth_model::ModelConfig;
+use plinth_plugin_protocol::{TaskKind, TaskSpec};
 use plinth_train::Checkpoint;
 use serde::Serialize;
 use serde_json::{json, Value};

@@ -10,42 +10,12 @@
 pub mod expr;
 pub mod run;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use plinth_data::PluginData;
-use serde::{Deserialize, Serialize};
+use plinth_plugin_protocol::{Plugins, PluginsExt};
+use serde::Deserialize;
 
-/// A record field's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FieldType {
-    String,
-    Number,
-    Bool,
-}
-
-impl FieldType {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "string" => Some(FieldType::String),
-            "number" => Some(FieldType::Number),
-            "bool" => Some(FieldType::Bool),
-            _ => None,
-        }
-    }
-
-    fn of(v: &serde_json::Value) -> Option<Self> {
-        match v {
-            serde_json::Value::String(_) => Some(FieldType::String),
-            serde_json::Value::Number(_) => Some(FieldType::Number),
-            serde_json::Value::Bool(_) => Some(FieldType::Bool),
-            _ => None,
-        }
-    }
-}
-
-pub type Schema = BTreeMap<String, FieldType>;
+pub use plinth_plugin_protocol::{FieldType, Schema};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -234,7 +204,7 @@ fn resolve(p: &str) -> PathBuf {
 
 impl Pipeline {
     /// Reads and checks a pipeline; `plugins` answers plugin stage specs. Nothing runs.
-    pub fn load(path: &Path, plugins: &dyn PluginData) -> Result<Self, PipelineError> {
+    pub fn load(path: &Path, plugins: &dyn Plugins) -> Result<Self, PipelineError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PipelineError::File { path: path.to_path_buf(), message: e.to_string() })?;
         let doc: PipelineToml = toml::from_str(&text).map_err(|e| {
@@ -298,35 +268,29 @@ fn file_schema(path: &Path, format: Format, field: &str) -> Result<Schema, Strin
     Ok(first.iter().filter_map(|(k, v)| FieldType::of(v).map(|t| (k.clone(), t))).collect())
 }
 
-fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn PluginData) -> Result<(Op, Schema), String> {
+fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugins) -> Result<(Op, Schema), String> {
     let mut out = schema.clone();
     if let Some(plugin) = &s.plugin {
         if s.op.is_some() {
             return Err("give either `op` (a host operation) or `plugin` + `stage`, not both".into());
         }
         let stage = need(&s.stage, "stage")?.clone();
-        let spec = plugins.spec(plugin, &stage)?;
-        let spec: serde_json::Value = serde_json::from_str(&spec)
-            .map_err(|e| format!("plugin {plugin} stage {stage} has an unreadable spec: {e}"))?;
-        for (key, into) in [("requires", false), ("adds", true)] {
-            if let Some(fields) = spec.get(key).and_then(|v| v.as_object()) {
-                for (f, t) in fields {
-                    let t = t
-                        .as_str()
-                        .and_then(FieldType::parse)
-                        .ok_or_else(|| format!("plugin {plugin} stage {stage} declares an unknown type for {f}"))?;
-                    if into {
-                        out.insert(f.clone(), t);
-                    } else {
-                        require(schema, f, Some(t)).map_err(|e| format!("plugin stage {plugin}/{stage} {e}"))?;
-                    }
-                }
-            }
-        }
         let params = match &s.params {
             Some(t) => serde_json::to_value(t).map_err(|e| e.to_string())?,
             None => serde_json::Value::Null,
         };
+        // Opening checks the params against the stage's own type, before any work.
+        let session = plugins.open_stage(plugin, &stage, &params).map_err(|e| e.message)?;
+        let spec = session.spec();
+        for (f, t) in &spec.requires {
+            require(schema, f, Some(*t)).map_err(|e| format!("plugin stage {plugin}/{stage} {e}"))?;
+        }
+        for (f, t) in &spec.optional {
+            if schema.get(f).is_some_and(|have| have != t) {
+                return Err(format!("plugin stage {plugin}/{stage} reads {f:?} as {t:?} but it is {:?}", schema[f]));
+            }
+        }
+        out.extend(spec.adds.iter().map(|(f, t)| (f.clone(), *t)));
         return Ok((Op::Plugin { plugin: plugin.clone(), stage, params }, out));
     }
     let op =
@@ -373,7 +337,7 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
                 Some(a) => {
                     let dir = plinth_finetune::task::resolve_dir(&resolve(a)).map_err(|e| e.to_string())?;
                     let meta = plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?;
-                    if meta.spec.kind != plinth_data::TaskKind::Generation {
+                    if meta.spec.kind != plinth_plugin_protocol::TaskKind::Generation {
                         return Err(format!("adapter {a} is a {:?} task, not a generation task", meta.spec.kind));
                     }
                     Some(dir)
@@ -400,14 +364,14 @@ fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugin
             let meta = plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?;
             let output = s.output.clone().unwrap_or_else(|| meta.task.clone());
             let classification = match meta.spec.kind {
-                plinth_data::TaskKind::Generation => {
+                plinth_plugin_protocol::TaskKind::Generation => {
                     return Err(format!("{} is a generation task; use it as a generate stage's `adapter`", run.display()));
                 }
-                plinth_data::TaskKind::Regression => {
+                plinth_plugin_protocol::TaskKind::Regression => {
                     out.insert(output.clone(), FieldType::Number);
                     None
                 }
-                plinth_data::TaskKind::Classification => {
+                plinth_plugin_protocol::TaskKind::Classification => {
                     out.insert(output.clone(), FieldType::String);
                     out.insert(format!("{output}_probability"), FieldType::Number);
                     Some(meta.spec.labels.clone())

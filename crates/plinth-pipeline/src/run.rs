@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-use plinth_data::PluginData;
 use plinth_finetune::FinetunedTask;
+use plinth_plugin_protocol::{Outcome, Plugins, PluginsExt, StageSession};
 use plinth_train::Checkpoint;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -179,7 +179,9 @@ fn is_barrier(op: &Op) -> bool {
 }
 
 /// A stage's state across the batches that stream through it.
-struct StageRun {
+struct StageRun<'a> {
+    /// A plugin stage's session, opened on its first batch.
+    session: Option<StageSession<'a, dyn Plugins + 'a>>,
     /// Loaded on first use: the base and (generate with an adapter, predict) the task.
     model: Option<(Rc<Checkpoint>, Option<FinetunedTask>)>,
     seen: HashSet<Option<String>>,
@@ -197,7 +199,7 @@ struct StageRun {
     bar: Option<indicatif::ProgressBar>,
 }
 
-impl StageRun {
+impl StageRun<'_> {
     fn new(stage: &crate::Stage, bars: Option<&indicatif::MultiProgress>, len: usize) -> Self {
         let bar = bars.map(|m| {
             let b = m.add(indicatif::ProgressBar::new(len as u64));
@@ -209,6 +211,7 @@ impl StageRun {
             b
         });
         StageRun {
+            session: None,
             model: None,
             seen: HashSet::new(),
             taken: 0,
@@ -233,7 +236,7 @@ impl StageRun {
 /// What every stage can reach while it runs.
 struct Ctx<'a> {
     p: &'a Pipeline,
-    plugins: &'a dyn PluginData,
+    plugins: &'a dyn Plugins,
     opts: RunOptions,
     models: Models,
 }
@@ -243,7 +246,7 @@ type Rejected = Vec<(Record, String)>;
 /// Runs a checked pipeline. Records stream through the stages in batches of
 /// `batch_size`: each batch passes every stage up to the next barrier (`sort`,
 /// `collect`) before the next batch starts; a barrier waits for all of its input.
-pub fn run(p: &Pipeline, plugins: &dyn PluginData, opts: RunOptions) -> Result<Summary, PipelineError> {
+pub fn run(p: &Pipeline, plugins: &dyn Plugins, opts: RunOptions) -> Result<Summary, PipelineError> {
     let fail = |m: String| PipelineError::Run(m);
     std::fs::create_dir_all(&p.out_dir).map_err(|e| fail(format!("{}: {e}", p.out_dir.display())))?;
     let rejects_path = p.out_dir.join(REJECTS);
@@ -401,7 +404,7 @@ fn barrier(op: &Op, mut records: Vec<Record>) -> Vec<Record> {
 /// Loads (once per stage) the base of `checkpoint` and the finetuned task in `task_dir`.
 fn model<'r>(
     ctx: &mut Ctx,
-    run: &'r mut StageRun,
+    run: &'r mut StageRun<'_>,
     checkpoint: Option<&Path>,
     task_dir: Option<&Path>,
 ) -> Result<&'r (Rc<Checkpoint>, Option<FinetunedTask>), String> {
@@ -423,7 +426,7 @@ fn model<'r>(
 
 /// The `provenance` field of one generated text.
 fn provenance(
-    run: &mut StageRun,
+    run: &mut StageRun<'_>,
     checkpoint: &Path,
     adapter: Option<&Path>,
     prompt: &str,
@@ -451,7 +454,7 @@ fn provenance(
 fn generate_one(
     base: &Checkpoint,
     task: Option<&FinetunedTask>,
-    plugins: &dyn plinth_data::PluginData,
+    plugins: &dyn Plugins,
     prompt: &str,
     sampling: &plinth_generate::SamplingConfig,
     seed: u64,
@@ -469,10 +472,10 @@ fn generate_one(
 
 /// One batch through one streaming stage: the records kept (with what the stage
 /// added) and those rejected with the reason.
-fn apply(
-    ctx: &mut Ctx,
+fn apply<'a>(
+    ctx: &mut Ctx<'a>,
     stage: &crate::Stage,
-    run: &mut StageRun,
+    run: &mut StageRun<'a>,
     batch: Vec<Record>,
 ) -> Result<(Vec<Record>, Rejected), String> {
     let mut out = Vec::with_capacity(batch.len());
@@ -519,12 +522,20 @@ fn apply(
             let (base, task) = model(ctx, run, None, Some(dir))?;
             let task = task.as_ref().ok_or("predict without a task")?;
             let mut checked = Vec::new();
-            for r in batch {
-                let text = r.get(input).map(plain).unwrap_or_default();
-                match task.meta.spec.input_check.as_ref().map(|c| c.check(ctx.plugins, &task.meta.plugin, &text)) {
-                    Some(Err(reason)) => rejected.push((r, reason)),
-                    _ => checked.push(r),
+            match &task.meta.spec.input_check {
+                Some(check) => {
+                    let texts: Vec<String> =
+                        batch.iter().map(|r| r.get(input).map(plain).unwrap_or_default()).collect();
+                    let verdicts =
+                        ctx.plugins.check_inputs(&task.meta.plugin, check, &texts).map_err(|e| e.to_string())?;
+                    for (r, verdict) in batch.into_iter().zip(verdicts) {
+                        match verdict {
+                            Ok(()) => checked.push(r),
+                            Err(reason) => rejected.push((r, reason)),
+                        }
+                    }
                 }
+                None => checked = batch,
             }
             if !checked.is_empty() {
                 let texts: Vec<String> = checked.iter().map(|r| r.get(input).map(plain).unwrap_or_default()).collect();
@@ -600,24 +611,26 @@ fn apply(
             }
         }
         Op::Plugin { plugin, stage: component, params } => {
-            for r in batch {
-                let mut input = r.clone();
-                if !params.is_null() {
-                    input.insert("params".into(), params.clone());
-                }
-                let answer = ctx.plugins.call(plugin, component, &Value::Object(input).to_string()).and_then(|s| {
-                    match serde_json::from_str::<Value>(&s) {
-                        Ok(Value::Object(mut m)) => {
-                            m.remove("params");
-                            Ok(m)
+            if run.session.is_none() {
+                let plugins: &'a dyn Plugins = ctx.plugins;
+                run.session = Some(plugins.open_stage(plugin, component, params).map_err(|e| e.to_string())?);
+            }
+            let session = run.session.as_ref().ok_or("stage session missing")?;
+            // One call per batch; a failed call (a panic, a poisoned plugin) rejects
+            // the batch's records with its reason, as a failed record would be.
+            match session.run(&batch) {
+                Ok(outcomes) => {
+                    for (mut r, o) in batch.into_iter().zip(outcomes) {
+                        match o {
+                            Outcome::Add(added) => {
+                                r.extend(added);
+                                out.push(r);
+                            }
+                            Outcome::Reject(reason) => rejected.push((r, reason)),
                         }
-                        _ => Err(format!("stage answered something other than a JSON object: {s}")),
                     }
-                });
-                match answer {
-                    Ok(m) => out.push(m),
-                    Err(e) => rejected.push((r, e)),
                 }
+                Err(e) => rejected.extend(batch.into_iter().map(|r| (r, e.to_string()))),
             }
         }
     }
@@ -734,26 +747,52 @@ fn report_html(p: &Pipeline, s: &Summary, results: &[Record]) -> String {
 mod tests {
     use std::sync::Mutex;
 
+    use plinth_plugin_protocol::CallError;
+
     use super::*;
 
     /// Two plugin stages that log the order they see records in.
     #[derive(Debug, Default)]
     struct Log(Mutex<Vec<String>>);
 
-    impl PluginData for Log {
-        fn call(&self, _plugin: &str, component: &str, request: &str) -> Result<String, String> {
-            let r: Value = serde_json::from_str(request).map_err(|e| e.to_string())?;
-            let text = r["text"].as_str().unwrap_or_default().to_string();
-            self.0.lock().map_err(|e| e.to_string())?.push(format!("{component}:{text}"));
-            if text == "bad" {
-                return Err("bad record".into());
-            }
-            Ok(request.to_string())
+    impl Plugins for Log {
+        fn spec(&self, _: &str, _: &str) -> Result<plinth_plugin_protocol::ComponentSpec, CallError> {
+            Ok(plinth_plugin_protocol::ComponentSpec::Stage(plinth_plugin_protocol::StageSpec {
+                requires: crate::Schema::from([("text".into(), crate::FieldType::String)]),
+                optional: Default::default(),
+                adds: Default::default(),
+                params: Value::Null,
+            }))
         }
 
-        fn spec(&self, _plugin: &str, _component: &str) -> Result<String, String> {
-            Ok(r#"{"requires": {"text": "string"}, "adds": {}}"#.into())
+        fn call(&self, plugin: &str, component: &str, _: &str) -> Result<String, CallError> {
+            Err(CallError::new(plugin, component, "stages only"))
         }
+
+        fn open(&self, _: &str, _: &str, _: &str) -> Result<u64, CallError> {
+            Ok(1)
+        }
+
+        fn process(&self, plugin: &str, stage: &str, _: u64, batch: &str) -> Result<String, CallError> {
+            let batch: plinth_plugin_protocol::StageBatch = plinth_plugin_protocol::decode(plugin, stage, batch)?;
+            let mut log = self.0.lock().map_err(|e| CallError::new(plugin, stage, e.to_string()))?;
+            let outcomes: Vec<Outcome> = batch
+                .records
+                .iter()
+                .map(|r| {
+                    let text = r["text"].as_str().unwrap_or_default();
+                    log.push(format!("{stage}:{text}"));
+                    if text == "bad" {
+                        Outcome::Reject("bad record".into())
+                    } else {
+                        Outcome::Add(Record::new())
+                    }
+                })
+                .collect();
+            Ok(serde_json::to_string(&outcomes).unwrap_or_default())
+        }
+
+        fn close(&self, _: &str, _: &str, _: u64) {}
     }
 
     #[test]

@@ -57,9 +57,15 @@ pub fn validate_header(h: &HeaderFields) -> Result<(), String> {
     if h.magic != MAGIC {
         return Err(format!("bad magic {:#018x} (plinth expects {MAGIC:#018x})", h.magic));
     }
-    if h.major != ABI_MAJOR {
+    if h.major < ABI_MAJOR {
         return Err(format!(
-            "plugin {} speaks plugin ABI {}.{} but this plinth speaks {ABI_MAJOR}.{ABI_MINOR}; rebuild it against plinth-plugin-sdk for ABI {ABI_MAJOR}",
+            "plugin {} was built against plugin ABI {}.{}, older than this plinth's {ABI_MAJOR}.{ABI_MINOR}; rebuild it against the current plinth-plugin-sdk (ABI {ABI_MAJOR} speaks the typed protocol of plinth-plugin-protocol)",
+            h.id, h.major, h.minor
+        ));
+    }
+    if h.major > ABI_MAJOR {
+        return Err(format!(
+            "plugin {} speaks plugin ABI {}.{}, newer than this plinth's {ABI_MAJOR}.{ABI_MINOR}; update plinth, or build the plugin against a plinth-plugin-sdk for ABI {ABI_MAJOR}",
             h.id, h.major, h.minor
         ));
     }
@@ -109,6 +115,19 @@ mod tests {
             err.contains(&format!("{}.3", ABI_MAJOR + 1)) && err.contains(&format!("{ABI_MAJOR}.{ABI_MINOR}")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_older_major_is_told_to_rebuild_against_the_new_sdk() {
+        let err = validate_header(&HeaderFields { major: ABI_MAJOR - 1, minor: 0, ..good() }).expect_err("old");
+        assert!(err.contains("older") && err.contains("rebuild it against the current plinth-plugin-sdk"), "{err}");
+        assert!(err.contains(&format!("{}.0", ABI_MAJOR - 1)), "{err}");
+    }
+
+    #[test]
+    fn a_plugin_without_libtorch_needs_no_fingerprint() {
+        validate_header(&HeaderFields { flags: FLAG_PANIC_UNWIND, fingerprint: String::new(), ..good() })
+            .expect("no tensors, no fingerprint");
     }
 
     #[test]

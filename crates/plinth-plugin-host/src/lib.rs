@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 pub use header::{validate_header, HeaderFields};
 pub use plinth_abi::ComponentKind;
 use plinth_abi::{ComponentInfo, PlBuf, PlStr, PluginApi, PluginHeader, Status};
+use plinth_plugin_protocol::{CallError, ComponentSpec, Plugins};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tch::Tensor;
@@ -90,7 +91,7 @@ pub struct ComponentMeta {
     pub kind: ComponentKind,
     pub name: String,
     pub description: String,
-    pub spec: String,
+    pub spec: ComponentSpec,
     pub send: bool,
     pub sync: bool,
 }
@@ -216,6 +217,9 @@ impl PluginHost {
             component_count: None,
             component_info: None,
             call: None,
+            open: None,
+            process: None,
+            close: None,
             forward: None,
             parameters: None,
             is_poisoned: None,
@@ -306,11 +310,21 @@ impl Plugin {
                 5 => ComponentKind::Stage,
                 _ => continue, // a kind from a later minor: ignored by this host
             };
+            let name = text(info.name);
+            let spec: ComponentSpec = serde_json::from_str(&text(info.spec)).map_err(|e| {
+                self.call_error(
+                    &name,
+                    Status::InvalidArgument,
+                    format!(
+                        "declares a spec this host cannot read ({e}); rebuild the plugin against this plinth's SDK"
+                    ),
+                )
+            })?;
             out.push(ComponentMeta {
                 kind,
-                name: text(info.name),
+                name,
                 description: text(info.description),
-                spec: text(info.spec),
+                spec,
                 send: info.flags & plinth_abi::COMPONENT_SEND != 0,
                 sync: info.flags & plinth_abi::COMPONENT_SYNC != 0,
             });
@@ -342,15 +356,15 @@ impl Plugin {
         self.api.is_poisoned.is_some_and(|f| unsafe { f(self.api.instance) } != 0)
     }
 
-    /// Sends a JSON request to a data or stage component and returns its JSON reply.
-    pub fn call(&self, component: &str, input: &str) -> Result<String> {
+    /// Sends an encoded request to a data component and returns its encoded reply.
+    pub fn call(&self, component: &str, request: &str) -> Result<String> {
         let (i, meta) = self.index(component)?;
         let f =
             self.api.call.ok_or_else(|| self.call_error(component, Status::Unsupported, "no call function".into()))?;
         let _serial = (!meta.sync).then(|| self.call_lock.lock());
         let (mut out, mut err) = (PlBuf::EMPTY, PlBuf::EMPTY);
-        // SAFETY: `input` outlives the call; out/err are ours to receive buffers.
-        let status = unsafe { f(self.api.instance, i, PlStr::from_bytes(input.as_bytes()), &mut out, &mut err) };
+        // SAFETY: `request` outlives the call; out/err are ours to receive buffers.
+        let status = unsafe { f(self.api.instance, i, PlStr::from_bytes(request.as_bytes()), &mut out, &mut err) };
         let reply = take_buf(&mut out);
         match status {
             Status::Ok => Ok(reply),
@@ -358,14 +372,60 @@ impl Plugin {
         }
     }
 
+    /// Opens a stage with encoded params; the plugin checks them and returns a session.
+    pub fn open(&self, stage: &str, params: &str) -> Result<u64> {
+        let (i, meta) = self.index(stage)?;
+        let f = self.api.open.ok_or_else(|| self.call_error(stage, Status::Unsupported, "no open function".into()))?;
+        let _serial = (!meta.sync).then(|| self.call_lock.lock());
+        let (mut session, mut err) = (0u64, PlBuf::EMPTY);
+        // SAFETY: `params` outlives the call; the session slot and err are ours.
+        let status = unsafe { f(self.api.instance, i, PlStr::from_bytes(params.as_bytes()), &mut session, &mut err) };
+        match status {
+            Status::Ok => Ok(session),
+            s => Err(self.call_error(stage, s, take_buf(&mut err))),
+        }
+    }
+
+    /// One encoded batch of records through an open stage session.
+    pub fn process(&self, stage: &str, session: u64, batch: &str) -> Result<String> {
+        let (i, meta) = self.index(stage)?;
+        let f = self
+            .api
+            .process
+            .ok_or_else(|| self.call_error(stage, Status::Unsupported, "no process function".into()))?;
+        let _serial = (!meta.sync).then(|| self.call_lock.lock());
+        let (mut out, mut err) = (PlBuf::EMPTY, PlBuf::EMPTY);
+        // SAFETY: `batch` outlives the call; out/err are ours to receive buffers.
+        let status =
+            unsafe { f(self.api.instance, i, session, PlStr::from_bytes(batch.as_bytes()), &mut out, &mut err) };
+        let reply = take_buf(&mut out);
+        match status {
+            Status::Ok => Ok(reply),
+            s => Err(self.call_error(stage, s, take_buf(&mut err))),
+        }
+    }
+
+    /// Ends a stage session.
+    pub fn close(&self, stage: &str, session: u64) {
+        if let (Ok((i, _)), Some(f)) = (self.index(stage), self.api.close) {
+            // SAFETY: function from the negotiated table; unknown sessions are ignored by contract.
+            unsafe { f(self.api.instance, i, session) };
+        }
+    }
+
+    fn no_tensors(&self, component: &str) -> PluginError {
+        self.call_error(
+            component,
+            Status::Unsupported,
+            "the plugin was built without the SDK's `tensors` feature, so it has no tensor modules".into(),
+        )
+    }
+
     /// Runs a module component on `input`; gradients flow back through it. The
     /// plugin sees the host's tensor itself (no copy).
     pub fn forward(&self, component: &str, input: &Tensor) -> Result<Tensor> {
         let (i, meta) = self.index(component)?;
-        let f = self
-            .api
-            .forward
-            .ok_or_else(|| self.call_error(component, Status::Unsupported, "no forward function".into()))?;
+        let f = self.api.forward.ok_or_else(|| self.no_tensors(component))?;
         let _serial = (!meta.sync).then(|| self.call_lock.lock());
         let mut output: *mut c_void = std::ptr::null_mut();
         let mut err = PlBuf::EMPTY;
@@ -383,10 +443,7 @@ impl Plugin {
     pub fn parameters(&self, component: &str) -> Result<Vec<Tensor>> {
         let (i, meta) = self.index(component)?;
         let _serial = (!meta.sync).then(|| self.call_lock.lock());
-        let f = self
-            .api
-            .parameters
-            .ok_or_else(|| self.call_error(component, Status::Unsupported, "no parameters function".into()))?;
+        let f = self.api.parameters.ok_or_else(|| self.no_tensors(component))?;
         let mut count = 0usize;
         let mut err = PlBuf::EMPTY;
         // SAFETY: a zero-capacity call only reports the count.
@@ -421,15 +478,42 @@ fn take_buf(buf: &mut PlBuf) -> String {
     text
 }
 
-/// The loaded plugins as data for training, finetuning and pipelines: `call` reaches a
-/// component's `call` entry (data components, stages), `spec` its declared JSON.
-impl plinth_data::PluginData for PluginHost {
-    fn call(&self, plugin: &str, component: &str, request: &str) -> std::result::Result<String, String> {
-        self.get(plugin).and_then(|p| p.call(component, request)).map_err(|e| e.to_string())
+/// The loaded plugins as host code reaches them: the typed protocol
+/// (`plinth_plugin_protocol::PluginsExt`) runs on top of these calls.
+impl Plugins for PluginHost {
+    fn spec(&self, plugin: &str, component: &str) -> std::result::Result<ComponentSpec, CallError> {
+        let p = self.get(plugin).map_err(|e| protocol_error(plugin, component, e))?;
+        let meta = p.component(component).map_err(|e| protocol_error(plugin, component, e))?;
+        Ok(meta.spec.clone())
     }
 
-    fn spec(&self, plugin: &str, component: &str) -> std::result::Result<String, String> {
-        let p = self.get(plugin).map_err(|e| e.to_string())?;
-        Ok(p.component(component).map_err(|e| e.to_string())?.spec.clone())
+    fn call(&self, plugin: &str, component: &str, request: &str) -> std::result::Result<String, CallError> {
+        self.get(plugin).and_then(|p| p.call(component, request)).map_err(|e| protocol_error(plugin, component, e))
     }
+
+    fn open(&self, plugin: &str, stage: &str, params: &str) -> std::result::Result<u64, CallError> {
+        self.get(plugin).and_then(|p| p.open(stage, params)).map_err(|e| protocol_error(plugin, stage, e))
+    }
+
+    fn process(&self, plugin: &str, stage: &str, session: u64, batch: &str) -> std::result::Result<String, CallError> {
+        self.get(plugin).and_then(|p| p.process(stage, session, batch)).map_err(|e| protocol_error(plugin, stage, e))
+    }
+
+    fn close(&self, plugin: &str, stage: &str, session: u64) {
+        if let Ok(p) = self.get(plugin) {
+            p.close(stage, session);
+        }
+    }
+}
+
+/// A host error as the protocol reports it: the plugin's status and words, or the host's.
+fn protocol_error(plugin: &str, component: &str, e: PluginError) -> CallError {
+    // The plugin's own words; the status only where it adds something (a panic,
+    // a poisoned plugin, a call the component does not support).
+    let message = match e {
+        PluginError::Call { status: Status::Failed | Status::InvalidArgument, message, .. } => message,
+        PluginError::Call { status, message, .. } => format!("{status:?}: {message}"),
+        other => other.to_string(),
+    };
+    CallError::new(plugin, component, message)
 }

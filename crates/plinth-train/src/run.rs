@@ -7,6 +7,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use plinth_data::{load_corpus, pack_blocks, split_train_val, BlockSampler, SamplerState, SplitMix64};
 use plinth_model::{ModelConfig, Transformer};
+use plinth_plugin_protocol::{ComponentSpec, TokenizerSpec};
 use plinth_tokenizer::{PlinthTokenizer, TrainOptions};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
@@ -35,7 +36,7 @@ pub struct RunOptions {
     /// Where registry packages are cached.
     pub cache_dir: PathBuf,
     /// Loaded plugins, for corpora that come from a plugin's data component.
-    pub plugins: Option<std::sync::Arc<dyn plinth_data::PluginData>>,
+    pub plugins: Option<std::sync::Arc<dyn plinth_plugin_protocol::Plugins>>,
     /// The process group of a data-parallel run (see [`crate::ddp`]); none for one process.
     pub group: Option<std::sync::Arc<plinth_dist::ProcessGroup>>,
 }
@@ -415,7 +416,7 @@ fn fingerprint(tok: &PlinthTokenizer) -> Result<i64> {
 fn build_tokenizer(
     cfg: &TokenizerConfig,
     train_docs: &[String],
-    plugins: Option<&dyn plinth_data::PluginData>,
+    plugins: Option<&dyn plinth_plugin_protocol::Plugins>,
 ) -> Result<PlinthTokenizer> {
     let Some(p) = &cfg.plugin else {
         let opts = TrainOptions { vocab_size: cfg.vocab_size, min_frequency: cfg.min_frequency };
@@ -423,21 +424,13 @@ fn build_tokenizer(
     };
     let bad = |m: String| TrainError::Invalid(format!("tokenizer from plugin {} component {}: {m}", p.id, p.component));
     let plugins = plugins.ok_or_else(|| bad("needs the plugin host; run it through the plinth command".into()))?;
-    let spec = plugins.spec(&p.id, &p.component).map_err(bad)?;
-    let value: serde_json::Value = serde_json::from_str(&spec).map_err(|e| bad(format!("spec is not JSON: {e}")))?;
-    match value.get("train") {
-        Some(recipe) => {
-            let vocab_size = recipe
-                .get("vocab_size")
-                .and_then(serde_json::Value::as_u64)
-                .ok_or_else(|| bad("recipe lacks train.vocab_size".into()))?;
-            let min_frequency = recipe.get("min_frequency").and_then(serde_json::Value::as_u64).unwrap_or(2);
-            Ok(PlinthTokenizer::train(
-                train_docs.iter(),
-                &TrainOptions { vocab_size: vocab_size as usize, min_frequency },
-            )?)
+    let spec = plugins.spec(&p.id, &p.component).map_err(|e| bad(e.message))?;
+    match spec {
+        ComponentSpec::Tokenizer(TokenizerSpec::Train { vocab_size, min_frequency }) => {
+            Ok(PlinthTokenizer::train(train_docs.iter(), &TrainOptions { vocab_size, min_frequency })?)
         }
-        None => Ok(PlinthTokenizer::from_json(&spec)?),
+        ComponentSpec::Tokenizer(TokenizerSpec::File(json)) => Ok(PlinthTokenizer::from_json(&json)?),
+        other => Err(bad(format!("is a {}, not a tokenizer", other.role()))),
     }
 }
 

@@ -4,9 +4,9 @@
 //!
 //! `cargo run --release -p plinth-plugin-codegen --example guide_retrieval`
 
-use plinth_data::Split;
 use plinth_plugin_codegen::guide::{Document, ModuleIndex};
 use plinth_plugin_codegen::{extracted, SplitBy};
+use plinth_plugin_sdk::protocol::Split;
 
 fn main() -> Result<(), String> {
     let ex = extracted()?;

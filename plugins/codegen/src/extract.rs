@@ -421,7 +421,10 @@ pub fn documentation_pairs(cat: &Catalogue) -> Vec<Pair> {
 }
 
 /// Counts per split for the report.
-pub fn split_sizes(pairs: &[Pair], split_of: impl Fn(&Pair) -> plinth_data::Split) -> BTreeMap<String, usize> {
+pub fn split_sizes(
+    pairs: &[Pair],
+    split_of: impl Fn(&Pair) -> plinth_plugin_sdk::protocol::Split,
+) -> BTreeMap<String, usize> {
     let mut sizes = BTreeMap::new();
     for p in pairs {
         *sizes.entry(format!("{:?}", split_of(p)).to_lowercase()).or_insert(0) += 1;

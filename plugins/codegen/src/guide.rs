@@ -23,7 +23,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use plinth_data::Split;
+use plinth_plugin_sdk::protocol::{GuideRequest, Split, Step};
+use plinth_plugin_sdk::Error;
 use serde_json::{json, Value};
 
 use crate::catalogue::{is_keyword, Catalogue, ModuleSpec, TASK_KEYWORDS};
@@ -244,16 +245,14 @@ pub fn descriptions(cat: &Catalogue) -> Vec<Document> {
 }
 
 /// The `guide` component: `{"prompt", "completion", "request"}` → a step.
-pub fn answer(request: &str) -> Result<String, String> {
-    let req: Value = serde_json::from_str(request).map_err(|e| format!("guide request is not JSON: {e}"))?;
-    let field = |k: &str| req.get(k).and_then(Value::as_str).ok_or(format!("guide request needs a {k:?} string"));
-    let (prompt, completion) = (field("prompt")?, field("completion")?);
-    let task_request = req.get("request").cloned().unwrap_or(json!({}));
+pub fn answer(req: GuideRequest) -> Result<Step, Error> {
+    let task_request = Value::Object(req.request);
     let settings = Settings::from_request(&task_request)?;
     let by = SplitBy::from_request(&task_request)?;
     let ex = crate::extracted()?;
-    let step = next_step(&ex.catalogue, completion, |k| Ok(index(by)?.nearest(&request_text(prompt), k)), settings)?;
-    Ok(step.to_string())
+    let prompt = request_text(&req.prompt);
+    let step = next_step(&ex.catalogue, &req.completion, |k| Ok(index(by)?.nearest(&prompt, k)), settings)?;
+    serde_json::from_value(step).map_err(|e| Error::new(format!("the guide built an invalid step: {e}")))
 }
 
 /// The request inside a `- name: <request>` prompt.

@@ -18,8 +18,9 @@
 //! * `guide`: catalogue-guided decoding (see [`guide`]): the module picked among
 //!   the retrieved candidates, argument keys only from the module's options;
 //! * stages `prompt` (request → prompt), `parse` (one YAML task), `check` (module
-//!   and arguments against the catalogue, with "did you mean") and `playbook`
-//!   (wrap a task in a play).
+//!   and arguments against the catalogue, with "did you mean"), `check-completion`
+//!   (the same on a prompt and its completion: the task's output check) and
+//!   `playbook` (wrap a task in a play).
 
 pub mod catalogue;
 pub mod extract;
@@ -29,10 +30,12 @@ pub mod pyliteral;
 
 use std::sync::{Arc, OnceLock};
 
-use plinth_data::{stage_answer as with, stage_record as record};
-use plinth_data::{CompletionSpec, LabelledExample, PypiPackage, Split, TaskKind, TaskSpec};
-use plinth_plugin_sdk::{export_plugin, Component, Plugin};
-use serde_json::{json, Map, Value};
+use plinth_data::PypiPackage;
+use plinth_plugin_sdk::protocol::{CompletionSpec, LabelledExample, Metrics, ScoreRequest, Split, TaskKind, TaskSpec};
+use plinth_plugin_sdk::{export_plugin, Component, Error, NoParams, Plugin, Stage};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use catalogue::check_task;
 use extract::{Extracted, Pair};
@@ -72,9 +75,11 @@ pub fn extracted() -> Result<Arc<Extracted>, String> {
 }
 
 /// What must not straddle the split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SplitBy {
     /// The module file whose EXAMPLES held the task.
+    #[default]
     Module,
     /// Its whole collection (`community.general`).
     Collection,
@@ -98,28 +103,28 @@ impl SplitBy {
     }
 }
 
-fn parse_request(request: &str) -> Result<Value, String> {
-    let req: Value = if request.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(request).map_err(|e| format!("request is not JSON: {e}"))?
-    };
-    if !req.is_object() {
-        return Err("request must be a JSON object".into());
-    }
-    Ok(req)
+/// What the `ansible-corpus` and `ansible-data` requests may say.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// `ansible-corpus` only: which split's modules (train by default).
+    #[serde(default = "train")]
+    pub split: Split,
+    #[serde(default)]
+    pub split_by: SplitBy,
+    /// Add the documentation pairs (training split only).
+    #[serde(default)]
+    pub documentation: bool,
+    /// At most this many documents or rows.
+    #[serde(default)]
+    pub max: Option<usize>,
+    /// The guide's settings (`{candidates, prior_weight}`), read by the guide.
+    #[serde(default)]
+    pub guide: Option<Value>,
 }
 
-fn requested_split(req: &Value, default: Split) -> Result<Split, String> {
-    match req.get("split") {
-        None => Ok(default),
-        Some(s) => serde_json::from_value(s.clone())
-            .map_err(|_| format!("split {s} is not \"train\", \"validation\" or \"test\"")),
-    }
-}
-
-fn max_of(req: &Value) -> usize {
-    req.get("max").and_then(Value::as_u64).map_or(usize::MAX, |m| m as usize)
+fn train() -> Split {
+    Split::Train
 }
 
 /// The pairs of one split.
@@ -127,22 +132,12 @@ pub fn pairs(split: Split, by: SplitBy) -> Result<Vec<Pair>, String> {
     Ok(extracted()?.pairs.iter().filter(|p| by.split_of(&p.source) == split).cloned().collect())
 }
 
-/// `{"documentation": true}` asks for the documentation pairs too.
-fn with_documentation(req: &Value) -> Result<bool, String> {
-    match req.get("documentation") {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => Err(format!("documentation must be true or false, got {other}")),
-    }
-}
-
-fn answer_corpus(request: &str) -> Result<String, String> {
-    let req = parse_request(request)?;
-    let (split, by) = (requested_split(&req, Split::Train)?, SplitBy::from_request(&req)?);
+fn answer_corpus(o: Options) -> Result<Vec<String>, Error> {
+    let (split, by) = (o.split, o.split_by);
     let ex = extracted()?;
     let mut docs: Vec<String> =
         ex.blocks.iter().filter(|(m, _)| by.split_of(m) == split).map(|(_, t)| t.clone()).collect();
-    if with_documentation(&req)? && split == Split::Train {
+    if o.documentation && split == Split::Train {
         // One document per collection: its modules' documentation tasks.
         let mut by_collection: std::collections::BTreeMap<String, String> = Default::default();
         for p in extract::documentation_pairs(&ex.catalogue) {
@@ -160,35 +155,26 @@ fn answer_corpus(request: &str) -> Result<String, String> {
             }
         }
     }
-    docs.truncate(max_of(&req));
-    serde_json::to_string(&docs).map_err(|e| e.to_string())
+    docs.truncate(o.max.unwrap_or(usize::MAX));
+    Ok(docs)
 }
 
-fn answer_data(request: &str) -> Result<String, String> {
-    let req = parse_request(request)?;
-    let (split, by) = (requested_split(&req, Split::Train)?, SplitBy::from_request(&req)?);
-    let mut rows = pairs(split, by)?;
-    if with_documentation(&req)? && split == Split::Train {
+fn answer_data(split: Split, o: Options) -> Result<Vec<LabelledExample>, Error> {
+    let mut rows = pairs(split, o.split_by)?;
+    if o.documentation && split == Split::Train {
         rows.extend(extract::documentation_pairs(&extracted()?.catalogue));
     }
-    let rows: Vec<LabelledExample> = rows
+    Ok(rows
         .into_iter()
-        .take(max_of(&req))
+        .take(o.max.unwrap_or(usize::MAX))
         .map(|p| LabelledExample { prompt: Some(p.prompt), ..LabelledExample::new(p.completion, 0.0) })
-        .collect();
-    serde_json::to_string(&rows).map_err(|e| e.to_string())
+        .collect())
 }
 
-fn answer_score(request: &str) -> Result<String, String> {
-    #[derive(serde::Deserialize)]
-    struct Req {
-        rows: Vec<metrics::Scored>,
-    }
-    let req: Req = serde_json::from_str(request).map_err(|e| {
-        format!("score request must be {{\"rows\": [{{\"prompt\", \"prediction\", \"reference\"}}]}}: {e}")
-    })?;
+fn answer_score(req: ScoreRequest) -> Result<Metrics, Error> {
     let ex = extracted()?;
-    serde_json::to_string(&metrics::score(&req.rows, &ex.catalogue)).map_err(|e| e.to_string())
+    let scores = serde_json::to_value(metrics::score(&req.rows, &ex.catalogue)).map_err(Error::new)?;
+    Ok(scores.as_object().into_iter().flatten().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x))).collect())
 }
 
 /// Extraction counts, split sizes and the first skipped blocks.
@@ -207,83 +193,154 @@ pub fn stats_json(ex: &Extracted) -> Value {
     })
 }
 
-fn answer_stats(_request: &str) -> Result<String, String> {
-    serde_json::to_string(&stats_json(&*extracted()?)).map_err(|e| e.to_string())
+/// An `ansible-module` request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleRequest {
+    pub module: String,
 }
 
-fn answer_module(request: &str) -> Result<String, String> {
-    let req = parse_request(request)?;
-    let name = req.get("module").and_then(Value::as_str).ok_or("request needs {\"module\": NAME}")?;
+fn answer_module(req: ModuleRequest) -> Result<Value, Error> {
     let ex = extracted()?;
-    let m = ex.catalogue.resolve(name, None)?;
-    serde_json::to_string(m).map_err(|e| e.to_string())
+    let m = ex.catalogue.resolve(&req.module, None)?;
+    serde_json::to_value(m).map_err(Error::new)
 }
 
-/// `{"input": request}` → adds `"prompt": "- name: <request>"`.
-pub fn stage_prompt(input: &str) -> Result<String, String> {
-    let (map, request) = record(input, "input")?;
-    if request.trim().is_empty() {
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct Request {
+    /// A request in plain words.
+    pub input: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Prompt {
+    pub prompt: String,
+}
+
+/// `input` (a request) → `prompt`: `- name: <request>`.
+pub fn stage_prompt(r: Request) -> Result<Prompt, Error> {
+    if r.input.trim().is_empty() {
         return Err("the request is empty: say what the task should do".into());
     }
-    with(map, json!({"prompt": extract::prompt_for(&request)}))
+    Ok(Prompt { prompt: extract::prompt_for(&r.input) })
 }
 
-/// A record's task text: `task`, or `prompt` + `completion` (what generation adds).
-fn task_text(input: &str) -> Result<(Map<String, Value>, String), String> {
-    if let Ok(r) = record(input, "task") {
-        return Ok(r);
-    }
-    let (map, prompt) = record(input, "prompt")
-        .map_err(|_| "record has no \"task\" (or \"prompt\" and \"completion\") string".to_string())?;
-    let completion =
-        map.get("completion").and_then(Value::as_str).ok_or("record has no \"completion\" string")?.to_string();
-    Ok((map, format!("{prompt}{completion}")))
+/// A prompt and what a generate stage continued it with.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct Completed {
+    pub prompt: String,
+    pub completion: String,
 }
 
-/// Joins `prompt` and `completion` (what a generate stage adds) into `task`, or
-/// reads `task`; rejects text that is not one YAML task mapping; adds its `name`.
-pub fn stage_parse(input: &str) -> Result<String, String> {
-    let (map, text) = task_text(input)?;
+/// One Ansible task's YAML text.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct TaskText {
+    pub task: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Parsed {
+    pub task: String,
+    pub name: String,
+}
+
+/// Joins `prompt` and `completion` into `task`; rejects text that is not one YAML
+/// task mapping; adds its `name`.
+pub fn stage_parse(r: Completed) -> Result<Parsed, Error> {
+    let text = format!("{}{}", r.prompt, r.completion);
     let task = catalogue::parse_task(&text)?;
     let name = task.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-    with(map, json!({"task": text, "name": name}))
+    Ok(Parsed { task: text, name })
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Module {
+    /// The module's fully qualified name.
+    pub module: String,
+}
+
+fn check_text(text: &str) -> Result<String, Error> {
+    let ex = extracted()?;
+    let check = check_task(text, &ex.catalogue, None);
+    if let Some(e) = check.error() {
+        return Err(Error::new(e));
+    }
+    // A task without a schema error names exactly one known module.
+    check.module.ok_or_else(|| Error::new("the task names no module"))
 }
 
 /// Rejects a task whose module is unknown (with a "did you mean") or whose
 /// arguments do not fit the module's documentation; adds the module's FQCN.
-pub fn stage_check(input: &str) -> Result<String, String> {
-    let (map, text) = task_text(input)?;
-    let ex = extracted()?;
-    let check = check_task(&text, &ex.catalogue, None);
-    if let Some(e) = check.error() {
-        return Err(e.to_string());
-    }
-    with(map, json!({"task": text, "module": check.module}))
+pub fn stage_check(r: TaskText) -> Result<Module, Error> {
+    Ok(Module { module: check_text(&r.task)? })
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CheckedTask {
+    pub task: String,
+    pub module: String,
+}
+
+/// [`stage_check`] on a prompt and its completion (the task's output check);
+/// adds the joined `task` too.
+pub fn stage_check_completion(r: Completed) -> Result<CheckedTask, Error> {
+    let task = format!("{}{}", r.prompt, r.completion);
+    Ok(CheckedTask { module: check_text(&task)?, task })
 }
 
 /// Wraps the record's task, or list of tasks (a pipeline's `collect` of checked
-/// tasks), in a playbook of one play: `params.hosts` (default `all`) and
-/// `params.become` (default false). Every task must be a mapping.
-pub fn stage_playbook(input: &str) -> Result<String, String> {
-    let (map, text) = task_text(input)?;
-    let tasks =
-        match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).map_err(|e| format!("not valid YAML: {e}"))? {
+/// tasks), in a playbook of one play. Every task must be a mapping.
+pub struct Playbook;
+
+/// `params` of the playbook stage.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlayParams {
+    /// The play's `hosts` (default `all`).
+    #[serde(default = "all")]
+    pub hosts: String,
+    /// Whether the play escalates privileges (default false).
+    #[serde(default, rename = "become")]
+    pub become_: bool,
+}
+
+fn all() -> String {
+    "all".into()
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PlaybookText {
+    pub playbook: String,
+}
+
+impl Stage for Playbook {
+    type Params = PlayParams;
+    type Input = TaskText;
+    type Output = PlaybookText;
+    type State = PlayParams;
+
+    fn open(&self, params: PlayParams) -> Result<PlayParams, Error> {
+        Ok(params)
+    }
+
+    fn process(&self, params: &PlayParams, r: TaskText) -> Result<PlaybookText, Error> {
+        let tasks = match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&r.task)
+            .map_err(|e| Error::new(format!("not valid YAML: {e}")))?
+        {
             serde_yaml_ng::Value::Mapping(m) => vec![serde_yaml_ng::Value::Mapping(m)],
             serde_yaml_ng::Value::Sequence(items) if !items.is_empty() && items.iter().all(|t| t.is_mapping()) => items,
             _ => return Err("a playbook needs one task mapping or a list of them".into()),
         };
-    let params = map.get("params").cloned().unwrap_or(Value::Null);
-    let hosts = params.get("hosts").and_then(Value::as_str).unwrap_or("all").to_string();
-    let become_ = params.get("become").and_then(Value::as_bool).unwrap_or(false);
-    let mut play = serde_yaml_ng::Mapping::new();
-    play.insert("hosts".into(), hosts.into());
-    if become_ {
-        play.insert("become".into(), true.into());
+        let mut play = serde_yaml_ng::Mapping::new();
+        play.insert("hosts".into(), params.hosts.clone().into());
+        if params.become_ {
+            play.insert("become".into(), true.into());
+        }
+        play.insert("tasks".into(), serde_yaml_ng::Value::Sequence(tasks));
+        let yaml = serde_yaml_ng::to_string(&serde_yaml_ng::Value::Sequence(vec![serde_yaml_ng::Value::Mapping(play)]))
+            .map_err(Error::new)?;
+        Ok(PlaybookText { playbook: format!("---\n{yaml}") })
     }
-    play.insert("tasks".into(), serde_yaml_ng::Value::Sequence(tasks));
-    let yaml = serde_yaml_ng::to_string(&serde_yaml_ng::Value::Sequence(vec![serde_yaml_ng::Value::Mapping(play)]))
-        .map_err(|e| e.to_string())?;
-    with(map, json!({"playbook": format!("---\n{yaml}")}))
 }
 
 /// The `ansible` task's spec.
@@ -300,7 +357,7 @@ pub fn task_spec() -> TaskSpec {
             prompt_stage: "prompt".into(),
             scorer: "ansible-score".into(),
             metric: "ansible_aware".into(),
-            output_check: Some("check".into()),
+            output_check: Some("check-completion".into()),
             guide: Some("guide".into()),
             max_new_tokens: 160,
             stop: vec!["\n- ".into()],
@@ -316,55 +373,48 @@ struct Codegen;
 
 impl Plugin for Codegen {
     fn components(&self) -> Vec<Component> {
-        let spec = serde_json::to_string(&task_spec()).unwrap_or_default();
-        let task_schema = r#"{"requires": {"task": "string"}, "adds": {"module": "string"}}"#;
         vec![
-            Component::data(
+            Component::corpus(
                 "ansible-corpus",
-                "EXAMPLES blocks (YAML) of a split's module files: {\"split\", \"split_by\", \"max\"}",
+                "EXAMPLES blocks (YAML) of a split's module files: {\"split\", \"split_by\", \"documentation\", \"max\"}",
                 answer_corpus,
             ),
-            Component::task("ansible", "natural language to one Ansible task (completion from `- name:`)", &spec),
-            Component::data(
+            Component::task("ansible", "natural language to one Ansible task (completion from `- name:`)", task_spec()),
+            Component::task_data(
                 "ansible-data",
-                "(name -> task) rows: {\"split\", \"split_by\": \"module\"|\"collection\", \"max\"}",
-                answer_data,
+                "(name -> task) rows: {\"split_by\": \"module\"|\"collection\", \"documentation\", \"max\"}",
+                |_task: &str, split, o: Options| answer_data(split, o),
             ),
-            Component::data(
+            Component::scorer(
                 "ansible-score",
-                "exact match, BLEU, schema-correct, Ansible-aware of {\"rows\": [{prompt, prediction, reference}]}",
+                "exact match, BLEU, schema-correct, Ansible-aware of scored completions",
                 answer_score,
             ),
-            Component::data("ansible-stats", "extraction counts, split sizes, skipped blocks", answer_stats),
-            Component::data(
+            Component::query("ansible-stats", "extraction counts, split sizes, skipped blocks", |_: NoParams| {
+                Ok(stats_json(&*extracted()?))
+            }),
+            Component::guide(
                 "guide",
                 "catalogue-guided decoding: {prompt, completion, request} -> the next step (pick, allow, free)",
                 guide::answer,
             ),
-            Component::data("ansible-module", "a module's documented options: {\"module\": NAME}", answer_module),
-            Component::stage_with_schema(
-                "prompt",
-                "request -> `- name:` prompt",
-                r#"{"requires": {"input": "string"}, "adds": {"prompt": "string"}}"#,
-                stage_prompt,
-            ),
-            Component::stage_with_schema(
+            Component::query("ansible-module", "a module's documented options: {\"module\": NAME}", answer_module),
+            Component::stage_fn("prompt", "request -> `- name:` prompt", stage_prompt),
+            Component::stage_fn(
                 "parse",
                 "join prompt and completion into `task`; reject text that is not one YAML task",
-                r#"{"requires": {"prompt": "string", "completion": "string"}, "adds": {"task": "string", "name": "string"}}"#,
                 stage_parse,
             ),
-            Component::stage_with_schema(
-                "check",
-                "reject unknown modules and undocumented or missing options",
-                task_schema,
-                stage_check,
+            Component::stage_fn("check", "reject unknown modules and undocumented or missing options", stage_check),
+            Component::stage_fn(
+                "check-completion",
+                "`check` on a prompt and its completion (the task's output check); adds the joined task",
+                stage_check_completion,
             ),
-            Component::stage_with_schema(
+            Component::stage(
                 "playbook",
                 "wrap the task (or list of tasks) in a play (params.hosts, params.become)",
-                r#"{"requires": {"task": "string"}, "adds": {"playbook": "string"}}"#,
-                stage_playbook,
+                Playbook,
             ),
         ]
     }
@@ -374,29 +424,52 @@ export_plugin!(id: "codegen", version: "0.1.0", create: Codegen);
 
 #[cfg(test)]
 mod tests {
+    use plinth_plugin_test_support::{added, record, PluginTest};
+
     use super::*;
+
+    fn plugin() -> PluginTest {
+        PluginTest::new("codegen", Codegen).expect("starts; the ansible task's components are consistent")
+    }
 
     #[test]
     fn playbook_wraps_one_or_many_tasks_in_a_play() {
-        let one = r#"{"task": "- name: a\n  ansible.builtin.ping:\n", "params": {"hosts": "web", "become": true}}"#;
-        let out: Value = serde_json::from_str(&stage_playbook(one).expect("one")).expect("json");
+        let t = plugin();
+        let one = json!({"task": "- name: a\n  ansible.builtin.ping:\n"});
+        let out = t.run_stage("playbook", json!({"hosts": "web", "become": true}), vec![one]).expect("runs");
         assert_eq!(
-            out["playbook"],
-            "---\n- hosts: web\n  become: true\n  tasks:\n  - name: a\n    ansible.builtin.ping: null\n"
+            added(&out[0]),
+            Ok(&record(json!({
+                "playbook": "---\n- hosts: web\n  become: true\n  tasks:\n  - name: a\n    ansible.builtin.ping: null\n"
+            })))
         );
-        assert!(out.get("params").is_none());
-        let many = r#"{"task": "- name: a\n  ansible.builtin.ping:\n- name: b\n  ansible.builtin.ping:\n"}"#;
-        let out: Value = serde_json::from_str(&stage_playbook(many).expect("many")).expect("json");
-        assert!(out["playbook"].as_str().expect("text").contains("  - name: b\n"), "{out}");
-        let err = stage_playbook(r#"{"task": "- just a string\n"}"#).expect_err("not a task");
-        assert_eq!(err, "a playbook needs one task mapping or a list of them");
+        let many = json!({"task": "- name: a\n  ansible.builtin.ping:\n- name: b\n  ansible.builtin.ping:\n"});
+        let bad = json!({"task": "- just a string\n"});
+        let out = t.run_stage("playbook", Value::Null, vec![many, bad]).expect("runs");
+        let play = added(&out[0]).expect("kept")["playbook"].as_str().expect("text").to_string();
+        assert!(play.starts_with("---\n- hosts: all\n  tasks:\n") && play.contains("  - name: b\n"), "{play}");
+        assert_eq!(added(&out[1]), Err("a playbook needs one task mapping or a list of them"));
+        let err = t.run_stage("playbook", json!({"become": "yes"}), vec![]).expect_err("a string for a bool");
+        assert!(err.message.contains("invalid type: string"), "{err}");
     }
 
     #[test]
     fn prompt_stage_frames_a_request() {
-        let out: Value =
-            serde_json::from_str(&stage_prompt(r#"{"input": "Install nginx"}"#).expect("prompt")).expect("json");
-        assert_eq!(out["prompt"], "- name: Install nginx");
-        assert!(stage_prompt(r#"{"input": "  "}"#).expect_err("empty").contains("empty"));
+        let t = plugin();
+        let out = t.run_stage("prompt", Value::Null, vec![json!({"input": "Install nginx"}), json!({"input": "  "})]);
+        let out = out.expect("runs");
+        assert_eq!(added(&out[0]), Ok(&record(json!({"prompt": "- name: Install nginx"}))));
+        assert!(added(&out[1]).expect_err("empty").contains("empty"));
+    }
+
+    #[test]
+    fn stage_schemas_and_the_output_check_fit_the_task() {
+        let t = plugin();
+        let check = t.stage_spec("check-completion").expect("stage");
+        assert_eq!(check.requires.keys().collect::<Vec<_>>(), ["completion", "prompt"]);
+        assert_eq!(check.adds.keys().collect::<Vec<_>>(), ["module", "task"]);
+        assert_eq!(t.stage_spec("check").expect("stage").requires.keys().collect::<Vec<_>>(), ["task"]);
+        let spec = task_spec();
+        assert_eq!(spec.completion.expect("prompted").output_check.as_deref(), Some("check-completion"));
     }
 }

@@ -2,17 +2,12 @@
 //! (prompt, prediction, reference) triples: exact match, corpus BLEU-4,
 //! schema-correct and Ansible-aware.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::catalogue::{check_task, Catalogue};
 
 /// One scored example: the prompt (`- name: ...`) and two completions of it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Scored {
-    pub prompt: String,
-    pub prediction: String,
-    pub reference: String,
-}
+pub use plinth_plugin_sdk::protocol::Scored;
 
 /// Means over the examples (BLEU is corpus-level, 0-100 like the paper).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

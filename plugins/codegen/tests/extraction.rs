@@ -1,8 +1,8 @@
 //! Extraction from the pinned ansible wheels (fetched once into plinth's cache).
 
-use plinth_data::Split;
 use plinth_plugin_codegen::catalogue::check_task;
 use plinth_plugin_codegen::{extracted, pairs, SplitBy};
+use plinth_plugin_sdk::protocol::Split;
 
 #[test]
 fn counts_are_stable_for_the_pinned_wheels() {

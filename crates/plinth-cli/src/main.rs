@@ -542,7 +542,7 @@ fn run(cli: Cli) -> Result<()> {
             let p = plinth_pipeline::Pipeline::load(&pipeline, &plugins)?;
             let opts = plinth_pipeline::run::RunOptions { device, progress: std::io::stderr().is_terminal() };
             let summary = plinth_pipeline::run::run(&p, &plugins, opts)?;
-            print!("{}", plinth_pipeline::run::summary_table(&summary));
+            print!("{}", plinth_pipeline::report::summary_table(&summary));
             println!(
                 "results {}, rejects {}, report {}",
                 p.out_dir.join(plinth_pipeline::run::RESULTS_CSV).display(),

@@ -571,6 +571,13 @@ stage = "hazard"
         }
         assert!(!dir.join("bad").exists(), "nothing is written for a refused pipeline");
     }
+    // An unknown key is named with its own line, not just its stage's.
+    let bad = "name = \"bad\"\nout_dir = \"bad\"\n[[stage]]\nop = \"read\"\npath = \"in.smi\"\nfield = \"smiles\"\n\
+               [[stage]]\nop = \"dedupe\"\nfield = \"smiles\"\nfeild = \"x\"\n";
+    std::fs::write(dir.join("bad.toml"), bad).expect("write");
+    let out = plinth(&["check", "bad.toml"], dir);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("bad.toml:10") && t.contains("unknown field `feild`"), "{t}");
 }
 
 #[test]

@@ -18,6 +18,6 @@ pub use run::{
     FinetuneOptions, Finetuner, Progress, Report, BEST_DIR, COMPLETIONS_FILE, CURVES_FILE, METRICS_FILE, REPORT_FILE,
     STATE_DIR,
 };
-pub use task::{FinetuneMeta, FinetunedTask};
+pub use task::{FinetuneMeta, FinetunedTask, Prediction};
 
 pub type Result<T, E = plinth_train::TrainError> = std::result::Result<T, E>;

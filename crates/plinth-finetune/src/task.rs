@@ -155,6 +155,16 @@ pub fn evaluate_encoded(
     Ok(crate::baselines::score(kind, &pred, data))
 }
 
+/// A finetuned task's answer for one input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prediction {
+    /// Regression: the value, in the task's units.
+    Value(f64),
+    /// Classification: the most probable label, its probability, and every label's
+    /// probability in the spec's label order.
+    Label { label: String, probability: f64, probabilities: Vec<(String, f64)> },
+}
+
 /// A finetuned task loaded for inference on a base checkpoint.
 #[derive(Debug)]
 pub struct FinetunedTask {
@@ -226,6 +236,30 @@ impl FinetunedTask {
             texts.iter().map(|t| plinth_plugin_protocol::LabelledExample::new(t.clone(), 0.0)).collect();
         let enc = crate::data::encode(&base.tokenizer, &rows, self.meta.max_len)?;
         self.predict_ids(base, &enc.ids, batch_size)
+    }
+
+    /// The task's answer for each of `texts`: a value (regression) or the most
+    /// probable label with every label's probability (classification).
+    pub fn predict_labelled(&self, base: &Checkpoint, texts: &[String], batch_size: usize) -> Result<Vec<Prediction>> {
+        let out = self.predict(base, texts, batch_size)?;
+        let rows = Vec::<Vec<f64>>::try_from(out.to_kind(tch::Kind::Double))?;
+        let labels = &self.meta.spec.labels;
+        Ok(rows
+            .into_iter()
+            .map(|row| match self.meta.spec.kind {
+                TaskKind::Classification => {
+                    // The first of equally probable labels wins.
+                    let (best, p) =
+                        row.iter().enumerate().fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+                    Prediction::Label {
+                        label: labels[best].clone(),
+                        probability: p,
+                        probabilities: labels.iter().cloned().zip(row).collect(),
+                    }
+                }
+                TaskKind::Regression | TaskKind::Generation => Prediction::Value(row[0]),
+            })
+            .collect())
     }
 
     pub fn predict_ids(&self, base: &Checkpoint, ids: &[Vec<u32>], batch_size: usize) -> Result<Tensor> {

@@ -1,21 +1,31 @@
 //! Task pipelines: an ordered list of named stages in TOML
 //! (`configs/pipelines/*.toml`), each a host operation (read, generate, predict,
-//! filter, sort, top-k, dedupe, write) or a stage a plugin exports. Records are
-//! JSON objects whose fields are typed; [`Pipeline::load`] checks every stage's
-//! inputs against what earlier stages produce before any work is done, and its
-//! errors name the line of the offending stage. [`run::run`] executes a checked
-//! pipeline: records that fail a stage go to `rejects.jsonl` with the stage and
-//! reason, and the run goes on.
+//! filter, sort, top-k, dedupe, curate, collect, write; one module each under
+//! [`ops`]) or a stage a plugin exports. Records are JSON objects whose fields are
+//! typed; [`Pipeline::load`] checks every stage's inputs against what earlier
+//! stages produce before any work is done, and its errors name the line of the
+//! offending stage (or key). [`run::run`] executes a checked pipeline: records that
+//! fail a stage go to `rejects.jsonl` with the stage and reason, and the run goes on.
+//!
+//! Code map: `ops/` (one file per op, the [`ops::Operator`] trait), `run.rs` (the
+//! scheduler), `report.rs` (summary table and HTML report), `records.rs` (file
+//! formats), `expr.rs` (filter expressions).
 
 pub mod expr;
+pub mod ops;
+pub mod records;
+pub mod report;
 pub mod run;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use plinth_plugin_protocol::{Plugins, PluginsExt};
+use plinth_plugin_protocol::Plugins;
+pub use plinth_plugin_protocol::{FieldType, Schema};
+pub use records::Format;
 use serde::Deserialize;
 
-pub use plinth_plugin_protocol::{FieldType, Schema};
+use ops::{CheckCx, HostOp, Operator, PluginToml};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -27,49 +37,6 @@ pub enum PipelineError {
     Run(String),
 }
 
-/// One `[[stage]]` table as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StageToml {
-    name: Option<String>,
-    op: Option<String>,
-    plugin: Option<String>,
-    stage: Option<String>,
-    params: Option<toml::Table>,
-    // read / write
-    path: Option<String>,
-    format: Option<String>,
-    field: Option<String>,
-    // generate
-    checkpoint: Option<String>,
-    samples: Option<usize>,
-    prompt: Option<String>,
-    prompt_field: Option<String>,
-    temperature: Option<f64>,
-    top_k: Option<usize>,
-    top_p: Option<f64>,
-    max_tokens: Option<usize>,
-    seed: Option<u64>,
-    adapter: Option<String>,
-    stop: Option<Vec<String>>,
-    trim: Option<bool>,
-    repetition_penalty: Option<f64>,
-    provenance: Option<bool>,
-    // collect
-    separator: Option<String>,
-    // curate
-    settings: Option<toml::Table>,
-    // predict
-    run: Option<String>,
-    input: Option<String>,
-    output: Option<String>,
-    // filter / sort / top_k
-    expr: Option<String>,
-    by: Option<String>,
-    descending: Option<bool>,
-    k: Option<usize>,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PipelineToml {
@@ -77,95 +44,26 @@ struct PipelineToml {
     #[serde(default)]
     description: String,
     /// Where results, rejects, summary and report go.
-    out_dir: String,
-    /// Records per batch for model stages, default 64.
+    out_dir: PathBuf,
+    /// Records per batch, default 64.
     #[serde(default)]
     batch_size: Option<usize>,
-    stage: Vec<toml::Spanned<StageToml>>,
+    stage: Vec<toml::Spanned<toml::Table>>,
 }
 
-/// File formats for `read` and `write`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Csv,
-    Jsonl,
-    Lines,
-}
-
-/// What a stage does, checked and with its paths resolved.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Read {
-        path: PathBuf,
-        format: Format,
-        field: String,
-    },
-    Generate {
-        checkpoint: PathBuf,
-        /// A finetuned generation task whose adapter is applied.
-        adapter: Option<PathBuf>,
-        samples: usize,
-        prompt: String,
-        prompt_field: Option<String>,
-        field: String,
-        sampling: plinth_generate::SamplingConfig,
-        /// Strip surrounding whitespace from each text (default); `trim = false`
-        /// keeps it, for continuations whose leading newline and indentation matter.
-        trim: bool,
-        /// Add `provenance`: JSON naming the checkpoint (path and weights SHA-256),
-        /// the adapter, the prompt, the seed and the sampling settings of each text.
-        provenance: bool,
-    },
-    Predict {
-        run: PathBuf,
-        input: String,
-        output: String,
-        classification: Option<Vec<String>>,
-    },
-    Filter {
-        expr: expr::Expr,
-        text: String,
-    },
-    Sort {
-        by: String,
-        descending: bool,
-    },
-    TopK {
-        k: usize,
-    },
-    Dedupe {
-        field: String,
-    },
-    Write {
-        path: PathBuf,
-        format: Format,
-        /// `lines`: the field written, one value per line (default: the record's first field).
-        field: Option<String>,
-    },
-    /// `field` through plinth-curate's stages (rewritten in place; a dropped
-    /// record goes to rejects with the stage and reason), duplicates included.
-    Curate {
-        field: String,
-        curator: std::sync::Arc<plinth_curate::Curator>,
-    },
-    /// All records become one: `field`'s values joined by `separator`, and
-    /// `records`, how many were joined.
-    Collect {
-        field: String,
-        separator: String,
-    },
-    Plugin {
-        plugin: String,
-        stage: String,
-        params: serde_json::Value,
-    },
+/// A `[[stage]]` table: a host operation (`op = ...`) or a plugin's stage
+/// (`plugin = ...`, `stage = ...`), each with its own keys.
+#[derive(Debug)]
+enum StageToml {
+    Host(HostOp),
+    Plugin(PluginToml),
 }
 
 /// A checked stage: its name, operation, source line, and the schema after it.
 #[derive(Debug, Clone)]
 pub struct Stage {
     pub name: String,
-    pub op: Op,
+    pub op: Arc<dyn Operator>,
     pub line: usize,
     pub schema_after: Schema,
 }
@@ -185,25 +83,26 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
-fn format_of(path: &Path, given: Option<&str>) -> Result<Format, String> {
-    let f = given
-        .map(str::to_string)
-        .unwrap_or_else(|| path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default());
-    match f.as_str() {
-        "csv" => Ok(Format::Csv),
-        "jsonl" | "json" => Ok(Format::Jsonl),
-        "lines" | "txt" | "smi" => Ok(Format::Lines),
-        other => Err(format!("unknown format {other:?}; use csv, jsonl or lines (or a path ending in one)")),
+/// The line of `key = ...` in the stage whose table starts at `start` (up to the
+/// next table header), if it is written there.
+fn key_line(text: &str, start: usize, key: &str) -> Option<usize> {
+    let mut offset = start;
+    for (i, l) in text.get(start..)?.split_inclusive('\n').enumerate() {
+        let t = l.trim_start();
+        if i > 0 && t.starts_with('[') {
+            return None;
+        }
+        if t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+            return Some(line_of(text, offset));
+        }
+        offset += l.len();
     }
-}
-
-/// Resolves a path in a pipeline file: relative paths are relative to the working directory.
-fn resolve(p: &str) -> PathBuf {
-    PathBuf::from(p)
+    None
 }
 
 impl Pipeline {
-    /// Reads and checks a pipeline; `plugins` answers plugin stage specs. Nothing runs.
+    /// Reads and checks a pipeline; `plugins` answers plugin stage specs and checks
+    /// their params. Nothing runs.
     pub fn load(path: &Path, plugins: &dyn Plugins) -> Result<Self, PipelineError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PipelineError::File { path: path.to_path_buf(), message: e.to_string() })?;
@@ -213,20 +112,32 @@ impl Pipeline {
         })?;
         let mut schema = Schema::new();
         let mut stages = Vec::new();
-        for (k, spanned) in doc.stage.iter().enumerate() {
-            let line = line_of(&text, spanned.span().start);
-            let at = |message: String| PipelineError::At { path: path.to_path_buf(), line, message };
-            let s = spanned.get_ref();
-            let name = s
-                .name
-                .clone()
-                .or_else(|| s.stage.clone())
-                .or_else(|| s.op.clone())
+        for (k, spanned) in doc.stage.into_iter().enumerate() {
+            let span = spanned.span();
+            let stage_line = line_of(&text, span.start);
+            let at = |line: usize, message: String| PipelineError::At { path: path.to_path_buf(), line, message };
+            let mut table = spanned.into_inner();
+            let name = match table.remove("name") {
+                Some(toml::Value::String(n)) => Some(n),
+                Some(other) => return Err(at(stage_line, format!("`name` must be a string, not {other}"))),
+                None => None,
+            };
+            let name = name
+                .or_else(|| table.get("stage").and_then(|v| v.as_str()).map(String::from))
+                .or_else(|| table.get("op").and_then(|v| v.as_str()).map(String::from))
                 .unwrap_or_else(|| format!("stage{}", k + 1));
-            let (op, after) =
-                check_stage(s, &schema, k == 0, plugins).map_err(|m| at(format!("stage {name:?}: {m}")))?;
+            let parsed = parse_stage(table).map_err(|(key, m)| {
+                let line = key.and_then(|k| key_line(&text, span.start, &k)).unwrap_or(stage_line);
+                at(line, format!("stage {name:?}: {m}"))
+            })?;
+            let cx = CheckCx { schema: &schema, first: k == 0, plugins };
+            let (op, after) = match parsed {
+                StageToml::Host(op) => op.check(&cx),
+                StageToml::Plugin(p) => p.check(&cx),
+            }
+            .map_err(|m| at(stage_line, format!("stage {name:?}: {m}")))?;
             schema = after;
-            stages.push(Stage { name, op, line, schema_after: schema.clone() });
+            stages.push(Stage { name, op, line: stage_line, schema_after: schema.clone() });
         }
         if stages.is_empty() {
             return Err(PipelineError::File {
@@ -238,194 +149,63 @@ impl Pipeline {
             name: doc.name,
             description: doc.description,
             path: path.to_path_buf(),
-            out_dir: resolve(&doc.out_dir),
+            out_dir: doc.out_dir,
             batch_size: doc.batch_size.unwrap_or(64).max(1),
             stages,
         })
     }
 }
 
-fn need<'a, T>(v: &'a Option<T>, key: &str) -> Result<&'a T, String> {
-    v.as_ref().ok_or_else(|| format!("needs `{key}`"))
-}
-
-fn require(schema: &Schema, field: &str, ty: Option<FieldType>) -> Result<(), String> {
-    match (schema.get(field), ty) {
-        (None, _) => Err(format!(
-            "reads field {field:?}, which no earlier stage provides (fields here: {:?})",
-            schema.keys().collect::<Vec<_>>()
-        )),
-        (Some(t), Some(want)) if *t != want => Err(format!("needs field {field:?} as {want:?} but it is {t:?}")),
-        _ => Ok(()),
-    }
-}
-
-/// Schema of a CSV or JSONL file from its first record (read at check time).
-fn file_schema(path: &Path, format: Format, field: &str) -> Result<Schema, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let first = run::parse_records(&text, format, field, 1).map_err(|e| format!("{}: {e}", path.display()))?;
-    let first = first.into_iter().next().ok_or_else(|| format!("{} has no records", path.display()))?;
-    Ok(first.iter().filter_map(|(k, v)| FieldType::of(v).map(|t| (k.clone(), t))).collect())
-}
-
-fn check_stage(s: &StageToml, schema: &Schema, first: bool, plugins: &dyn Plugins) -> Result<(Op, Schema), String> {
-    let mut out = schema.clone();
-    if let Some(plugin) = &s.plugin {
-        if s.op.is_some() {
-            return Err("give either `op` (a host operation) or `plugin` + `stage`, not both".into());
-        }
-        let stage = need(&s.stage, "stage")?.clone();
-        let params = match &s.params {
-            Some(t) => serde_json::to_value(t).map_err(|e| e.to_string())?,
-            None => serde_json::Value::Null,
-        };
-        // Opening checks the params against the stage's own type, before any work.
-        let session = plugins.open_stage(plugin, &stage, &params).map_err(|e| e.message)?;
-        let spec = session.spec();
-        for (f, t) in &spec.requires {
-            require(schema, f, Some(*t)).map_err(|e| format!("plugin stage {plugin}/{stage} {e}"))?;
-        }
-        for (f, t) in &spec.optional {
-            if schema.get(f).is_some_and(|have| have != t) {
-                return Err(format!("plugin stage {plugin}/{stage} reads {f:?} as {t:?} but it is {:?}", schema[f]));
-            }
-        }
-        out.extend(spec.adds.iter().map(|(f, t)| (f.clone(), *t)));
-        return Ok((Op::Plugin { plugin: plugin.clone(), stage, params }, out));
-    }
-    let op =
-        s.op.as_deref()
-            .ok_or("needs `op` (read, generate, predict, filter, sort, top_k, dedupe, write) or `plugin` + `stage`")?;
-    let source_only = |name: &str| {
-        if !first {
-            Err(format!("`{name}` without an input field starts a pipeline; put it first"))
-        } else {
-            Ok(())
-        }
+/// A stage's table as its op's own struct; an error names the offending key when
+/// there is one, so the message can point at its line.
+fn parse_stage(table: toml::Table) -> Result<StageToml, (Option<String>, String)> {
+    let keyed = |e: toml::de::Error| {
+        let m = e.message().to_string();
+        let key = m.split('`').nth(1).filter(|_| m.starts_with("unknown field")).map(String::from);
+        (key, m)
     };
-    let op = match op {
-        "read" => {
-            source_only("read")?;
-            let path = resolve(need(&s.path, "path")?);
-            let format = format_of(&path, s.format.as_deref())?;
-            let field = s.field.clone().unwrap_or_else(|| "text".into());
-            out = file_schema(&path, format, &field)?;
-            Op::Read { path, format, field }
-        }
-        "generate" => {
-            let field = s.field.clone().unwrap_or_else(|| "text".into());
-            if let Some(pf) = &s.prompt_field {
-                require(schema, pf, Some(FieldType::String))?;
+    match (table.contains_key("op"), table.contains_key("plugin")) {
+        (true, true) => Err((None, "give either `op` (a host operation) or `plugin` + `stage`, not both".into())),
+        (false, true) => table.try_into().map(StageToml::Plugin).map_err(keyed),
+        (true, false) => table.try_into().map(StageToml::Host).map_err(|e| {
+            let (key, m) = keyed(e);
+            let m = if m.starts_with("unknown variant") {
+                format!("unknown op; host operations are {} (or use `plugin` + `stage`)", HostOp::NAMES.join(", "))
             } else {
-                source_only("generate")?;
-            }
-            let sampling = plinth_generate::SamplingConfig {
-                max_new_tokens: s.max_tokens.unwrap_or(128),
-                temperature: s.temperature.unwrap_or(1.0),
-                top_k: s.top_k.unwrap_or(0),
-                top_p: s.top_p.unwrap_or(1.0),
-                seed: s.seed.unwrap_or(0),
-                stop: s.stop.clone().unwrap_or_default(),
-                repetition_penalty: s.repetition_penalty.unwrap_or(1.0),
-                ..Default::default()
+                m
             };
-            out.insert(field.clone(), FieldType::String);
-            if s.provenance == Some(true) {
-                out.insert("provenance".into(), FieldType::String);
-            }
-            let adapter = match &s.adapter {
-                Some(a) => {
-                    let dir = plinth_finetune::task::resolve_dir(&resolve(a)).map_err(|e| e.to_string())?;
-                    let meta = plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?;
-                    if meta.spec.kind != plinth_plugin_protocol::TaskKind::Generation {
-                        return Err(format!("adapter {a} is a {:?} task, not a generation task", meta.spec.kind));
-                    }
-                    Some(dir)
-                }
-                None => None,
-            };
-            Op::Generate {
-                adapter,
-                checkpoint: resolve(need(&s.checkpoint, "checkpoint")?),
-                samples: s.samples.unwrap_or(1),
-                prompt: s.prompt.clone().unwrap_or_default(),
-                prompt_field: s.prompt_field.clone(),
-                field,
-                sampling,
-                trim: s.trim.unwrap_or(true),
-                provenance: s.provenance.unwrap_or(false),
-            }
-        }
-        "predict" => {
-            let run = resolve(need(&s.run, "run")?);
-            let input = need(&s.input, "input")?.clone();
-            require(schema, &input, Some(FieldType::String))?;
-            let dir = plinth_finetune::task::resolve_dir(&run).map_err(|e| e.to_string())?;
-            let meta = plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?;
-            let output = s.output.clone().unwrap_or_else(|| meta.task.clone());
-            let classification = match meta.spec.kind {
-                plinth_plugin_protocol::TaskKind::Generation => {
-                    return Err(format!("{} is a generation task; use it as a generate stage's `adapter`", run.display()));
-                }
-                plinth_plugin_protocol::TaskKind::Regression => {
-                    out.insert(output.clone(), FieldType::Number);
-                    None
-                }
-                plinth_plugin_protocol::TaskKind::Classification => {
-                    out.insert(output.clone(), FieldType::String);
-                    out.insert(format!("{output}_probability"), FieldType::Number);
-                    Some(meta.spec.labels.clone())
-                }
-            };
-            Op::Predict { run, input, output, classification }
-        }
-        "filter" => {
-            let text = need(&s.expr, "expr")?.clone();
-            let e = expr::parse(&text).map_err(|m| format!("expr {text:?}: {m}"))?;
-            if e.check(schema).map_err(|m| format!("expr {text:?}: {m}"))? != FieldType::Bool {
-                return Err(format!("expr {text:?} is not a bool expression"));
-            }
-            Op::Filter { expr: e, text }
-        }
-        "sort" => {
-            let by = need(&s.by, "by")?.clone();
-            require(schema, &by, None)?;
-            Op::Sort { by, descending: s.descending.unwrap_or(false) }
-        }
-        "top_k" => Op::TopK { k: *need(&s.k, "k")? },
-        "dedupe" => {
-            let field = need(&s.field, "field")?.clone();
-            require(schema, &field, None)?;
-            Op::Dedupe { field }
-        }
-        "write" => {
-            let path = PathBuf::from(need(&s.path, "path")?);
-            let format = format_of(&path, s.format.as_deref())?;
-            if let Some(f) = &s.field {
-                if format != Format::Lines {
-                    return Err("`field` picks what a `lines` write writes; csv and jsonl write every field".into());
-                }
-                require(schema, f, None)?;
-            }
-            Op::Write { format, path, field: s.field.clone() }
-        }
-        "curate" => {
-            let field = need(&s.field, "field")?.clone();
-            require(schema, &field, Some(FieldType::String))?;
-            let settings = s.settings.clone().unwrap_or_default();
-            let cfg: plinth_curate::CurateConfig =
-                settings.try_into().map_err(|e: toml::de::Error| format!("settings: {}", e.message()))?;
-            let curator =
-                plinth_curate::Curator::new(cfg, &plinth_data::cache_dir()).map_err(|e| e.to_string())?;
-            Op::Curate { field, curator: std::sync::Arc::new(curator) }
-        }
-        "collect" => {
-            let field = need(&s.field, "field")?.clone();
-            require(schema, &field, Some(FieldType::String))?;
-            out = Schema::from([(field.clone(), FieldType::String), ("records".to_string(), FieldType::Number)]);
-            Op::Collect { field, separator: s.separator.clone().unwrap_or_else(|| "\n".into()) }
-        }
-        other => return Err(format!("unknown op {other:?}; host operations are read, generate, predict, filter, sort, top_k, dedupe, curate, collect, write (or use `plugin` + `stage`)")),
-    };
-    Ok((op, out))
+            (key, m)
+        }),
+        (false, false) => Err((None, format!("needs `op` ({}) or `plugin` + `stage`", HostOp::NAMES.join(", ")))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_found_on_its_own_line_inside_its_stage() {
+        let text = "name = \"p\"\n[[stage]]\nop = \"read\"\npath = \"x\"\n[[stage]]\nop = \"sort\"\nbye = \"w\"\n";
+        let second = text.find("[[stage]]\nop = \"sort\"").expect("stage");
+        assert_eq!(key_line(text, second, "bye"), Some(7));
+        assert_eq!(key_line(text, second, "path"), None, "only inside that stage");
+        let first = text.find("[[stage]]").expect("stage");
+        assert_eq!(key_line(text, first, "bye"), None, "not past the next header");
+    }
+
+    #[test]
+    fn unknown_keys_and_ops_are_named() {
+        let t = |s: &str| toml::from_str::<toml::Table>(s).expect("toml");
+        let (key, m) = parse_stage(t("op = \"sort\"\nbye = \"w\"\n")).expect_err("unknown key");
+        assert_eq!(key.as_deref(), Some("bye"));
+        assert!(m.contains("unknown field `bye`") && m.contains("`by`"), "{m}");
+        let (_, m) = parse_stage(t("op = \"explode\"\n")).expect_err("unknown op");
+        assert!(m.contains("unknown op") && m.contains("top_k"), "{m}");
+        let (_, m) = parse_stage(t("path = \"x\"\n")).expect_err("no op");
+        assert!(m.contains("needs `op`"), "{m}");
+        let (_, m) = parse_stage(t("op = \"read\"\nplugin = \"p\"\nstage = \"s\"\n")).expect_err("both");
+        assert!(m.contains("not both"), "{m}");
+        assert!(matches!(parse_stage(t("plugin = \"p\"\nstage = \"s\"\n")), Ok(StageToml::Plugin(_))));
+    }
 }

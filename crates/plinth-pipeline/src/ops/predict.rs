@@ -1,0 +1,134 @@
+//! `predict`: a finetuned classification or regression task's answer for a
+//! record's field (inputs its plugin's check rejects are rejected with the reason).
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use plinth_finetune::{FinetunedTask, Prediction};
+use plinth_plugin_protocol::{PluginsExt, TaskKind};
+use plinth_train::Checkpoint;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Batch, CheckCx, Checked, Env, OpRun, Operator};
+use crate::records::{plain, Record};
+use crate::FieldType;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictToml {
+    /// A finetune run's folder (or its `best/`).
+    run: PathBuf,
+    /// The record field the task reads.
+    input: String,
+    /// Where the answer goes (default: the task's name); a classification adds
+    /// `<output>_probability` too.
+    output: Option<String>,
+}
+
+impl PredictToml {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+        cx.require(&self.input, Some(FieldType::String))?;
+        let dir = plinth_finetune::task::resolve_dir(&self.run).map_err(|e| e.to_string())?;
+        let meta = plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?;
+        let output = self.output.unwrap_or_else(|| meta.task.clone());
+        let mut schema = cx.schema.clone();
+        match meta.spec.kind {
+            TaskKind::Generation => {
+                return Err(format!(
+                    "{} is a generation task; use it as a generate stage's `adapter`",
+                    self.run.display()
+                ));
+            }
+            TaskKind::Regression => {
+                schema.insert(output.clone(), FieldType::Number);
+            }
+            TaskKind::Classification => {
+                schema.insert(output.clone(), FieldType::String);
+                schema.insert(format!("{output}_probability"), FieldType::Number);
+            }
+        }
+        Ok((Arc::new(Predict { run: self.run, input: self.input, output }), schema))
+    }
+}
+
+#[derive(Debug)]
+struct Predict {
+    run: PathBuf,
+    input: String,
+    output: String,
+}
+
+impl Operator for Predict {
+    fn name(&self) -> String {
+        "predict".into()
+    }
+
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+        Ok(Box::new(Predicting { op: self, model: None }))
+    }
+}
+
+struct Predicting<'a> {
+    op: &'a Predict,
+    /// Loaded on the first batch.
+    model: Option<(Rc<Checkpoint>, FinetunedTask)>,
+}
+
+/// Four decimals, as the results files show them.
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+impl OpRun for Predicting<'_> {
+    fn batch(&mut self, env: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
+        let op = self.op;
+        if self.model.is_none() {
+            let dir = plinth_finetune::task::resolve_dir(&op.run).map_err(|e| e.to_string())?;
+            let base_dir = plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?.base;
+            let base = env.base(&base_dir)?;
+            let task = FinetunedTask::load(&op.run, &base).map_err(|e| e.to_string())?;
+            self.model = Some((base, task));
+        }
+        let (base, task) = self.model.as_ref().ok_or("model not loaded")?;
+        let (mut kept, mut rejected) = (Vec::new(), Vec::new());
+        let mut checked = Vec::new();
+        match &task.meta.spec.input_check {
+            Some(check) => {
+                let texts: Vec<String> =
+                    records.iter().map(|r| r.get(&op.input).map(plain).unwrap_or_default()).collect();
+                let verdicts = env.plugins.check_inputs(&task.meta.plugin, check, &texts).map_err(|e| e.to_string())?;
+                for (r, verdict) in records.into_iter().zip(verdicts) {
+                    match verdict {
+                        Ok(()) => checked.push(r),
+                        Err(reason) => rejected.push((r, reason)),
+                    }
+                }
+            }
+            None => checked = records,
+        }
+        if checked.is_empty() {
+            return Ok((kept, rejected));
+        }
+        let texts: Vec<String> = checked.iter().map(|r| r.get(&op.input).map(plain).unwrap_or_default()).collect();
+        match task.predict_labelled(base, &texts, env.pipeline.batch_size) {
+            Ok(predictions) => {
+                for (mut r, p) in checked.into_iter().zip(predictions) {
+                    match p {
+                        Prediction::Value(v) => {
+                            r.insert(op.output.clone(), Value::from(round4(v)));
+                        }
+                        Prediction::Label { label, probability, .. } => {
+                            r.insert(op.output.clone(), Value::from(label));
+                            r.insert(format!("{}_probability", op.output), Value::from(round4(probability)));
+                        }
+                    }
+                    kept.push(r);
+                }
+            }
+            Err(e) => rejected.extend(checked.into_iter().map(|r| (r, e.to_string()))),
+        }
+        Ok((kept, rejected))
+    }
+}

@@ -14,12 +14,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plinth-data", &[PROTOCOL]),
     ("plinth-layers", &[]),
     ("plinth-model", &["plinth-layers"]),
-    ("plinth-train", &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-dist", PROTOCOL]),
+    ("plinth-checkpoint", &["plinth-model", "plinth-tokenizer", "plinth-data"]),
+    (
+        "plinth-train",
+        &["plinth-model", "plinth-checkpoint", "plinth-tokenizer", "plinth-data", "plinth-dist", PROTOCOL],
+    ),
     ("plinth-generate", &["plinth-model", "plinth-tokenizer", "plinth-data", PROTOCOL]),
     (
         "plinth-finetune",
         &[
             "plinth-model",
+            "plinth-checkpoint",
             "plinth-tokenizer",
             "plinth-data",
             "plinth-train",
@@ -30,18 +35,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "plinth-pipeline",
-        &["plinth-data", "plinth-train", "plinth-generate", "plinth-finetune", "plinth-curate", PROTOCOL],
+        &["plinth-data", "plinth-checkpoint", "plinth-generate", "plinth-finetune", "plinth-curate", PROTOCOL],
     ),
     ("plinth-curate", &["plinth-data"]),
     (
         "plinth-interop",
-        &["plinth-model", "plinth-tokenizer", "plinth-data", "plinth-train", "plinth-finetune", PROTOCOL],
+        &["plinth-model", "plinth-checkpoint", "plinth-tokenizer", "plinth-data", "plinth-finetune", PROTOCOL],
     ),
     (
         "plinth-bench",
         &[
             "plinth-layers",
             "plinth-model",
+            "plinth-checkpoint",
             "plinth-train",
             "plinth-data",
             "plinth-generate",
@@ -62,6 +68,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "plinth-cli",
         &[
             "plinth-model",
+            "plinth-checkpoint",
             "plinth-tokenizer",
             "plinth-data",
             "plinth-train",

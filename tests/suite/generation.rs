@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use plinth_generate::{fill_masked, fill_middle, generate, generate_guided, FinishReason, SamplingConfig, Step};
+use plinth_generate::{fill_masked, fill_middle, generate, FinishReason, Request, SamplingConfig, Step};
 use plinth_model::ModelConfig;
 use plinth_tests::{micro_config, micro_model, options, torch_lock};
 use plinth_train::{ModelSpec, ObjectiveKind, Pretrainer};
@@ -23,9 +23,13 @@ fn cached_generation_equals_full_recompute_token_for_token() {
     let t = trained(tmp.path(), ObjectiveKind::Causal, 20);
     for (temperature, top_k, top_p) in [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.8, 20, 0.9)] {
         let base = SamplingConfig { max_new_tokens: 40, temperature, top_k, top_p, seed: 11, ..Default::default() };
-        let cached = generate(t.model(), t.tokenizer(), "The dog", &base).expect("cached");
-        let full =
-            generate(t.model(), t.tokenizer(), "The dog", &SamplingConfig { use_cache: false, ..base }).expect("full");
+        let cached = generate(t.model(), t.tokenizer(), Request::text("The dog", &base)).expect("cached");
+        let full = generate(
+            t.model(),
+            t.tokenizer(),
+            Request::text("The dog", &SamplingConfig { use_cache: false, ..base.clone() }),
+        )
+        .expect("full");
         assert!(!cached.ids.is_empty());
         assert_eq!(cached.ids, full.ids, "temperature {temperature}: the KV cache changed the tokens");
     }
@@ -37,13 +41,17 @@ fn stop_strings_end_generation_before_the_string() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let t = trained(tmp.path(), ObjectiveKind::Causal, 20);
     let cfg = SamplingConfig { max_new_tokens: 30, temperature: 1.0, seed: 3, ..Default::default() };
-    let free = generate(t.model(), t.tokenizer(), "The", &cfg).expect("free");
+    let free = generate(t.model(), t.tokenizer(), Request::text("The", &cfg)).expect("free");
     let chars: Vec<char> = free.text.chars().collect();
     assert!(chars.len() > 6, "need some text to cut: {:?}", free.text);
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
     let cut = free.text.find(&stop).expect("stop occurs");
-    let stopped = generate(t.model(), t.tokenizer(), "The", &SamplingConfig { stop: vec![stop.clone()], ..cfg })
-        .expect("stopped");
+    let stopped = generate(
+        t.model(),
+        t.tokenizer(),
+        Request::text("The", &SamplingConfig { stop: vec![stop.clone()], ..cfg.clone() }),
+    )
+    .expect("stopped");
     assert_eq!(stopped.finish, FinishReason::Stop);
     assert_eq!(stopped.text, free.text[..cut], "stop string {stop:?}");
 }
@@ -54,7 +62,9 @@ fn prompt_longer_than_the_context_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let t = trained(tmp.path(), ObjectiveKind::Causal, 1);
     let long = "the cat sat on the mat ".repeat(40);
-    let err = generate(t.model(), t.tokenizer(), &long, &SamplingConfig::default()).expect_err("too long").to_string();
+    let err = generate(t.model(), t.tokenizer(), Request::text(&long, &SamplingConfig::default()))
+        .expect_err("too long")
+        .to_string();
     assert!(err.contains("context") && err.contains("shorten"), "{err}");
 }
 
@@ -112,7 +122,7 @@ fn golden_greedy_generation() {
     let mut t = Pretrainer::new(cfg, &options(false)).expect("trainer");
     t.run().expect("run");
     let cfg = SamplingConfig { max_new_tokens: 24, ..Default::default() };
-    let text = generate(t.model(), t.tokenizer(), "The cat", &cfg).expect("generate").text;
+    let text = generate(t.model(), t.tokenizer(), Request::text("The cat", &cfg)).expect("generate").text;
     let path = match (plinth_layers::kernels::onednn_usable(), plinth_layers::kernels::fast()) {
         (true, _) => "onednn",
         (false, true) => "avx2",
@@ -142,7 +152,7 @@ fn a_guide_confines_generation_to_what_it_allows() {
             Ok(Step::Allow { options, eos: words.contains(&done), next_lines: vec![] })
         };
         let cfg = SamplingConfig { max_new_tokens: 30, temperature: 1.0, seed, ..Default::default() };
-        let g = generate_guided(model, tok, "The", &cfg, None, Some(&mut guide)).expect("guided");
+        let g = generate(model, tok, Request::text("The", &cfg).guide(Some(&mut guide))).expect("guided");
         assert!(words.contains(&g.text.as_str()), "seed {seed}: {:?}", g.text);
         assert_eq!(g.finish, FinishReason::EndOfText);
     }
@@ -155,7 +165,8 @@ fn a_guide_confines_generation_to_what_it_allows() {
                 Step::Allow { options: vec![], eos: true, next_lines: vec![] }
             })
         };
-        let g = generate_guided(model, tok, "The", &SamplingConfig::default(), None, Some(&mut guide)).expect("pick");
+        let g = generate(model, tok, Request::text("The", &SamplingConfig::default()).guide(Some(&mut guide)))
+            .expect("pick");
         assert_eq!(g.text, expected);
     }
     // `free` with `line_end: false`: no newline anywhere.
@@ -163,10 +174,11 @@ fn a_guide_confines_generation_to_what_it_allows() {
         Ok(Step::Free { eos: true, single_line: true, next_lines: vec![], line_end: false })
     };
     let cfg = SamplingConfig { max_new_tokens: 40, temperature: 1.0, seed: 9, ..Default::default() };
-    let g = generate_guided(model, tok, "The", &cfg, None, Some(&mut one_line)).expect("free");
+    let g = generate(model, tok, Request::text("The", &cfg).guide(Some(&mut one_line))).expect("free");
     assert!(!g.text.contains('\n') && !g.ids.is_empty(), "{:?}", g.text);
     // A guide's refusal stops generation with its reason.
     let mut refuse = |_: &str| -> Result<Step, String> { Err("no way forward".into()) };
-    let err = generate_guided(model, tok, "The", &cfg, None, Some(&mut refuse)).expect_err("refused").to_string();
+    let err =
+        generate(model, tok, Request::text("The", &cfg).guide(Some(&mut refuse))).expect_err("refused").to_string();
     assert!(err.contains("the guide: no way forward"), "{err}");
 }

@@ -203,7 +203,7 @@ fn main() -> Result<()> {
             let t0 = Instant::now();
             let (model, _vs, load_s, vocab) = match (checkpoint, preset) {
                 (Some(dir), _) => {
-                    let ck = plinth_train::Checkpoint::load(&dir, device)?;
+                    let ck = plinth_checkpoint::Checkpoint::load(&dir, device)?;
                     let v = ck.tokenizer.vocab_size() as i64;
                     (ck.model, ck.vs, Some(t0.elapsed().as_secs_f64()), v)
                 }
@@ -486,13 +486,18 @@ fn moses_metrics(
     device: Device,
 ) -> Result<serde_json::Value> {
     use plinth_plugin_host::{HostConfig, PluginHost};
-    let ck = plinth_train::Checkpoint::load(checkpoint, device)?;
+    let ck = plinth_checkpoint::Checkpoint::load(checkpoint, device)?;
     let t0 = Instant::now();
     let mut generated = Vec::with_capacity(samples);
     for i in 0..samples {
         let cfg =
             plinth_generate::SamplingConfig { max_new_tokens: 100, temperature, seed: i as u64, ..Default::default() };
-        generated.push(plinth_generate::generate(&ck.model, &ck.tokenizer, "", &cfg)?.text.trim().to_string());
+        generated.push(
+            plinth_generate::generate(&ck.model, &ck.tokenizer, plinth_generate::Request::text("", &cfg))?
+                .text
+                .trim()
+                .to_string(),
+        );
     }
     let gen_s = t0.elapsed().as_secs_f64();
     let dir = std::env::current_exe()?.parent().map(std::path::Path::to_path_buf).context("binary folder")?;

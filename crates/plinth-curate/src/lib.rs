@@ -36,6 +36,35 @@ pub enum CurateError {
     Config(String),
     #[error(transparent)]
     Data(#[from] plinth_data::DataError),
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// The files a curation run writes into its `out_dir`.
+pub const CURATED_FILE: &str = "curated.txt";
+pub const REPORT_JSON: &str = "report.json";
+pub const REPORT_MD: &str = "report.md";
+
+/// Writes `curated.txt` (one document per block; blank lines inside a document are
+/// dropped so the file reads back as the same documents with `corpus = {
+/// text_files = [...] }`), `report.json` and `report.md` into `out_dir`, each
+/// replacing an older copy only once complete.
+pub fn write_outputs(out_dir: &std::path::Path, kept: &[String], report: &Report) -> Result<()> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| CurateError::Io { path, source }
+    };
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let body: Vec<String> =
+        kept.iter().map(|d| d.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n")).collect();
+    let json = serde_json::to_string_pretty(report).map_err(|e| CurateError::Config(e.to_string()))?;
+    for (name, text) in [(CURATED_FILE, body.join("\n\n") + "\n"), (REPORT_JSON, json), (REPORT_MD, report.markdown())]
+    {
+        let (path, tmp) = (out_dir.join(name), out_dir.join(format!(".{name}.tmp")));
+        std::fs::write(&tmp, text).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    }
+    Ok(())
 }
 
 pub type Result<T, E = CurateError> = std::result::Result<T, E>;

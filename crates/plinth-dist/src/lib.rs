@@ -25,6 +25,8 @@ pub enum DistError {
 
 pub type Result<T, E = DistError> = std::result::Result<T, E>;
 
+pub mod launch;
+
 mod ffi {
     use super::*;
 

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
+use crate::FinetuneError;
 use plinth_model::lora::LoraAdapter;
 use plinth_model::Transformer;
 use plinth_plugin_protocol::{
     CompletionSpec, GuideRequest, Outcome, Plugins, PluginsExt, Record, ScoreRequest, Scored,
 };
 use plinth_tokenizer::PlinthTokenizer;
-use plinth_train::TrainError;
 
 use crate::data::Encoded;
 use crate::metrics::Metrics;
@@ -53,8 +53,12 @@ pub fn complete(
     });
     let guided = guide.is_some();
     let guide = guide.as_mut().map(|g| g as &mut dyn plinth_generate::Guide);
-    let gen = plinth_generate::generate_guided(model, tok, prompt, cfg, adapter, guide)
-        .map_err(|e| TrainError::Invalid(e.to_string()))?;
+    let gen = plinth_generate::generate(
+        model,
+        tok,
+        plinth_generate::Request::text(prompt, cfg).adapter(adapter).guide(guide),
+    )
+    .map_err(|e| FinetuneError::Invalid(e.to_string()))?;
     match (&task.spec.output_check, guided) {
         (Some(stage), true) => Ok(longest_passing_prefix(task, stage, prompt, gen.text)),
         _ => Ok(gen.text),
@@ -116,11 +120,11 @@ pub fn score(plugins: &dyn Plugins, plugin: &str, spec: &CompletionSpec, rows: &
         .collect();
     let metrics: Metrics = plugins
         .ask(plugin, &spec.scorer, &ScoreRequest { rows })
-        .map_err(|e| TrainError::Invalid(format!("scorer {e}")))?
+        .map_err(|e| FinetuneError::Plugin(format!("scorer {e}")))?
         .into_iter()
         .collect();
     if !metrics.contains_key(&spec.metric) {
-        return Err(TrainError::Invalid(format!(
+        return Err(FinetuneError::Invalid(format!(
             "scorer {plugin}/{} did not report the task's metric {:?} (got {:?})",
             spec.scorer,
             spec.metric,
@@ -153,7 +157,7 @@ pub fn evaluate(
 ) -> Result<(Metrics, Vec<Completion>)> {
     let (plugin, spec) = (task.plugin, task.spec);
     if data.prompts.is_empty() {
-        return Err(TrainError::Invalid(format!(
+        return Err(FinetuneError::Invalid(format!(
             "the task declares `completion` but its {plugin} data rows carry no \"prompt\""
         )));
     }

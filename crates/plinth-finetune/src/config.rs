@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::FinetuneError;
 use plinth_model::heads::Pooling;
 use plinth_model::lora::LoraConfig;
-use plinth_train::TrainError;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -206,10 +206,10 @@ fn default_max_len() -> usize {
 
 impl FinetuneConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| FinetuneError::Io { path: path.into(), source })?;
         let cfg: FinetuneConfig = toml::from_str(&text)
-            .map_err(|e| TrainError::Config { path: path.to_path_buf(), message: e.to_string() })?;
-        cfg.validate().map_err(|message| TrainError::Config { path: path.to_path_buf(), message })?;
+            .map_err(|e| FinetuneError::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.validate().map_err(|message| FinetuneError::Config { path: path.to_path_buf(), message })?;
         Ok(cfg)
     }
 

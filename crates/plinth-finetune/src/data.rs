@@ -1,8 +1,8 @@
 //! Labelled rows from a plugin, tokenized and batched for the base model.
 
+use crate::FinetuneError;
 use plinth_plugin_protocol::{LabelledExample, Plugins, PluginsExt, Split, TaskKind, TaskRequest, TaskSpec};
 use plinth_tokenizer::{PlinthTokenizer, Special};
-use plinth_train::TrainError;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::TaskRef;
@@ -36,7 +36,7 @@ impl Encoded {
 /// Reads a task's spec from its plugin and checks it.
 pub fn task_spec(plugins: &dyn Plugins, task: &TaskRef) -> Result<TaskSpec> {
     plugins.task(&task.plugin, &task.name).map_err(|e| {
-        TrainError::Invalid(format!("task {e}; `plinth plugins inspect {}` lists its components", task.plugin))
+        FinetuneError::Plugin(format!("task {e}; `plinth plugins inspect {}` lists its components", task.plugin))
     })
 }
 
@@ -50,7 +50,7 @@ pub fn fetch_split(
     let request = TaskRequest { task: task.name.clone(), split, options: task.request.clone() };
     let rows = plugins
         .ask(&task.plugin, &spec.data, &request)
-        .map_err(|e| TrainError::Invalid(format!("data {e} (asked for {split:?})")))?;
+        .map_err(|e| FinetuneError::Plugin(format!("data {e} (asked for {split:?})")))?;
     for (i, row) in rows.iter().enumerate() {
         let ok = match spec.kind {
             TaskKind::Classification => {
@@ -60,7 +60,7 @@ pub fn fetch_split(
             TaskKind::Generation => true,
         } && spec.features.as_ref().is_none_or(|f| row.features.iter().all(|&i| (i as usize) < f.size));
         if !ok {
-            return Err(TrainError::Invalid(format!(
+            return Err(FinetuneError::Invalid(format!(
                 "data {}/{} {split:?} row {i} has label {} which is not valid for {:?} with {} labels",
                 task.plugin,
                 spec.data,
@@ -71,7 +71,7 @@ pub fn fetch_split(
         }
     }
     if rows.is_empty() {
-        return Err(TrainError::Invalid(format!("data {}/{} has no {split:?} rows", task.plugin, spec.data)));
+        return Err(FinetuneError::Invalid(format!("data {}/{} has no {split:?} rows", task.plugin, spec.data)));
     }
     Ok(rows)
 }
@@ -97,7 +97,7 @@ pub fn encode(tokenizer: &PlinthTokenizer, rows: &[LabelledExample], max_len: us
             "left out rows whose prompt leaves no room for an answer; raise [train] max_len to keep them"
         );
         if too_long == rows.len() {
-            return Err(TrainError::Invalid(format!(
+            return Err(FinetuneError::Invalid(format!(
                 "every prompt is longer than max_len = {max_len} allows (prompt + answer + <bos>/<eos>); raise [train] max_len"
             )));
         }

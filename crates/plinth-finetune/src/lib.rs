@@ -8,16 +8,17 @@ pub mod baselines;
 pub mod complete;
 mod config;
 pub mod data;
+mod error;
 pub mod lm;
 pub mod metrics;
 mod run;
 pub mod task;
 
 pub use config::{AdapterSettings, FinetuneConfig, FinetuneTrain, HeadSettings, Mode, ScoreSettings, TaskRef};
+pub use error::FinetuneError;
 pub use run::{
-    FinetuneOptions, Finetuner, Progress, Report, BEST_DIR, COMPLETIONS_FILE, CURVES_FILE, METRICS_FILE, REPORT_FILE,
-    STATE_DIR,
+    FinetuneOptions, Finetuner, Report, BEST_DIR, COMPLETIONS_FILE, CURVES_FILE, METRICS_FILE, REPORT_FILE, STATE_DIR,
 };
 pub use task::{FinetuneMeta, FinetunedTask, Prediction};
 
-pub type Result<T, E = plinth_train::TrainError> = std::result::Result<T, E>;
+pub type Result<T, E = FinetuneError> = std::result::Result<T, E>;

@@ -13,18 +13,19 @@
 
 use std::path::{Path, PathBuf};
 
+use plinth_checkpoint::Checkpoint;
 use plinth_model::checkpoint::load_into;
 use plinth_model::heads::{HeadConfig, TaskHead};
 use plinth_model::lora::{LoraAdapter, LoraConfig};
 use plinth_model::{AttentionMode, ForwardOptions, Transformer};
 use plinth_plugin_protocol::{CompletionSpec, Outcome, Plugins, PluginsExt, Record, TaskKind, TaskSpec};
 use plinth_tokenizer::Special;
-use plinth_train::{Checkpoint, TrainError};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::Mode;
 use crate::data::batch;
+use crate::FinetuneError;
 use crate::Result;
 
 pub const TASK_META: &str = "task.json";
@@ -80,7 +81,7 @@ impl TaskParts {
         let vs = nn::VarStore::new(device);
         let adapter = match (mode, lora) {
             (Mode::Lora, Some(cfg)) => Some(LoraAdapter::new(&(vs.root() / "lora"), base.config(), cfg)?),
-            (Mode::Lora, None) => return Err(TrainError::Invalid("lora mode needs LoRA settings".into())),
+            (Mode::Lora, None) => return Err(FinetuneError::Invalid("lora mode needs LoRA settings".into())),
             _ => None,
         };
         let head = head.map(|h| TaskHead::new(&(vs.root() / "head"), base.config().d_model, h)).transpose()?;
@@ -104,7 +105,7 @@ pub fn predict_ids(
 ) -> Result<Tensor> {
     let device = model.device();
     let head = parts.head.as_ref().ok_or_else(|| {
-        TrainError::Invalid("a generation task has no prediction head; generate with it instead".into())
+        FinetuneError::Invalid("a generation task has no prediction head; generate with it instead".into())
     })?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| ids[i].len());
@@ -182,7 +183,7 @@ pub fn resolve_dir(dir: &Path) -> Result<PathBuf> {
             return Ok(d);
         }
     }
-    Err(TrainError::Checkpoint(format!(
+    Err(FinetuneError::Checkpoint(format!(
         "{} holds no finetuned task ({TASK_META} in it or in its best/ folder); pass a finetune run's out_dir",
         dir.display()
     )))
@@ -190,8 +191,8 @@ pub fn resolve_dir(dir: &Path) -> Result<PathBuf> {
 
 pub fn read_meta(dir: &Path) -> Result<FinetuneMeta> {
     let path = dir.join(TASK_META);
-    let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io { path: path.clone(), source })?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Config { path, message: e.to_string() })
+    let text = std::fs::read_to_string(&path).map_err(|source| FinetuneError::Io { path: path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|e| FinetuneError::Config { path, message: e.to_string() })
 }
 
 impl FinetunedTask {
@@ -200,9 +201,9 @@ impl FinetunedTask {
     pub fn load(dir: &Path, base: &Checkpoint) -> Result<Self> {
         let dir = resolve_dir(dir)?;
         let meta = read_meta(&dir)?;
-        let sha = plinth_train::state::checkpoint_sha256(&base.dir)?;
+        let sha = plinth_checkpoint::checkpoint_sha256(&base.dir)?;
         if sha != meta.base_sha256 {
-            return Err(TrainError::Checkpoint(format!(
+            return Err(FinetuneError::Checkpoint(format!(
                 "{} was finetuned on the base with weights SHA-256 {} but {} has {sha}; load it on the base it was trained on ({})",
                 dir.display(),
                 meta.base_sha256,
@@ -364,7 +365,7 @@ impl FinetunedTask {
     ) -> Result<(String, String, Option<String>)> {
         let m = &self.meta;
         let Some(spec) = &self.completion_spec(plugins) else {
-            return Err(TrainError::Invalid(format!(
+            return Err(FinetuneError::Invalid(format!(
                 "{}/{} is not a prompted generation task; use `plinth predict` or `plinth generate --adapter`",
                 m.plugin, m.task
             )));
@@ -402,7 +403,7 @@ impl FinetunedTask {
     /// The task's prompt for a request, from the plugin's prompt stage.
     fn frame(&self, plugins: &dyn Plugins, spec: &CompletionSpec, request: &str) -> Result<String> {
         let m = &self.meta;
-        let bad = |e: String| TrainError::Invalid(format!("{}/{}: {e}", m.plugin, spec.prompt_stage));
+        let bad = |e: String| FinetuneError::Plugin(format!("{}/{}: {e}", m.plugin, spec.prompt_stage));
         let record = Record::from_iter([("input".to_string(), serde_json::Value::from(request))]);
         let session =
             plugins.open_stage(&m.plugin, &spec.prompt_stage, &serde_json::Value::Null).map_err(|e| bad(e.message))?;
@@ -425,14 +426,18 @@ impl FinetunedTask {
         cfg: &plinth_generate::SamplingConfig,
     ) -> Result<plinth_generate::Generation> {
         if self.meta.spec.kind != TaskKind::Generation {
-            return Err(TrainError::Invalid(format!(
+            return Err(FinetuneError::Invalid(format!(
                 "{} is a {:?} task; generate with a generation task, predict with this one",
                 self.meta.task, self.meta.spec.kind
             )));
         }
         let model = self.model(base);
-        plinth_generate::generate_with(model, &base.tokenizer, prompt, cfg, self.parts.adapter.as_ref())
-            .map_err(|e| TrainError::Invalid(e.to_string()))
+        plinth_generate::generate(
+            model,
+            &base.tokenizer,
+            plinth_generate::Request::text(prompt, cfg).adapter(self.parts.adapter.as_ref()),
+        )
+        .map_err(|e| FinetuneError::Invalid(e.to_string()))
     }
 
     /// Continues `prompt` with the task: a prompted task as its evaluation and
@@ -459,14 +464,14 @@ impl FinetunedTask {
     /// (generation tasks: the base's own LM head, adapted).
     pub fn fill(&self, base: &Checkpoint, text: &str, max_span: usize) -> Result<plinth_generate::Fill> {
         if self.meta.spec.kind != TaskKind::Generation {
-            return Err(TrainError::Invalid(format!(
+            return Err(FinetuneError::Invalid(format!(
                 "{} is a {:?} task; fill with a generation task, predict with this one",
                 self.meta.task, self.meta.spec.kind
             )));
         }
         let model = self.model(base);
         plinth_generate::fill_masked_with(model, &base.tokenizer, text, max_span, self.parts.adapter.as_ref())
-            .map_err(|e| TrainError::Invalid(e.to_string()))
+            .map_err(|e| FinetuneError::Invalid(e.to_string()))
     }
 
     pub fn resident_bytes(&self) -> usize {

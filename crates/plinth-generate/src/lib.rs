@@ -86,39 +86,70 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-/// Continues `prompt` (token ids) with a causal model; stops at `<eos>`,
-/// a stop string, the token budget or the context length.
-pub fn generate_ids(
-    model: &Transformer,
-    tok: &PlinthTokenizer,
-    prompt: &[u32],
-    cfg: &SamplingConfig,
-) -> Result<Generation> {
-    generate_ids_with(model, tok, prompt, cfg, None)
+/// The prompt of a [`Request`].
+#[derive(Debug, Clone, Copy)]
+pub enum Prompt<'a> {
+    /// Text, framed as a document start (`<bos>` + its tokens).
+    Text(&'a str),
+    /// Token ids, used as given.
+    Ids(&'a [u32]),
 }
 
-/// [`generate_ids`] with a LoRA adapter applied on top of the base (a finetuned
-/// generation task); the base weights are not touched.
-pub fn generate_ids_with(
-    model: &Transformer,
-    tok: &PlinthTokenizer,
-    prompt: &[u32],
-    cfg: &SamplingConfig,
-    adapter: Option<&plinth_model::lora::LoraAdapter>,
-) -> Result<Generation> {
-    generate_guided_ids(model, tok, prompt, cfg, adapter, None)
+/// What to generate: a prompt, how to sample, and optionally a LoRA adapter on
+/// top of the base (a finetuned generation task; the base weights are not
+/// touched) and a [`Guide`] that says before every token what may come next.
+pub struct Request<'a> {
+    pub prompt: Prompt<'a>,
+    pub sampling: &'a SamplingConfig,
+    pub adapter: Option<&'a plinth_model::lora::LoraAdapter>,
+    pub guide: Option<&'a mut dyn Guide>,
 }
 
-/// [`generate_ids_with`] under a [`Guide`]: before every token the guide says
-/// what may come next (see [`guide`]), and only that is sampled.
-pub fn generate_guided_ids(
-    model: &Transformer,
-    tok: &PlinthTokenizer,
-    prompt: &[u32],
-    cfg: &SamplingConfig,
-    adapter: Option<&plinth_model::lora::LoraAdapter>,
-    mut guide: Option<&mut dyn Guide>,
-) -> Result<Generation> {
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("prompt", &self.prompt)
+            .field("sampling", self.sampling)
+            .field("adapter", &self.adapter.is_some())
+            .field("guide", &self.guide.is_some())
+            .finish()
+    }
+}
+
+impl<'a> Request<'a> {
+    /// A text prompt with `sampling`, no adapter, no guide.
+    pub fn text(prompt: &'a str, sampling: &'a SamplingConfig) -> Self {
+        Request { prompt: Prompt::Text(prompt), sampling, adapter: None, guide: None }
+    }
+
+    /// A prompt of token ids with `sampling`, no adapter, no guide.
+    pub fn ids(prompt: &'a [u32], sampling: &'a SamplingConfig) -> Self {
+        Request { prompt: Prompt::Ids(prompt), sampling, adapter: None, guide: None }
+    }
+
+    pub fn adapter(self, adapter: Option<&'a plinth_model::lora::LoraAdapter>) -> Self {
+        Request { adapter, ..self }
+    }
+
+    pub fn guide(self, guide: Option<&'a mut dyn Guide>) -> Self {
+        Request { guide, ..self }
+    }
+}
+
+/// Continues the request's prompt with a causal model; stops at `<eos>`, a stop
+/// string, the token budget or the context length.
+pub fn generate(model: &Transformer, tok: &PlinthTokenizer, req: Request<'_>) -> Result<Generation> {
+    let Request { prompt, sampling: cfg, adapter, mut guide } = req;
+    let framed: Vec<u32>;
+    let prompt: &[u32] = match prompt {
+        Prompt::Ids(ids) => ids,
+        Prompt::Text(text) => {
+            let mut ids: Vec<u32> = tok.special(Special::Bos).into_iter().collect();
+            ids.extend(tok.encode(text)?);
+            framed = ids;
+            &framed
+        }
+    };
     check_sampling(cfg)?;
     let opts = plinth_model::ForwardOptions { adapter, ..plinth_model::ForwardOptions::new(AttentionMode::Causal) };
     let ctx = model.config().max_seq_len as usize;
@@ -278,36 +309,6 @@ fn option_logprobs(
     }
     let encoded = tok.encode_batch(options)?;
     Ok((continuation_logprobs(model, context, &encoded, opts)?, encoded))
-}
-
-/// Continues a text prompt; the prompt is framed as a document start (`<bos>`).
-pub fn generate(model: &Transformer, tok: &PlinthTokenizer, prompt: &str, cfg: &SamplingConfig) -> Result<Generation> {
-    generate_with(model, tok, prompt, cfg, None)
-}
-
-/// [`generate`] with a LoRA adapter on top of the base.
-pub fn generate_with(
-    model: &Transformer,
-    tok: &PlinthTokenizer,
-    prompt: &str,
-    cfg: &SamplingConfig,
-    adapter: Option<&plinth_model::lora::LoraAdapter>,
-) -> Result<Generation> {
-    generate_guided(model, tok, prompt, cfg, adapter, None)
-}
-
-/// [`generate_with`] under a [`Guide`] (see [`generate_guided_ids`]).
-pub fn generate_guided(
-    model: &Transformer,
-    tok: &PlinthTokenizer,
-    prompt: &str,
-    cfg: &SamplingConfig,
-    adapter: Option<&plinth_model::lora::LoraAdapter>,
-    guide: Option<&mut dyn Guide>,
-) -> Result<Generation> {
-    let mut ids: Vec<u32> = tok.special(Special::Bos).into_iter().collect();
-    ids.extend(tok.encode(prompt)?);
-    generate_guided_ids(model, tok, &ids, cfg, adapter, guide)
 }
 
 /// A filled blank.
@@ -472,7 +473,7 @@ pub fn fill_middle(model: &Transformer, tok: &PlinthTokenizer, text: &str, cfg: 
     ids.push(fim_suffix);
     ids.extend(tok.encode(after)?);
     ids.push(fim_middle);
-    let gen = generate_ids(model, tok, &ids, cfg)?;
+    let gen = generate(model, tok, Request::ids(&ids, cfg))?;
     let score = score_continuation(model, &ids, &gen.ids)?;
     let middle = gen.text.trim_end().to_string();
     let sep = if middle.starts_with(' ') || before.is_empty() { "" } else { " " };

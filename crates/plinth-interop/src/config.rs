@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
+use plinth_checkpoint::ObjectiveKind;
 use plinth_model::{MlpKind, ModelConfig, NormKind, NormPlacement, PositionKind};
-use plinth_train::ObjectiveKind;
 use serde_json::{json, Map, Value};
 
 use crate::{InteropError, Result};

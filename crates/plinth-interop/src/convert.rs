@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use plinth_checkpoint::{Checkpoint, ObjectiveConfig, ObjectiveKind, TrainingState};
+use plinth_checkpoint::{STATE_FILE, TOKENIZER_FILE};
 use plinth_data::SamplerState;
 use plinth_model::{checkpoint as ckpt, ModelConfig, Transformer};
 use plinth_tokenizer::{PlinthTokenizer, Special, HF_TOKENIZER_CONFIG};
-use plinth_train::state::{STATE_FILE, TOKENIZER_FILE};
-use plinth_train::{Checkpoint, ObjectiveConfig, ObjectiveKind, TrainingState};
 use serde::Serialize;
 use tch::{nn, Device, Tensor};
 

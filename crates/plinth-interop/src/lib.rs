@@ -40,7 +40,9 @@ pub enum InteropError {
     #[error(transparent)]
     Tokenizer(#[from] plinth_tokenizer::TokenizerError),
     #[error(transparent)]
-    Train(#[from] plinth_train::TrainError),
+    Checkpoint(#[from] plinth_checkpoint::CheckpointError),
+    #[error(transparent)]
+    Finetune(#[from] plinth_finetune::FinetuneError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }

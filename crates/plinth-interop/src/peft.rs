@@ -10,13 +10,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use plinth_checkpoint::Checkpoint;
 use plinth_finetune::task::{self as ft, FinetuneMeta};
 use plinth_finetune::Mode;
 use plinth_model::checkpoint as ckpt;
 use plinth_model::lora::{projection_paths, AdapterMeta, LoraAdapter, LoraConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 use plinth_model::ModelConfig;
 use plinth_plugin_protocol::{TaskKind, TaskSpec};
-use plinth_train::Checkpoint;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tch::{nn, Device, Tensor};
@@ -94,7 +94,7 @@ fn read_plinth_adapter(dir: &Path) -> Result<PlinthAdapter> {
 }
 
 fn check_base(base_dir: &Path, want: &str, adapter: &Path) -> Result<()> {
-    let sha = plinth_train::state::checkpoint_sha256(base_dir)?;
+    let sha = plinth_checkpoint::checkpoint_sha256(base_dir)?;
     if sha != want {
         return Err(InteropError::Mismatch {
             path: adapter.to_path_buf(),
@@ -333,7 +333,7 @@ pub fn import_peft(src: &Path, base_dir: &Path, out: &Path, overwrite: bool) -> 
         lora: Some(lora),
         head: None,
         base: base_dir.to_path_buf(),
-        base_sha256: plinth_train::state::checkpoint_sha256(base_dir)?,
+        base_sha256: plinth_checkpoint::checkpoint_sha256(base_dir)?,
         max_len: mcfg.max_seq_len as usize,
         label_scale: (0.0, 1.0),
         step: 0,

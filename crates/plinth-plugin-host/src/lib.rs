@@ -47,6 +47,8 @@ pub enum PluginError {
     NoComponent { plugin: String, component: String },
     #[error("no plugin with id {0}; `plinth plugins list` shows what is loaded")]
     Unknown(String),
+    #[error("{0}")]
+    Ambiguous(String),
 }
 
 pub type Result<T, E = PluginError> = std::result::Result<T, E>;
@@ -143,6 +145,31 @@ impl PluginHost {
 
     pub fn get(&self, id: &str) -> Result<Arc<Plugin>> {
         self.plugins.iter().find(|p| p.id == id).cloned().ok_or_else(|| PluginError::Unknown(id.into()))
+    }
+
+    /// The prompted generation task of `plugin` named `task`, or its only one when
+    /// `task` is `None`; the error says which tasks there are.
+    pub fn prompted_task(&self, plugin: &str, task: Option<&str>) -> Result<String> {
+        let p = self.get(plugin)?;
+        let prompted: Vec<&str> = p
+            .components
+            .iter()
+            .filter(|c| matches!(&c.spec, ComponentSpec::Task(s) if s.completion.is_some()))
+            .map(|c| c.name.as_str())
+            .collect();
+        let none = |message: String| PluginError::NoComponent { plugin: plugin.into(), component: message };
+        match (task, prompted.as_slice()) {
+            (Some(t), _) if prompted.contains(&t) => Ok(t.to_string()),
+            (Some(t), _) => Err(none(format!("{t} (its prompted generation tasks: {})", prompted.join(", ")))),
+            (None, [one]) => Ok(one.to_string()),
+            (None, []) => {
+                Err(none(format!("a prompted generation task; `plinth plugins inspect {plugin}` lists its tasks")))
+            }
+            (None, many) => Err(PluginError::Ambiguous(format!(
+                "plugin {plugin} has several prompted generation tasks ({}); choose one with --task",
+                many.join(", ")
+            ))),
+        }
     }
 
     /// Tries every `lib*.so` in the search paths; returns one result per file.

@@ -87,27 +87,7 @@ pub struct DataConfig {
     pub synthetic: Option<plinth_data::SyntheticMix>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ObjectiveKind {
-    /// Masked fill-in-the-blank with bidirectional attention.
-    Mlm,
-    /// Next-token prediction with causal attention (plus fill-in-the-middle when `fim_rate` > 0).
-    Causal,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ObjectiveConfig {
-    pub kind: ObjectiveKind,
-    /// Fraction of tokens selected for prediction (MLM), default 0.15; of those 80%
-    /// become `<mask>`, 10% a random token and 10% stay.
-    #[serde(default = "default_mask_prob")]
-    pub mask_prob: f64,
-    /// Fraction of documents rewritten as prefix/suffix/middle (causal only), default 0.
-    #[serde(default)]
-    pub fim_rate: f64,
-}
+pub use plinth_checkpoint::{ObjectiveConfig, ObjectiveKind};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,9 +149,6 @@ fn one_f() -> f64 {
 }
 fn default_val_fraction() -> f64 {
     0.02
-}
-fn default_mask_prob() -> f64 {
-    0.15
 }
 fn default_min_lr_ratio() -> f64 {
     0.1

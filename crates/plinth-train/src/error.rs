@@ -21,6 +21,8 @@ pub enum TrainError {
     Data(#[from] plinth_data::DataError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Stored(#[from] plinth_checkpoint::CheckpointError),
 }
 
 impl TrainError {

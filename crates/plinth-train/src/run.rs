@@ -1,28 +1,25 @@
 //! The pretraining loop.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use plinth_data::{load_corpus, pack_blocks, split_train_val, BlockSampler, SamplerState, SplitMix64};
 use plinth_model::{ModelConfig, Transformer};
 use plinth_plugin_protocol::{ComponentSpec, TokenizerSpec};
 use plinth_tokenizer::{PlinthTokenizer, TrainOptions};
-use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
 use crate::config::{ObjectiveKind, PretrainConfig, TokenizerConfig, RESUMABLE_KEYS};
 use crate::ddp::DataParallel;
 use crate::objectives::{batch_loss, frame_causal, frame_masked};
-use crate::optim::{accumulate, clip_grad_norm, gradients, lr_at, AdamW, AdamWConfig};
-use crate::plot::{write_line_chart, Series};
+use crate::optim::{AdamW, AdamWConfig};
 use crate::state::{self, SaveRequest, TrainingState};
+use crate::trainer::{Evaluation, LoopConfig, LoopProgress, Objective, Save, Trainer};
 use crate::{Result, TrainError};
 
 /// Name of the checkpoint folder inside `out_dir`.
 pub const CHECKPOINT_DIR: &str = "checkpoint";
-pub const METRICS_FILE: &str = "metrics.jsonl";
+
 pub const LOSS_PLOT: &str = "loss.png";
 
 /// How to run, beyond what the config file says.
@@ -41,41 +38,31 @@ pub struct RunOptions {
     pub group: Option<std::sync::Arc<plinth_dist::ProcessGroup>>,
 }
 
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepMetrics {
-    pub step: u64,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub loss: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub val_loss: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub lr: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub grad_norm: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub tokens_per_s: Option<f64>,
-    /// Data-parallel runs: seconds this step spent averaging gradients across ranks.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub allreduce_s: Option<f64>,
-}
-
-/// A pretraining run: data, model, optimizer and where they are.
+/// A pretraining run: the loop (optimizer, schedule, progress) and the job it
+/// trains (data, model, where they are saved).
 #[derive(Debug)]
 pub struct Pretrainer {
+    trainer: Trainer,
+    job: PretrainJob,
+}
+
+/// Pretraining as the loop sees it: batches of packed blocks, the held-out loss,
+/// and checkpoints.
+#[derive(Debug)]
+struct PretrainJob {
     cfg: PretrainConfig,
     model_cfg: ModelConfig,
     vs: nn::VarStore,
     model: Transformer,
     tokenizer: PlinthTokenizer,
-    opt: AdamW,
     train_blocks: Tensor, // (N, L) int64
     val_blocks: Tensor,   // (M, L) int64
     sampler: BlockSampler,
     state: TrainingState,
     out_dir: PathBuf,
-    progress: bool,
-    ddp: Option<DataParallel>,
+    /// Data-parallel ranks, and whether this one writes (rank 0).
+    world: usize,
+    writer: bool,
 }
 
 impl Pretrainer {
@@ -204,157 +191,94 @@ impl Pretrainer {
             d.broadcast(&opt.params())?;
             tracing::info!(rank = d.rank(), world = d.world(), "data-parallel run");
         }
-        Ok(Pretrainer {
-            ddp,
-            progress: opts.progress,
+        let t = &cfg.train;
+        let loop_cfg = LoopConfig {
+            lr: t.lr,
+            warmup_steps: t.warmup_steps,
+            total_steps: t.max_steps,
+            min_lr_ratio: t.min_lr_ratio,
+            grad_accum: t.grad_accum,
+            clip_norm: t.clip_norm,
+            seed: t.seed,
+            eval_every: t.eval_every,
+            save_every: Some(t.save_every),
+            patience: 0,
+            count_from: 1,
+            out_dir: out_dir.clone(),
+            plot: LOSS_PLOT,
+            plot_metric: "val_loss".into(),
+            progress_bar: opts.progress,
+        };
+        let (world, writer) = ddp.as_ref().map_or((1, true), |d| (d.world(), d.is_writer()));
+        let progress = LoopProgress { step: st.step, ..Default::default() };
+        let trainer = Trainer::new(loop_cfg, opt, ddp, progress);
+        let job = PretrainJob {
             cfg,
             model_cfg,
             vs,
             model,
             tokenizer,
-            opt,
             train_blocks,
             val_blocks,
             sampler,
             state: st,
             out_dir,
-        })
+            world,
+            writer,
+        };
+        Ok(Pretrainer { trainer, job })
     }
 
     pub fn state(&self) -> &TrainingState {
-        &self.state
+        &self.job.state
     }
 
     pub fn model(&self) -> &Transformer {
-        &self.model
+        &self.job.model
     }
 
     pub fn var_store(&self) -> &nn::VarStore {
-        &self.vs
+        &self.job.vs
     }
 
     pub fn tokenizer(&self) -> &PlinthTokenizer {
-        &self.tokenizer
+        &self.job.tokenizer
     }
 
     /// The checkpoint folder this run writes.
     pub fn checkpoint_dir(&self) -> PathBuf {
-        self.out_dir.join(CHECKPOINT_DIR)
+        self.job.checkpoint_dir()
     }
 
     /// Trains until `max_steps` from the config.
     pub fn run(&mut self) -> Result<()> {
-        self.train_until(self.cfg.train.max_steps)
+        self.train_until(self.job.cfg.train.max_steps)
     }
 
     /// Trains until `target` optimizer steps are done (at most `max_steps`),
     /// evaluating and saving on the configured cadence and saving at the end.
     pub fn train_until(&mut self, target: u64) -> Result<()> {
-        let t = self.cfg.train.clone();
-        let target = target.min(t.max_steps);
-        let (rank, world) = self.ddp.as_ref().map_or((0, 1), |d| (d.rank(), d.world()));
-        // One rank writes: checkpoints, metrics, evaluations and the progress bar.
-        let writer = rank == 0;
-        let metrics_path = self.out_dir.join(METRICS_FILE);
-        let mut metrics = match writer {
-            true => {
-                std::fs::create_dir_all(&self.out_dir).map_err(TrainError::io(&self.out_dir))?;
-                let f = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path);
-                Some(f.map_err(TrainError::io(&metrics_path))?)
-            }
-            false => None,
-        };
-        let bar = if writer { self.progress_bar(target) } else { ProgressBar::hidden() };
-        let tokens_per_step = (t.batch_size * t.seq_len * t.grad_accum * world) as f64;
-        let mut window = Instant::now();
-        let mut window_steps = 0u64;
-        while self.state.step < target {
-            let step = self.state.step + 1;
-            let lr = lr_at(step, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio);
-            // Masks and random replacements are a pure function of (seed, step, rank),
-            // so a resumed run draws exactly what the uninterrupted one would have
-            // (one process: seed + step).
-            tch::manual_seed(t.seed.wrapping_add(step * world as u64 + rank as u64) as i64);
-            let params = self.opt.params();
-            let mut grads: Vec<Tensor> = Vec::new();
-            let mut loss_sum = 0.0;
-            for _ in 0..t.grad_accum {
-                // Every rank draws the same global batch and keeps its own rows.
-                let global = self.sampler.next_indices(t.batch_size * world);
-                let mine = self.ddp.as_ref().map_or(global.as_slice(), |d| d.shard(&global));
-                let idx: Vec<i64> = mine.iter().map(|&i| i as i64).collect();
-                let batch =
-                    self.train_blocks.index_select(0, &Tensor::from_slice(&idx).to_device(self.train_blocks.device()));
-                let loss = self.loss(&batch)?;
-                let micro = gradients(&(&loss / t.grad_accum as f64), &params);
-                if grads.is_empty() {
-                    grads = micro;
-                } else {
-                    accumulate(&mut grads, micro);
-                }
-                loss_sum += loss.double_value(&[]);
-            }
-            let mut loss = loss_sum / t.grad_accum as f64;
-            let mut allreduce_s = None;
-            if let Some(d) = &self.ddp {
-                allreduce_s = Some(d.average(&mut grads)?);
-                loss = d.mean(loss)?;
-            }
-            let grad_norm = clip_grad_norm(&mut grads, t.clip_norm);
-            self.opt.step(&grads, lr).map_err(TrainError::Invalid)?;
-            if !loss.is_finite() {
-                return Err(TrainError::Invalid(format!(
-                    "loss became {loss} at step {step}; lower train.lr or raise warmup_steps (the last checkpoint is untouched)"
-                )));
-            }
-            self.state.step = step;
-            self.state.sampler = self.sampler.state();
-            self.state.tokens_seen += tokens_per_step as u64;
-            window_steps += 1;
-            let tps = tokens_per_step * window_steps as f64 / window.elapsed().as_secs_f64().max(1e-9);
-            if window_steps >= 20 {
-                window = Instant::now();
-                window_steps = 0;
-            }
-            let mut line = StepMetrics {
-                step,
-                loss: Some(loss),
-                val_loss: None,
-                lr: Some(lr),
-                grad_norm: Some(grad_norm),
-                tokens_per_s: Some(tps),
-                allreduce_s,
-            };
-            if writer && (step.is_multiple_of(t.eval_every) || step == t.max_steps) {
-                let val = self.evaluate()?;
-                self.state.val_loss = Some(val);
-                line.val_loss = Some(val);
-                tracing::info!(
-                    step,
-                    loss = format!("{loss:.4}"),
-                    val_loss = format!("{val:.4}"),
-                    tokens_per_s = format!("{tps:.0}"),
-                    "eval"
-                );
-            }
-            bar.set_position(step);
-            bar.set_message(format!("loss {loss:.3}  {tps:.0} tok/s"));
-            if let Some(m) = metrics.as_mut() {
-                let text = serde_json::to_string(&line).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-                writeln!(m, "{text}").map_err(TrainError::io(&metrics_path))?;
-                if step.is_multiple_of(t.save_every) || step == target {
-                    m.flush().map_err(TrainError::io(&metrics_path))?;
-                    self.save()?;
-                }
-            }
-        }
-        bar.finish_and_clear();
-        Ok(())
+        self.trainer.train_until(&mut self.job, target)
     }
 
     /// Mean held-out loss over the first `eval_batches` validation batches, with
     /// fixed masks so that evaluations are comparable across steps.
     pub fn evaluate(&self) -> Result<f64> {
+        self.job.val_loss()
+    }
+
+    /// Saves the checkpoint, then redraws the loss curve beside it.
+    pub fn save(&mut self) -> Result<()> {
+        self.trainer.save(&mut self.job, Save::Latest)
+    }
+}
+
+impl PretrainJob {
+    fn checkpoint_dir(&self) -> PathBuf {
+        self.out_dir.join(CHECKPOINT_DIR)
+    }
+
+    fn val_loss(&self) -> Result<f64> {
         let t = &self.cfg.train;
         let n = self.val_blocks.size()[0];
         let b = t.batch_size as i64;
@@ -370,37 +294,62 @@ impl Pretrainer {
         })
     }
 
-    /// Saves the checkpoint, then redraws the loss curve beside it.
-    pub fn save(&self) -> Result<()> {
-        let req = SaveRequest {
-            vs: &self.vs,
-            model_cfg: &self.model_cfg,
-            tokenizer: &self.tokenizer,
-            optimizer: &self.opt,
-            state: &self.state,
-            config: &self.cfg,
-        };
-        state::save(&self.checkpoint_dir(), &req)?;
-        plot_metrics(&self.out_dir.join(METRICS_FILE), &self.out_dir.join(LOSS_PLOT))
-    }
-
     /// The objective's loss on one batch of blocks (B, L).
     fn loss(&self, batch: &Tensor) -> Result<Tensor> {
         batch_loss(&self.model, &self.cfg.objective, batch)
     }
+}
 
-    fn progress_bar(&self, target: u64) -> ProgressBar {
-        if !self.progress {
-            return ProgressBar::hidden();
+impl Objective for PretrainJob {
+    type Error = TrainError;
+
+    fn micro_loss(&mut self, ddp: Option<&DataParallel>) -> Result<Tensor> {
+        // Every rank draws the same global batch and keeps its own rows.
+        let global = self.sampler.next_indices(self.cfg.train.batch_size * self.world);
+        let mine = ddp.map_or(global.as_slice(), |d| d.shard(&global));
+        let idx: Vec<i64> = mine.iter().map(|&i| i as i64).collect();
+        let batch = self.train_blocks.index_select(0, &Tensor::from_slice(&idx).to_device(self.train_blocks.device()));
+        self.loss(&batch)
+    }
+
+    fn tokens_per_micro(&self) -> Option<f64> {
+        Some((self.cfg.train.batch_size * self.cfg.train.seq_len) as f64)
+    }
+
+    fn stepped(&mut self, step: u64) {
+        let t = &self.cfg.train;
+        self.state.step = step;
+        self.state.sampler = self.sampler.state();
+        self.state.tokens_seen += (t.batch_size * t.seq_len * t.grad_accum * self.world) as u64;
+    }
+
+    fn evaluate(&mut self, _step: u64) -> Result<Option<Evaluation>> {
+        if !self.writer {
+            return Ok(None); // rank 0 evaluates for everyone
         }
-        let bar = ProgressBar::new(target);
-        if let Ok(style) =
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  eta {eta}")
-        {
-            bar.set_style(style);
+        let val = self.val_loss()?;
+        self.state.val_loss = Some(val);
+        Ok(Some(Evaluation {
+            split: None,
+            metrics: BTreeMap::from([("val_loss".to_string(), val)]),
+            metric: "val_loss".into(),
+            higher_is_better: false,
+        }))
+    }
+
+    fn save(&mut self, what: Save, opt: &AdamW, _: &LoopProgress) -> Result<()> {
+        if what == Save::Best || !self.writer {
+            return Ok(()); // a checkpoint is the latest state; rank 0 writes it
         }
-        bar.set_position(self.state.step);
-        bar
+        let req = SaveRequest {
+            vs: &self.vs,
+            model_cfg: &self.model_cfg,
+            tokenizer: &self.tokenizer,
+            optimizer: opt,
+            state: &self.state,
+            config: &self.cfg,
+        };
+        state::save(&self.checkpoint_dir(), &req)
     }
 }
 
@@ -474,21 +423,4 @@ fn blocks_tensor(
     let fingerprint = plinth_data::fnv1a(blocks.iter().flatten().flat_map(|t| t.to_le_bytes()));
     let flat: Vec<i64> = blocks.iter().flatten().map(|&t| i64::from(t)).collect();
     Ok((Tensor::from_slice(&flat).view([blocks.len() as i64, block_len as i64]).to_device(device), fingerprint))
-}
-
-/// Redraws the loss curve from `metrics.jsonl`: training loss in blue, held-out
-/// loss in orange. Lines that do not parse are skipped.
-pub fn plot_metrics(metrics: &Path, png: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(metrics).unwrap_or_default();
-    let mut train = Vec::new();
-    let mut val = Vec::new();
-    for m in text.lines().filter_map(|l| serde_json::from_str::<StepMetrics>(l).ok()) {
-        if let Some(l) = m.loss {
-            train.push((m.step as f64, l));
-        }
-        if let Some(v) = m.val_loss {
-            val.push((m.step as f64, v));
-        }
-    }
-    write_line_chart(png, &[Series { points: train, rgb: [31, 119, 180] }, Series { points: val, rgb: [255, 127, 14] }])
 }

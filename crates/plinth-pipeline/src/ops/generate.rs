@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use plinth_checkpoint::Checkpoint;
 use plinth_finetune::FinetunedTask;
 use plinth_generate::SamplingConfig;
 use plinth_plugin_protocol::{Plugins, TaskKind};
-use plinth_train::Checkpoint;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -174,7 +174,7 @@ impl Generating<'_> {
     fn provenance(&mut self, prompt: &str, seed: u64) -> Result<Value, String> {
         let op = self.op;
         if self.weights_sha256.is_none() {
-            let sha = plinth_train::state::checkpoint_sha256(&op.checkpoint).map_err(|e| e.to_string())?;
+            let sha = plinth_checkpoint::checkpoint_sha256(&op.checkpoint).map_err(|e| e.to_string())?;
             self.weights_sha256 = Some(sha);
         }
         let s = &op.sampling;
@@ -206,7 +206,7 @@ fn generate_one(
     let cfg = SamplingConfig { seed, ..sampling.clone() };
     let text = match task {
         Some(t) => t.complete(base, plugins, prompt, &cfg).map_err(|e| e.to_string())?,
-        None => plinth_generate::generate(&base.model, &base.tokenizer, prompt, &cfg)
+        None => plinth_generate::generate(&base.model, &base.tokenizer, plinth_generate::Request::text(prompt, &cfg))
             .map(|g| g.text)
             .map_err(|e| e.to_string())?,
     };

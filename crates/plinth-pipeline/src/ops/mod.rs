@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use plinth_checkpoint::Checkpoint;
 use plinth_plugin_protocol::Plugins;
-use plinth_train::Checkpoint;
 use serde::Deserialize;
 
 use crate::records::Record;

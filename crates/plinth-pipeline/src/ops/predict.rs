@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use plinth_checkpoint::Checkpoint;
 use plinth_finetune::{FinetunedTask, Prediction};
 use plinth_plugin_protocol::{PluginsExt, TaskKind};
-use plinth_train::Checkpoint;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -50,8 +50,8 @@ pub const HEADER_SYMBOL: &[u8] = b"plinth_plugin_header\0";
 
 /// Header flag: the plugin was built with `panic = "unwind"`, so its panic guards work.
 pub const FLAG_PANIC_UNWIND: u32 = 1 << 0;
-/// Header flag: the plugin links libtorch and may exchange tensor handles (the SDK's
-/// `tensors` feature); only then is `fingerprint` set and compared.
+/// Header flag: the plugin links libtorch and may exchange tensor handles (it uses
+/// `plinth-plugin-tensors`); only then is `fingerprint` set and compared.
 pub const FLAG_LINKS_LIBTORCH: u32 = 1 << 1;
 
 /// The libtorch a tensor-exchanging plugin must share with the host:
@@ -224,7 +224,8 @@ pub struct PluginApi {
     >,
     /// Stage components: ends a session (unknown sessions are ignored).
     pub close: Option<unsafe extern "C" fn(instance: *mut c_void, index: u32, session: u64)>,
-    /// Module components (null unless the plugin links libtorch): `input` is a borrowed `at::Tensor*`; `*output` receives a new
+    /// Module components (null unless the header says the plugin links libtorch, as
+    /// plugins built with `plinth-plugin-tensors` do): `input` is a borrowed `at::Tensor*`; `*output` receives a new
     /// handle the host owns. Autograd flows through.
     pub forward: Option<
         unsafe extern "C" fn(

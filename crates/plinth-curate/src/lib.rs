@@ -40,6 +40,11 @@ pub enum CurateError {
     Io { path: std::path::PathBuf, source: std::io::Error },
 }
 
+/// Why a document was dropped: the stage and its reason (`offensive: ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Dropped(pub String);
+
 /// The files a curation run writes into its `out_dir`.
 pub const CURATED_FILE: &str = "curated.txt";
 pub const REPORT_JSON: &str = "report.json";
@@ -252,12 +257,12 @@ pub struct Duplicates {
 
 impl Duplicates {
     /// Remembers `text`, or says which earlier text it duplicates.
-    pub fn check(&mut self, text: &str) -> std::result::Result<(), String> {
+    pub fn check(&mut self, text: &str) -> std::result::Result<(), Dropped> {
         if let Outcome::Drop(why) = self.exact(text) {
-            return Err(format!("exact_dedup: {why}"));
+            return Err(Dropped(format!("exact_dedup: {why}")));
         }
         if let Outcome::Drop(why) = self.near(text) {
-            return Err(format!("near_dedup: {why}"));
+            return Err(Dropped(format!("near_dedup: {why}")));
         }
         Ok(())
     }
@@ -330,13 +335,13 @@ impl Curator {
     /// One document through the per-document stages (normalize to offensive), for
     /// callers that stream; `Err` names the stage and its reason. Duplicates are
     /// the caller's: see [`Duplicates`].
-    pub fn document(&self, text: &str) -> std::result::Result<String, String> {
+    pub fn document(&self, text: &str) -> std::result::Result<String, Dropped> {
         let mut text = text.to_string();
         for (name, f) in self.doc_stages() {
             match f(&text) {
                 Outcome::Keep => {}
                 Outcome::Rewrite(new, _) => text = new,
-                Outcome::Drop(why) => return Err(format!("{name}: {why}")),
+                Outcome::Drop(why) => return Err(Dropped(format!("{name}: {why}"))),
             }
         }
         Ok(text)
@@ -577,7 +582,7 @@ mod tests {
     fn one_document_at_a_time_matches_the_batch() {
         let c = curator();
         assert_eq!(
-            c.document("Mail  jane@example.com about the darn fence today please.").expect_err("offensive"),
+            c.document("Mail  jane@example.com about the darn fence today please.").expect_err("offensive").0,
             "offensive: offensive words (1 of 8, share 0.125)"
         );
         assert_eq!(
@@ -587,8 +592,8 @@ mod tests {
         let mut d = c.duplicates();
         let text = format!("{COMMITTEE} park.");
         assert!(d.check(&text).is_ok());
-        assert!(d.check(&text).expect_err("dup").starts_with("exact_dedup"));
-        assert!(d.check(&format!("{COMMITTEE} pool.")).expect_err("near").starts_with("near_dedup"));
+        assert!(d.check(&text).expect_err("dup").0.starts_with("exact_dedup"));
+        assert!(d.check(&format!("{COMMITTEE} pool.")).expect_err("near").0.starts_with("near_dedup"));
     }
 
     #[test]

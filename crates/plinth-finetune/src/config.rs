@@ -209,12 +209,17 @@ impl FinetuneConfig {
         let text = std::fs::read_to_string(path).map_err(|source| FinetuneError::Io { path: path.into(), source })?;
         let cfg: FinetuneConfig = toml::from_str(&text)
             .map_err(|e| FinetuneError::Config { path: path.to_path_buf(), message: e.to_string() })?;
-        cfg.validate().map_err(|message| FinetuneError::Config { path: path.to_path_buf(), message })?;
+        cfg.problems().map_err(|message| FinetuneError::Config { path: path.to_path_buf(), message })?;
         Ok(cfg)
     }
 
     /// Checks values a run cannot use; the message names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the settings before any work; the message says what to change.
+    pub fn validate(&self) -> crate::Result<()> {
+        self.problems().map_err(crate::FinetuneError::Settings)
+    }
+
+    fn problems(&self) -> std::result::Result<(), String> {
         let t = &self.train;
         if t.batch_size == 0 || t.max_epochs == 0 || t.eval_every == 0 {
             return Err("train.batch_size, max_epochs and eval_every must be positive".into());
@@ -257,10 +262,10 @@ mod tests {
             "base = \"b\"\nout_dir = \"o\"\n[task]\nplugin = \"p\"\nname = \"t\"\n[adapter]\nrank = 0\n",
         )
         .expect("parse");
-        assert!(cfg.validate().expect_err("rank 0").contains("[adapter]"));
+        assert!(cfg.validate().expect_err("rank 0").to_string().contains("[adapter]"));
         cfg.adapter.mode = Mode::Head;
         cfg.train.lr = 0.0;
-        assert!(cfg.validate().expect_err("lr").contains("train.lr"));
+        assert!(cfg.validate().expect_err("lr").to_string().contains("train.lr"));
         let err = toml::from_str::<FinetuneConfig>(
             "base = \"b\"\nout_dir = \"o\"\nepochs = 3\n[task]\nplugin = \"p\"\nname = \"t\"\n",
         )

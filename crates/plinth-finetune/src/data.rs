@@ -47,7 +47,10 @@ pub fn fetch_split(
     spec: &TaskSpec,
     split: Split,
 ) -> Result<Vec<LabelledExample>> {
-    let request = TaskRequest { task: task.name.clone(), split, options: task.request.clone() };
+    // The host sets `task` and `split`; a config's request cannot override them.
+    let mut options = task.request.clone();
+    options.retain(|k, _| k != "task" && k != "split");
+    let request = TaskRequest { task: task.name.clone(), split, options };
     let rows = plugins
         .ask(&task.plugin, &spec.data, &request)
         .map_err(|e| FinetuneError::Plugin(format!("data {e} (asked for {split:?})")))?;

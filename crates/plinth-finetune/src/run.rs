@@ -9,7 +9,7 @@
 //!   state/         the latest task weights, optimizer moments, progress and the
 //!                  run's finetune.toml (for --resume)
 //!   metrics.jsonl  one plinth_train::StepMetrics row per step: {"step", "loss", "lr", "grad_norm"},
-//!                  plus "split": "validation" and the metrics on evaluation steps
+//!                  plus "validation": {metric: value, ...} on evaluation steps
 //!   curves.png     training loss (blue) and the validation metric (orange), each scaled to its range
 //!   report.json    test metrics beside the baselines', sizes and times
 //! ```
@@ -155,7 +155,7 @@ impl Finetuner {
     /// Loads the base and the task's data, builds the adapter and head, and (with
     /// `resume`) restores `out_dir/state`.
     pub fn new(cfg: FinetuneConfig, plugins: &dyn Plugins, opts: FinetuneOptions) -> Result<Self> {
-        cfg.validate().map_err(FinetuneError::Settings)?;
+        cfg.validate()?;
         let state_dir = cfg.out_dir.join(STATE_DIR);
         if (state_dir.exists() || cfg.out_dir.join(BEST_DIR).exists()) && !opts.resume {
             return Err(FinetuneError::Invalid(format!(
@@ -393,6 +393,8 @@ impl Finetuner {
         if let Some(a) = self.job.parts.adapter.as_mut() {
             a.set_training(true);
         }
+        // Time already trained in this process counts once; this call adds its own.
+        self.job.seconds_before = self.job.seconds;
         self.job.started = Instant::now();
         self.trainer.train_until(&mut self.job, target)
     }
@@ -430,10 +432,7 @@ impl Finetuner {
         let opt_path = dir.join(OPTIMIZER_FILE);
         let tensors = Tensor::read_safetensors(&opt_path)
             .map_err(|e| FinetuneError::Checkpoint(format!("{}: {e}", opt_path.display())))?;
-        self.trainer
-            .optimizer_mut()
-            .load_state(&tensors, progress.run.step as i64)
-            .map_err(FinetuneError::Checkpoint)?;
+        self.trainer.optimizer_mut().load_state(&tensors, progress.run.step as i64)?;
         j.step = progress.run.step;
         j.seconds_before = progress.seconds;
         j.seconds = progress.seconds;
@@ -625,12 +624,7 @@ impl Objective for FinetuneJob {
             a.set_training(true);
         }
         let metric = self.spec.metric.clone();
-        Ok(Some(Evaluation {
-            split: Some("validation".into()),
-            higher_is_better: higher_is_better(&metric),
-            metric,
-            metrics,
-        }))
+        Ok(Some(Evaluation { higher_is_better: higher_is_better(&metric), metric, metrics }))
     }
 
     fn save(&mut self, what: Save, opt: &AdamW, progress: &LoopProgress) -> Result<()> {

@@ -30,12 +30,18 @@ pub use plinth_plugin_protocol::Step;
 /// Says what the completion (the text generated so far, prompt excluded) may
 /// continue with. `Err` stops generation with that message.
 pub trait Guide {
-    fn next(&mut self, completion: &str) -> Result<Step, String>;
+    fn next(&mut self, completion: &str) -> Result<Step, GuideStopped>;
 }
 
+/// Why a guide stopped generation, in its own words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GuideStopped(pub String);
+
+/// A closure is a guide; its `Err` text stops generation.
 impl<F: FnMut(&str) -> Result<Step, String>> Guide for F {
-    fn next(&mut self, completion: &str) -> Result<Step, String> {
-        self(completion)
+    fn next(&mut self, completion: &str) -> Result<Step, GuideStopped> {
+        self(completion).map_err(GuideStopped)
     }
 }
 

@@ -9,7 +9,7 @@ use plinth_tokenizer::{PlinthTokenizer, Special, TokenizerError};
 use tch::{Kind, Tensor};
 
 pub mod guide;
-pub use guide::{Guide, Step};
+pub use guide::{Guide, GuideStopped, Step};
 
 /// The marker for the blank in `fill` inputs.
 pub const BLANK: &str = "___";

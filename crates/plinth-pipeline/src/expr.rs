@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::FieldType;
+use crate::StageError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -48,7 +49,7 @@ enum Tok {
     RParen,
 }
 
-fn lex(s: &str) -> Result<Vec<Tok>, String> {
+fn lex(s: &str) -> Result<Vec<Tok>, StageError> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut out = Vec::new();
@@ -68,7 +69,7 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
                 (_, ">=") => (Op::Ge, 2),
                 ('<', _) => (Op::Lt, 1),
                 ('>', _) => (Op::Gt, 1),
-                _ => return Err(format!("unknown operator at character {}; use == != < <= > >=", i + 1)),
+                _ => return Err(format!("unknown operator at character {}; use == != < <= > >=", i + 1).into()),
             };
             out.push(Tok::Op(op));
             i += n;
@@ -92,7 +93,7 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
             }
             out.push(Tok::Ident(s[start..i].to_string()));
         } else {
-            return Err(format!("unexpected {c:?} at character {}", i + 1));
+            return Err(format!("unexpected {c:?} at character {}", i + 1).into());
         }
     }
     Ok(out)
@@ -112,21 +113,21 @@ impl P {
             false
         }
     }
-    fn or(&mut self) -> Result<Expr, String> {
+    fn or(&mut self) -> Result<Expr, StageError> {
         let mut e = self.and()?;
         while self.kw("or") {
             e = Expr::Or(Box::new(e), Box::new(self.and()?));
         }
         Ok(e)
     }
-    fn and(&mut self) -> Result<Expr, String> {
+    fn and(&mut self) -> Result<Expr, StageError> {
         let mut e = self.not()?;
         while self.kw("and") {
             e = Expr::And(Box::new(e), Box::new(self.not()?));
         }
         Ok(e)
     }
-    fn not(&mut self) -> Result<Expr, String> {
+    fn not(&mut self) -> Result<Expr, StageError> {
         if self.kw("not") {
             return Ok(Expr::Not(Box::new(self.not()?)));
         }
@@ -138,7 +139,7 @@ impl P {
         }
         Ok(left)
     }
-    fn value(&mut self) -> Result<Expr, String> {
+    fn value(&mut self) -> Result<Expr, StageError> {
         let t = self.toks.get(self.i).cloned().ok_or("expression ends too early")?;
         self.i += 1;
         Ok(match t {
@@ -146,7 +147,7 @@ impl P {
             Tok::Str(s) => Expr::Str(s),
             Tok::Ident(k) if k == "true" || k == "false" => Expr::Bool(k == "true"),
             Tok::Ident(k) if ["and", "or", "not"].contains(&k.as_str()) => {
-                return Err(format!("`{k}` needs a value before it"))
+                return Err(format!("`{k}` needs a value before it").into())
             }
             Tok::Ident(k) => Expr::Field(k),
             Tok::LParen => {
@@ -157,23 +158,23 @@ impl P {
                 self.i += 1;
                 e
             }
-            other => return Err(format!("expected a field, number, string or `(`, found {other:?}")),
+            other => return Err(format!("expected a field, number, string or `(`, found {other:?}").into()),
         })
     }
 }
 
-pub fn parse(s: &str) -> Result<Expr, String> {
+pub fn parse(s: &str) -> Result<Expr, StageError> {
     let mut p = P { toks: lex(s)?, i: 0 };
     let e = p.or()?;
     if p.i != p.toks.len() {
-        return Err(format!("unexpected {:?} after the expression", p.toks[p.i]));
+        return Err(format!("unexpected {:?} after the expression", p.toks[p.i]).into());
     }
     Ok(e)
 }
 
 impl Expr {
     /// The expression's type over `schema`; errors name the field or the mismatch.
-    pub fn check(&self, schema: &BTreeMap<String, FieldType>) -> Result<FieldType, String> {
+    pub fn check(&self, schema: &BTreeMap<String, FieldType>) -> Result<FieldType, StageError> {
         Ok(match self {
             Expr::Field(f) => *schema.get(f).ok_or_else(|| {
                 format!("no field {f:?} at this point; fields are {:?}", schema.keys().collect::<Vec<_>>())
@@ -196,17 +197,17 @@ impl Expr {
             Expr::Cmp(a, op, b) => {
                 let (ta, tb) = (a.check(schema)?, b.check(schema)?);
                 if ta != tb {
-                    return Err(format!("cannot compare {ta:?} with {tb:?}"));
+                    return Err(format!("cannot compare {ta:?} with {tb:?}").into());
                 }
                 if ta != FieldType::Number && !matches!(op, Op::Eq | Op::Ne) {
-                    return Err(format!("{op:?} compares numbers, not {ta:?}"));
+                    return Err(format!("{op:?} compares numbers, not {ta:?}").into());
                 }
                 FieldType::Bool
             }
         })
     }
 
-    fn eval_value(&self, r: &serde_json::Map<String, Value>) -> Result<Value, String> {
+    fn eval_value(&self, r: &serde_json::Map<String, Value>) -> Result<Value, StageError> {
         Ok(match self {
             Expr::Field(f) => r.get(f).cloned().ok_or_else(|| format!("record has no field {f:?}"))?,
             Expr::Num(n) => Value::from(*n),
@@ -217,7 +218,7 @@ impl Expr {
     }
 
     /// Evaluates a bool expression on a record.
-    pub fn eval(&self, r: &serde_json::Map<String, Value>) -> Result<bool, String> {
+    pub fn eval(&self, r: &serde_json::Map<String, Value>) -> Result<bool, StageError> {
         Ok(match self {
             Expr::Not(e) => !e.eval(r)?,
             Expr::And(a, b) => a.eval(r)? && b.eval(r)?,
@@ -236,7 +237,7 @@ impl Expr {
                     _ => match op {
                         Op::Eq => x == y,
                         Op::Ne => x != y,
-                        _ => return Err(format!("{op:?} needs numbers, got {x} and {y}")),
+                        _ => return Err(format!("{op:?} needs numbers, got {x} and {y}").into()),
                     },
                 }
             }
@@ -271,9 +272,9 @@ mod tests {
 
     #[test]
     fn type_errors_name_the_problem() {
-        assert!(parse("w > 'a'").expect("p").check(&schema()).expect_err("mismatch").contains("cannot compare"));
-        assert!(parse("nope == 1").expect("p").check(&schema()).expect_err("field").contains("no field \"nope\""));
-        assert!(parse("s < 'a'").expect("p").check(&schema()).expect_err("order").contains("compares numbers"));
+        assert!(parse("w > 'a'").expect("p").check(&schema()).expect_err("mismatch").0.contains("cannot compare"));
+        assert!(parse("nope == 1").expect("p").check(&schema()).expect_err("field").0.contains("no field \"nope\""));
+        assert!(parse("s < 'a'").expect("p").check(&schema()).expect_err("order").0.contains("compares numbers"));
         assert!(parse("w >").is_err());
         assert!(parse("w = 1").is_err());
     }

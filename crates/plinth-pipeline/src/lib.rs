@@ -27,6 +27,30 @@ use serde::Deserialize;
 
 use ops::{CheckCx, HostOp, Operator, PluginToml};
 
+/// Why a stage cannot be checked or cannot go on, in the user's words (the
+/// pipeline adds the file, line and stage name).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct StageError(pub String);
+
+impl From<String> for StageError {
+    fn from(s: String) -> Self {
+        StageError(s)
+    }
+}
+
+impl From<&str> for StageError {
+    fn from(s: &str) -> Self {
+        StageError(s.to_string())
+    }
+}
+
+impl From<StageError> for PipelineError {
+    fn from(e: StageError) -> Self {
+        PipelineError::Run(e.0)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("{path}:{line}: {message}")]
@@ -164,13 +188,14 @@ fn parse_stage(table: toml::Table) -> Result<StageToml, (Option<String>, String)
         let key = m.split('`').nth(1).filter(|_| m.starts_with("unknown field")).map(String::from);
         (key, m)
     };
+    let op = table.get("op").map(|v| v.to_string()).unwrap_or_default();
     match (table.contains_key("op"), table.contains_key("plugin")) {
         (true, true) => Err((None, "give either `op` (a host operation) or `plugin` + `stage`, not both".into())),
         (false, true) => table.try_into().map(StageToml::Plugin).map_err(keyed),
         (true, false) => table.try_into().map(StageToml::Host).map_err(|e| {
             let (key, m) = keyed(e);
             let m = if m.starts_with("unknown variant") {
-                format!("unknown op; host operations are {} (or use `plugin` + `stage`)", HostOp::NAMES.join(", "))
+                format!("unknown op {op}; host operations are {} (or use `plugin` + `stage`)", HostOp::NAMES.join(", "))
             } else {
                 m
             };
@@ -201,7 +226,7 @@ mod tests {
         assert_eq!(key.as_deref(), Some("bye"));
         assert!(m.contains("unknown field `bye`") && m.contains("`by`"), "{m}");
         let (_, m) = parse_stage(t("op = \"explode\"\n")).expect_err("unknown op");
-        assert!(m.contains("unknown op") && m.contains("top_k"), "{m}");
+        assert!(m.contains("unknown op \"explode\"") && m.contains("top_k"), "{m}");
         let (_, m) = parse_stage(t("path = \"x\"\n")).expect_err("no op");
         assert!(m.contains("needs `op`"), "{m}");
         let (_, m) = parse_stage(t("op = \"read\"\nplugin = \"p\"\nstage = \"s\"\n")).expect_err("both");

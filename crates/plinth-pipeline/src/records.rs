@@ -1,6 +1,7 @@
 //! Records in and out of files: CSV (a header row; numbers and true/false typed),
 //! JSON Lines (one object per line) and plain lines (each becomes `{field: line}`).
 
+use crate::StageError;
 use std::path::Path;
 
 use serde_json::{Map, Value};
@@ -17,7 +18,7 @@ pub enum Format {
 }
 
 /// The format `given`, or the one `path`'s extension names.
-pub fn format_of(path: &Path, given: Option<&str>) -> Result<Format, String> {
+pub fn format_of(path: &Path, given: Option<&str>) -> Result<Format, StageError> {
     let f = given
         .map(str::to_string)
         .unwrap_or_else(|| path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default());
@@ -25,12 +26,12 @@ pub fn format_of(path: &Path, given: Option<&str>) -> Result<Format, String> {
         "csv" => Ok(Format::Csv),
         "jsonl" | "json" => Ok(Format::Jsonl),
         "lines" | "txt" | "smi" => Ok(Format::Lines),
-        other => Err(format!("unknown format {other:?}; use csv, jsonl or lines (or a path ending in one)")),
+        other => Err(format!("unknown format {other:?}; use csv, jsonl or lines (or a path ending in one)").into()),
     }
 }
 
 /// Parses at most `max` records from `text`.
-pub fn parse_records(text: &str, format: Format, field: &str, max: usize) -> Result<Vec<Record>, String> {
+pub fn parse_records(text: &str, format: Format, field: &str, max: usize) -> Result<Vec<Record>, StageError> {
     let mut out = Vec::new();
     match format {
         Format::Lines => {
@@ -42,8 +43,8 @@ pub fn parse_records(text: &str, format: Format, field: &str, max: usize) -> Res
             for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).take(max) {
                 match serde_json::from_str::<Value>(l) {
                     Ok(Value::Object(m)) => out.push(m),
-                    Ok(_) => return Err(format!("line {}: not a JSON object", i + 1)),
-                    Err(e) => return Err(format!("line {}: {e}", i + 1)),
+                    Ok(_) => return Err(format!("line {}: not a JSON object", i + 1).into()),
+                    Err(e) => return Err(format!("line {}: {e}", i + 1).into()),
                 }
             }
         }
@@ -72,7 +73,7 @@ pub fn parse_records(text: &str, format: Format, field: &str, max: usize) -> Res
 
 /// Writes `records` to `path` (creating its folder); `lines` writes `field` (default:
 /// each record's first field), one value per line.
-pub fn write_records(path: &Path, format: Format, field: Option<&str>, records: &[Record]) -> Result<(), String> {
+pub fn write_records(path: &Path, format: Format, field: Option<&str>, records: &[Record]) -> Result<(), StageError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     }
@@ -103,7 +104,7 @@ pub fn write_records(path: &Path, format: Format, field: Option<&str>, records: 
             String::from_utf8(w.into_inner().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?
         }
     };
-    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 /// A value as text: strings bare, anything else as JSON.

@@ -100,7 +100,7 @@ pub fn run(p: &Pipeline, plugins: &dyn Plugins, opts: RunOptions) -> Result<Summ
             let mut tally = Tally::new(stage, bars.as_ref(), records.len());
             let t0 = Instant::now();
             tally.records_in = records.len();
-            let mut run = stage.op.open(&env).map_err(fail)?;
+            let mut run = stage.op.open(&env)?;
             records = run.all(std::mem::take(&mut records));
             tally.tick(tally.records_in);
             tally.records_out = records.len();
@@ -111,7 +111,7 @@ pub fn run(p: &Pipeline, plugins: &dyn Plugins, opts: RunOptions) -> Result<Summ
         }
         // A streaming segment: stages i..end.
         let end = (i..p.stages.len()).find(|&k| p.stages[k].op.flow() == Flow::Barrier).unwrap_or(p.stages.len());
-        let source = stage.op.source().map_err(fail)?;
+        let source = stage.op.source()?;
         let is_source = source.is_some();
         if let Some(made) = source {
             records = made;
@@ -120,7 +120,7 @@ pub fn run(p: &Pipeline, plugins: &dyn Plugins, opts: RunOptions) -> Result<Summ
         let mut runs: Vec<Box<dyn OpRun + '_>> = Vec::with_capacity(end - i);
         for (k, st) in p.stages.iter().enumerate().take(end).skip(i) {
             tallies[k] = Some(Tally::new(st, bars.as_ref(), total));
-            runs.push(st.op.open(&env).map_err(fail)?);
+            runs.push(st.op.open(&env)?);
         }
         let mut out = Vec::new();
         let bs = p.batch_size.max(1);
@@ -138,7 +138,7 @@ pub fn run(p: &Pipeline, plugins: &dyn Plugins, opts: RunOptions) -> Result<Summ
                     tally.records_in += batch.len();
                 }
                 let n_in = batch.len();
-                let (kept, rejected) = run.batch(&mut env, batch).map_err(fail)?;
+                let (kept, rejected) = run.batch(&mut env, batch)?;
                 for (r, reason) in &rejected {
                     let line = serde_json::json!({"stage": p.stages[k].name, "reason": reason, "record": r});
                     writeln!(rejects, "{line}").map_err(|e| fail(format!("{}: {e}", rejects_path.display())))?;
@@ -154,7 +154,7 @@ pub fn run(p: &Pipeline, plugins: &dyn Plugins, opts: RunOptions) -> Result<Summ
         // Segment end: `write` stages write what they saw.
         for (k, run) in (i..end).zip(runs.iter_mut()) {
             let t0 = Instant::now();
-            run.finish(&env).map_err(fail)?;
+            run.finish(&env)?;
             if let Some(tally) = tallies[k].as_mut() {
                 tally.seconds += t0.elapsed().as_secs_f64();
                 if let Some(b) = &tally.bar {
@@ -182,8 +182,8 @@ pub fn run(p: &Pipeline, plugins: &dyn Plugins, opts: RunOptions) -> Result<Summ
         });
     }
     let total_rejected = summaries.iter().map(|s| s.rejected).sum();
-    write_records(&p.out_dir.join(RESULTS_JSONL), Format::Jsonl, None, &records).map_err(fail)?;
-    write_records(&p.out_dir.join(RESULTS_CSV), Format::Csv, None, &records).map_err(fail)?;
+    write_records(&p.out_dir.join(RESULTS_JSONL), Format::Jsonl, None, &records)?;
+    write_records(&p.out_dir.join(RESULTS_CSV), Format::Csv, None, &records)?;
     let summary = Summary {
         pipeline: p.name.clone(),
         stages: summaries,

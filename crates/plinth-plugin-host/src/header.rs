@@ -53,7 +53,16 @@ pub(crate) unsafe fn read_header(header: *const PluginHeader) -> Result<HeaderFi
 
 /// Decides whether this host can load a plugin with `h`; the message names both
 /// sides and what to rebuild with.
-pub fn validate_header(h: &HeaderFields) -> Result<(), String> {
+pub fn validate_header(h: &HeaderFields) -> Result<(), HeaderRefused> {
+    header_problem(h).map_err(HeaderRefused)
+}
+
+/// Why a header was refused: both sides' versions and what to rebuild with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HeaderRefused(pub String);
+
+fn header_problem(h: &HeaderFields) -> Result<(), String> {
     if h.magic != MAGIC {
         return Err(format!("bad magic {:#018x} (plinth expects {MAGIC:#018x})", h.magic));
     }
@@ -110,7 +119,7 @@ mod tests {
 
     #[test]
     fn another_major_names_both_versions() {
-        let err = validate_header(&HeaderFields { major: ABI_MAJOR + 1, minor: 3, ..good() }).expect_err("major");
+        let err = validate_header(&HeaderFields { major: ABI_MAJOR + 1, minor: 3, ..good() }).expect_err("major").0;
         assert!(
             err.contains(&format!("{}.3", ABI_MAJOR + 1)) && err.contains(&format!("{ABI_MAJOR}.{ABI_MINOR}")),
             "{err}"
@@ -119,7 +128,7 @@ mod tests {
 
     #[test]
     fn an_older_major_is_told_to_rebuild_against_the_new_sdk() {
-        let err = validate_header(&HeaderFields { major: ABI_MAJOR - 1, minor: 0, ..good() }).expect_err("old");
+        let err = validate_header(&HeaderFields { major: ABI_MAJOR - 1, minor: 0, ..good() }).expect_err("old").0;
         assert!(err.contains("older") && err.contains("rebuild it against the current plinth-plugin-sdk"), "{err}");
         assert!(err.contains(&format!("{}.0", ABI_MAJOR - 1)), "{err}");
     }
@@ -133,15 +142,17 @@ mod tests {
     #[test]
     fn another_libtorch_names_both_fingerprints() {
         let err = validate_header(&HeaderFields { fingerprint: "tch=0.23.0;torch=2.10.0;cxx11abi=1".into(), ..good() })
-            .expect_err("fp");
+            .expect_err("fp")
+            .0;
         assert!(err.contains("torch=2.10.0") && err.contains(plinth_abi::torch_fingerprint()), "{err}");
     }
 
     #[test]
     fn bad_magic_and_abort_builds_are_refused() {
-        assert!(validate_header(&HeaderFields { magic: 7, ..good() }).expect_err("magic").contains("magic"));
+        assert!(validate_header(&HeaderFields { magic: 7, ..good() }).expect_err("magic").0.contains("magic"));
         assert!(validate_header(&HeaderFields { flags: FLAG_LINKS_LIBTORCH, ..good() })
             .expect_err("abort")
+            .0
             .contains("unwind"));
     }
 }

@@ -17,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use header::{validate_header, HeaderFields};
+pub use header::{validate_header, HeaderFields, HeaderRefused};
 pub use plinth_abi::ComponentKind;
 use plinth_abi::{ComponentInfo, PlBuf, PlStr, PluginApi, PluginHeader, Status};
 use plinth_plugin_protocol::{CallError, ComponentSpec, Plugins};
@@ -47,8 +47,9 @@ pub enum PluginError {
     NoComponent { plugin: String, component: String },
     #[error("no plugin with id {0}; `plinth plugins list` shows what is loaded")]
     Unknown(String),
+    /// No (single) prompted generation task to answer with; the message says which there are.
     #[error("{0}")]
-    Ambiguous(String),
+    NoPrompted(String),
 }
 
 pub type Result<T, E = PluginError> = std::result::Result<T, E>;
@@ -157,15 +158,18 @@ impl PluginHost {
             .filter(|c| matches!(&c.spec, ComponentSpec::Task(s) if s.completion.is_some()))
             .map(|c| c.name.as_str())
             .collect();
-        let none = |message: String| PluginError::NoComponent { plugin: plugin.into(), component: message };
+        let no = PluginError::NoPrompted;
         match (task, prompted.as_slice()) {
             (Some(t), _) if prompted.contains(&t) => Ok(t.to_string()),
-            (Some(t), _) => Err(none(format!("{t} (its prompted generation tasks: {})", prompted.join(", ")))),
-            (None, [one]) => Ok(one.to_string()),
-            (None, []) => {
-                Err(none(format!("a prompted generation task; `plinth plugins inspect {plugin}` lists its tasks")))
+            (Some(t), []) => Err(no(format!("plugin {plugin} has no prompted generation task (asked for {t})"))),
+            (Some(t), _) => {
+                Err(no(format!("plugin {plugin} has no prompted generation task {t}; it has {}", prompted.join(", "))))
             }
-            (None, many) => Err(PluginError::Ambiguous(format!(
+            (None, [one]) => Ok(one.to_string()),
+            (None, []) => Err(no(format!(
+                "plugin {plugin} has no prompted generation task; `plinth plugins inspect {plugin}` lists its tasks"
+            ))),
+            (None, many) => Err(no(format!(
                 "plugin {plugin} has several prompted generation tasks ({}); choose one with --task",
                 many.join(", ")
             ))),
@@ -219,7 +223,7 @@ impl PluginHost {
         };
         // SAFETY: the symbol exists; `read_header` reads the magic before anything else.
         let fields = unsafe { header::read_header(header) }.map_err(refuse)?;
-        validate_header(&fields).map_err(refuse)?;
+        validate_header(&fields).map_err(|e| refuse(e.0))?;
         if let Some(pinned) = self.config.pins.get(&fields.id) {
             if !pinned.eq_ignore_ascii_case(&sha256) {
                 return Err(refuse(format!(
@@ -440,19 +444,24 @@ impl Plugin {
         }
     }
 
-    fn no_tensors(&self, component: &str) -> PluginError {
-        self.call_error(
-            component,
-            Status::Unsupported,
-            "the plugin was built without the SDK's `tensors` feature, so it has no tensor modules".into(),
-        )
+    /// Tensors may cross only to a plugin whose header names this process's
+    /// libtorch (checked before it loaded); any other gets none.
+    fn tensor_fn<F>(&self, component: &str, f: Option<F>) -> Result<F> {
+        if self.fingerprint != plinth_abi::torch_fingerprint() {
+            return Err(self.call_error(
+                component,
+                Status::Unsupported,
+                "the plugin does not link plinth's libtorch (it was built without plinth-plugin-tensors), so it has no tensor modules".into(),
+            ));
+        }
+        f.ok_or_else(|| self.call_error(component, Status::Unsupported, "no tensor functions".into()))
     }
 
     /// Runs a module component on `input`; gradients flow back through it. The
     /// plugin sees the host's tensor itself (no copy).
     pub fn forward(&self, component: &str, input: &Tensor) -> Result<Tensor> {
         let (i, meta) = self.index(component)?;
-        let f = self.api.forward.ok_or_else(|| self.no_tensors(component))?;
+        let f = self.tensor_fn(component, self.api.forward)?;
         let _serial = (!meta.sync).then(|| self.call_lock.lock());
         let mut output: *mut c_void = std::ptr::null_mut();
         let mut err = PlBuf::EMPTY;
@@ -470,7 +479,7 @@ impl Plugin {
     pub fn parameters(&self, component: &str) -> Result<Vec<Tensor>> {
         let (i, meta) = self.index(component)?;
         let _serial = (!meta.sync).then(|| self.call_lock.lock());
-        let f = self.api.parameters.ok_or_else(|| self.no_tensors(component))?;
+        let f = self.tensor_fn(component, self.api.parameters)?;
         let mut count = 0usize;
         let mut err = PlBuf::EMPTY;
         // SAFETY: a zero-capacity call only reports the count.

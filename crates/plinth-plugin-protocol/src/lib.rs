@@ -52,7 +52,7 @@ pub enum ComponentSpec {
     /// A pipeline stage: the record fields it reads and adds, and its params.
     Stage(StageSpec),
     /// A tensor module (adapter or head) with JSON defaults; only in plugins built
-    /// with the SDK's `tensors` feature.
+    /// with `plinth-plugin-tensors`, which link libtorch.
     Module(serde_json::Value),
 }
 

@@ -85,14 +85,14 @@ pub trait PluginsExt: Plugins {
         Ok(StageSession { plugins: self, plugin: plugin.into(), stage: stage.into(), id, spec })
     }
 
-    /// Runs a task's input check on each input: `Ok` for the accepted, the stage's
-    /// reason for the rejected.
+    /// Runs a task's input check on each input: `None` for the accepted, the
+    /// stage's reason for the rejected.
     fn check_inputs(
         &self,
         plugin: &str,
         check: &InputCheck,
         inputs: &[String],
-    ) -> Result<Vec<Result<(), String>>, CallError> {
+    ) -> Result<Vec<Option<String>>, CallError> {
         let session = self.open_stage(plugin, &check.stage, &serde_json::Value::Null)?;
         let records: Vec<Record> = inputs
             .iter()
@@ -102,8 +102,8 @@ pub trait PluginsExt: Plugins {
             .run(&records)?
             .into_iter()
             .map(|o| match o {
-                Outcome::Add(_) => Ok(()),
-                Outcome::Reject(reason) => Err(reason),
+                Outcome::Add(_) => None,
+                Outcome::Reject(reason) => Some(reason),
             })
             .collect())
     }

@@ -44,7 +44,12 @@ pub struct NoParams {}
 /// A tensor module behind raw libtorch handles (`at::Tensor*`). Implemented by
 /// `plinth-plugin-tensors` from a safe `TensorModule`; not meant to be written by
 /// hand. Modules are flagged `SEND` only and the host serialises calls into them.
-pub trait RawModule: Send {
+///
+/// # Safety
+/// Every handle `forward` returns and `parameters` writes must be a new, live
+/// `at::Tensor*` of the libtorch the plugin's header names, owned by the caller
+/// from then on: the host takes ownership of them.
+pub unsafe trait RawModule: Send {
     /// Runs the module on the host's tensor.
     ///
     /// # Safety
@@ -176,6 +181,7 @@ impl Component {
 
     /// An adapter or head module with JSON defaults, behind raw handles: use
     /// `plinth_plugin_tensors::module`, which builds one from a safe `TensorModule`.
+    #[doc(hidden)]
     pub fn module_raw(name: &str, description: &str, defaults: serde_json::Value, m: impl RawModule + 'static) -> Self {
         let spec = Ok(ComponentSpec::Module(defaults));
         Self::new(ComponentKind::Module, name, description, spec, Behaviour::Module(Box::new(m)))
@@ -194,12 +200,7 @@ impl Component {
 
 fn stage_spec<S: Stage>() -> Result<StageSpec, String> {
     let (requires, optional) = crate::schema::fields::<S::Input>()?;
-    let (adds, may_add) = crate::schema::fields::<S::Output>()?;
-    if let Some(f) = may_add.keys().next() {
-        return Err(format!(
-            "output field {f:?} is optional; a stage adds every output field (reject the record instead)"
-        ));
-    }
+    let adds = crate::schema::output_fields::<S::Output>()?;
     Ok(StageSpec { requires, optional, adds, params: crate::schema::json_schema::<S::Params>() })
 }
 

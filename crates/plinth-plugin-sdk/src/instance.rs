@@ -16,6 +16,9 @@ use crate::component::{check_components, Behaviour, Component};
 use crate::Plugin;
 
 type Session = Arc<dyn Any + Send + Sync>;
+type TensorForward = unsafe extern "C" fn(*mut c_void, u32, *mut c_void, *mut *mut c_void, *mut PlBuf) -> Status;
+type TensorParameters =
+    unsafe extern "C" fn(*mut c_void, u32, *mut *mut c_void, usize, *mut usize, *mut PlBuf) -> Status;
 
 /// The state behind `PluginApi::instance`.
 struct Instance {
@@ -121,12 +124,19 @@ impl Instance {
         })
     }
 
+    /// Ends a session; its state is dropped outside the lock and behind the panic
+    /// guard (a stage's state may run plugin code when dropped).
     fn close(&self, index: u32, session: u64) {
-        if let Ok(mut sessions) = self.sessions.lock() {
-            if sessions.get(&session).is_some_and(|(i, _)| *i == index) {
-                sessions.remove(&session);
-            }
-        }
+        let _ = self.guarded(|inst| {
+            let state = match inst.sessions.lock() {
+                Ok(mut sessions) if sessions.get(&session).is_some_and(|(i, _)| *i == index) => {
+                    sessions.remove(&session)
+                }
+                _ => None,
+            };
+            drop(state);
+            Ok(())
+        });
     }
 }
 
@@ -250,8 +260,9 @@ pub unsafe fn __entry(
         open: Some(open),
         process: Some(process),
         close: Some(close),
-        forward: Some(forward),
-        parameters: Some(parameters),
+        // Tensor functions only for a plugin whose header names the libtorch it links.
+        forward: links_libtorch.then_some(forward as TensorForward),
+        parameters: links_libtorch.then_some(parameters as TensorParameters),
         is_poisoned: Some(is_poisoned),
     };
     // Write only the prefix both sides know (OBS's `sizeof info` rule).

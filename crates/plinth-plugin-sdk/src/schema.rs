@@ -6,9 +6,27 @@ use plinth_plugin_protocol::{FieldType, Schema};
 use schemars::JsonSchema;
 use serde_json::Value;
 
-/// The fields of a flat struct `T`: those every record must carry, and those it may.
+/// The fields of a flat struct `T` as a stage reads it (its Deserialize form):
+/// those every record must carry, and those it may.
 pub(crate) fn fields<T: JsonSchema>() -> Result<(Schema, Schema), String> {
-    let root = schemars::schema_for!(T);
+    fields_of::<T>(schemars::schema_for!(T), false)
+}
+
+/// The fields a stage adds, from `T`'s Serialize form: every one is always written
+/// and never null (a stage that has nothing to add rejects the record instead).
+pub(crate) fn output_fields<T: JsonSchema>() -> Result<Schema, String> {
+    let generator = schemars::generate::SchemaSettings::default().for_serialize().into_generator();
+    let (always, sometimes) = fields_of::<T>(generator.into_root_schema_for::<T>(), true)?;
+    match sometimes.keys().next() {
+        Some(f) => Err(format!(
+            "{}.{f} is not always written (skip_serializing_if?); a stage adds every output field or rejects the record",
+            T::schema_name()
+        )),
+        None => Ok(always),
+    }
+}
+
+fn fields_of<T: JsonSchema>(root: schemars::Schema, output: bool) -> Result<(Schema, Schema), String> {
     let v = root.as_value();
     let name = T::schema_name();
     let required: Vec<&str> =
@@ -21,6 +39,9 @@ pub(crate) fn fields<T: JsonSchema>() -> Result<(Schema, Schema), String> {
     };
     let (mut must, mut may) = (Schema::new(), Schema::new());
     for (field, prop) in props {
+        if output && nullable(prop) {
+            return Err(format!("{name}.{field} may be null (an Option); a stage adds a value or rejects the record"));
+        }
         let ty = field_type(prop).ok_or_else(|| {
             format!("{name}.{field} has a type a record field cannot carry ({prop}); use a string, a number or a bool")
         })?;
@@ -36,6 +57,13 @@ pub(crate) fn fields<T: JsonSchema>() -> Result<(Schema, Schema), String> {
 /// The JSON Schema of `T`, for documentation (stage params).
 pub(crate) fn json_schema<T: JsonSchema>() -> Value {
     schemars::schema_for!(T).as_value().clone()
+}
+
+fn nullable(prop: &Value) -> bool {
+    match prop.get("type") {
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "null"),
+        _ => false,
+    }
 }
 
 /// A property's record type: `string`, `number`/`integer` or `boolean`, alone or
@@ -95,6 +123,35 @@ mod tests {
             ])
         );
         assert_eq!(may, Schema::from([("note".into(), FieldType::String), ("limit".into(), FieldType::Number)]));
+    }
+
+    #[derive(serde::Serialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Out {
+        n: usize,
+        #[serde(default)]
+        label: String,
+    }
+
+    #[derive(serde::Serialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Maybe {
+        n: Option<usize>,
+    }
+
+    #[derive(serde::Serialize, JsonSchema)]
+    #[allow(dead_code)]
+    struct Skipped {
+        #[serde(skip_serializing_if = "String::is_empty")]
+        note: String,
+    }
+
+    #[test]
+    fn outputs_are_read_from_what_serialize_writes() {
+        let adds = output_fields::<Out>().expect("every field always written");
+        assert_eq!(adds, Schema::from([("n".into(), FieldType::Number), ("label".into(), FieldType::String)]));
+        assert!(output_fields::<Maybe>().expect_err("nullable").contains("Maybe.n may be null"));
+        assert!(output_fields::<Skipped>().expect_err("skipped").contains("Skipped.note is not always written"));
     }
 
     #[test]

@@ -33,7 +33,10 @@ pub fn module(name: &str, description: &str, defaults: serde_json::Value, m: imp
 
 struct Handles<M>(M);
 
-impl<M: TensorModule> RawModule for Handles<M> {
+// SAFETY: `forward` and `parameters` hand out new handles (`clone_from_ptr`,
+// `shallow_clone`) and forget their Rust owners, so each belongs to the caller; they
+// are tensors of the libtorch this crate links, whose fingerprint is `LIBTORCH`.
+unsafe impl<M: TensorModule> RawModule for Handles<M> {
     unsafe fn forward(&self, input: *mut c_void) -> Result<*mut c_void, Error> {
         // SAFETY: the caller lends a live at::Tensor* of this libtorch; a new handle
         // on it shares its storage and autograd node.

@@ -86,7 +86,7 @@ impl AdamW {
     /// order; an undefined gradient (a parameter the loss did not use) is skipped.
     /// Runs ATen's fused kernel (one pass per parameter over it, its gradient
     /// and both moments), once for the decayed parameters and once for the rest.
-    pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<(), String> {
+    pub fn step(&mut self, grads: &[Tensor], lr: f64) -> crate::Result<()> {
         self.step += 1;
         let AdamWConfig { beta1, beta2, eps, weight_decay } = self.cfg;
         for decay in [true, false] {
@@ -127,7 +127,10 @@ impl AdamW {
             });
             if rc != 0 {
                 let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
-                return Err(format!("fused AdamW step failed: {}", String::from_utf8_lossy(&err[..end])));
+                return Err(crate::TrainError::Invalid(format!(
+                    "fused AdamW step failed: {}",
+                    String::from_utf8_lossy(&err[..end])
+                )));
             }
         }
         Ok(())
@@ -144,9 +147,9 @@ impl AdamW {
     }
 
     /// Restores moments saved by [`AdamW::state_tensors`] and the step count.
-    pub fn load_state(&mut self, tensors: &[(String, Tensor)], step: i64) -> Result<(), String> {
+    pub fn load_state(&mut self, tensors: &[(String, Tensor)], step: i64) -> crate::Result<()> {
         let find = |key: &str| tensors.iter().find(|(k, _)| k == key).map(|(_, t)| t);
-        tch::no_grad(|| {
+        tch::no_grad(|| -> Result<(), String> {
             for s in &mut self.slots {
                 for (prefix, dst) in [("m", &mut s.m), ("v", &mut s.v)] {
                     let key = format!("{prefix}.{}", s.name);
@@ -162,7 +165,8 @@ impl AdamW {
                 }
             }
             Ok(())
-        })?;
+        })
+        .map_err(crate::TrainError::Checkpoint)?;
         self.step = step;
         Ok(())
     }

@@ -168,7 +168,7 @@ impl Pretrainer {
                 }
             }
             st.data_fingerprint = Some(data_fingerprint);
-            opt.load_state(&state::read_optimizer(&ckpt_dir)?, st.step as i64).map_err(TrainError::Checkpoint)?;
+            opt.load_state(&state::read_optimizer(&ckpt_dir)?, st.step as i64)?;
             tracing::info!(step = st.step, "resumed from {}", ckpt_dir.display());
         }
         let n_blocks = train_blocks.size()[0] as usize;
@@ -206,7 +206,7 @@ impl Pretrainer {
             count_from: 1,
             out_dir: out_dir.clone(),
             plot: LOSS_PLOT,
-            plot_metric: "val_loss".into(),
+            plot_metric: "loss".into(),
             progress_bar: opts.progress,
         };
         let (world, writer) = ddp.as_ref().map_or((1, true), |d| (d.world(), d.is_writer()));
@@ -330,9 +330,8 @@ impl Objective for PretrainJob {
         let val = self.val_loss()?;
         self.state.val_loss = Some(val);
         Ok(Some(Evaluation {
-            split: None,
-            metrics: BTreeMap::from([("val_loss".to_string(), val)]),
-            metric: "val_loss".into(),
+            metrics: BTreeMap::from([("loss".to_string(), val)]),
+            metric: "loss".into(),
             higher_is_better: false,
         }))
     }

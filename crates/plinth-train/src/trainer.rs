@@ -46,7 +46,7 @@ pub struct LoopConfig {
     pub out_dir: PathBuf,
     /// The curve's file name (`loss.png`, `curves.png`).
     pub plot: &'static str,
-    /// The evaluation metric the curve draws beside the loss (`val_loss`, the task's metric).
+    /// The validation metric the curve draws beside the loss (`loss`, the task's metric).
     pub plot_metric: String,
     /// Draw a progress bar (rank 0).
     pub progress_bar: bool,
@@ -66,12 +66,10 @@ pub struct LoopProgress {
     pub stopped_early: bool,
 }
 
-/// One evaluation: its metrics (into the step's metrics row) and the one that
-/// ranks checkpoints.
+/// One evaluation on held-out data: its metrics (the step's metrics row holds them
+/// under `validation`) and the one that ranks checkpoints.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
-    /// The split measured, shown in the metrics row (`None`: the row says only the metrics).
-    pub split: Option<String>,
     pub metrics: BTreeMap<String, f64>,
     /// The ranking metric's name (a key of `metrics`).
     pub metric: String,
@@ -119,7 +117,7 @@ pub trait Objective {
 }
 
 /// One line of `metrics.jsonl`: the step's training numbers and, on evaluation
-/// steps, the evaluation's metrics.
+/// steps, the held-out metrics under `validation` (pretraining: `{"loss": ...}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
     pub step: u64,
@@ -134,12 +132,9 @@ pub struct StepMetrics {
     /// Data-parallel runs: seconds this step spent averaging gradients across ranks.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub allreduce_s: Option<f64>,
-    /// The split an evaluation at this step measured.
+    /// An evaluation at this step: its metrics.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub split: Option<String>,
-    /// The evaluation's metrics (pretraining: `val_loss`).
-    #[serde(flatten)]
-    pub eval: BTreeMap<String, f64>,
+    pub validation: Option<BTreeMap<String, f64>>,
 }
 
 /// The loop, its optimizer and its progress.
@@ -158,11 +153,6 @@ impl Trainer {
 
     pub fn config(&self) -> &LoopConfig {
         &self.cfg
-    }
-
-    /// Changes how far the run goes (a resumed run may be given more steps).
-    pub fn set_total_steps(&mut self, total: u64) {
-        self.cfg.total_steps = total;
     }
 
     pub fn optimizer(&self) -> &AdamW {
@@ -240,7 +230,7 @@ impl Trainer {
                 loss = d.mean(loss)?;
             }
             let grad_norm = clip_grad_norm(&mut grads, c.clip_norm);
-            self.opt.step(&grads, lr).map_err(TrainError::Invalid)?;
+            self.opt.step(&grads, lr)?;
             if !loss.is_finite() {
                 return Err(TrainError::Invalid(format!(
                     "the training loss became {loss} at step {step}; lower train.lr or raise warmup_steps (the last checkpoint is untouched)"
@@ -270,8 +260,7 @@ impl Trainer {
                     self.judge(job, &e)?;
                     let value = e.value();
                     tracing::info!(step, loss = format!("{loss:.4}"), metric = %e.metric, value, "evaluation");
-                    row.split = e.split;
-                    row.eval = e.metrics;
+                    row.validation = Some(e.metrics);
                 }
                 if at_end {
                     self.progress.done = true;
@@ -346,9 +335,9 @@ fn progress_bar(target: u64, at: u64) -> ProgressBar {
     bar
 }
 
-/// Training loss (blue) and the evaluation metric (orange) from `metrics.jsonl`.
-/// A loss metric (`val_loss`) shares the loss's axis; any other is min-max scaled,
-/// with the loss, to [0, 1] so both fit one chart.
+/// Training loss (blue) and a validation metric (orange) from `metrics.jsonl`.
+/// Validation `loss` shares the training loss's axis; any other metric is min-max
+/// scaled, with the loss, to [0, 1] so both fit one chart.
 pub fn plot_metrics(metrics: &Path, metric: &str, png: &Path) -> Result<()> {
     let text = std::fs::read_to_string(metrics).unwrap_or_default();
     let (mut train, mut val) = (Vec::new(), Vec::new());
@@ -356,11 +345,11 @@ pub fn plot_metrics(metrics: &Path, metric: &str, png: &Path) -> Result<()> {
         if let Some(l) = m.loss {
             train.push((m.step as f64, l));
         }
-        if let Some(v) = m.eval.get(metric) {
+        if let Some(v) = m.validation.as_ref().and_then(|v| v.get(metric)) {
             val.push((m.step as f64, *v));
         }
     }
-    if metric != "val_loss" {
+    if metric != "loss" {
         (train, val) = (scaled(train), scaled(val));
     }
     write_line_chart(png, &[Series { points: train, rgb: [31, 119, 180] }, Series { points: val, rgb: [255, 127, 14] }])

@@ -144,7 +144,7 @@ pub fn predict(
             use plinth_plugin_protocol::PluginsExt;
             let verdicts = host.check_inputs(&t.meta.plugin, check, &inputs)?;
             for (i, (input, verdict)) in inputs.iter().zip(verdicts).enumerate() {
-                if let Err(reason) = verdict {
+                if let Some(reason) = verdict {
                     bail!(
                         "input {} ({input:?}) is not valid for {}/{}: {reason}; nothing was predicted",
                         i + 1,

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Batch, CheckCx, Checked, Env, Flow, OpRun, Operator};
+use super::{CheckCx, Checked, Env, Flow, OpRun, Operator};
 use crate::records::{plain, Record};
+use crate::StageError;
 use crate::{FieldType, Schema};
 
 #[derive(Debug, Deserialize)]
@@ -19,7 +20,7 @@ pub struct CollectToml {
 }
 
 impl CollectToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         cx.require(&self.field, Some(FieldType::String))?;
         let schema =
             Schema::from([(self.field.clone(), FieldType::String), ("records".to_string(), FieldType::Number)]);
@@ -43,16 +44,12 @@ impl Operator for Collect {
         Flow::Barrier
     }
 
-    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         Ok(Box::new(self))
     }
 }
 
 impl OpRun for &Collect {
-    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
-        Ok((self.all(records), Vec::new()))
-    }
-
     fn all(&mut self, records: Vec<Record>) -> Vec<Record> {
         if records.is_empty() {
             return records;

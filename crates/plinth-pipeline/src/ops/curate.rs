@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{Batch, CheckCx, Checked, Env, OpRun, Operator};
 use crate::records::{plain, Record};
 use crate::FieldType;
+use crate::StageError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +21,7 @@ pub struct CurateToml {
 }
 
 impl CurateToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         cx.require(&self.field, Some(FieldType::String))?;
         let cfg: plinth_curate::CurateConfig =
             self.settings.try_into().map_err(|e: toml::de::Error| format!("settings: {}", e.message()))?;
@@ -40,7 +41,7 @@ impl Operator for Curate {
         "curate".into()
     }
 
-    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         Ok(Box::new(Curating { op: self, duplicates: self.curator.duplicates() }))
     }
 }
@@ -52,7 +53,7 @@ struct Curating<'a> {
 }
 
 impl OpRun for Curating<'_> {
-    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
+    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, StageError> {
         let (mut kept, mut rejected) = (Vec::new(), Vec::new());
         for mut r in records {
             let text = r.get(&self.op.field).map(plain).unwrap_or_default();
@@ -61,7 +62,7 @@ impl OpRun for Curating<'_> {
                     r.insert(self.op.field.clone(), Value::from(clean));
                     kept.push(r);
                 }
-                Err(reason) => rejected.push((r, reason)),
+                Err(dropped) => rejected.push((r, dropped.0)),
             }
         }
         Ok((kept, rejected))

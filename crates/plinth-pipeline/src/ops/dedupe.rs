@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::{Batch, CheckCx, Checked, Env, OpRun, Operator};
 use crate::records::{plain, Record};
+use crate::StageError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,7 +16,7 @@ pub struct DedupeToml {
 }
 
 impl DedupeToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         cx.require(&self.field, None)?;
         Ok((Arc::new(Dedupe { field: self.field }), cx.schema.clone()))
     }
@@ -31,7 +32,7 @@ impl Operator for Dedupe {
         "dedupe".into()
     }
 
-    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         Ok(Box::new(Seen { field: &self.field, seen: HashSet::new() }))
     }
 }
@@ -42,7 +43,7 @@ struct Seen<'a> {
 }
 
 impl OpRun for Seen<'_> {
-    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
+    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, StageError> {
         let kept = records.into_iter().filter(|r| self.seen.insert(r.get(self.field).map(plain))).collect();
         Ok((kept, Vec::new()))
     }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::{Batch, CheckCx, Checked, Env, OpRun, Operator};
 use crate::records::Record;
 use crate::FieldType;
+use crate::StageError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +48,7 @@ pub struct GenerateToml {
 }
 
 impl GenerateToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         let mut schema = cx.schema.clone();
         let field = self.field.unwrap_or_else(|| "text".into());
         match &self.prompt_field {
@@ -78,7 +79,8 @@ impl GenerateToml {
                         "adapter {} is a {:?} task, not a generation task",
                         a.display(),
                         meta.spec.kind
-                    ));
+                    )
+                    .into());
                 }
                 Some(dir)
             }
@@ -117,11 +119,11 @@ impl Operator for Generate {
         "generate".into()
     }
 
-    fn source(&self) -> Result<Option<Vec<Record>>, String> {
+    fn source(&self) -> Result<Option<Vec<Record>>, StageError> {
         Ok(self.prompt_field.is_none().then(|| vec![Record::new(); self.samples]))
     }
 
-    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         Ok(Box::new(Generating { op: self, model: None, done: 0, weights_sha256: None }))
     }
 }
@@ -137,7 +139,7 @@ struct Generating<'a> {
 }
 
 impl OpRun for Generating<'_> {
-    fn batch(&mut self, env: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
+    fn batch(&mut self, env: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, StageError> {
         let op = self.op;
         if self.model.is_none() {
             let base = env.base(&op.checkpoint)?;
@@ -161,7 +163,7 @@ impl OpRun for Generating<'_> {
                     }
                     kept.push(r);
                 }
-                Err(e) => rejected.push((r, e)),
+                Err(e) => rejected.push((r, e.0)),
             }
         }
         self.done += kept.len() + rejected.len();
@@ -171,7 +173,7 @@ impl OpRun for Generating<'_> {
 
 impl Generating<'_> {
     /// The `provenance` field of one generated text.
-    fn provenance(&mut self, prompt: &str, seed: u64) -> Result<Value, String> {
+    fn provenance(&mut self, prompt: &str, seed: u64) -> Result<Value, StageError> {
         let op = self.op;
         if self.weights_sha256.is_none() {
             let sha = plinth_checkpoint::checkpoint_sha256(&op.checkpoint).map_err(|e| e.to_string())?;
@@ -202,7 +204,7 @@ fn generate_one(
     sampling: &SamplingConfig,
     seed: u64,
     trim: bool,
-) -> Result<String, String> {
+) -> Result<String, StageError> {
     let cfg = SamplingConfig { seed, ..sampling.clone() };
     let text = match task {
         Some(t) => t.complete(base, plugins, prompt, &cfg).map_err(|e| e.to_string())?,

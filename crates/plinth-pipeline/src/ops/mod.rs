@@ -27,6 +27,7 @@ use plinth_plugin_protocol::Plugins;
 use serde::Deserialize;
 
 use crate::records::Record;
+use crate::StageError;
 use crate::{FieldType, Pipeline, Schema};
 
 pub use plugin::PluginToml;
@@ -53,18 +54,20 @@ pub trait Operator: std::fmt::Debug + Send + Sync {
 
     /// A source's records (a file's; empty ones for `generate` to fill). `None`:
     /// the op takes the records before it.
-    fn source(&self) -> Result<Option<Vec<Record>>, String> {
+    fn source(&self) -> Result<Option<Vec<Record>>, StageError> {
         Ok(None)
     }
 
     /// Its state for one run.
-    fn open<'a>(&'a self, env: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String>;
+    fn open<'a>(&'a self, env: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError>;
 }
 
 /// An op during a run.
 pub trait OpRun {
-    /// One batch through a streaming op.
-    fn batch(&mut self, env: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String>;
+    /// One batch through a streaming op (a barrier's whole input, for barriers).
+    fn batch(&mut self, _env: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, StageError> {
+        Ok((self.all(records), Vec::new()))
+    }
 
     /// A barrier's whole input at once.
     fn all(&mut self, records: Vec<Record>) -> Vec<Record> {
@@ -72,7 +75,7 @@ pub trait OpRun {
     }
 
     /// The end of the op's streaming segment (`write` writes its file here).
-    fn finish(&mut self, _env: &Env<'_>) -> Result<(), String> {
+    fn finish(&mut self, _env: &Env<'_>) -> Result<(), StageError> {
         Ok(())
     }
 }
@@ -91,7 +94,7 @@ impl<'a> Env<'a> {
     }
 
     /// The base checkpoint in `dir`, loaded once per run however many stages use it.
-    pub fn base(&mut self, dir: &Path) -> Result<Rc<Checkpoint>, String> {
+    pub fn base(&mut self, dir: &Path) -> Result<Rc<Checkpoint>, StageError> {
         self.models.base(dir, self.device)
     }
 }
@@ -103,7 +106,7 @@ struct Models {
 }
 
 impl Models {
-    fn base(&mut self, dir: &Path, device: tch::Device) -> Result<Rc<Checkpoint>, String> {
+    fn base(&mut self, dir: &Path, device: tch::Device) -> Result<Rc<Checkpoint>, StageError> {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         if let Some(c) = self.bases.get(&key) {
             return Ok(c.clone());
@@ -123,23 +126,26 @@ pub struct CheckCx<'a> {
 
 impl CheckCx<'_> {
     /// `field` must be there (as `ty`, when given).
-    pub fn require(&self, field: &str, ty: Option<FieldType>) -> Result<(), String> {
+    pub fn require(&self, field: &str, ty: Option<FieldType>) -> Result<(), StageError> {
         match (self.schema.get(field), ty) {
             (None, _) => Err(format!(
                 "reads field {field:?}, which no earlier stage provides (fields here: {:?})",
                 self.schema.keys().collect::<Vec<_>>()
-            )),
-            (Some(t), Some(want)) if *t != want => Err(format!("needs field {field:?} as {want:?} but it is {t:?}")),
+            )
+            .into()),
+            (Some(t), Some(want)) if *t != want => {
+                Err(format!("needs field {field:?} as {want:?} but it is {t:?}").into())
+            }
             _ => Ok(()),
         }
     }
 
     /// A stage without an input field must start the pipeline.
-    pub fn source_only(&self, op: &str) -> Result<(), String> {
+    pub fn source_only(&self, op: &str) -> Result<(), StageError> {
         if self.first {
             Ok(())
         } else {
-            Err(format!("`{op}` without an input field starts a pipeline; put it first"))
+            Err(format!("`{op}` without an input field starts a pipeline; put it first").into())
         }
     }
 }
@@ -168,7 +174,7 @@ impl HostOp {
     pub const NAMES: [&'static str; 10] =
         ["read", "generate", "predict", "filter", "sort", "top_k", "dedupe", "curate", "collect", "write"];
 
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         match self {
             HostOp::Read(t) => t.check(cx),
             HostOp::Generate(t) => t.check(cx),

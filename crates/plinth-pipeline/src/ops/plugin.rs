@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{Batch, CheckCx, Checked, Env, OpRun, Operator};
 use crate::records::Record;
+use crate::StageError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +21,7 @@ pub struct PluginToml {
 }
 
 impl PluginToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         let (plugin, stage) = (self.plugin, self.stage);
         let params = match self.params {
             Some(t) => serde_json::to_value(t).map_err(|e| e.to_string())?,
@@ -34,7 +35,7 @@ impl PluginToml {
         }
         for (f, t) in &spec.optional {
             if let Some(have) = cx.schema.get(f).filter(|have| *have != t) {
-                return Err(format!("plugin stage {plugin}/{stage} reads {f:?} as {t:?} but it is {have:?}"));
+                return Err(format!("plugin stage {plugin}/{stage} reads {f:?} as {t:?} but it is {have:?}").into());
             }
         }
         let mut schema = cx.schema.clone();
@@ -55,7 +56,7 @@ impl Operator for PluginStage {
         format!("{}/{}", self.plugin, self.stage)
     }
 
-    fn open<'a>(&'a self, env: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, env: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         let plugins: &'a dyn Plugins = env.plugins;
         let session = plugins.open_stage(&self.plugin, &self.stage, &self.params).map_err(|e| e.to_string())?;
         Ok(Box::new(Session(session)))
@@ -65,7 +66,7 @@ impl Operator for PluginStage {
 struct Session<'a>(StageSession<'a, dyn Plugins + 'a>);
 
 impl OpRun for Session<'_> {
-    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
+    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, StageError> {
         let (mut kept, mut rejected) = (Vec::new(), Vec::new());
         // One call per batch; a failed call (a panic, a poisoned plugin) rejects the
         // batch's records with its reason, as a failed record would be.

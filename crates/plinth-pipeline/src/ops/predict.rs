@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::{Batch, CheckCx, Checked, Env, OpRun, Operator};
 use crate::records::{plain, Record};
 use crate::FieldType;
+use crate::StageError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +29,7 @@ pub struct PredictToml {
 }
 
 impl PredictToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         cx.require(&self.input, Some(FieldType::String))?;
         let dir = plinth_finetune::task::resolve_dir(&self.run).map_err(|e| e.to_string())?;
         let meta = plinth_finetune::task::read_meta(&dir).map_err(|e| e.to_string())?;
@@ -39,7 +40,8 @@ impl PredictToml {
                 return Err(format!(
                     "{} is a generation task; use it as a generate stage's `adapter`",
                     self.run.display()
-                ));
+                )
+                .into());
             }
             TaskKind::Regression => {
                 schema.insert(output.clone(), FieldType::Number);
@@ -65,7 +67,7 @@ impl Operator for Predict {
         "predict".into()
     }
 
-    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         Ok(Box::new(Predicting { op: self, model: None }))
     }
 }
@@ -82,7 +84,7 @@ fn round4(x: f64) -> f64 {
 }
 
 impl OpRun for Predicting<'_> {
-    fn batch(&mut self, env: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
+    fn batch(&mut self, env: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, StageError> {
         let op = self.op;
         if self.model.is_none() {
             let dir = plinth_finetune::task::resolve_dir(&op.run).map_err(|e| e.to_string())?;
@@ -98,12 +100,18 @@ impl OpRun for Predicting<'_> {
             Some(check) => {
                 let texts: Vec<String> =
                     records.iter().map(|r| r.get(&op.input).map(plain).unwrap_or_default()).collect();
-                let verdicts = env.plugins.check_inputs(&task.meta.plugin, check, &texts).map_err(|e| e.to_string())?;
-                for (r, verdict) in records.into_iter().zip(verdicts) {
-                    match verdict {
-                        Ok(()) => checked.push(r),
-                        Err(reason) => rejected.push((r, reason)),
+                match env.plugins.check_inputs(&task.meta.plugin, check, &texts) {
+                    Ok(verdicts) => {
+                        for (r, verdict) in records.into_iter().zip(verdicts) {
+                            match verdict {
+                                None => checked.push(r),
+                                Some(reason) => rejected.push((r, reason)),
+                            }
+                        }
                     }
+                    // The check itself failed (a panic, a poisoned plugin): the batch is
+                    // rejected with the reason, as a failed plugin stage's would be.
+                    Err(e) => rejected.extend(records.into_iter().map(|r| (r, e.to_string()))),
                 }
             }
             None => checked = records,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::{Batch, CheckCx, Checked, Env, OpRun, Operator};
 use crate::records::{format_of, parse_records, Format, Record};
 use crate::FieldType;
+use crate::StageError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,7 +21,7 @@ pub struct ReadToml {
 }
 
 impl ReadToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         cx.source_only("read")?;
         let format = format_of(&self.path, self.format.as_deref())?;
         let field = self.field.unwrap_or_else(|| "text".into());
@@ -46,14 +47,14 @@ impl Operator for Read {
         "read".into()
     }
 
-    fn source(&self) -> Result<Option<Vec<Record>>, String> {
+    fn source(&self) -> Result<Option<Vec<Record>>, StageError> {
         let text = std::fs::read_to_string(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
-        parse_records(&text, self.format, &self.field, usize::MAX)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", self.path.display()))
+        let records = parse_records(&text, self.format, &self.field, usize::MAX)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        Ok(Some(records))
     }
 
-    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         Ok(Box::new(PassThrough))
     }
 }
@@ -62,7 +63,7 @@ impl Operator for Read {
 struct PassThrough;
 
 impl OpRun for PassThrough {
-    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
+    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, StageError> {
         Ok((records, Vec::new()))
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Batch, CheckCx, Checked, Env, Flow, OpRun, Operator};
+use super::{CheckCx, Checked, Env, Flow, OpRun, Operator};
 use crate::records::{plain, Record};
+use crate::StageError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,7 +18,7 @@ pub struct SortToml {
 }
 
 impl SortToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         cx.require(&self.by, None)?;
         Ok((Arc::new(Sort { by: self.by, descending: self.descending }), cx.schema.clone()))
     }
@@ -38,16 +39,12 @@ impl Operator for Sort {
         Flow::Barrier
     }
 
-    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         Ok(Box::new(self))
     }
 }
 
 impl OpRun for &Sort {
-    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
-        Ok((self.all(records), Vec::new()))
-    }
-
     fn all(&mut self, mut records: Vec<Record>) -> Vec<Record> {
         records.sort_by(|a, b| {
             let (x, y) = (a.get(&self.by), b.get(&self.by));

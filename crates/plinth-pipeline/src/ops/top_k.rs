@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::{Batch, CheckCx, Checked, Env, OpRun, Operator};
 use crate::records::Record;
+use crate::StageError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,7 +15,7 @@ pub struct TopKToml {
 }
 
 impl TopKToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         Ok((Arc::new(TopK { k: self.k }), cx.schema.clone()))
     }
 }
@@ -29,7 +30,7 @@ impl Operator for TopK {
         "top_k".into()
     }
 
-    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         Ok(Box::new(Taken { k: self.k, taken: 0 }))
     }
 }
@@ -41,7 +42,7 @@ struct Taken {
 }
 
 impl OpRun for Taken {
-    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
+    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, StageError> {
         let room = self.k - self.taken.min(self.k);
         let kept: Vec<Record> = records.into_iter().take(room).collect();
         self.taken += kept.len();

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{Batch, CheckCx, Checked, Env, OpRun, Operator};
 use crate::records::{format_of, write_records, Format, Record};
+use crate::StageError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +20,7 @@ pub struct WriteToml {
 }
 
 impl WriteToml {
-    pub fn check(self, cx: &CheckCx) -> Result<Checked, String> {
+    pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
         let format = format_of(&self.path, self.format.as_deref())?;
         if let Some(f) = &self.field {
             if format != Format::Lines {
@@ -43,7 +44,7 @@ impl Operator for Write {
         "write".into()
     }
 
-    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, String> {
+    fn open<'a>(&'a self, _: &Env<'a>) -> Result<Box<dyn OpRun + 'a>, StageError> {
         Ok(Box::new(Written { op: self, records: Vec::new() }))
     }
 }
@@ -54,12 +55,12 @@ struct Written<'a> {
 }
 
 impl OpRun for Written<'_> {
-    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, String> {
+    fn batch(&mut self, _: &mut Env<'_>, records: Vec<Record>) -> Result<Batch, StageError> {
         self.records.extend(records.iter().cloned());
         Ok((records, Vec::new()))
     }
 
-    fn finish(&mut self, env: &Env<'_>) -> Result<(), String> {
+    fn finish(&mut self, env: &Env<'_>) -> Result<(), StageError> {
         let op = self.op;
         let target = if op.path.is_absolute() { op.path.clone() } else { env.pipeline.out_dir.join(&op.path) };
         write_records(&target, op.format, op.field.as_deref(), &std::mem::take(&mut self.records))

@@ -40,7 +40,7 @@ use crate::metrics::{higher_is_better, Metrics};
 use crate::task::{evaluate_encoded, FinetuneMeta, TaskParts, BASE_WEIGHTS, TASK_META, TASK_WEIGHTS};
 use crate::Result;
 
-pub const BEST_DIR: &str = "best";
+pub use crate::task::BEST_DIR;
 pub const STATE_DIR: &str = "state";
 pub use plinth_train::trainer::METRICS_FILE;
 pub const REPORT_FILE: &str = "report.json";

@@ -29,6 +29,8 @@ use crate::FinetuneError;
 use crate::Result;
 
 pub const TASK_META: &str = "task.json";
+/// The folder of a finetune run that holds its best task (what eval and predict load).
+pub const BEST_DIR: &str = "best";
 pub const TASK_WEIGHTS: &str = "task.safetensors";
 pub const BASE_WEIGHTS: &str = "base.safetensors";
 
@@ -178,7 +180,7 @@ pub struct FinetunedTask {
 
 /// The folder holding `task.json`: `dir` itself or `dir/best`.
 pub fn resolve_dir(dir: &Path) -> Result<PathBuf> {
-    for d in [dir.to_path_buf(), dir.join(crate::run::BEST_DIR)] {
+    for d in [dir.to_path_buf(), dir.join(BEST_DIR)] {
         if d.join(TASK_META).exists() {
             return Ok(d);
         }

@@ -305,6 +305,24 @@ fn finish(result: Result<String, Failure>, out: *mut PlBuf, err: *mut PlBuf) -> 
     }
 }
 
+/// The body of every `extern "C"` function that answers: the instance behind the
+/// host's pointer (else `InvalidArgument`), `f` on it, and its reply written to
+/// `out` or its failure to `err`.
+///
+/// # Safety
+/// `instance` must be null or the pointer `__entry` created; `out` and `err` null or
+/// slots the host owns.
+unsafe fn respond(
+    instance: *mut c_void,
+    out: *mut PlBuf,
+    err: *mut PlBuf,
+    f: impl FnOnce(&Instance) -> Result<String, Failure>,
+) -> Status {
+    // SAFETY: per the contract above.
+    let Some(inst) = (unsafe { self::instance(instance, err) }) else { return Status::InvalidArgument };
+    finish(f(inst), out, err)
+}
+
 /// The UTF-8 text of a borrowed view.
 ///
 /// # Safety
@@ -326,37 +344,38 @@ unsafe extern "C" fn component_info(
     out: *mut ComponentInfo,
     err: *mut PlBuf,
 ) -> Status {
-    // SAFETY: arguments come from the host per the ABI contract.
-    let Some(inst) = (unsafe { self::instance(instance, err) }) else { return Status::InvalidArgument };
-    let result = inst.guarded(|inst| {
-        let c = inst.component(index)?;
-        if out.is_null() {
-            return Err((Status::InvalidArgument, "null ComponentInfo".into()));
-        }
-        let flags = match c.behaviour {
-            Behaviour::Module(_) => plinth_abi::COMPONENT_SEND,
-            _ => plinth_abi::COMPONENT_SEND | plinth_abi::COMPONENT_SYNC,
-        };
-        let info = ComponentInfo {
-            size: 0,
-            kind: c.kind as u32,
-            flags,
-            reserved: 0,
-            name: PlStr::from_bytes(c.name.as_bytes()),
-            description: PlStr::from_bytes(c.description.as_bytes()),
-            spec: PlStr::from_bytes(inst.specs[index as usize].as_bytes()),
-        };
-        // SAFETY: out is non-null; the host set `size` to what it may receive.
-        unsafe {
-            let n = ((*out).size as usize).min(std::mem::size_of::<ComponentInfo>());
-            std::ptr::copy_nonoverlapping((&info as *const ComponentInfo).cast::<u8>(), out.cast::<u8>(), n);
-            if n >= 4 {
-                (*out).size = n as u32;
+    let reply = |inst: &Instance| {
+        inst.guarded(|inst| {
+            let c = inst.component(index)?;
+            if out.is_null() {
+                return Err((Status::InvalidArgument, "null ComponentInfo".into()));
             }
-        }
-        Ok(String::new())
-    });
-    finish(result, std::ptr::null_mut(), err)
+            let flags = match c.behaviour {
+                Behaviour::Module(_) => plinth_abi::COMPONENT_SEND,
+                _ => plinth_abi::COMPONENT_SEND | plinth_abi::COMPONENT_SYNC,
+            };
+            let info = ComponentInfo {
+                size: 0,
+                kind: c.kind as u32,
+                flags,
+                reserved: 0,
+                name: PlStr::from_bytes(c.name.as_bytes()),
+                description: PlStr::from_bytes(c.description.as_bytes()),
+                spec: PlStr::from_bytes(inst.specs[index as usize].as_bytes()),
+            };
+            // SAFETY: out is non-null; the host set `size` to what it may receive.
+            unsafe {
+                let n = ((*out).size as usize).min(std::mem::size_of::<ComponentInfo>());
+                std::ptr::copy_nonoverlapping((&info as *const ComponentInfo).cast::<u8>(), out.cast::<u8>(), n);
+                if n >= 4 {
+                    (*out).size = n as u32;
+                }
+            }
+            Ok(String::new())
+        })
+    };
+    // SAFETY: arguments come from the host per the ABI contract.
+    unsafe { respond(instance, std::ptr::null_mut(), err, reply) }
 }
 
 unsafe extern "C" fn call(
@@ -366,11 +385,10 @@ unsafe extern "C" fn call(
     out: *mut PlBuf,
     err: *mut PlBuf,
 ) -> Status {
-    // SAFETY: arguments come from the host per the ABI contract.
-    let Some(inst) = (unsafe { self::instance(instance, err) }) else { return Status::InvalidArgument };
     // SAFETY: the request view lives for this call.
-    let result = unsafe { text(request) }.and_then(|r| inst.call(index, r));
-    finish(result, out, err)
+    let reply = |inst: &Instance| unsafe { text(request) }.and_then(|r| inst.call(index, r));
+    // SAFETY: arguments come from the host per the ABI contract.
+    unsafe { respond(instance, out, err, reply) }
 }
 
 unsafe extern "C" fn open(
@@ -380,21 +398,18 @@ unsafe extern "C" fn open(
     session: *mut u64,
     err: *mut PlBuf,
 ) -> Status {
-    // SAFETY: arguments come from the host per the ABI contract.
-    let Some(inst) = (unsafe { self::instance(instance, err) }) else { return Status::InvalidArgument };
-    if session.is_null() {
-        write_err(err, "null session slot");
-        return Status::InvalidArgument;
-    }
-    // SAFETY: the params view lives for this call.
-    match unsafe { text(params) }.and_then(|p| inst.open(index, p)) {
-        Ok(id) => {
-            // SAFETY: non-null slot the host owns.
-            unsafe { session.write(id) };
-            Status::Ok
+    let reply = |inst: &Instance| {
+        if session.is_null() {
+            return Err((Status::InvalidArgument, "null session slot".into()));
         }
-        Err(f) => finish(Err(f), std::ptr::null_mut(), err),
-    }
+        // SAFETY: the params view lives for this call.
+        let id = inst.open(index, unsafe { text(params) }?)?;
+        // SAFETY: a non-null slot the host owns.
+        unsafe { session.write(id) };
+        Ok(String::new())
+    };
+    // SAFETY: arguments come from the host per the ABI contract.
+    unsafe { respond(instance, std::ptr::null_mut(), err, reply) }
 }
 
 unsafe extern "C" fn process(
@@ -405,11 +420,10 @@ unsafe extern "C" fn process(
     out: *mut PlBuf,
     err: *mut PlBuf,
 ) -> Status {
-    // SAFETY: arguments come from the host per the ABI contract.
-    let Some(inst) = (unsafe { self::instance(instance, err) }) else { return Status::InvalidArgument };
     // SAFETY: the batch view lives for this call.
-    let result = unsafe { text(batch) }.and_then(|b| inst.process(index, session, b));
-    finish(result, out, err)
+    let reply = |inst: &Instance| unsafe { text(batch) }.and_then(|b| inst.process(index, session, b));
+    // SAFETY: arguments come from the host per the ABI contract.
+    unsafe { respond(instance, out, err, reply) }
 }
 
 unsafe extern "C" fn close(instance: *mut c_void, index: u32, session: u64) {
@@ -467,22 +481,23 @@ unsafe extern "C" fn forward(
     output: *mut *mut c_void,
     err: *mut PlBuf,
 ) -> Status {
+    let reply = |inst: &Instance| {
+        inst.guarded(|inst| {
+            let m = module(inst, index)?;
+            if input.is_null() || output.is_null() {
+                return Err((Status::InvalidArgument, "null tensor handle".into()));
+            }
+            // SAFETY: a live at::Tensor* from the host, same libtorch (fingerprint checked
+            // before loading); the new handle's ownership passes to the host.
+            unsafe {
+                let y = m.forward(input).map_err(|e| (Status::Failed, e.to_string()))?;
+                *output = y;
+            }
+            Ok(String::new())
+        })
+    };
     // SAFETY: arguments come from the host per the ABI contract.
-    let Some(inst) = (unsafe { self::instance(instance, err) }) else { return Status::InvalidArgument };
-    let result = inst.guarded(|inst| {
-        let m = module(inst, index)?;
-        if input.is_null() || output.is_null() {
-            return Err((Status::InvalidArgument, "null tensor handle".into()));
-        }
-        // SAFETY: a live at::Tensor* from the host, same libtorch (fingerprint checked
-        // before loading); the new handle's ownership passes to the host.
-        unsafe {
-            let y = m.forward(input).map_err(|e| (Status::Failed, e.to_string()))?;
-            *output = y;
-        }
-        Ok(String::new())
-    });
-    finish(result, std::ptr::null_mut(), err)
+    unsafe { respond(instance, std::ptr::null_mut(), err, reply) }
 }
 
 unsafe extern "C" fn parameters(
@@ -493,22 +508,23 @@ unsafe extern "C" fn parameters(
     count: *mut usize,
     err: *mut PlBuf,
 ) -> Status {
+    let reply = |inst: &Instance| {
+        inst.guarded(|inst| {
+            let m = module(inst, index)?;
+            let slots: &mut [*mut c_void] = if out.is_null() || cap == 0 {
+                &mut []
+            } else {
+                // SAFETY: the host gave room for `cap` handles at `out`.
+                unsafe { std::slice::from_raw_parts_mut(out, cap) }
+            };
+            let n = m.parameters(slots);
+            if !count.is_null() {
+                // SAFETY: a host-owned slot.
+                unsafe { *count = n };
+            }
+            Ok(String::new())
+        })
+    };
     // SAFETY: arguments come from the host per the ABI contract.
-    let Some(inst) = (unsafe { self::instance(instance, err) }) else { return Status::InvalidArgument };
-    let result = inst.guarded(|inst| {
-        let m = module(inst, index)?;
-        let slots: &mut [*mut c_void] = if out.is_null() || cap == 0 {
-            &mut []
-        } else {
-            // SAFETY: the host gave room for `cap` handles at `out`.
-            unsafe { std::slice::from_raw_parts_mut(out, cap) }
-        };
-        let n = m.parameters(slots);
-        if !count.is_null() {
-            // SAFETY: a host-owned slot.
-            unsafe { *count = n };
-        }
-        Ok(String::new())
-    });
-    finish(result, std::ptr::null_mut(), err)
+    unsafe { respond(instance, std::ptr::null_mut(), err, reply) }
 }

@@ -227,30 +227,32 @@ pub struct PluginApi {
     /// Module components (null unless the header says the plugin links libtorch, as
     /// plugins built with `plinth-plugin-tensors` do): `input` is a borrowed `at::Tensor*`; `*output` receives a new
     /// handle the host owns. Autograd flows through.
-    pub forward: Option<
-        unsafe extern "C" fn(
-            instance: *mut c_void,
-            index: u32,
-            input: *mut c_void,
-            output: *mut *mut c_void,
-            err: *mut PlBuf,
-        ) -> Status,
-    >,
+    pub forward: Option<ForwardFn>,
     /// Module components: writes up to `cap` new parameter handles (owned by the host)
     /// to `out` and the total count to `*count`, so the host can train them.
-    pub parameters: Option<
-        unsafe extern "C" fn(
-            instance: *mut c_void,
-            index: u32,
-            out: *mut *mut c_void,
-            cap: usize,
-            count: *mut usize,
-            err: *mut PlBuf,
-        ) -> Status,
-    >,
+    pub parameters: Option<ParametersFn>,
     /// True once a panic poisoned the instance.
     pub is_poisoned: Option<unsafe extern "C" fn(instance: *mut c_void) -> u8>,
 }
+
+/// [`PluginApi::forward`]: runs module `index` on a borrowed `at::Tensor*`.
+pub type ForwardFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    index: u32,
+    input: *mut c_void,
+    output: *mut *mut c_void,
+    err: *mut PlBuf,
+) -> Status;
+
+/// [`PluginApi::parameters`]: new handles on module `index`'s trainable parameters.
+pub type ParametersFn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    index: u32,
+    out: *mut *mut c_void,
+    cap: usize,
+    count: *mut usize,
+    err: *mut PlBuf,
+) -> Status;
 
 /// `entry(host_minor, api)`: negotiates and fills `api`; see the crate docs.
 pub type EntryFn = unsafe extern "C" fn(host_minor: u32, api: *mut PluginApi, err: *mut PlBuf) -> Status;

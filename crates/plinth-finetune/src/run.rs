@@ -125,8 +125,6 @@ struct FinetuneJob {
     val: Encoded,
     test: Encoded,
     parts: TaskParts,
-    /// Steps done (the next batch's position in its epoch).
-    step: u64,
     /// This epoch's row order.
     order: Option<(u64, Vec<usize>)>,
     world: usize,
@@ -322,7 +320,6 @@ impl Finetuner {
             val,
             test,
             parts,
-            step: 0,
             order: None,
             world,
             writer,
@@ -433,7 +430,6 @@ impl Finetuner {
         let tensors = Tensor::read_safetensors(&opt_path)
             .map_err(|e| FinetuneError::Checkpoint(format!("{}: {e}", opt_path.display())))?;
         self.trainer.optimizer_mut().load_state(&tensors, progress.run.step as i64)?;
-        j.step = progress.run.step;
         j.seconds_before = progress.seconds;
         j.seconds = progress.seconds;
         *self.trainer.progress_mut() = progress.run;
@@ -441,7 +437,7 @@ impl Finetuner {
             j.meta.step = best.step;
             j.meta.metric_value = best.metric_value;
         }
-        tracing::info!(step = j.step, "resumed finetuning");
+        tracing::info!(step = self.trainer.progress().step, "resumed finetuning");
         Ok(())
     }
 
@@ -574,11 +570,11 @@ impl FinetuneJob {
 impl Objective for FinetuneJob {
     type Error = FinetuneError;
 
-    fn micro_loss(&mut self, ddp: Option<&DataParallel>) -> Result<Tensor> {
+    fn micro_loss(&mut self, done: u64, ddp: Option<&DataParallel>) -> Result<Tensor> {
         // A global batch of batch_size rows per rank; each rank trains on its own slice.
         let bs = self.cfg.train.batch_size * self.world;
         let per_epoch = steps_per_epoch(self.train.len(), self.cfg.train.batch_size, self.world);
-        let (epoch, within) = (self.step / per_epoch, (self.step % per_epoch) as usize);
+        let (epoch, within) = (done / per_epoch, (done % per_epoch) as usize);
         if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut o: Vec<usize> = (0..self.train.len()).collect();
             SplitMix64::new(self.cfg.train.seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).shuffle(&mut o);
@@ -611,10 +607,6 @@ impl Objective for FinetuneJob {
                 Ok(head.loss(&head.forward(&hidden, &valid), &y)?)
             }
         }
-    }
-
-    fn stepped(&mut self, step: u64) {
-        self.step = step;
     }
 
     fn evaluate(&mut self, _step: u64) -> Result<Option<Evaluation>> {

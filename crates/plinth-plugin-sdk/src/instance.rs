@@ -16,9 +16,6 @@ use crate::component::{check_components, Behaviour, Component};
 use crate::Plugin;
 
 type Session = Arc<dyn Any + Send + Sync>;
-type TensorForward = unsafe extern "C" fn(*mut c_void, u32, *mut c_void, *mut *mut c_void, *mut PlBuf) -> Status;
-type TensorParameters =
-    unsafe extern "C" fn(*mut c_void, u32, *mut *mut c_void, usize, *mut usize, *mut PlBuf) -> Status;
 
 /// The state behind `PluginApi::instance`.
 struct Instance {
@@ -261,8 +258,8 @@ pub unsafe fn __entry(
         process: Some(process),
         close: Some(close),
         // Tensor functions only for a plugin whose header names the libtorch it links.
-        forward: links_libtorch.then_some(forward as TensorForward),
-        parameters: links_libtorch.then_some(parameters as TensorParameters),
+        forward: links_libtorch.then_some(forward as plinth_abi::ForwardFn),
+        parameters: links_libtorch.then_some(parameters as plinth_abi::ParametersFn),
         is_poisoned: Some(is_poisoned),
     };
     // Write only the prefix both sides know (OBS's `sizeof info` rule).

@@ -303,7 +303,7 @@ impl PretrainJob {
 impl Objective for PretrainJob {
     type Error = TrainError;
 
-    fn micro_loss(&mut self, ddp: Option<&DataParallel>) -> Result<Tensor> {
+    fn micro_loss(&mut self, _done: u64, ddp: Option<&DataParallel>) -> Result<Tensor> {
         // Every rank draws the same global batch and keeps its own rows.
         let global = self.sampler.next_indices(self.cfg.train.batch_size * self.world);
         let mine = ddp.map_or(global.as_slice(), |d| d.shard(&global));

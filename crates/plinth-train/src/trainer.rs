@@ -96,10 +96,11 @@ pub enum Save {
 pub trait Objective {
     type Error: From<TrainError>;
 
-    /// The loss of one micro-batch of the coming step. The objective draws its own
-    /// rows (its data position is its state); in a data-parallel run every rank
-    /// draws the same global batch and keeps its shard (`ddp`).
-    fn micro_loss(&mut self, ddp: Option<&DataParallel>) -> std::result::Result<Tensor, Self::Error>;
+    /// The loss of one micro-batch of the coming step; `done` optimizer steps are
+    /// complete. The objective draws its rows (from a sampler it owns, or by
+    /// position from `done`); in a data-parallel run every rank draws the same
+    /// global batch and keeps its shard (`ddp`).
+    fn micro_loss(&mut self, done: u64, ddp: Option<&DataParallel>) -> std::result::Result<Tensor, Self::Error>;
 
     /// Tokens one micro-batch holds on one rank, for the throughput column (`None`: not shown).
     fn tokens_per_micro(&self) -> Option<f64> {
@@ -214,7 +215,7 @@ impl Trainer {
             let mut grads: Vec<Tensor> = Vec::new();
             let mut loss_sum = 0.0;
             for _ in 0..c.grad_accum {
-                let loss = job.micro_loss(self.ddp.as_ref())?;
+                let loss = job.micro_loss(self.progress.step, self.ddp.as_ref())?;
                 let micro = gradients(&(&loss / c.grad_accum as f64), &params);
                 if grads.is_empty() {
                     grads = micro;

@@ -197,11 +197,21 @@ fn untrusted_files_are_refused() {
     let err = host_for(&[dir.path()]).load(&lib).expect_err("world-writable dir").to_string();
     assert!(err.contains("writable by other users"), "{err}");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // A folder another user owns (mode 755: that user can replace the file at will).
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } == 0 {
+        let chown = |uid: &str| std::process::Command::new("chown").arg(uid).arg(dir.path()).status().expect("chown");
+        assert!(chown("65534").success());
+        let err = host_for(&[dir.path()]).load(&lib).expect_err("foreign folder").to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        assert!(chown("0").success());
+    }
     // Not a plugin at all.
     let junk = dir.path().join("libjunk.so");
     std::fs::write(&junk, b"not an ELF file").expect("write");
     let err = host_for(&[dir.path()]).load(&junk).expect_err("junk").to_string();
-    assert!(err.contains("cannot load"), "{err}");
+    assert!(err.contains("not a readable ELF shared library"), "{err}");
 }
 
 #[test]
@@ -252,5 +262,178 @@ fn entry_writes_only_the_prefix_the_host_knows() {
         assert_ne!(&raw[8..16], &[0xAB; 8], "the instance pointer was written");
         assert!(raw[16..].iter().all(|&b| b == 0xAB), "nothing past the host's size was touched");
         std::mem::forget(library); // plugins are never unloaded
+    }
+}
+
+/// The header read from the library file, before loading, is the one the loaded
+/// library exports (for both builds).
+#[test]
+fn the_header_is_read_from_the_file_before_loading() {
+    for (_dir, lib) in plugin_dirs() {
+        let fields = plinth_plugin_host::header_from_file(&std::fs::read(&lib).expect("read")).expect("header");
+        assert_eq!(fields.id, "example");
+        assert_eq!(fields.version, "0.1.0");
+        assert_eq!(fields.major, plinth_abi::ABI_MAJOR);
+        assert_eq!(fields.fingerprint, plinth_abi::torch_fingerprint());
+        plinth_plugin_host::validate_header(&fields).expect("compatible");
+    }
+}
+
+/// A plugin file cut short (a copy interrupted, a full disk) is refused with its
+/// reason, and the plugins beside it still load: the loader never maps it.
+#[test]
+fn a_truncated_library_is_refused_and_the_others_still_load() {
+    let (dir, lib) = plugin_dir();
+    let bytes = std::fs::read(&lib).expect("read");
+    for (name, len) in [("libcut64k.so", 64 << 10), ("libcuthalf.so", bytes.len() / 2), ("libcut1.so", bytes.len() - 1)]
+    {
+        let cut = dir.path().join(name);
+        std::fs::write(&cut, &bytes[..len]).expect("write");
+        std::fs::set_permissions(&cut, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let mut host = host_for(&[dir.path()]);
+    let found = host.discover();
+    assert_eq!(found.len(), 4);
+    for (path, result) in &found {
+        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        match name.as_str() {
+            LIB => assert_eq!(result.as_ref().expect("the intact plugin loads").id, "example"),
+            _ => {
+                let err = result.as_ref().expect_err("a cut file is refused").to_string();
+                assert!(err.contains(&name) && err.contains("truncated"), "{err}");
+            }
+        }
+    }
+}
+
+/// A stand-in for a tampered plugin: a C library whose constructor, run by the
+/// dynamic loader the moment it is mapped, leaves a mark. Its header is valid
+/// (id `evil`) and its entry function succeeds with no components.
+fn tampered_library(dir: &Path, name: &str) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    let code = format!(
+        r#"
+#include <stdint.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+typedef struct {{ const char *ptr; size_t len; }} PlStr;
+typedef int (*EntryFn)(uint32_t, void *, void *);
+typedef struct {{
+    uint64_t magic; uint32_t header_size, abi_major, abi_minor, flags;
+    PlStr id, version, fingerprint; EntryFn entry;
+}} PluginHeader;
+static int entry(uint32_t minor, void *api, void *err) {{ return 0; }}
+__attribute__((visibility("default"))) const PluginHeader plinth_plugin_header = {{
+    {magic}ULL, sizeof(PluginHeader), {major}, 0, 1,
+    {{ "evil", 4 }}, {{ "6.6.6", 5 }}, {{ "", 0 }}, entry
+}};
+__attribute__((constructor)) static void mark(void) {{
+    const char *path = getenv("PLINTH_TEST_MARK");
+    if (path) {{ FILE *f = fopen(path, "a"); if (f) {{ fputs("ran\n", f); fclose(f); }} }}
+}}
+"#,
+        magic = plinth_abi::MAGIC,
+        major = plinth_abi::ABI_MAJOR
+    );
+    std::fs::write(&src, code).expect("write C source");
+    let out = dir.join(format!("lib{name}.so"));
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed");
+    std::fs::remove_file(&src).expect("rm source");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    out
+}
+
+/// Every refusal (pin, duplicate id, owner) happens before the library's own code
+/// runs: its constructor leaves no mark. Loading it for real does leave one, so the
+/// absence means something.
+#[test]
+fn tampered_libraries_are_refused_before_any_of_their_code_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marks = tempfile::tempdir().expect("tempdir");
+    let mark = marks.path().join("mark");
+    // The constructor reads this in its own process: the loading happens in a child.
+    let child = |what: &str| -> (String, bool) {
+        let _ = std::fs::remove_file(&mark);
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args(["--exact", "plugins::tamper_child", "--nocapture", "--include-ignored"])
+            .env("PLINTH_TEST_MARK", &mark)
+            .env("PLINTH_TAMPER_CASE", what)
+            .env("PLINTH_TAMPER_DIR", dir.path())
+            .output()
+            .expect("run child");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{what}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        (text, mark.exists())
+    };
+    let evil = tampered_library(dir.path(), "evil");
+    std::fs::copy(&evil, dir.path().join("libevil2.so")).expect("copy");
+    std::fs::set_permissions(dir.path().join("libevil2.so"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let (text, ran) = child("plain");
+    assert!(text.contains("loaded evil 6.6.6"), "the header strings were read from the file: {text}");
+    assert!(ran, "a library that passed the checks is loaded, and its constructor runs");
+
+    let (text, ran) = child("pin");
+    assert!(text.contains("pinned to SHA-256"), "{text}");
+    assert!(!ran, "a pin mismatch refuses before the library is mapped");
+
+    let (text, ran) = child("duplicate");
+    assert!(text.contains("already loaded"), "{text}");
+    assert!(!ran, "a duplicate id refuses before the library is mapped");
+
+    // SAFETY: geteuid has no preconditions.
+    #[allow(unsafe_code)]
+    let root = unsafe { libc_geteuid() } == 0;
+    if root {
+        let status = std::process::Command::new("chown").arg("65534").arg(&evil).status().expect("chown");
+        assert!(status.success());
+        let (text, ran) = child("plain");
+        assert!(text.contains("owned by uid 65534") && text.contains("chown"), "{text}");
+        assert!(!ran, "a file another user owns is refused before it is mapped");
+    }
+}
+
+#[allow(unsafe_code)]
+unsafe fn libc_geteuid() -> u32 {
+    extern "C" {
+        fn geteuid() -> u32;
+    }
+    // SAFETY: geteuid has no preconditions.
+    unsafe { geteuid() }
+}
+
+/// The child half of the test above (run only by it).
+#[test]
+#[ignore = "run as a child process by tampered_libraries_are_refused_before_any_of_their_code_runs"]
+fn tamper_child() {
+    let Some(dir) = std::env::var_os("PLINTH_TAMPER_DIR").map(PathBuf::from) else { return };
+    let case = std::env::var("PLINTH_TAMPER_CASE").expect("case");
+    let mut cfg = HostConfig { search_paths: vec![dir.clone()], ..Default::default() };
+    let evil = dir.join("libevil.so");
+    let result = match case.as_str() {
+        "plain" => PluginHost::new(cfg).load(&evil).map(|p| println!("loaded {} {}", p.id, p.version)),
+        "pin" => {
+            cfg.pins.insert("evil".into(), "0".repeat(64));
+            PluginHost::new(cfg).load(&evil).map(|_| ())
+        }
+        "duplicate" => {
+            // A copy under another name holds id `evil` first (its constructor
+            // runs; the mark is cleared), then the second file must be refused.
+            let mut host = PluginHost::new(cfg);
+            host.load(&dir.join("libevil2.so")).expect("the first copy loads");
+            std::fs::remove_file(std::env::var_os("PLINTH_TEST_MARK").expect("mark")).expect("the first copy ran");
+            host.load(&evil).map(|_| ())
+        }
+        other => panic!("unknown case {other}"),
+    };
+    if let Err(e) = result {
+        println!("refused: {e}");
     }
 }

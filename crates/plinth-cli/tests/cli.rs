@@ -204,6 +204,33 @@ fn plugins_list_and_inspect_show_the_workspace_plugin() {
     assert!(!out.status.success() && text(&out).contains("missing.toml"), "{}", text(&out));
 }
 
+/// A damaged plugin file in a plugin folder is listed as refused with its reason
+/// and breaks no command (issue 19, item 1: it used to end every command in SIGBUS).
+#[test]
+fn a_truncated_plugin_breaks_no_command() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_plinth"));
+    let good = std::fs::read(exe.with_file_name("libplinth_plugin_example.so")).expect("the example plugin is built");
+    std::fs::write(plugins.join("libcut.so"), &good[..64 << 10]).expect("write");
+    std::fs::set_permissions(plugins.join("libcut.so"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let run = |args: &[&str]| {
+        Command::new(&exe).args(args).current_dir(tmp.path()).env("PLINTH_PLUGIN_PATH", &plugins).output().expect("run")
+    };
+    let out = run(&["plugins", "list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("libcut.so") && text(&out).contains("refused") && text(&out).contains("truncated"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("example"), "the intact plugins still load: {}", text(&out));
+    let out = run(&["plugins", "inspect", "example"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 /// A third party's plugin: scaffolded outside the workspace, built only against the
 /// SDK, loaded from its own folder.
 #[test]

@@ -66,6 +66,13 @@ fn header_problem(h: &HeaderFields) -> Result<(), String> {
     if h.magic != MAGIC {
         return Err(format!("bad magic {:#018x} (plinth expects {MAGIC:#018x})", h.magic));
     }
+    if (h.header_size as usize) < std::mem::size_of::<plinth_abi::PluginHeader>() {
+        return Err(format!(
+            "header is {} bytes, ABI {ABI_MAJOR}.x needs {}",
+            h.header_size,
+            std::mem::size_of::<plinth_abi::PluginHeader>()
+        ));
+    }
     if h.major < ABI_MAJOR {
         return Err(format!(
             "plugin {} was built against plugin ABI {}.{}, older than this plinth's {ABI_MAJOR}.{ABI_MINOR}; rebuild it against the current plinth-plugin-sdk (ABI {ABI_MAJOR} speaks the typed protocol of plinth-plugin-protocol)",

@@ -8,6 +8,7 @@
 
 #![allow(unsafe_code)]
 
+mod elf;
 mod header;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use elf::header_from_file;
 pub use header::{validate_header, HeaderFields, HeaderRefused};
 pub use plinth_abi::ComponentKind;
 use plinth_abi::{ComponentInfo, PlBuf, PlStr, PluginApi, PluginHeader, Status};
@@ -195,6 +197,13 @@ impl PluginHost {
     }
 
     /// Loads one library, or returns the already-loaded plugin for the same file.
+    ///
+    /// Trust is decided before any of the file's code runs: ownership and modes of
+    /// the file and every folder above it, then the header, id, duplicate ids and
+    /// SHA-256 pin, all read from the bytes of the opened file. Only a file that
+    /// passed is handed to the dynamic loader, by that same open descriptor
+    /// (`/proc/self/fd/N`), so it cannot be swapped for another between the checks
+    /// and the load.
     pub fn load(&mut self, path: &Path) -> Result<Arc<Plugin>> {
         let refuse = |message: String| PluginError::Refused { path: path.into(), message };
         let canonical = path.canonicalize().map_err(|source| PluginError::Io { path: path.into(), source })?;
@@ -202,27 +211,20 @@ impl PluginHost {
             return Ok(p.clone());
         }
         self.check_trust(&canonical).map_err(refuse)?;
-        let bytes = std::fs::read(&canonical).map_err(|source| PluginError::Io { path: path.into(), source })?;
-        let sha256 = format!("{:x}", Sha256::digest(&bytes));
-
-        // SAFETY: the file passed the trust checks; RTLD_LOCAL keeps its symbols private.
-        let library = unsafe {
-            libloading::os::unix::Library::open(
-                Some(&canonical),
-                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
-            )
+        let mut file =
+            std::fs::File::open(&canonical).map_err(|source| PluginError::Io { path: path.into(), source })?;
+        let meta = file.metadata().map_err(|source| PluginError::Io { path: path.into(), source })?;
+        if !meta.is_file() {
+            return Err(refuse("is not a regular file".into()));
         }
-        .map_err(|e| refuse(format!("cannot load: {e}")))?;
-        // SAFETY: a data symbol's value is its address; we only read it as a header
-        // after checking magic and size below.
-        let header: *const PluginHeader = unsafe {
-            match library.get::<*const PluginHeader>(plinth_abi::HEADER_SYMBOL) {
-                Ok(sym) => *sym,
-                Err(_) => return Err(refuse("not a plinth plugin (no plinth_plugin_header symbol)".into())),
-            }
-        };
-        // SAFETY: the symbol exists; `read_header` reads the magic before anything else.
-        let fields = unsafe { header::read_header(header) }.map_err(refuse)?;
+        // The opened file itself, in case the path changed after the check above.
+        owner_and_mode_ok(&canonical, &meta).map_err(refuse)?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .map_err(|source| PluginError::Io { path: path.into(), source })?;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let fields = elf::header_from_file(&bytes).map_err(refuse)?;
+        drop(bytes);
         validate_header(&fields).map_err(|e| refuse(e.0))?;
         if let Some(pinned) = self.config.pins.get(&fields.id) {
             if !pinned.eq_ignore_ascii_case(&sha256) {
@@ -237,6 +239,39 @@ impl PluginHost {
                 "plugin id {} is already loaded from {}; one id, one file",
                 fields.id,
                 other.path.display()
+            )));
+        }
+
+        use std::os::fd::AsRawFd;
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        // SAFETY: the file passed every check above and is loaded through the
+        // descriptor that was read and hashed; RTLD_LOCAL keeps its symbols private.
+        let library = unsafe {
+            libloading::os::unix::Library::open(
+                Some(&by_fd),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+            )
+        }
+        .map_err(|e| refuse(format!("cannot load: {e}")))?;
+        // The loader knows the library by the name `/proc/self/fd/N` and would hand
+        // back this library for a later load by the same name, so the descriptor
+        // stays open (and its number unused) for as long as the library is mapped:
+        // for the life of the process, as plugins are never unloaded.
+        std::mem::forget(file);
+        let library = ManuallyDrop::new(library);
+        // SAFETY: a data symbol's value is its address; we only read it as a header
+        // after checking magic and size below.
+        let header: *const PluginHeader = unsafe {
+            match library.get::<*const PluginHeader>(plinth_abi::HEADER_SYMBOL) {
+                Ok(sym) => *sym,
+                Err(_) => return Err(refuse("not a plinth plugin (no plinth_plugin_header symbol)".into())),
+            }
+        };
+        // SAFETY: the symbol exists; `read_header` reads the magic before anything else.
+        let loaded = unsafe { header::read_header(header) }.map_err(refuse)?;
+        if loaded != fields {
+            return Err(refuse(format!(
+                "the loaded header differs from the one in the file ({loaded:?} vs {fields:?}); refusing it"
             )));
         }
         // SAFETY: validated header of the ABI major we speak.
@@ -272,7 +307,7 @@ impl PluginHost {
             components: Vec::new(),
             api,
             call_lock: Mutex::new(()),
-            _library: ManuallyDrop::new(library),
+            _library: library,
         };
         plugin.components = plugin.read_components().map_err(|e| refuse(e.to_string()))?;
         let plugin = Arc::new(plugin);
@@ -280,8 +315,8 @@ impl PluginHost {
         Ok(plugin)
     }
 
-    /// A plugin file must sit directly in a configured directory, and neither it
-    /// nor that directory may be writable by group or others.
+    /// A plugin file must sit directly in a configured directory, and it and every
+    /// folder above it must pass [`owner_and_mode_ok`] (ssh's StrictModes rule).
     fn check_trust(&self, file: &Path) -> Result<(), String> {
         let dir = file.parent().ok_or("has no parent directory")?;
         let trusted = self.config.search_paths.iter().filter_map(|p| p.canonicalize().ok()).any(|p| p == dir);
@@ -291,19 +326,39 @@ impl PluginHost {
                 dir.display()
             ));
         }
-        for p in [file, dir] {
-            let mode = std::fs::metadata(p).map_err(|e| e.to_string())?.permissions().mode();
-            if mode & 0o022 != 0 {
-                return Err(format!(
-                    "{} is writable by other users (mode {:o}); run `chmod go-w {}` if you trust it",
-                    p.display(),
-                    mode & 0o777,
-                    p.display()
-                ));
-            }
+        for p in file.ancestors() {
+            let meta = std::fs::symlink_metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            owner_and_mode_ok(p, &meta)?;
         }
         Ok(())
     }
+}
+
+/// Who may have put code at `path`: it must be owned by this user or by root, and
+/// not writable by group or others, except a root-owned sticky folder such as
+/// `/tmp`, where others cannot replace what is not theirs.
+fn owner_and_mode_ok(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "{} is owned by uid {}, not by you (uid {me}) or root, so that user can change the code plinth would run; take ownership (`chown`) if you trust it",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let mode = meta.permissions().mode();
+    let sticky_root_dir = meta.is_dir() && meta.uid() == 0 && mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !sticky_root_dir {
+        return Err(format!(
+            "{} is writable by other users (mode {:o}); run `chmod go-w {}` if you trust it",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 impl Plugin {

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use plinth_checkpoint::Checkpoint;
 use plinth_data::SplitMix64;
+use plinth_model::run_dir::RunLock;
 use plinth_model::checkpoint::{load_into, named_variables, replace_dir, save_tensors, write_atomic};
 use plinth_model::heads::{HeadConfig, HeadKind, Pooling};
 use plinth_model::{AttentionMode, ForwardOptions};
@@ -112,6 +113,8 @@ pub struct Report {
 pub struct Finetuner {
     trainer: Trainer,
     job: FinetuneJob,
+    /// The run folder's one-writer lock (rank 0 holds it).
+    _lock: Option<RunLock>,
 }
 
 /// Finetuning as the loop sees it.
@@ -154,6 +157,12 @@ impl Finetuner {
     /// `resume`) restores `out_dir/state`.
     pub fn new(cfg: FinetuneConfig, plugins: &dyn Plugins, opts: FinetuneOptions) -> Result<Self> {
         cfg.validate()?;
+        // One writer per folder, taken before anything in it is read; taking it
+        // also finishes or undoes a save that a kill interrupted.
+        let lock = match opts.group.as_ref().is_none_or(|g| g.rank() == 0) {
+            true => Some(RunLock::acquire(&cfg.out_dir, "finetune")?),
+            false => None,
+        };
         let state_dir = cfg.out_dir.join(STATE_DIR);
         if (state_dir.exists() || cfg.out_dir.join(BEST_DIR).exists()) && !opts.resume {
             return Err(FinetuneError::Invalid(format!(
@@ -327,12 +336,9 @@ impl Finetuner {
             started: Instant::now(),
             seconds: 0.0,
         };
-        let mut ft = Finetuner { trainer, job };
+        let mut ft = Finetuner { trainer, job, _lock: lock };
         if opts.resume && state_dir.exists() {
             ft.restore(&state_dir)?;
-        } else if writer {
-            std::fs::create_dir_all(&ft.job.cfg.out_dir).map_err(io(&ft.job.cfg.out_dir))?;
-            let _ = std::fs::remove_file(ft.job.cfg.out_dir.join(METRICS_FILE));
         }
         if let Some(d) = ft.trainer.ddp() {
             // Every rank starts from rank 0's trainable weights (and, resuming, the same state).

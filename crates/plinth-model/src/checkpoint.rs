@@ -243,10 +243,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Replaces the directory `dir` as one unit: `fill` writes the new contents into a
-/// sibling temporary directory, which is then swapped in by renames, so the previous
-/// directory stays intact until the new one is complete (and a failed `fill` leaves
-/// it untouched).
-pub fn replace_dir<E: From<ModelError>>(dir: &Path, fill: impl FnOnce(&Path) -> Result<(), E>) -> Result<(), E> {
+/// sibling temporary directory `.NAME.tmpPID`, which is flushed to disk and then
+/// swapped in by two renames (`dir` to `.NAME.oldPID`, the new one to `dir`), so the
+/// previous directory stays intact until the new one is complete, and a failed
+/// `fill` (a full disk, say) leaves it untouched. A kill between the renames
+/// leaves no `dir`; [`crate::run_dir::recover`] then promotes the new copy, which
+/// is complete by then.
+pub fn replace_dir<E: From<ModelError> + std::fmt::Display>(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), E> {
+    use crate::run_dir::fault_point;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| E::from(ModelError::Io { path, source })
@@ -257,14 +264,44 @@ pub fn replace_dir<E: From<ModelError>>(dir: &Path, fill: impl FnOnce(&Path) -> 
     let tmp = parent.join(format!(".{name}.tmp{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    fill(&tmp)?;
+    let filled = fill(&tmp).and_then(|()| sync_tree(&tmp).map_err(io(&tmp)));
+    if let Err(e) = filled {
+        let _ = std::fs::remove_dir_all(&tmp); // the previous `dir` is untouched
+        let text = e.to_string();
+        if ["No space left on device", "File too large", "Disk quota exceeded"].iter().any(|m| text.contains(m)) {
+            return Err(E::from(ModelError::DiskFull(format!(
+                "the disk is full (or a file-size limit was reached) while saving {}: {text}. The previous copy is intact; free some space and run again (with --resume to continue)",
+                dir.display()
+            ))));
+        }
+        return Err(e);
+    }
+    fault_point("save.filled");
     let old = parent.join(format!(".{name}.old{}", std::process::id()));
     if dir.exists() {
         std::fs::rename(dir, &old).map_err(io(dir))?;
     }
+    fault_point("save.swapping");
     std::fs::rename(&tmp, dir).map_err(io(dir))?;
+    sync_path(parent).map_err(io(parent))?;
+    fault_point("save.swapped");
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+/// Flushes every file in `dir` and the folder itself to disk.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            sync_path(&path)?;
+        }
+    }
+    sync_path(dir)
+}
+
+fn sync_path(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

@@ -13,6 +13,12 @@ pub enum ModelError {
     Checkpoint { path: PathBuf, message: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// Another process holds the run folder's lock; the message names it.
+    #[error("{0}")]
+    Busy(String),
+    /// A save ran out of disk space; the previous copy is intact.
+    #[error("{0}")]
+    DiskFull(String),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }

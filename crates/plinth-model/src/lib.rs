@@ -9,6 +9,7 @@ mod config;
 mod error;
 pub mod heads;
 pub mod lora;
+pub mod run_dir;
 mod transformer;
 
 pub use config::{ModelConfig, NormPlacement, PositionKind};

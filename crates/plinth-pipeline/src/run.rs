@@ -84,7 +84,8 @@ impl Tally {
 /// `collect`) before the next batch starts; a barrier waits for all of its input.
 pub fn run(p: &Pipeline, plugins: &dyn Plugins, opts: RunOptions) -> Result<Summary, PipelineError> {
     let fail = PipelineError::Run;
-    std::fs::create_dir_all(&p.out_dir).map_err(|e| fail(format!("{}: {e}", p.out_dir.display())))?;
+    // One run per folder at a time (held until this function returns).
+    let _lock = plinth_model::run_dir::RunLock::acquire(&p.out_dir, "run").map_err(|e| fail(e.to_string()))?;
     let rejects_path = p.out_dir.join(REJECTS);
     let mut rejects =
         std::fs::File::create(&rejects_path).map_err(|e| fail(format!("{}: {e}", rejects_path.display())))?;

@@ -1,5 +1,6 @@
 //! The pretraining loop.
 
+use plinth_model::run_dir::RunLock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -44,6 +45,8 @@ pub struct RunOptions {
 pub struct Pretrainer {
     trainer: Trainer,
     job: PretrainJob,
+    /// The run folder's one-writer lock (rank 0 holds it).
+    _lock: Option<RunLock>,
 }
 
 /// Pretraining as the loop sees it: batches of packed blocks, the held-out loss,
@@ -78,6 +81,12 @@ impl Pretrainer {
             tch::set_num_threads(cfg.train.threads as i32);
         }
         let out_dir = cfg.out_dir.clone();
+        // One writer per folder, taken before anything in it is read; taking it
+        // also finishes or undoes a save that a kill interrupted.
+        let lock = match opts.group.as_ref().is_none_or(|g| g.rank() == 0) {
+            true => Some(RunLock::acquire(&out_dir, "pretrain")?),
+            false => None,
+        };
         let ckpt_dir = out_dir.join(CHECKPOINT_DIR);
         let resuming = opts.resume && ckpt_dir.join(plinth_model::checkpoint::WEIGHTS_FILE).exists();
         if !opts.resume && ckpt_dir.exists() {
@@ -226,7 +235,7 @@ impl Pretrainer {
             world,
             writer,
         };
-        Ok(Pretrainer { trainer, job })
+        Ok(Pretrainer { trainer, job, _lock: lock })
     }
 
     pub fn state(&self) -> &TrainingState {

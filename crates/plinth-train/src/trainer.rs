@@ -145,11 +145,14 @@ pub struct Trainer {
     opt: AdamW,
     ddp: Option<DataParallel>,
     progress: LoopProgress,
+    /// True once `metrics.jsonl` was cut back to the restored step (the first
+    /// `train_until`).
+    metrics_ready: bool,
 }
 
 impl Trainer {
     pub fn new(cfg: LoopConfig, opt: AdamW, ddp: Option<DataParallel>, progress: LoopProgress) -> Self {
-        Trainer { cfg, opt, ddp, progress }
+        Trainer { cfg, opt, ddp, progress, metrics_ready: false }
     }
 
     pub fn config(&self) -> &LoopConfig {
@@ -194,6 +197,10 @@ impl Trainer {
         let mut metrics = match writer {
             true => {
                 std::fs::create_dir_all(&c.out_dir).map_err(TrainError::io(&c.out_dir))?;
+                if !self.metrics_ready {
+                    keep_rows_through(&metrics_path, self.progress.step)?;
+                    self.metrics_ready = true;
+                }
                 let f = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path);
                 Some(f.map_err(TrainError::io(&metrics_path))?)
             }
@@ -240,6 +247,7 @@ impl Trainer {
             }
             self.progress.step = step;
             job.stepped(step);
+            plinth_model::run_dir::fault_point("train.step");
             window_steps += 1;
             let tps = tokens_per_step.map(|t| t * window_steps as f64 / window.elapsed().as_secs_f64().max(1e-9));
             if window_steps >= 20 {
@@ -324,6 +332,29 @@ impl Trainer {
 
 /// The metrics file in a run's folder.
 pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Cuts `metrics.jsonl` back to the rows of steps `1..=step`, the ones the restored
+/// state covers: a new run (step 0) starts an empty file, and a resumed one drops
+/// the rows a killed or failed run wrote past its last checkpoint (it will write
+/// them again). Where a step appears twice, the later row wins; a torn last line
+/// is dropped. Written atomically.
+pub fn keep_rows_through(path: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(TrainError::io(path)(e)),
+    };
+    let mut rows: BTreeMap<u64, &str> = BTreeMap::new();
+    for line in text.lines() {
+        if let Ok(m) = serde_json::from_str::<StepMetrics>(line) {
+            if m.step <= step {
+                rows.insert(m.step, line);
+            }
+        }
+    }
+    let kept: String = rows.values().map(|l| format!("{l}\n")).collect();
+    Ok(plinth_model::checkpoint::write_atomic(path, kept.as_bytes())?)
+}
 
 fn progress_bar(target: u64, at: u64) -> ProgressBar {
     let bar = ProgressBar::new(target);

@@ -128,3 +128,35 @@ fn model_mistakes_are_caught_before_any_data_is_read_and_a_short_warmup_is_flagg
     let fine = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &warm)).expect("legal");
     assert!(fine.warnings().is_empty(), "{:?}", fine.warnings());
 }
+
+#[test]
+fn nan_and_infinity_are_refused_naming_the_key_and_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write(tmp.path(), "tiny.toml", TINY);
+    for (setting, key) in [
+        ("clip_norm = nan", "train.clip_norm"),
+        ("clip_norm = inf", "train.clip_norm"),
+        ("weight_decay = nan", "train.weight_decay"),
+        ("eps = -inf", "train.eps"),
+    ] {
+        let cfg = GOOD.replace("lr = 1e-3", &format!("lr = 1e-3\n{setting}"));
+        let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &cfg)).expect_err(setting).to_string();
+        assert!(err.contains("p.toml") && err.contains("line 14") && err.contains(key), "{setting}: {err}");
+        assert!(err.contains("finite"), "{err}");
+    }
+    let cfg = GOOD.replace("lr = 1e-3", "lr = inf");
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", &cfg)).expect_err("lr").to_string();
+    assert!(err.contains("train.lr = inf") && err.contains("line 13"), "{err}");
+    // The model file it points at, and finetuning configs, follow the same rule.
+    write(tmp.path(), "tiny.toml", &format!("{TINY}norm_eps = nan\n"));
+    let err = PretrainConfig::from_file(&write(tmp.path(), "p.toml", GOOD)).expect_err("model").to_string();
+    assert!(err.contains("tiny.toml") && err.contains("norm_eps"), "{err}");
+    let ft =
+        "base = \"b\"\nout_dir = \"o\"\n[task]\nplugin = \"example\"\nname = \"length\"\n[train]\nweight_decay = nan\n";
+    let err = plinth_finetune::FinetuneConfig::from_file(&write(tmp.path(), "f.toml", ft)).expect_err("ft").to_string();
+    assert!(err.contains("f.toml") && err.contains("train.weight_decay") && err.contains("line 7"), "{err}");
+    let ft = ft.replace("weight_decay = nan", "[adapter]\nmode = \"lora\"\nalpha = inf");
+    let err =
+        plinth_finetune::FinetuneConfig::from_file(&write(tmp.path(), "f.toml", &ft)).expect_err("ft").to_string();
+    assert!(err.contains("adapter.alpha"), "{err}");
+}

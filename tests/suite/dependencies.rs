@@ -35,7 +35,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "plinth-pipeline",
-        &["plinth-data", "plinth-checkpoint", "plinth-generate", "plinth-finetune", "plinth-curate", PROTOCOL],
+        &[
+            "plinth-model",
+            "plinth-data",
+            "plinth-checkpoint",
+            "plinth-generate",
+            "plinth-finetune",
+            "plinth-curate",
+            PROTOCOL,
+        ],
     ),
     ("plinth-curate", &["plinth-data"]),
     (

@@ -244,6 +244,7 @@ fn interrupted_finetune_resumes_exactly() {
             "{dir}: 8 steps + resume + 4 steps must equal 12 steps bit for bit"
         );
     }
+    drop(c); // one writer per run folder: the next attempts need c's lock
     let mut other = config(&base_dir, &split, "long", Mode::Lora);
     other.adapter.rank = 2;
     other.train.lr *= 2.0;

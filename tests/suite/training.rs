@@ -80,6 +80,8 @@ fn a_new_run_never_overwrites_a_saved_checkpoint() {
     let _g = torch_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
     let (cfg, t, saved) = saved_run(tmp.path());
+    let checkpoint = t.checkpoint_dir();
+    drop(t); // one writer per run folder: the next attempts need its lock
     let err = Pretrainer::new(cfg.clone(), &options(false)).expect_err("must refuse").to_string();
     assert!(err.contains("--resume"), "{err}");
     // Resuming with a different objective is refused too.
@@ -87,7 +89,7 @@ fn a_new_run_never_overwrites_a_saved_checkpoint() {
     other.objective.mask_prob = 0.3;
     let err = Pretrainer::new(other, &options(true)).expect_err("objective changed").to_string();
     assert!(err.contains("objective"), "{err}");
-    assert_eq!(dir_digest(&t.checkpoint_dir()), saved, "the saved checkpoint must be untouched");
+    assert_eq!(dir_digest(&checkpoint), saved, "the saved checkpoint must be untouched");
 }
 
 /// A two-step run on its own copy of the fixture corpus, so a test may change it.
@@ -121,6 +123,8 @@ fn resume_refuses_a_changed_config_and_names_each_key() {
     let _g = torch_lock();
     let tmp = tempfile::tempdir().expect("tempdir");
     let (cfg, t, saved) = saved_run(tmp.path());
+    let checkpoint = t.checkpoint_dir();
+    drop(t); // one writer per run folder: the next attempts need its lock
     let mut changed = cfg.clone();
     changed.train.seq_len = 16; // packs the corpus into more blocks: the old sampler position would mislead
     changed.train.lr = 1e-3;
@@ -128,7 +132,7 @@ fn resume_refuses_a_changed_config_and_names_each_key() {
     assert!(err.contains("train.seq_len: 32 → 16"), "{err}");
     assert!(err.contains("train.lr: 0.003 → 0.001"), "{err}");
     assert!(err.contains("another out_dir"), "says what to do: {err}");
-    assert_eq!(dir_digest(&t.checkpoint_dir()), saved, "the saved checkpoint must be untouched");
+    assert_eq!(dir_digest(&checkpoint), saved, "the saved checkpoint must be untouched");
 
     // How long it runs and how often it reports may change.
     // How long it runs and how often it reports may change, and a corpus path spelled

@@ -127,7 +127,16 @@ pub(crate) enum Command {
         /// Print one JSON object per text instead of a table.
         #[arg(long)]
         json: bool,
-        /// Inputs (a text, or a SMILES for molecule tasks); none: one per line on stdin.
+        /// An input longer than a task reads (its max_len): refuse it, or cut it
+        /// to fit (each cut input is named on stderr).
+        #[arg(long, value_enum, default_value_t = TooLong::Refuse)]
+        too_long: TooLong,
+        /// Predict the valid inputs and list every invalid one (line and reason)
+        /// on stderr; the exit status is still non-zero if any was skipped.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Inputs (a text, or a SMILES for molecule tasks); none: one per line on
+        /// stdin (blank lines are ignored; errors name the line).
         inputs: Vec<String>,
     },
     /// Run a task pipeline (configs/pipelines/*.toml): writes results.csv/.jsonl,
@@ -242,6 +251,15 @@ pub(crate) enum PluginsCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// What `predict` does with an input longer than a task reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TooLong {
+    /// Refuse it as invalid (the default: a cut input gets another input's answer).
+    Refuse,
+    /// Keep its first tokens, as many as the task reads.
+    Truncate,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -63,7 +63,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval { run, base, split, max, completions } => {
             finetune::eval(run, base, split, max, completions, device)
         }
-        Command::Predict { run, base, json, inputs } => finetune::predict(&run, base.as_deref(), json, inputs, device),
+        Command::Predict { run, base, json, too_long, skip_invalid, inputs } => {
+            let how = finetune::PredictOptions { json, too_long, skip_invalid };
+            finetune::predict(&run, base.as_deref(), how, inputs, device)
+        }
         Command::Import { source, out, base, overwrite } => interop::import(source, out, base, overwrite),
         Command::Export { source, out, base, overwrite } => interop::export(source, out, base, overwrite),
         Command::Curate { config } => curate::curate(&config),

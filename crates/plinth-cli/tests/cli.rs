@@ -13,6 +13,22 @@ fn plinth(args: &[&str], cwd: &Path) -> Output {
         .expect("run plinth")
 }
 
+/// `plinth args`, with `stdin` on its standard input.
+fn plinth_stdin(args: &[&str], cwd: &Path, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run plinth");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -139,6 +155,14 @@ fn pretrain_info_fill_generate_and_resume() {
     let generated = &free["The dog".len()..];
     let expected = format!("The dog{}", &generated[..generated.find(&stop).expect("stop occurs")]);
     assert_eq!(cut.trim_end_matches('\n'), expected, "--stop {stop:?} must end the text before it");
+    for (flag, value, want) in [
+        ("--stop", "", "stop string is empty"),
+        ("--temperature", "NaN", "temperature must be 0 (greedy) or positive and finite"),
+        ("--top-p", "1.5", "top_p must be in (0, 1]"),
+    ] {
+        let out = plinth(&["generate", "--checkpoint", "run-causal/checkpoint", flag, value, "The dog"], dir);
+        assert!(!out.status.success() && text(&out).contains(want), "{flag} {value:?}: {}", text(&out));
+    }
 
     // Hugging Face round trip: export as Llama, import back, generate the same text.
     let out = plinth(&["export", "run-causal/checkpoint", "--out", "hf-causal"], dir);
@@ -443,6 +467,33 @@ max_len = 32
     let out = plinth(&["predict", "--run", "ft-lora", "hello world"], dir);
     assert!(text(&out).starts_with("length "), "{}", text(&out));
 
+    // An input longer than the task reads (max_len 32) is refused unless cutting is asked for.
+    let long = "hello world ".repeat(40);
+    let out = plinth(&["predict", "--run", "ft-lora", "hello world", &long], dir);
+    let t = text(&out);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{t}");
+    assert!(
+        t.contains("argument 2") && t.contains("--too-long truncate") && t.contains("nothing was predicted"),
+        "{t}"
+    );
+    let out = plinth(&["predict", "--run", "ft-lora", "--too-long", "truncate", "hello world", &long], dir);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() == 2, "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("argument 2"), "the cut input is named: {}", text(&out));
+    // Every bad stdin line is listed by its line number (blank lines count), and
+    // --skip-invalid predicts the rest but still fails.
+    let stdin = format!("hello world\n\n{long}\ngood day\n{long}\n");
+    let out = plinth_stdin(&["predict", "--run", "ft-lora", "--json"], dir, &stdin);
+    let t = text(&out);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{t}");
+    assert!(t.contains("line 3:") && t.contains("line 5:") && t.contains("2 of 4 inputs are invalid"), "{t}");
+    let out = plinth_stdin(&["predict", "--run", "ft-lora", "--json", "--skip-invalid"], dir, &stdin);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("skipped 2 invalid inputs of 4"), "{t}");
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(lines.iter().map(|l| l["line"].as_u64().expect("line")).collect::<Vec<_>>(), [1, 4], "{t}");
+    assert!(lines.iter().all(|l| l["length"].as_f64().is_some()), "{t}");
+
     let out = plinth(&["eval", "--run", "nowhere"], dir);
     assert!(!out.status.success() && text(&out).contains("holds no finetuned task"), "{}", text(&out));
     let out = plinth(&["eval", "--run", "ft-lora", "--completions", "c.jsonl"], dir);
@@ -586,6 +637,11 @@ stage = "hazard"
             "missing.toml",
         ),
         ("[[stage]]\nplugin = \"molecule\"\nstage = \"novelty\"\nparams = { max = \"all\" }\n", "invalid type: string"),
+        // Two stages with one name, and writes outside out_dir or over the run's own files.
+        ("[[stage]]\nname = \"read\"\nop = \"dedupe\"\nfield = \"smiles\"\n", "already used by the stage on line 3"),
+        ("[[stage]]\nop = \"write\"\npath = \"/tmp/plinth-escape.csv\"\n", "must stay inside the pipeline's out_dir"),
+        ("[[stage]]\nop = \"write\"\npath = \"../escape.csv\"\n", "must stay inside the pipeline's out_dir"),
+        ("[[stage]]\nop = \"write\"\npath = \"summary.json\"\n", "a file the run writes itself"),
     ] {
         let bad = format!(
             "name = \"bad\"\nout_dir = \"bad\"\n[[stage]]\nop = \"read\"\npath = \"in.smi\"\nfield = \"smiles\"\n{body}"
@@ -598,6 +654,39 @@ stage = "hazard"
         }
         assert!(!dir.join("bad").exists(), "nothing is written for a refused pipeline");
     }
+    // A generate stage's sampling settings, samples and checkpoint are checked before a run.
+    for (setting, want) in [
+        ("temperature = -1.0", "temperature must be 0 (greedy) or positive"),
+        ("top_p = 0.0", "top_p must be in (0, 1]"),
+        ("samples = 0", "samples must be at least 1"),
+        ("checkpoint = \"nowhere\"", "checkpoint nowhere"),
+    ] {
+        let stage = "[[stage]]\nop = \"generate\"\nfield = \"g\"\n";
+        let checkpoint = if setting.starts_with("checkpoint") { "" } else { "checkpoint = \"mol/checkpoint\"\n" };
+        let bad = format!("name = \"bad\"\nout_dir = \"bad\"\n{stage}{checkpoint}{setting}\n");
+        std::fs::write(dir.join("bad.toml"), bad).expect("write");
+        for cmd in ["check", "run"] {
+            let out = plinth(&[cmd, "bad.toml"], dir);
+            let t = text(&out);
+            assert!(!out.status.success() && t.contains("bad.toml:3") && t.contains(want), "{cmd} {setting}: {t}");
+        }
+        assert!(!dir.join("bad").exists(), "nothing is written for a refused pipeline");
+    }
+    // Numbers that are not finite, and batch_size = 0, are named with their own line.
+    for (bad, line, want) in [
+        (
+            "name = \"bad\"\nout_dir = \"bad\"\n[[stage]]\nop = \"generate\"\ncheckpoint = \"mol/checkpoint\"\nfield = \"g\"\ntemperature = nan\n",
+            7,
+            "stage[0].temperature = NaN",
+        ),
+        ("batch_size = 0\nname = \"bad\"\nout_dir = \"bad\"\n[[stage]]\nop = \"read\"\npath = \"in.smi\"\nfield = \"smiles\"\n", 1, "batch_size must be at least 1"),
+    ] {
+        std::fs::write(dir.join("bad.toml"), bad).expect("write");
+        let out = plinth(&["check", "bad.toml"], dir);
+        let t = text(&out);
+        assert!(!out.status.success() && t.contains(&format!("bad.toml:{line}")) && t.contains(want), "{t}");
+    }
+    assert!(!Path::new("/tmp/plinth-escape.csv").exists() && !dir.join("escape.csv").exists());
     // An unknown key is named with its own line, not just its stage's.
     let bad = "name = \"bad\"\nout_dir = \"bad\"\n[[stage]]\nop = \"read\"\npath = \"in.smi\"\nfield = \"smiles\"\n\
                [[stage]]\nop = \"dedupe\"\nfield = \"smiles\"\nfeild = \"x\"\n";

@@ -65,7 +65,10 @@ threads = 1
 
 /// The bytes of the files that must match an uninterrupted run exactly.
 fn final_state(run: &Path, files: &[&str]) -> Vec<Vec<u8>> {
-    files.iter().map(|f| std::fs::read(run.join(f)).unwrap_or_else(|e| panic!("{}: {e}", run.join(f).display()))).collect()
+    files
+        .iter()
+        .map(|f| std::fs::read(run.join(f)).unwrap_or_else(|e| panic!("{}: {e}", run.join(f).display())))
+        .collect()
 }
 
 /// Steps in `metrics.jsonl`, in file order.
@@ -89,7 +92,15 @@ fn leftovers(run: &Path) -> Vec<String> {
 
 /// Runs until killed by `fault`, then resumes (again and again if a resume is
 /// itself killed) until the run finishes; checks the result against `reference`.
-fn kill_then_resume(dir: &Path, args: &[&str], run: &str, fault: Fault<'_>, files: &[&str], reference: &[Vec<u8>], steps: u64) {
+fn kill_then_resume(
+    dir: &Path,
+    args: &[&str],
+    run: &str,
+    fault: Fault<'_>,
+    files: &[&str],
+    reference: &[Vec<u8>],
+    steps: u64,
+) {
     let _ = std::fs::remove_dir_all(dir.join(run));
     let first = match fault {
         Fault::At(point) => plinth(dir, args, Some(point)),
@@ -134,7 +145,8 @@ enum Fault<'a> {
 
 /// A delay in `[lo, hi)` ms, drawn from the clock (a different moment each run).
 fn random_delay(lo: u64, hi: u64) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     Duration::from_millis(lo + u64::from(nanos) % (hi - lo))
 }
 

@@ -207,6 +207,8 @@ fn default_max_len() -> usize {
 impl FinetuneConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| FinetuneError::Io { path: path.into(), source })?;
+        plinth_model::check_finite_numbers(&text)
+            .map_err(|e| FinetuneError::Config { path: path.to_path_buf(), message: e.to_string() })?;
         let cfg: FinetuneConfig = toml::from_str(&text)
             .map_err(|e| FinetuneError::Config { path: path.to_path_buf(), message: e.to_string() })?;
         cfg.problems().map_err(|message| FinetuneError::Config { path: path.to_path_buf(), message })?;
@@ -224,7 +226,12 @@ impl FinetuneConfig {
         if t.batch_size == 0 || t.max_epochs == 0 || t.eval_every == 0 {
             return Err("train.batch_size, max_epochs and eval_every must be positive".into());
         }
-        if !(t.lr > 0.0) || !(0.0..=1.0).contains(&t.min_lr_ratio) || t.weight_decay < 0.0 || t.clip_norm < 0.0 {
+        let finite_non_negative = |x: f64| x >= 0.0 && x.is_finite();
+        if !(t.lr > 0.0 && t.lr.is_finite())
+            || !(0.0..=1.0).contains(&t.min_lr_ratio)
+            || !finite_non_negative(t.weight_decay)
+            || !finite_non_negative(t.clip_norm)
+        {
             return Err(format!(
                 "train.lr must be positive, min_lr_ratio in [0, 1], weight_decay and clip_norm non-negative; got lr {}, min_lr_ratio {}, weight_decay {}, clip_norm {}",
                 t.lr, t.min_lr_ratio, t.weight_decay, t.clip_norm

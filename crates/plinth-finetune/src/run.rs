@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use plinth_checkpoint::Checkpoint;
 use plinth_data::SplitMix64;
-use plinth_model::run_dir::RunLock;
 use plinth_model::checkpoint::{load_into, named_variables, replace_dir, save_tensors, write_atomic};
 use plinth_model::heads::{HeadConfig, HeadKind, Pooling};
+use plinth_model::run_dir::RunLock;
 use plinth_model::{AttentionMode, ForwardOptions};
 use plinth_plugin_protocol::{Plugins, Split, TaskKind, TaskSpec};
 use plinth_tokenizer::Special;

@@ -241,6 +241,13 @@ impl FinetunedTask {
         self.predict_ids(base, &enc.ids, batch_size)
     }
 
+    /// How many tokens each of `texts` takes and how many the task reads
+    /// (`max_len` less `<bos>` and `<eos>`); [`Self::predict`] cuts a longer text.
+    pub fn input_tokens(&self, base: &Checkpoint, texts: &[String]) -> Result<(Vec<usize>, usize)> {
+        let lens = base.tokenizer.encode_batch(texts)?.iter().map(Vec::len).collect();
+        Ok((lens, self.meta.max_len.saturating_sub(2)))
+    }
+
     /// The task's answer for each of `texts`: a value (regression) or the most
     /// probable label with every label's probability (classification).
     pub fn predict_labelled(&self, base: &Checkpoint, texts: &[String], batch_size: usize) -> Result<Vec<Prediction>> {

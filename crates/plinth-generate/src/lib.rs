@@ -542,19 +542,27 @@ fn continuation_logprobs(
 }
 
 fn check_sampling(cfg: &SamplingConfig) -> Result<()> {
-    if !(cfg.repetition_penalty >= 1.0) || !cfg.repetition_penalty.is_finite() {
-        return Err(GenerateError::Input(format!(
-            "repetition_penalty must be 1 (off) or more, got {}",
-            cfg.repetition_penalty
-        )));
+    cfg.validate().map_err(GenerateError::Input)
+}
+
+impl SamplingConfig {
+    /// Settings sampling cannot use, in words that name the option: every number
+    /// finite and in range, and no empty stop string (it would stop at once).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.repetition_penalty >= 1.0 && self.repetition_penalty.is_finite()) {
+            return Err(format!("repetition_penalty must be 1 (off) or more, got {}", self.repetition_penalty));
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(format!("temperature must be 0 (greedy) or positive and finite, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if self.stop.iter().any(String::is_empty) {
+            return Err("a stop string is empty, which would end every text before it starts; drop it".into());
+        }
+        Ok(())
     }
-    if !(cfg.temperature >= 0.0 && cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
-        return Err(GenerateError::Input(format!(
-            "temperature must be >= 0 and top_p in (0, 1], got {} and {}",
-            cfg.temperature, cfg.top_p
-        )));
-    }
-    Ok(())
 }
 
 fn model_device(model: &Transformer) -> tch::Device {

@@ -170,7 +170,7 @@ pub fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .and_then(Value::as_object)
             .ok_or_else(|| InteropError::file(&index, "no weight_map object"))?;
         let shards: BTreeSet<&str> = map.values().filter_map(Value::as_str).collect();
-        shards.into_iter().map(|s| dir.join(s)).collect()
+        shards.into_iter().map(|s| shard_path(dir, &index, s)).collect::<Result<_>>()?
     } else if single.exists() {
         vec![single]
     } else {
@@ -187,6 +187,28 @@ pub fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         });
     };
     Ok(files)
+}
+
+/// A shard named in the index, refused unless it is a file inside `dir` (no
+/// absolute path, no `..`, no link out of the folder): checked before it is opened.
+fn shard_path(dir: &Path, index: &Path, shard: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let outside = || {
+        InteropError::file(
+            index,
+            format!("weight_map names {shard:?}, which is not a file inside the model folder; shards must sit beside the index"),
+        )
+    };
+    if shard.is_empty() || !Path::new(shard).components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(outside());
+    }
+    let path = dir.join(shard);
+    let real = path.canonicalize().map_err(|e| InteropError::file(index, format!("shard {shard}: {e}")))?;
+    let root = dir.canonicalize().map_err(|e| InteropError::io(dir, e))?;
+    if !real.starts_with(&root) || !real.is_file() {
+        return Err(outside());
+    }
+    Ok(path)
 }
 
 /// Writes tensors as a safetensors file with the `{"format": "pt"}` header
@@ -217,6 +239,29 @@ pub fn write_hf_weights(named: &[(String, Tensor)], path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_must_lie_inside_the_model_folder() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let model = root.path().join("model");
+        std::fs::create_dir(&model).expect("mkdir");
+        std::fs::write(model.join("a.safetensors"), b"").expect("write");
+        std::fs::write(root.path().join("outside.safetensors"), b"").expect("write");
+        std::os::unix::fs::symlink(root.path().join("outside.safetensors"), model.join("link.safetensors"))
+            .expect("symlink");
+        let index = |shard: &str| {
+            let json = serde_json::json!({"weight_map": {"w": "a.safetensors", "v": shard}});
+            std::fs::write(model.join(HF_INDEX), json.to_string()).expect("write");
+            hf_weight_files(&model)
+        };
+        assert_eq!(index("a.safetensors").expect("inside").len(), 1);
+        for bad in ["/etc/passwd", "../outside.safetensors", "link.safetensors", "", "sub/../../outside.safetensors"] {
+            let err = index(bad).expect_err(bad).to_string();
+            assert!(err.contains("not a file inside the model folder"), "{bad}: {err}");
+        }
+        let err = index("missing.safetensors").expect_err("missing").to_string();
+        assert!(err.contains("shard missing.safetensors"), "{err}");
+    }
 
     #[test]
     fn llama_names_follow_modeling_llama() {

@@ -53,6 +53,16 @@ pub fn load_into(vs: &mut nn::VarStore, path: &Path) -> Result<()> {
             if dst.size() != shape {
                 return Err(err(format!("tensor {name} has shape {shape:?}, the model expects {:?}", dst.size())));
             }
+            // plinth saves each variable in its own dtype: another one means the
+            // file was edited or relabelled, and its bytes would load as junk.
+            let stored = file.kind(name).unwrap_or(dst.kind());
+            if stored != dst.kind() {
+                return Err(err(format!(
+                    "tensor {name} is stored as {}, the model expects {}; the file was not written by plinth for this model (import foreign weights with `plinth import`)",
+                    dtype_name(stored),
+                    dtype_name(dst.kind())
+                )));
+            }
             file.read_into(name, dst)?;
         }
         Ok(())
@@ -160,26 +170,50 @@ impl SafetensorsReader {
         self.entries.get(name).map(|e| e.shape.clone())
     }
 
-    /// Copies one tensor into `dst` (same shape; any dtype and device), in slabs of
-    /// whole rows of at most [`READ_CHUNK_BYTES`], so a large embedding never
-    /// exists twice in memory. Call it without gradient tracking.
+    /// The dtype a tensor is stored in.
+    pub fn kind(&self, name: &str) -> Option<Kind> {
+        self.entries.get(name).map(|e| e.kind)
+    }
+
+    /// Copies one tensor into `dst` (same shape; any floating dtype into a
+    /// floating `dst`, the same dtype otherwise; any device), in slabs of whole rows
+    /// of at most [`READ_CHUNK_BYTES`], so a large embedding never exists twice in
+    /// memory. A NaN or infinite value is refused, naming the tensor, and so is an
+    /// integer tensor read into floating weights. Call it without gradient tracking.
     pub fn read_into(&mut self, name: &str, dst: &mut Tensor) -> Result<()> {
         let e = self.entry(name)?;
+        let path = self.path.clone();
+        let refuse = |message: String| ModelError::Checkpoint { path: path.clone(), message };
         if dst.size() != e.shape {
-            return Err(ModelError::Checkpoint {
-                path: self.path.clone(),
-                message: format!("tensor {name} has shape {:?}, the destination {:?}", e.shape, dst.size()),
-            });
+            return Err(refuse(format!("tensor {name} has shape {:?}, the destination {:?}", e.shape, dst.size())));
         }
-        let Some(&rows) = e.shape.first() else {
-            dst.f_copy_(&self.rows(name, &e, 0, 1)?)?; // a scalar
-            return Ok(());
-        };
+        let floating = |k: Kind| matches!(k, Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16);
+        if floating(dst.kind()) != floating(e.kind) || (!floating(e.kind) && e.kind != dst.kind()) {
+            return Err(refuse(format!(
+                "tensor {name} is stored as {}, which cannot hold {} weights",
+                dtype_name(e.kind),
+                dtype_name(dst.kind())
+            )));
+        }
+        let rows = e.shape.first().copied();
         let per_chunk = (READ_CHUNK_BYTES / e.row_bytes().max(1)).max(1) as i64;
         let mut row = 0;
-        while row < rows {
-            let n = per_chunk.min(rows - row);
-            dst.f_narrow(0, row, n)?.f_copy_(&self.rows(name, &e, row, n)?)?;
+        while row < rows.unwrap_or(1) {
+            let n = per_chunk.min(rows.unwrap_or(1) - row);
+            let slab = self.rows(name, &e, row, n)?;
+            if floating(e.kind) {
+                let bad = i64::try_from(slab.isfinite().logical_not().sum(Kind::Int64))?;
+                if bad > 0 {
+                    return Err(refuse(format!(
+                        "tensor {name} holds {bad} NaN or infinite values (in rows {row}..{}); the weights are damaged or come from a diverged run, and were not loaded",
+                        row + n
+                    )));
+                }
+            }
+            match rows {
+                Some(_) => dst.f_narrow(0, row, n)?.f_copy_(&slab)?,
+                None => dst.f_copy_(&slab)?, // a scalar
+            };
             row += n;
         }
         Ok(())
@@ -215,6 +249,23 @@ impl SafetensorsReader {
                 message: format!("reading {name}: {io}"),
             })?;
         Ok(Tensor::f_from_data_size(&bytes, &shape, e.kind)?)
+    }
+}
+
+/// A dtype as safetensors names it.
+fn dtype_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Double => "F64",
+        Kind::Float => "F32",
+        Kind::Half => "F16",
+        Kind::BFloat16 => "BF16",
+        Kind::Int64 => "I64",
+        Kind::Int => "I32",
+        Kind::Int16 => "I16",
+        Kind::Int8 => "I8",
+        Kind::Uint8 => "U8",
+        Kind::Bool => "BOOL",
+        _ => "another dtype",
     }
 }
 
@@ -258,7 +309,8 @@ pub fn replace_dir<E: From<ModelError> + std::fmt::Display>(
         let path = path.to_path_buf();
         move |source| E::from(ModelError::Io { path, source })
     };
-    let parent = dir.parent().unwrap_or(Path::new("."));
+    // `Path::new("out").parent()` is `Some("")`: the current folder.
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io(parent))?;
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}.tmp{}", std::process::id()));
@@ -332,6 +384,42 @@ mod tests {
         assert!(wide.equal(&half.to_kind(Kind::Float)));
         let mut wrong = Tensor::zeros([4, 3], (Kind::Float, tch::Device::Cpu));
         assert!(r.read_into("half", &mut wrong).expect_err("shape").to_string().contains("[3, 4]"));
+    }
+
+    #[test]
+    fn damaged_or_relabelled_weights_are_refused_naming_the_tensor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cpu = (Kind::Float, tch::Device::Cpu);
+        let mut vs = nn::VarStore::new(tch::Device::Cpu);
+        let _w = vs.root().var("w", &[6000, 1000], nn::Init::Const(0.0)); // two slabs
+        let _b = vs.root().var("b", &[4], nn::Init::Const(0.0));
+        let save = |name: &str, w: &Tensor, b: &Tensor| {
+            let path = dir.path().join(name);
+            Tensor::write_safetensors(&[("w", w), ("b", b)], &path).expect("write");
+            path
+        };
+        let (w, b) = (Tensor::randn([6000, 1000], cpu), Tensor::randn([4], cpu));
+        load_into(&mut vs, &save("good", &w, &b)).expect("finite weights of the right dtype load");
+        // A NaN in the second slab and an infinity are named with the tensor.
+        let nan = w.copy();
+        let _ = nan.get(5999).get(3).fill_(f64::NAN);
+        let err = load_into(&mut vs, &save("nan", &nan, &b)).expect_err("NaN").to_string();
+        assert!(err.contains("tensor w holds 1 NaN or infinite values"), "{err}");
+        let inf = b.copy();
+        let _ = inf.get(0).fill_(f64::INFINITY);
+        let err = load_into(&mut vs, &save("inf", &w, &inf)).expect_err("inf").to_string();
+        assert!(err.contains("tensor b holds 1 NaN"), "{err}");
+        // The same bytes relabelled: F32 as I32 (same size), and a half-precision copy.
+        let path = save("relabelled", &w, &b);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+        let header = String::from_utf8(bytes[8..8 + n].to_vec()).expect("utf8").replacen("F32", "I32", 1);
+        bytes.splice(8..8 + n, header.into_bytes());
+        std::fs::write(&path, bytes).expect("write");
+        let err = load_into(&mut vs, &path).expect_err("relabelled").to_string();
+        assert!(err.contains("is stored as I32, the model expects F32"), "{err}");
+        let err = load_into(&mut vs, &save("half", &w.to_kind(Kind::Half), &b)).expect_err("F16").to_string();
+        assert!(err.contains("tensor w is stored as F16, the model expects F32"), "{err}");
     }
 
     #[test]

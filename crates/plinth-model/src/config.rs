@@ -154,6 +154,8 @@ impl ModelConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        check_finite_numbers(&text)
+            .map_err(|e| ModelError::ConfigFile { path: path.to_path_buf(), message: e.to_string() })?;
         let cfg: ModelConfig = toml::from_str(&text)
             .map_err(|e| ModelError::ConfigFile { path: path.to_path_buf(), message: e.to_string() })?;
         Ok(cfg)
@@ -263,9 +265,75 @@ impl ModelConfig {
     }
 }
 
+/// A number in a config file that is NaN or infinite: its key, value and line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite {
+    /// Dotted key path (`train.clip_norm`, `stage[2].temperature`).
+    pub key: String,
+    pub value: f64,
+    /// 1-based line, where the key's line could be found.
+    pub line: Option<usize>,
+}
+
+impl NonFinite {
+    /// The complaint without the line (for callers that report lines themselves).
+    pub fn message(&self) -> String {
+        format!("{} = {}: every number must be finite (not nan or inf); set a real value", self.key, self.value)
+    }
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}", self.message()),
+            None => f.write_str(&self.message()),
+        }
+    }
+}
+
+/// Refuses a TOML document holding a number that is NaN or infinite (TOML allows
+/// `nan` and `inf`; no plinth setting does), naming the key and its line. Every
+/// config file plinth reads goes through this before its own checks, so one rule
+/// covers every float option.
+pub fn check_finite_numbers(text: &str) -> std::result::Result<(), NonFinite> {
+    fn walk(prefix: &str, v: &toml::Value) -> Option<(String, f64)> {
+        match v {
+            toml::Value::Float(f) if !f.is_finite() => Some((prefix.to_string(), *f)),
+            toml::Value::Table(t) => t
+                .iter()
+                .find_map(|(k, v)| walk(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v)),
+            toml::Value::Array(a) => a.iter().enumerate().find_map(|(i, v)| walk(&format!("{prefix}[{i}]"), v)),
+            _ => None,
+        }
+    }
+    let Ok(doc) = text.parse::<toml::Table>() else { return Ok(()) }; // syntax errors are reported by the typed parse
+    let Some((key, value)) = doc.iter().find_map(|(k, v)| walk(k, v)) else { return Ok(()) };
+    let leaf = key.rsplit('.').next().unwrap_or(&key).split('[').next().unwrap_or(&key);
+    let is_literal = |l: &str| {
+        let l = l.trim_start_matches(['+', '-']);
+        l.starts_with("nan") || l.starts_with("inf")
+    };
+    let line = text.lines().position(|l| {
+        l.split_once('=').is_some_and(|(k, rest)| {
+            k.trim().trim_matches('"') == leaf && rest.split([',', '[', ']', '{', '}']).any(|p| is_literal(p.trim()))
+        })
+    });
+    Err(NonFinite { key, value, line: line.map(|n| n + 1) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_numbers_are_named_with_their_key_and_line() {
+        let e = check_finite_numbers("a = 1.0\n[train]\nlr = 3e-3\nclip_norm = nan\n").expect_err("nan");
+        assert_eq!((e.key.as_str(), e.line), ("train.clip_norm", Some(4)));
+        let e = check_finite_numbers("[[stage]]\nop = \"x\"\n[[stage]]\nw = [1.0, -inf]\n").expect_err("inf");
+        assert_eq!((e.key.as_str(), e.value, e.line), ("stage[1].w[1]", f64::NEG_INFINITY, Some(4)));
+        assert!(e.to_string().contains("finite"));
+        check_finite_numbers("x = 1e308\nname = \"nan\"\n").expect("finite numbers and strings pass");
+    }
 
     #[test]
     fn tiny_preset_validates_once_vocab_is_known() {

@@ -12,7 +12,7 @@ pub mod lora;
 pub mod run_dir;
 mod transformer;
 
-pub use config::{ModelConfig, NormPlacement, PositionKind};
+pub use config::{check_finite_numbers, ModelConfig, NonFinite, NormPlacement, PositionKind};
 pub use error::ModelError;
 pub use plinth_layers::{AttentionMode, MlpKind, NormKind};
 pub use transformer::{ForwardOptions, KvCache, Transformer};

@@ -38,7 +38,11 @@ pub struct LoraConfig {
 
 impl LoraConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.rank <= 0 || !(self.alpha > 0.0) || !(0.0..1.0).contains(&self.dropout) || self.targets.is_empty() {
+        if self.rank <= 0
+            || !(self.alpha > 0.0 && self.alpha.is_finite())
+            || !(0.0..1.0).contains(&self.dropout)
+            || self.targets.is_empty()
+        {
             return Err(ModelError::Config(format!(
                 "lora needs rank > 0, alpha > 0, dropout in [0, 1) and at least one target; got rank {}, alpha {}, dropout {}, {} targets",
                 self.rank,

@@ -30,6 +30,9 @@ pub const FAULT_ENV: &str = "PLINTH_FAULT_AT";
 #[derive(Debug)]
 pub struct RunLock {
     dir: PathBuf,
+    /// The folder did not exist before this run: if the run ends without writing
+    /// anything (a failed start), the folder goes again.
+    created: bool,
     _file: File,
 }
 
@@ -42,10 +45,16 @@ impl RunLock {
             let path = path.to_path_buf();
             move |source| ModelError::Io { path, source }
         };
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join(LOCK_FILE);
-        let mut file =
-            std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -66,11 +75,30 @@ impl RunLock {
         for done in recover(dir)? {
             tracing::info!("{}: {done}", dir.display());
         }
-        Ok(RunLock { dir: dir.to_path_buf(), _file: file })
+        Ok(RunLock { dir: dir.to_path_buf(), created, _file: file })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+impl Drop for RunLock {
+    /// A run that created its folder and wrote nothing into it (it failed before
+    /// its first output) leaves no folder behind. The lock file itself stays in
+    /// every other case: deleting it would let a second writer lock a new file
+    /// while a third still holds the old one.
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        let only_lock = std::fs::read_dir(&self.dir)
+            .map(|entries| entries.filter_map(|e| e.ok()).all(|e| e.file_name() == LOCK_FILE))
+            .unwrap_or(false);
+        if only_lock {
+            let _ = std::fs::remove_file(self.dir.join(LOCK_FILE));
+            let _ = std::fs::remove_dir(&self.dir);
+        }
     }
 }
 
@@ -115,7 +143,8 @@ pub fn recover(dir: &Path) -> Result<Vec<String>> {
         move |source| ModelError::Io { path, source }
     };
     let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
-    let names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     let mut done = Vec::new();
     let remove = |path: PathBuf, done: &mut Vec<String>| -> Result<()> {
         let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
@@ -281,5 +310,22 @@ mod tests {
         assert!(err.contains(&format!("pid {} pretrain", std::process::id())), "{err}");
         drop(held);
         RunLock::acquire(d.path(), "finetune").expect("free again once released");
+    }
+
+    #[test]
+    fn a_run_that_writes_nothing_leaves_no_folder() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let fresh = d.path().join("run");
+        drop(RunLock::acquire(&fresh, "pretrain").expect("lock"));
+        assert!(!fresh.exists(), "a failed start leaves nothing behind");
+        let lock = RunLock::acquire(&fresh, "pretrain").expect("lock");
+        std::fs::write(fresh.join("metrics.jsonl"), "").expect("write");
+        drop(lock);
+        assert!(fresh.join("metrics.jsonl").exists(), "what a run wrote stays");
+        // A folder that was there before the run stays, even empty.
+        let existing = d.path().join("existing");
+        std::fs::create_dir(&existing).expect("mkdir");
+        drop(RunLock::acquire(&existing, "pretrain").expect("lock"));
+        assert!(existing.is_dir());
     }
 }

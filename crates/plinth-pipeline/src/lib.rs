@@ -130,12 +130,25 @@ impl Pipeline {
     pub fn load(path: &Path, plugins: &dyn Plugins) -> Result<Self, PipelineError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| PipelineError::File { path: path.to_path_buf(), message: e.to_string() })?;
+        Self::parse(&text, path, plugins)
+    }
+
+    /// [`Pipeline::load`] on a pipeline's text; `path` is the file its errors name.
+    pub fn parse(text: &str, path: &Path, plugins: &dyn Plugins) -> Result<Self, PipelineError> {
+        let text = text.to_string();
+        if let Err(e) = plinth_model::check_finite_numbers(&text) {
+            return Err(PipelineError::At {
+                path: path.to_path_buf(),
+                line: e.line.unwrap_or(1),
+                message: e.message(),
+            });
+        }
         let doc: PipelineToml = toml::from_str(&text).map_err(|e| {
             let line = e.span().map_or(1, |s| line_of(&text, s.start));
             PipelineError::At { path: path.to_path_buf(), line, message: e.message().to_string() }
         })?;
         let mut schema = Schema::new();
-        let mut stages = Vec::new();
+        let mut stages: Vec<Stage> = Vec::new();
         for (k, spanned) in doc.stage.into_iter().enumerate() {
             let span = spanned.span();
             let stage_line = line_of(&text, span.start);
@@ -161,6 +174,15 @@ impl Pipeline {
             }
             .map_err(|m| at(stage_line, format!("stage {name:?}: {m}")))?;
             schema = after;
+            if let Some(twin) = stages.iter().find(|s| s.name == name) {
+                return Err(at(
+                    stage_line,
+                    format!(
+                        "stage name {name:?} is already used by the stage on line {}; give each stage its own `name`",
+                        twin.line
+                    ),
+                ));
+            }
             stages.push(Stage { name, op, line: stage_line, schema_after: schema.clone() });
         }
         if stages.is_empty() {
@@ -169,12 +191,21 @@ impl Pipeline {
                 message: "a pipeline needs at least one [[stage]]".into(),
             });
         }
+        if doc.batch_size == Some(0) {
+            let line = key_line(&text, 0, "batch_size").unwrap_or(1);
+            return Err(PipelineError::At {
+                path: path.to_path_buf(),
+                line,
+                message: "batch_size must be at least 1 (it is how many records move through the stages at once)"
+                    .into(),
+            });
+        }
         Ok(Pipeline {
             name: doc.name,
             description: doc.description,
             path: path.to_path_buf(),
             out_dir: doc.out_dir,
-            batch_size: doc.batch_size.unwrap_or(64).max(1),
+            batch_size: doc.batch_size.unwrap_or(64),
             stages,
         })
     }

@@ -266,6 +266,8 @@ impl PretrainConfig {
     /// returned config stands on its own.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(TrainError::io(path))?;
+        plinth_model::check_finite_numbers(&text)
+            .map_err(|e| TrainError::Config { path: path.to_path_buf(), message: e.to_string() })?;
         let mut cfg: PretrainConfig = toml::from_str(&text)
             .map_err(|e| TrainError::Config { path: path.to_path_buf(), message: e.to_string() })?;
         if let ModelSpec::Preset(preset) = &cfg.model {
@@ -309,7 +311,7 @@ impl PretrainConfig {
         if t.seq_len < 2 || t.batch_size == 0 || t.grad_accum == 0 || t.max_steps == 0 {
             return bad("train.seq_len must be at least 2, and batch_size, grad_accum and max_steps positive".into());
         }
-        if !(t.lr > 0.0) || !(0.0..=1.0).contains(&t.min_lr_ratio) {
+        if !(t.lr > 0.0 && t.lr.is_finite()) || !(0.0..=1.0).contains(&t.min_lr_ratio) {
             return bad(format!(
                 "train.lr must be positive and train.min_lr_ratio in [0, 1], got {} and {}",
                 t.lr, t.min_lr_ratio
@@ -317,13 +319,14 @@ impl PretrainConfig {
         }
         if !(0.0..1.0).contains(&t.beta1)
             || !(0.0..1.0).contains(&t.beta2)
-            || !(t.eps > 0.0)
-            || t.weight_decay < 0.0
-            || t.clip_norm < 0.0
+            || !(t.eps > 0.0 && t.eps.is_finite())
+            || !(t.weight_decay >= 0.0 && t.weight_decay.is_finite())
+            || !(t.clip_norm >= 0.0 && t.clip_norm.is_finite())
         {
-            return bad(
-                "train.beta1 and beta2 must be in [0, 1), eps positive, weight_decay and clip_norm non-negative".into(),
-            );
+            return bad(format!(
+                "train.beta1 and beta2 must be in [0, 1), eps positive, weight_decay and clip_norm non-negative, all finite; got beta1 {}, beta2 {}, eps {}, weight_decay {}, clip_norm {}",
+                t.beta1, t.beta2, t.eps, t.weight_decay, t.clip_norm
+            ));
         }
         if t.eval_every == 0 || t.save_every == 0 || t.eval_batches == 0 {
             return bad("train.eval_every, eval_batches and save_every must be positive".into());

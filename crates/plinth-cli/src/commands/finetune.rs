@@ -7,7 +7,7 @@ use plinth_finetune::Prediction;
 
 use super::pretrain::join_group;
 use super::{load_tasks, plugin_data};
-use crate::cli::{SamplingArgs, SplitArg};
+use crate::cli::{SamplingArgs, SplitArg, TooLong};
 
 pub fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> Result<()> {
     use plinth_finetune::{FinetuneConfig, FinetuneOptions, Finetuner};
@@ -120,44 +120,117 @@ pub fn answer_with_plugin(
     Ok(())
 }
 
-pub fn predict(
+/// How `plinth predict` treats its inputs.
+pub(crate) struct PredictOptions {
+    pub json: bool,
+    pub too_long: TooLong,
+    pub skip_invalid: bool,
+}
+
+/// One input and where it came from, for error messages.
+struct Input {
+    /// `line N` (stdin, counting blank lines) or `argument N`.
+    origin: String,
+    /// The stdin line number, reported in JSON output.
+    line: Option<usize>,
+    text: String,
+}
+
+pub(crate) fn predict(
     runs: &[PathBuf],
     base: Option<&std::path::Path>,
-    json: bool,
-    mut inputs: Vec<String>,
+    how: PredictOptions,
+    args: Vec<String>,
     device: tch::Device,
 ) -> Result<()> {
     use std::io::BufRead;
+    let mut inputs: Vec<Input> = args
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| Input { origin: format!("argument {}", i + 1), line: None, text })
+        .collect();
     if inputs.is_empty() {
-        inputs = std::io::stdin().lock().lines().collect::<Result<Vec<_>, _>>()?;
-        inputs.retain(|l| !l.trim().is_empty());
+        for (i, line) in std::io::stdin().lock().lines().enumerate() {
+            let text = line.with_context(|| format!("reading line {} of stdin", i + 1))?;
+            if !text.trim().is_empty() {
+                inputs.push(Input { origin: format!("line {}", i + 1), line: Some(i + 1), text });
+            }
+        }
     }
     if inputs.is_empty() {
         bail!("nothing to predict: pass inputs as arguments or one per line on stdin");
     }
     let (ck, tasks) = load_tasks(runs, base, device)?;
-    // Inputs a task's plugin rejects (an invalid SMILES, say) are refused before any prediction.
+    if let Some(t) = tasks.iter().find(|t| t.meta.spec.kind == plinth_plugin_protocol::TaskKind::Generation) {
+        bail!(
+            "{} is a generation task; use `plinth generate --checkpoint {} --adapter {}`",
+            t.meta.task,
+            t.meta.base.display(),
+            t.dir.display()
+        );
+    }
+    // Every input is checked against every task before anything is predicted:
+    // the plugin's own check (an invalid SMILES, say) and the task's length.
+    let texts: Vec<String> = inputs.iter().map(|i| i.text.clone()).collect();
+    let mut problems: Vec<Vec<String>> = vec![Vec::new(); inputs.len()];
+    let mut cut: Vec<bool> = vec![false; inputs.len()];
     let needs_check = tasks.iter().any(|t| t.meta.spec.input_check.is_some());
     let plugins = if needs_check { Some(plugin_data()?) } else { None };
     for t in &tasks {
+        let name = format!("{}/{}", t.meta.plugin, t.meta.task);
         if let (Some(check), Some(host)) = (&t.meta.spec.input_check, &plugins) {
             use plinth_plugin_protocol::PluginsExt;
-            let verdicts = host.check_inputs(&t.meta.plugin, check, &inputs)?;
-            for (i, (input, verdict)) in inputs.iter().zip(verdicts).enumerate() {
+            for (i, verdict) in host.check_inputs(&t.meta.plugin, check, &texts)?.into_iter().enumerate() {
                 if let Some(reason) = verdict {
-                    bail!(
-                        "input {} ({input:?}) is not valid for {}/{}: {reason}; nothing was predicted",
-                        i + 1,
-                        t.meta.plugin,
-                        t.meta.task
-                    );
+                    problems[i].push(format!("not valid for {name}: {reason}"));
                 }
             }
         }
+        let (lens, reads) = t.input_tokens(&ck, &texts)?;
+        for (i, len) in lens.into_iter().enumerate().filter(|(_, len)| *len > reads) {
+            match how.too_long {
+                TooLong::Refuse => problems[i].push(format!(
+                    "{len} tokens, longer than the {reads} {name} reads (pass --too-long truncate to cut it)"
+                )),
+                TooLong::Truncate => cut[i] = true,
+            }
+        }
     }
-    let mut answers: Vec<serde_json::Map<String, serde_json::Value>> = inputs
+    let invalid = problems.iter().filter(|p| !p.is_empty()).count();
+    for (input, why) in inputs.iter().zip(&problems).filter(|(_, p)| !p.is_empty()) {
+        eprintln!("{}: {:?}: {}", input.origin, shorten(&input.text), why.join("; "));
+    }
+    if invalid > 0 && !how.skip_invalid {
+        bail!(
+            "{invalid} of {} inputs are invalid (listed above); nothing was predicted. Fix them, or pass --skip-invalid to predict the rest",
+            inputs.len()
+        );
+    }
+    if invalid == inputs.len() {
+        bail!("all {invalid} inputs are invalid (listed above); nothing was predicted");
+    }
+    let cut_at: Vec<&str> = inputs
         .iter()
-        .map(|t| serde_json::Map::from_iter([("input".to_string(), serde_json::Value::from(t.as_str()))]))
+        .zip(&cut)
+        .zip(&problems)
+        .filter(|((_, c), p)| **c && p.is_empty())
+        .map(|((i, _), _)| i.origin.as_str())
+        .collect();
+    if !cut_at.is_empty() {
+        eprintln!("cut to the tokens the task reads (--too-long truncate): {}", cut_at.join(", "));
+    }
+    let keep: Vec<usize> = (0..inputs.len()).filter(|&i| problems[i].is_empty()).collect();
+    let texts: Vec<String> = keep.iter().map(|&i| inputs[i].text.clone()).collect();
+    let mut answers: Vec<serde_json::Map<String, serde_json::Value>> = keep
+        .iter()
+        .map(|&i| {
+            let mut a =
+                serde_json::Map::from_iter([("input".to_string(), serde_json::Value::from(inputs[i].text.as_str()))]);
+            if let Some(line) = inputs[i].line {
+                a.insert("line".to_string(), serde_json::json!(line));
+            }
+            a
+        })
         .collect();
     // Answers are keyed by task name, or name@run when two runs learnt the same task.
     let keys: Vec<String> = tasks
@@ -168,16 +241,8 @@ pub fn predict(
             _ => format!("{}@{}", t.meta.task, r.display()),
         })
         .collect();
-    if let Some(t) = tasks.iter().find(|t| t.meta.spec.kind == plinth_plugin_protocol::TaskKind::Generation) {
-        bail!(
-            "{} is a generation task; use `plinth generate --checkpoint {} --adapter {}`",
-            t.meta.task,
-            t.meta.base.display(),
-            t.dir.display()
-        );
-    }
     for (task, key) in tasks.iter().zip(&keys) {
-        for (answer, p) in answers.iter_mut().zip(task.predict_labelled(&ck, &inputs, 64)?) {
+        for (answer, p) in answers.iter_mut().zip(task.predict_labelled(&ck, &texts, 64)?) {
             let value = match p {
                 Prediction::Value(v) => serde_json::json!(v),
                 Prediction::Label { label, probability, probabilities } => {
@@ -189,6 +254,7 @@ pub fn predict(
             answer.insert(key.clone(), value);
         }
     }
+    let json = how.json;
     for a in &answers {
         if json {
             println!("{}", serde_json::Value::Object(a.clone()));
@@ -208,5 +274,16 @@ pub fn predict(
         }
         println!("{}\t{}", line.trim_end(), a["input"].as_str().unwrap_or(""));
     }
+    if invalid > 0 {
+        bail!("skipped {invalid} invalid inputs of {} (listed above); the rest were predicted", inputs.len());
+    }
     Ok(())
+}
+
+/// An input as an error message shows it: its first 60 characters.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
 }

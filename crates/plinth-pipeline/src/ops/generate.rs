@@ -65,6 +65,13 @@ impl GenerateToml {
             repetition_penalty: self.repetition_penalty.unwrap_or(1.0),
             ..Default::default()
         };
+        sampling.validate()?;
+        if self.samples == Some(0) {
+            return Err("samples must be at least 1".to_string().into());
+        }
+        // The base must be there now, not when the first batch reaches this stage.
+        plinth_model::checkpoint::load_config(&self.checkpoint)
+            .map_err(|e| format!("checkpoint {}: {e}", self.checkpoint.display()))?;
         schema.insert(field.clone(), FieldType::String);
         let provenance = self.provenance.unwrap_or(false);
         if provenance {

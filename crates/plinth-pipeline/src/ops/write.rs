@@ -1,7 +1,7 @@
 //! `write`: the records that reach it, to a file (relative paths land in the
 //! pipeline's `out_dir`) when its streaming segment ends; they pass on unchanged.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -21,6 +21,7 @@ pub struct WriteToml {
 
 impl WriteToml {
     pub fn check(self, cx: &CheckCx) -> Result<Checked, StageError> {
+        confined(&self.path)?;
         let format = format_of(&self.path, self.format.as_deref())?;
         if let Some(f) = &self.field {
             if format != Format::Lines {
@@ -30,6 +31,34 @@ impl WriteToml {
         }
         Ok((Arc::new(Write { path: self.path, format, field: self.field }), cx.schema.clone()))
     }
+}
+
+/// A write lands inside the pipeline's `out_dir`: a relative path that does not
+/// climb out (`..`) and is not one of the files the run writes itself.
+fn confined(path: &Path) -> Result<(), String> {
+    use std::path::Component;
+    if path.is_absolute() || path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(format!(
+            "path {} must stay inside the pipeline's out_dir: a relative path without `..` (set out_dir to choose the folder)",
+            path.display()
+        ));
+    }
+    let reserved = [
+        crate::run::RESULTS_JSONL,
+        crate::run::RESULTS_CSV,
+        crate::run::REJECTS,
+        crate::run::SUMMARY,
+        crate::run::REPORT,
+        plinth_model::run_dir::LOCK_FILE,
+    ];
+    if path.components().count() == 1 && reserved.iter().any(|r| path.as_os_str() == *r) {
+        return Err(format!(
+            "path {} is a file the run writes itself ({}); choose another name",
+            path.display(),
+            reserved.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -62,7 +91,7 @@ impl OpRun for Written<'_> {
 
     fn finish(&mut self, env: &Env<'_>) -> Result<(), StageError> {
         let op = self.op;
-        let target = if op.path.is_absolute() { op.path.clone() } else { env.pipeline.out_dir.join(&op.path) };
+        let target = env.pipeline.out_dir.join(&op.path);
         write_records(&target, op.format, op.field.as_deref(), &std::mem::take(&mut self.records))
     }
 }

@@ -73,3 +73,7 @@ lint: setup
 bench: build
     {{env}} python bench/bench.py --plinth "$CARGO_TARGET_DIR/release/plinth-bench"
     {{env}} python bench/optimizer.py
+
+# fuzz each parser for SECONDS (default 120), or only the TARGETs named (nightly + cargo-fuzz, installed if missing)
+fuzz seconds="120" *targets="": setup
+    scripts/fuzz.sh {{seconds}} {{targets}}

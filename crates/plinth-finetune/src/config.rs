@@ -227,11 +227,12 @@ impl FinetuneConfig {
             return Err("train.batch_size, max_epochs and eval_every must be positive".into());
         }
         let finite_non_negative = |x: f64| x >= 0.0 && x.is_finite();
-        if !(t.lr > 0.0 && t.lr.is_finite())
-            || !(0.0..=1.0).contains(&t.min_lr_ratio)
-            || !finite_non_negative(t.weight_decay)
-            || !finite_non_negative(t.clip_norm)
-        {
+        let ok = t.lr > 0.0
+            && t.lr.is_finite()
+            && (0.0..=1.0).contains(&t.min_lr_ratio)
+            && finite_non_negative(t.weight_decay)
+            && finite_non_negative(t.clip_norm);
+        if !ok {
             return Err(format!(
                 "train.lr must be positive, min_lr_ratio in [0, 1], weight_decay and clip_norm non-negative; got lr {}, min_lr_ratio {}, weight_decay {}, clip_norm {}",
                 t.lr, t.min_lr_ratio, t.weight_decay, t.clip_norm

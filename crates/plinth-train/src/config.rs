@@ -311,18 +311,21 @@ impl PretrainConfig {
         if t.seq_len < 2 || t.batch_size == 0 || t.grad_accum == 0 || t.max_steps == 0 {
             return bad("train.seq_len must be at least 2, and batch_size, grad_accum and max_steps positive".into());
         }
-        if !(t.lr > 0.0 && t.lr.is_finite()) || !(0.0..=1.0).contains(&t.min_lr_ratio) {
+        let lr_ok = t.lr > 0.0 && t.lr.is_finite() && (0.0..=1.0).contains(&t.min_lr_ratio);
+        if !lr_ok {
             return bad(format!(
                 "train.lr must be positive and train.min_lr_ratio in [0, 1], got {} and {}",
                 t.lr, t.min_lr_ratio
             ));
         }
-        if !(0.0..1.0).contains(&t.beta1)
-            || !(0.0..1.0).contains(&t.beta2)
-            || !(t.eps > 0.0 && t.eps.is_finite())
-            || !(t.weight_decay >= 0.0 && t.weight_decay.is_finite())
-            || !(t.clip_norm >= 0.0 && t.clip_norm.is_finite())
-        {
+        let finite_non_negative = |x: f64| x >= 0.0 && x.is_finite();
+        let optimizer_ok = (0.0..1.0).contains(&t.beta1)
+            && (0.0..1.0).contains(&t.beta2)
+            && t.eps > 0.0
+            && t.eps.is_finite()
+            && finite_non_negative(t.weight_decay)
+            && finite_non_negative(t.clip_norm);
+        if !optimizer_ok {
             return bad(format!(
                 "train.beta1 and beta2 must be in [0, 1), eps positive, weight_decay and clip_norm non-negative, all finite; got beta1 {}, beta2 {}, eps {}, weight_decay {}, clip_norm {}",
                 t.beta1, t.beta2, t.eps, t.weight_decay, t.clip_norm

@@ -20,7 +20,138 @@ fn chematic_mol(s: &str) -> Result<chematic_core::Molecule, String> {
 /// does not re-perceive aromaticity, so a Kekulé and an aromatic spelling of
 /// one molecule canonicalise differently).
 pub fn canonical(s: &str) -> Result<String, String> {
-    Ok(chematic_smiles::canonical_smiles(&chematic_mol(s)?))
+    let written =
+        canonical_connected(&chematic_mol(s)?).map_err(|why| format!("no canonical SMILES for {s:?}: {why}"))?;
+    if !written.contains('.') {
+        return Ok(written);
+    }
+    // chematic-smiles orders disconnected parts (a salt's ions) differently from one
+    // spelling to the next (the `smiles` fuzz target found it), so each part is
+    // canonicalised alone and the parts are sorted. A `.` only ever separates parts.
+    let mut parts = written
+        .split('.')
+        .map(|part| {
+            let mol = chematic_smiles::parse(part).map_err(|e| format!("part {part:?} of {s:?}: {e}"))?;
+            canonical_connected(&mol).map_err(|why| format!("no canonical SMILES for {s:?}: {why}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    parts.sort_unstable();
+    Ok(parts.join("."))
+}
+
+/// chematic's canonical SMILES, with the single ring bonds it drops put back.
+fn canonical_connected(mol: &chematic_core::Molecule) -> Result<String, String> {
+    restore_single_ring_bonds(mol, chematic_smiles::canonical_smiles(mol))
+}
+
+/// Single bonds between two aromatic atoms (biphenyl's link, fluorene's ring bond).
+fn aromatic_single_bonds(mol: &chematic_core::Molecule) -> usize {
+    mol.bonds()
+        .filter(|(_, b)| {
+            b.order == chematic_core::BondOrder::Single && mol.atom(b.atom1).aromatic && mol.atom(b.atom2).aromatic
+        })
+        .count()
+}
+
+/// chematic-smiles 0.4.30 writes a ring-closure bond between two aromatic atoms
+/// without its `-` even when the bond is single (fluorene's five-membered ring,
+/// biphenylene), so the text reads back as another molecule (found by the `smiles`
+/// fuzz target). This puts the missing `-` back: the text's unmarked aromatic ring
+/// closures that read back as aromatic are as many too many as the molecule has
+/// single bonds between aromatic atoms that the text lost; of the ways to mark that
+/// many, the one that reads back with the molecule's ECFP4 and canonicalises to the
+/// same text is the molecule. Text that lost nothing is returned as written.
+fn restore_single_ring_bonds(mol: &chematic_core::Molecule, written: String) -> Result<String, String> {
+    let want = aromatic_single_bonds(mol);
+    if want == 0 {
+        return Ok(written);
+    }
+    let read = |text: &str| chematic_smiles::parse(text).ok();
+    let lost = want.saturating_sub(read(&written).map_or(0, |m| aromatic_single_bonds(&m)));
+    if lost == 0 {
+        return Ok(written);
+    }
+    let candidates = unmarked_aromatic_ring_closures(&written);
+    if candidates.len() < lost || candidates.len() > 12 {
+        return Err(format!("{lost} single ring bonds between aromatic atoms lost their `-`, and could not be placed"));
+    }
+    let fingerprint = chematic_fp::ecfp4(mol);
+    let same = |m: &chematic_core::Molecule| {
+        let fp = chematic_fp::ecfp4(m);
+        aromatic_single_bonds(m) == want
+            && (0..ECFP_BITS).all(|b| fp.get(b) == fingerprint.get(b))
+            && chematic_smiles::canonical_smiles(m) == written
+    };
+    for mask in (0..1u32 << candidates.len()).filter(|m| m.count_ones() as usize == lost) {
+        let mut text = written.clone();
+        for (i, &at) in candidates.iter().enumerate().rev() {
+            if mask & (1 << i) != 0 {
+                text.insert(at, '-');
+            }
+        }
+        if read(&text).is_some_and(|m| same(&m)) {
+            return Ok(text);
+        }
+    }
+    Err(format!("{lost} single ring bonds between aromatic atoms lost their `-`, and could not be placed"))
+}
+
+/// Byte offsets of the closing digits (or `%nn`) of ring closures that join two
+/// aromatic atoms with no bond symbol at either end: where a `-` may be missing.
+fn unmarked_aromatic_ring_closures(text: &str) -> Vec<usize> {
+    let b = text.as_bytes();
+    let mut open: std::collections::HashMap<u32, (bool, bool)> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    let (mut aromatic, mut bond) = (false, false);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'[' => {
+                let end = text[i..].find(']').map_or(b.len(), |e| i + e);
+                aromatic = text[i + 1..end]
+                    .chars()
+                    .find(|ch| ch.is_ascii_alphabetic())
+                    .is_some_and(|ch| ch.is_ascii_lowercase());
+                bond = false;
+                i = end + 1;
+                continue;
+            }
+            b'-' | b'=' | b'#' | b'$' | b':' | b'/' | b'\\' => bond = true,
+            b'0'..=b'9' | b'%' => {
+                let (n, len) = if c == b'%' {
+                    (text.get(i + 1..i + 3).and_then(|d| d.parse().ok()).unwrap_or(0), 3)
+                } else {
+                    (u32::from(c - b'0'), 1)
+                };
+                match open.remove(&n) {
+                    Some((was_aromatic, was_marked)) => {
+                        if was_aromatic && aromatic && !was_marked && !bond {
+                            out.push(i);
+                        }
+                    }
+                    None => {
+                        open.insert(n, (aromatic, bond));
+                    }
+                }
+                bond = false;
+                i += len;
+                continue;
+            }
+            b'(' | b')' | b'.' => {}
+            _ if c.is_ascii_alphabetic() => {
+                // The second letter of Cl and Br is not an atom.
+                let second = i > 0 && ((c == b'l' && b[i - 1] == b'C') || (c == b'r' && b[i - 1] == b'B'));
+                if !second {
+                    aromatic = c.is_ascii_lowercase();
+                    bond = false;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Canonical SMILES of the Bemis–Murcko scaffold; empty for acyclic molecules.
@@ -186,6 +317,42 @@ mod tests {
             let r = randomized(s, seed).expect("random");
             assert_eq!(canonical(&r).expect("r"), canonical(s).expect("s"), "{r} vs {s}");
         }
+    }
+
+    #[test]
+    fn single_ring_bonds_between_aromatic_atoms_survive_canonicalisation() {
+        // Fluorene, biphenylene, and the fuzz target's first find: each canonical
+        // form reads back as the same molecule, so it is its own canonical form.
+        for s in
+            ["c1ccc2c(c1)Cc1ccccc1-2", "c1ccc2c(c1)-c1ccccc1-2", "c1cc-2ccnccc1-2SSSSCSSSSSS", "c1ccc(-c2ccccc2)cc1"]
+        {
+            let c = canonical(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!(canonical(&c).expect("again"), c, "{s}: canonical of canonical is itself");
+            let (a, b) = (chematic_mol(s).expect("s"), chematic_mol(&c).expect("c"));
+            assert_eq!(aromatic_single_bonds(&a), aromatic_single_bonds(&b), "{s} -> {c} keeps its single bonds");
+        }
+        // Salts: the parts come out in one order whatever order they were given in.
+        let salt = canonical("[Na+].[Cl-].CCO").expect("salt");
+        assert_eq!(canonical("CCO.[Cl-].[Na+]").expect("salt"), salt);
+        assert_eq!(canonical(&salt).expect("again"), salt);
+        assert_eq!(unmarked_aromatic_ring_closures("c12ccc1ccncc2"), [6, 12]);
+        assert_eq!(unmarked_aromatic_ring_closures("c1ccccc1-c1cc-1"), [7], "a marked closure is no candidate");
+        assert_eq!(unmarked_aromatic_ring_closures("C1CC[nH]1Clc1ccc%10cc1Cc2cc%10c2"), [21, 27, 31]);
+    }
+
+    #[test]
+    fn inputs_the_fuzzer_broke_stay_fixed() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/smiles");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz/regressions/smiles") {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(entry.expect("entry").path()).expect("read")).into_owned();
+            if let Ok(c) = canonical(&text) {
+                assert_eq!(canonical(&c).as_ref(), Ok(&c), "{text:?}");
+            }
+            n += 1;
+        }
+        assert!(n > 0, "the regression inputs are there");
     }
 
     #[test]

@@ -153,7 +153,13 @@ fn config(base: &Path, out: &Path, task: &str, mode: Mode) -> FinetuneConfig {
     FinetuneConfig {
         base: base.to_path_buf(),
         out_dir: out.to_path_buf(),
-        task: TaskRef { plugin: "fixture".into(), name: task.into(), request: Default::default(), max_train: 0 },
+        task: TaskRef {
+            plugin: "fixture".into(),
+            name: task.into(),
+            data: None,
+            request: Default::default(),
+            max_train: 0,
+        },
         adapter: AdapterSettings { mode, rank: 4, dropout: 0.1, ..AdapterSettings::default() },
         head: HeadSettings::default(),
         train: FinetuneTrain {

@@ -114,6 +114,10 @@ pub(crate) enum Command {
         /// Prompted generation tasks: also write the completions there (JSON lines of prompt, prediction, reference).
         #[arg(long)]
         completions: Option<PathBuf>,
+        /// A file task: score it on another labelled file with the same columns (every
+        /// usable row is a test row) instead of a split of its own file.
+        #[arg(long, conflicts_with_all = ["split", "completions"])]
+        data: Option<PathBuf>,
     },
     /// Predict with one or more finetuned tasks that share a base: each text gets
     /// every task's answer, the tasks' adapters resident together on one base.
@@ -135,6 +139,18 @@ pub(crate) enum Command {
         /// on stderr; the exit status is still non-zero if any was skipped.
         #[arg(long)]
         skip_invalid: bool,
+        /// Read the inputs from a CSV, TSV or JSON Lines file; its rows come out whole,
+        /// with each task's prediction (and class probabilities) added.
+        #[arg(long, conflicts_with = "json")]
+        input: Option<PathBuf>,
+        /// The input file's column holding the inputs (default: the column a file
+        /// task was trained on).
+        #[arg(long, requires = "input")]
+        column: Option<String>,
+        /// Where the rows with predictions go (format by extension; default: stdout,
+        /// in the input's format). Never the input file itself.
+        #[arg(long, requires = "input")]
+        output: Option<PathBuf>,
         /// Inputs (a text, or a SMILES for molecule tasks); none: one per line on
         /// stdin (blank lines are ignored; errors name the line).
         inputs: Vec<String>,

@@ -60,11 +60,15 @@ fn run(cli: Cli) -> Result<()> {
             checkpoint::generate(prompt, checkpoint, adapter, sampling, device)
         }
         Command::Finetune { config, resume } => finetune::finetune(&config, resume, device),
-        Command::Eval { run, base, split, max, completions } => {
+        Command::Eval { run, base, split, max, completions, data: Some(data) } => {
+            let _ = (split, max, completions);
+            finetune::eval_file(run, base, &data, device)
+        }
+        Command::Eval { run, base, split, max, completions, data: None } => {
             finetune::eval(run, base, split, max, completions, device)
         }
-        Command::Predict { run, base, json, too_long, skip_invalid, inputs } => {
-            let how = finetune::PredictOptions { json, too_long, skip_invalid };
+        Command::Predict { run, base, json, too_long, skip_invalid, input, column, output, inputs } => {
+            let how = finetune::PredictOptions { json, too_long, skip_invalid, input, column, output };
             finetune::predict(&run, base.as_deref(), how, inputs, device)
         }
         Command::Import { source, out, base, overwrite } => interop::import(source, out, base, overwrite),

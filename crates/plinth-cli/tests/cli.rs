@@ -494,6 +494,96 @@ max_len = 32
     assert_eq!(lines.iter().map(|l| l["line"].as_u64().expect("line")).collect::<Vec<_>>(), [1, 4], "{t}");
     assert!(lines.iter().all(|l| l["length"].as_f64().is_some()), "{t}");
 
+    // A task from the user's own file: no plugin; class names kept; bad rows listed.
+    let corpus = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/corpus.txt"))
+        .expect("corpus");
+    let mut csv = String::from("text,size\n");
+    let words: Vec<&str> = corpus.split_whitespace().collect();
+    for i in 0..200 {
+        let n = 2 + i % 7;
+        let text = words[(i * 5) % (words.len() - n)..][..n].join(" ").replace('"', "'");
+        csv.push_str(&format!("\"{text}\",{}\n", if n > 5 { "long" } else { "short" }));
+    }
+    csv.push_str("\"a row with no label\",\n");
+    std::fs::write(dir.join("sizes.csv"), &csv).expect("write");
+    std::fs::write(
+        dir.join("file.toml"),
+        "base = \"run-mlm/checkpoint\"\nout_dir = \"ft-file\"\n[task]\n\
+         data = { path = \"sizes.csv\", input = \"text\", label = \"size\", kind = \"classification\" }\n\
+         [train]\nbatch_size = 16\nmax_steps = 6\neval_every = 3\nmax_len = 32\n",
+    )
+    .expect("write");
+    let out = plinth(&["finetune", "--config", "file.toml"], dir);
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("finetuned file/sizes"), "{t}");
+    assert!(t.contains("1 rows of the data file could not be used"), "{t}");
+    let rejects = std::fs::read_to_string(dir.join("ft-file/rejects.jsonl")).expect("rejects");
+    assert!(rejects.contains("\"line\":") && rejects.contains("no size"), "{rejects}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ft-file/report.json")).expect("report")).expect("json");
+    assert!(
+        report["test"]["roc_auc"].as_f64().is_some() && report["baselines"].as_object().is_some_and(|b| !b.is_empty()),
+        "{report}"
+    );
+    let out = plinth(&["eval", "--run", "ft-file"], dir);
+    assert!(out.status.success() && text(&out).contains("roc_auc"), "eval reads the same file: {}", text(&out));
+    let out = plinth(&["predict", "--run", "ft-file", "--json", "a cat sat on the mat"], dir);
+    let answer: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("json");
+    let label = answer["sizes"]["label"].as_str().expect("a class name");
+    assert!(["long", "short"].contains(&label), "{answer}");
+    // An external labelled file scores the task; a class it was not trained on is a reject.
+    let mut other = String::from("text,size\n");
+    for i in 0..20 {
+        other.push_str(if i % 2 == 0 { "the cat sat,short\n" } else { "the big dog ran far away today again,long\n" });
+    }
+    other.push_str("hi,medium\n");
+    std::fs::write(dir.join("other.csv"), other).expect("write");
+    let out = plinth(&["eval", "--run", "ft-file", "--data", "other.csv"], dir);
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("roc_auc") && t.contains("other.csv:22: class \"medium\""), "{t}");
+    // A CSV in, the same rows out with each prediction and the class probabilities added.
+    std::fs::write(dir.join("in.csv"), "id,text\n7,the cat sat\n8,\"a dog, a cat and a bird\"\n").expect("write");
+    let out = plinth(&["predict", "--run", "ft-file", "--input", "in.csv", "--output", "out.csv"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let written = std::fs::read_to_string(dir.join("out.csv")).expect("out.csv");
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines[0], "id,text,sizes,sizes_probability,sizes_p_long,sizes_p_short", "{written}");
+    assert!(
+        lines.len() == 3
+            && lines[1].starts_with("7,the cat sat,")
+            && lines[2].starts_with("8,\"a dog, a cat and a bird\","),
+        "{written}"
+    );
+    std::fs::write(dir.join("holes.csv"), "id,text\n1,the cat\n2,\n3,a bird\n").expect("write");
+    let out = plinth(&["predict", "--run", "ft-file", "--input", "holes.csv", "--output", "holes-out.csv"], dir);
+    assert!(
+        !out.status.success() && text(&out).contains("line 3:") && !dir.join("holes-out.csv").exists(),
+        "{}",
+        text(&out)
+    );
+    let out = plinth(
+        &["predict", "--run", "ft-file", "--input", "holes.csv", "--output", "holes-out.csv", "--skip-invalid"],
+        dir,
+    );
+    assert!(!out.status.success() && text(&out).contains("skipped 1 invalid inputs of 3"), "{}", text(&out));
+    let written = std::fs::read_to_string(dir.join("holes-out.csv")).expect("written");
+    let rows: Vec<&str> = written.lines().collect();
+    assert!(
+        rows[0].ends_with(",error") && rows[2].starts_with("2,,,") && rows[2].contains("no text") && rows.len() == 4,
+        "{written}"
+    );
+    let out = plinth(&["predict", "--run", "ft-file", "--input", "in.csv", "--output", "in.csv"], dir);
+    assert!(!out.status.success() && text(&out).contains("never overwritten"), "{}", text(&out));
+    std::fs::write(
+        dir.join("bad-file.toml"),
+        "base = \"run-mlm/checkpoint\"\nout_dir = \"ft-bad\"\n[task]\n\
+        data = { path = \"sizes.csv\", input = \"words\", label = \"size\", kind = \"classification\" }\n[train]\nmax_len = 32\n",
+    )
+    .expect("write");
+    let out = plinth(&["finetune", "--config", "bad-file.toml"], dir);
+    assert!(!out.status.success() && text(&out).contains("no column \"words\""), "{}", text(&out));
+    assert!(!dir.join("ft-bad").exists(), "nothing is written for a refused start");
+
     let out = plinth(&["eval", "--run", "nowhere"], dir);
     assert!(!out.status.success() && text(&out).contains("holds no finetuned task"), "{}", text(&out));
     let out = plinth(&["eval", "--run", "ft-lora", "--completions", "c.jsonl"], dir);

@@ -38,14 +38,20 @@ pub struct ScoreSettings {
     pub max_examples: usize,
 }
 
-/// Which plugin task to learn.
+/// Which task to learn: a plugin's task (`plugin` and `name`), or a user's own
+/// file (`data`; `name` defaults to the file's stem).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRef {
-    /// Plugin id (`plinth plugins list`).
+    /// Plugin id (`plinth plugins list`); `file` for a file task.
+    #[serde(default)]
     pub plugin: String,
-    /// The plugin's task component.
+    /// The plugin's task component (a file task's name).
+    #[serde(default)]
     pub name: String,
+    /// A task from a CSV, TSV or JSON Lines file instead of a plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::file_task::FileTaskConfig>,
     /// Extra fields for the data request, e.g. `{ split_kind = "scaffold" }`.
     #[serde(default)]
     pub request: serde_json::Map<String, serde_json::Value>,
@@ -209,8 +215,9 @@ impl FinetuneConfig {
         let text = std::fs::read_to_string(path).map_err(|source| FinetuneError::Io { path: path.into(), source })?;
         plinth_model::check_finite_numbers(&text)
             .map_err(|e| FinetuneError::Config { path: path.to_path_buf(), message: e.to_string() })?;
-        let cfg: FinetuneConfig = toml::from_str(&text)
+        let mut cfg: FinetuneConfig = toml::from_str(&text)
             .map_err(|e| FinetuneError::Config { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.resolve_task();
         cfg.problems().map_err(|message| FinetuneError::Config { path: path.to_path_buf(), message })?;
         Ok(cfg)
     }
@@ -221,7 +228,43 @@ impl FinetuneConfig {
         self.problems().map_err(crate::FinetuneError::Settings)
     }
 
+    /// Fills what a file task leaves out: `plugin = "file"`, `name` = the file's stem.
+    pub fn resolve_task(&mut self) {
+        if let Some(d) = &self.task.data {
+            if self.task.plugin.is_empty() {
+                self.task.plugin = crate::file_task::FILE_SOURCE.into();
+            }
+            if self.task.name.is_empty() {
+                self.task.name = d.default_name();
+            }
+        }
+    }
+
     fn problems(&self) -> std::result::Result<(), String> {
+        match &self.task.data {
+            Some(d) => {
+                if self.task.plugin != crate::file_task::FILE_SOURCE {
+                    return Err(format!(
+                        "[task] names both a plugin ({}) and a data file; a file task needs no plugin",
+                        self.task.plugin
+                    ));
+                }
+                if !self.task.request.is_empty() {
+                    return Err("[task] request is for plugin tasks; a file task's settings go in data".into());
+                }
+                d.problems()?;
+            }
+            None if self.task.plugin.is_empty() || self.task.name.is_empty() => {
+                return Err(
+                    "[task] needs `plugin` and `name` (a plugin's task), or `data = { path, input, label, kind }` (your own file)"
+                        .into(),
+                )
+            }
+            None if self.task.plugin == crate::file_task::FILE_SOURCE => {
+                return Err("[task] plugin = \"file\" needs `data = { path, input, label, kind }`".into())
+            }
+            None => {}
+        }
         let t = &self.train;
         if t.batch_size == 0 || t.max_epochs == 0 || t.eval_every == 0 {
             return Err("train.batch_size, max_epochs and eval_every must be positive".into());
@@ -262,6 +305,27 @@ mod tests {
         assert_eq!(cfg.train.batch_size, 32);
         assert_eq!(cfg.train.patience, 5);
         assert!(cfg.validate().is_ok());
+    }
+
+    #[test]
+    fn a_file_task_needs_no_plugin_and_is_named_after_its_file() {
+        let file = "base = \"b\"\nout_dir = \"o\"\n[task]\ndata = { path = \"data/assay.csv\", input = \"smiles\", label = \"pIC50\", kind = \"regression\" }\n";
+        let mut cfg: FinetuneConfig = toml::from_str(file).expect("parse");
+        cfg.resolve_task();
+        assert_eq!((cfg.task.plugin.as_str(), cfg.task.name.as_str()), ("file", "assay"));
+        cfg.validate().expect("valid");
+        let both = file.replace("[task]\n", "[task]\nplugin = \"molecule\"\n");
+        let mut cfg: FinetuneConfig = toml::from_str(&both).expect("parse");
+        cfg.resolve_task();
+        assert!(cfg.validate().expect_err("both").to_string().contains("names both a plugin"));
+        let mut cfg: FinetuneConfig =
+            toml::from_str("base = \"b\"\nout_dir = \"o\"\n[task]\nname = \"t\"\n").expect("parse");
+        cfg.resolve_task();
+        assert!(cfg.validate().expect_err("neither").to_string().contains("`data = { path, input, label, kind }`"));
+        let split = file.replace("kind = \"regression\"", "kind = \"regression\", split = \"scaffold\"");
+        let mut cfg: FinetuneConfig = toml::from_str(&split).expect("parse");
+        cfg.resolve_task();
+        assert!(cfg.validate().expect_err("split").to_string().contains("column:NAME"));
     }
 
     #[test]

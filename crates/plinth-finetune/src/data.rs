@@ -33,8 +33,11 @@ impl Encoded {
     }
 }
 
-/// Reads a task's spec from its plugin and checks it.
+/// Reads a task's spec from its plugin (or its file) and checks it.
 pub fn task_spec(plugins: &dyn Plugins, task: &TaskRef) -> Result<TaskSpec> {
+    if let Some(d) = &task.data {
+        return Ok(crate::file_task::load(d)?.spec);
+    }
     plugins.task(&task.plugin, &task.name).map_err(|e| {
         FinetuneError::Plugin(format!("task {e}; `plinth plugins inspect {}` lists its components", task.plugin))
     })
@@ -47,6 +50,9 @@ pub fn fetch_split(
     spec: &TaskSpec,
     split: Split,
 ) -> Result<Vec<LabelledExample>> {
+    if let Some(d) = &task.data {
+        return Ok(crate::file_task::load(d)?.split(split).to_vec());
+    }
     // The host sets `task` and `split`; a config's request cannot override them.
     let mut options = task.request.clone();
     options.retain(|k, _| k != "task" && k != "split");

@@ -9,6 +9,7 @@ pub mod complete;
 mod config;
 pub mod data;
 mod error;
+pub mod file_task;
 pub mod lm;
 pub mod metrics;
 mod run;
@@ -16,8 +17,10 @@ pub mod task;
 
 pub use config::{AdapterSettings, FinetuneConfig, FinetuneTrain, HeadSettings, Mode, ScoreSettings, TaskRef};
 pub use error::FinetuneError;
+pub use file_task::{FileTaskConfig, FileTaskKind};
 pub use run::{
-    FinetuneOptions, Finetuner, Report, BEST_DIR, COMPLETIONS_FILE, CURVES_FILE, METRICS_FILE, REPORT_FILE, STATE_DIR,
+    FinetuneOptions, Finetuner, Report, BEST_DIR, COMPLETIONS_FILE, CURVES_FILE, METRICS_FILE, REJECTS_FILE,
+    REPORT_FILE, STATE_DIR,
 };
 pub use task::{FinetuneMeta, FinetunedTask, Prediction};
 

@@ -48,6 +48,8 @@ pub const REPORT_FILE: &str = "report.json";
 /// Prompted generation: the scored test completions, one JSON object per line.
 pub const COMPLETIONS_FILE: &str = "completions.jsonl";
 pub const CURVES_FILE: &str = "curves.png";
+/// A file task's rows that cannot be used: `{"line": N, "reason": "..."}` per line.
+pub const REJECTS_FILE: &str = "rejects.jsonl";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const PROGRESS_FILE: &str = "progress.json";
 /// The config a run was started with, in `state/`, so a resume can name what changed.
@@ -155,7 +157,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FinetuneError {
 impl Finetuner {
     /// Loads the base and the task's data, builds the adapter and head, and (with
     /// `resume`) restores `out_dir/state`.
-    pub fn new(cfg: FinetuneConfig, plugins: &dyn Plugins, opts: FinetuneOptions) -> Result<Self> {
+    pub fn new(mut cfg: FinetuneConfig, plugins: &dyn Plugins, opts: FinetuneOptions) -> Result<Self> {
+        cfg.resolve_task();
         cfg.validate()?;
         // One writer per folder, taken before anything in it is read; taking it
         // also finishes or undoes a save that a kill interrupted.
@@ -186,13 +189,34 @@ impl Finetuner {
                 cfg.train.max_len
             )));
         }
-        let spec = task_spec(plugins, &cfg.task)?;
-        let fetch = |split| fetch_split(plugins, &cfg.task, &spec, split);
-        let mut train_rows = fetch(Split::Train)?;
+        let (spec, mut train_rows, val_rows, test_rows) = match &cfg.task.data {
+            Some(d) => {
+                // Read once; rows that cannot be used are listed, never dropped silently.
+                let file = crate::file_task::load(d)?;
+                if lock.is_some() {
+                    crate::file_task::write_rejects(&cfg.out_dir.join(REJECTS_FILE), &file.rejects)?;
+                }
+                if !file.rejects.is_empty() {
+                    tracing::warn!(
+                        rejected = file.rejects.len(),
+                        rows = file.rows_read,
+                        "rows of {} that cannot be used are listed in {}",
+                        d.path.display(),
+                        cfg.out_dir.join(REJECTS_FILE).display()
+                    );
+                }
+                (file.spec, file.train, file.validation, file.test)
+            }
+            None => {
+                let spec = task_spec(plugins, &cfg.task)?;
+                let fetch = |split| fetch_split(plugins, &cfg.task, &spec, split);
+                let (train, val, test) = (fetch(Split::Train)?, fetch(Split::Validation)?, fetch(Split::Test)?);
+                (spec, train, val, test)
+            }
+        };
         if cfg.task.max_train > 0 {
             train_rows.truncate(cfg.task.max_train);
         }
-        let (val_rows, test_rows) = (fetch(Split::Validation)?, fetch(Split::Test)?);
         if spec.kind == TaskKind::Classification {
             for (name, rows) in [("validation", &val_rows), ("test", &test_rows)] {
                 let first = rows[0].label;
@@ -290,6 +314,7 @@ impl Finetuner {
             task: cfg.task.name.clone(),
             spec: spec.clone(),
             request: cfg.task.request.clone(),
+            data: cfg.task.data.clone(),
             mode,
             lora,
             head,

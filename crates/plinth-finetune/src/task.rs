@@ -44,6 +44,9 @@ pub struct FinetuneMeta {
     /// Extra data-request fields the run used (`[task] request`), so `eval` asks for the same split.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub request: serde_json::Map<String, serde_json::Value>,
+    /// A file task's data settings, so `eval` reads the same file the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::file_task::FileTaskConfig>,
     pub mode: Mode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraConfig>,
@@ -286,6 +289,20 @@ impl FinetunedTask {
         )
     }
 
+    /// Metrics on labelled rows from elsewhere (an external test file): the task's
+    /// own metrics, as `evaluate` reports them for a split.
+    pub fn evaluate_rows(
+        &self,
+        base: &Checkpoint,
+        rows: &[plinth_plugin_protocol::LabelledExample],
+        batch_size: usize,
+    ) -> Result<crate::metrics::Metrics> {
+        let enc = crate::data::encode(&base.tokenizer, rows, self.meta.max_len)?;
+        let m = &self.meta;
+        let pad = base.tokenizer.id(Special::Pad);
+        evaluate_encoded(self.model(base), base.mode(), &self.parts, m.spec.kind, m.label_scale, &enc, pad, batch_size)
+    }
+
     /// Metrics on one split of the task's data, asked from its plugin with the
     /// request the run used. A prompted generation task also completes
     /// `max_completions` prompts spread through the split (0: all) and reports the plugin's scores, with
@@ -303,6 +320,7 @@ impl FinetunedTask {
         let task = crate::config::TaskRef {
             plugin: self.meta.plugin.clone(),
             name: self.meta.task.clone(),
+            data: self.meta.data.clone(),
             request: self.meta.request.clone(),
             max_train: 0,
         };

@@ -329,6 +329,7 @@ pub fn import_peft(src: &Path, base_dir: &Path, out: &Path, overwrite: bool) -> 
             head: None,
         },
         request: Default::default(),
+        data: None,
         mode: Mode::Lora,
         lora: Some(lora),
         head: None,

@@ -37,6 +37,16 @@ pub fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> 
         report.best_step,
         if report.stopped_early { ", stopped early" } else { "" }
     );
+    let rejects = out_dir.join(plinth_finetune::REJECTS_FILE);
+    if let Ok(text) = std::fs::read_to_string(&rejects) {
+        let n = text.lines().count();
+        if n > 0 {
+            println!(
+                "  {n} rows of the data file could not be used; each is in {} with its line and reason",
+                rejects.display()
+            );
+        }
+    }
     println!("  test          {}", fmt(&report.test));
     for (name, m) in &report.baselines {
         println!("  {:<13} {}", name, fmt(m));
@@ -72,6 +82,36 @@ pub fn eval(
     }
     let plugins = plugin_data()?;
     let metrics = tasks[0].evaluate(&base, &plugins, split, 64, max, completions.as_deref())?;
+    println!("{}", serde_json::to_string_pretty(&metrics)?);
+    Ok(())
+}
+
+/// `plinth eval --run R --data FILE`: a file task scored on another labelled file.
+pub fn eval_file(run: PathBuf, base: Option<PathBuf>, data: &std::path::Path, device: tch::Device) -> Result<()> {
+    let (base, tasks) = load_tasks(std::slice::from_ref(&run), base.as_deref(), device)?;
+    let task = &tasks[0];
+    let Some(trained) = &task.meta.data else {
+        bail!(
+            "--data scores a task trained from a file; {} holds {}/{}, a plugin task (use --split)",
+            run.display(),
+            task.meta.plugin,
+            task.meta.task
+        );
+    };
+    let cfg = plinth_finetune::FileTaskConfig { path: data.to_path_buf(), ..trained.clone() };
+    let file = plinth_finetune::file_task::load_external(&cfg, &task.meta.spec)?;
+    for r in &file.rejects {
+        eprintln!("{}:{}: {}", data.display(), r.line, r.reason);
+    }
+    if !file.rejects.is_empty() {
+        eprintln!(
+            "{} of {} rows could not be used (listed above); scored on the other {}",
+            file.rejects.len(),
+            file.rows_read,
+            file.test.len()
+        );
+    }
+    let metrics = task.evaluate_rows(&base, &file.test, 64)?;
     println!("{}", serde_json::to_string_pretty(&metrics)?);
     Ok(())
 }
@@ -125,6 +165,155 @@ pub(crate) struct PredictOptions {
     pub json: bool,
     pub too_long: TooLong,
     pub skip_invalid: bool,
+    /// A CSV, TSV or JSON Lines file of inputs (`column` names the input column).
+    pub input: Option<PathBuf>,
+    pub column: Option<String>,
+    /// Where the input file's rows go with the predictions added (default: stdout).
+    pub output: Option<PathBuf>,
+}
+
+/// An input file's rows, kept whole so the output lines up with them.
+enum FileRows {
+    /// CSV or TSV: the header and each row's fields.
+    Table { delimiter: u8, header: Vec<String>, rows: Vec<Vec<String>> },
+    /// JSON Lines: each row's object.
+    Objects(Vec<serde_json::Map<String, serde_json::Value>>),
+}
+
+/// Reads `path` (format by extension) and the inputs in `column`; a row without
+/// it is an input with a problem, reported like any other invalid input.
+fn read_input_file(path: &std::path::Path, column: &str) -> Result<(FileRows, Vec<Input>, Vec<Option<String>>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let mut inputs = Vec::new();
+    let mut missing = Vec::new();
+    let mut push = |line: usize, value: Option<String>| {
+        let text = value.clone().unwrap_or_default();
+        inputs.push(Input { origin: format!("line {line}"), line: Some(line), text });
+        missing.push(match value {
+            Some(v) if !v.trim().is_empty() => None,
+            _ => Some(format!("no {column} in this row")),
+        });
+    };
+    let rows = match ext.as_str() {
+        "csv" | "tsv" | "tab" => {
+            let delimiter = if ext == "csv" { b',' } else { b'\t' };
+            let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(text.as_bytes());
+            let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+            let Some(at) = header.iter().position(|h| h.trim() == column) else {
+                bail!("{}: no column {column:?} in the header ({}); pass --column", path.display(), header.join(", "));
+            };
+            let mut rows = Vec::new();
+            for record in reader.records() {
+                let record = record.with_context(|| format!("reading {}", path.display()))?;
+                let line = record.position().map_or(0, |p| p.line() as usize);
+                let fields: Vec<String> = record.iter().map(str::to_string).collect();
+                push(line, fields.get(at).cloned());
+                rows.push(fields);
+            }
+            FileRows::Table { delimiter, header, rows }
+        }
+        "jsonl" | "ndjson" => {
+            let mut rows = Vec::new();
+            for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: not a JSON object", path.display(), i + 1))?;
+                push(i + 1, obj.get(column).and_then(|v| v.as_str()).map(str::to_string));
+                rows.push(obj);
+            }
+            FileRows::Objects(rows)
+        }
+        _ => bail!("{}: the input file must be .csv, .tsv or .jsonl", path.display()),
+    };
+    Ok((rows, inputs, missing))
+}
+
+/// Writes the input rows with `answers` (one per row; none for a skipped row, whose
+/// reason goes in an `error` column) to `output` or stdout, in the input's format
+/// (or `output`'s, by extension).
+fn write_output_file(
+    rows: FileRows,
+    answers: &[Option<serde_json::Map<String, serde_json::Value>>],
+    errors: &[Option<String>],
+    keys: &[String],
+    output: Option<&std::path::Path>,
+) -> Result<()> {
+    // Each key's columns: KEY, and for classes KEY_probability and KEY_p_CLASS.
+    let mut columns: Vec<(String, String, Option<String>)> = Vec::new(); // (column, key, class)
+    let first = answers.iter().flatten().next();
+    for key in keys {
+        columns.push((key.clone(), key.clone(), None));
+        if let Some(probs) = first.and_then(|a| a[key].get("probabilities")).and_then(|p| p.as_object()) {
+            columns.push((format!("{key}_probability"), key.clone(), Some(String::new())));
+            for class in probs.keys() {
+                columns.push((format!("{key}_p_{class}"), key.clone(), Some(class.clone())));
+            }
+        }
+    }
+    let any_error = errors.iter().any(Option::is_some);
+    let cell = |a: &serde_json::Map<String, serde_json::Value>, key: &str, class: &Option<String>| -> String {
+        let v = &a[key];
+        match class {
+            None => v.get("label").and_then(|l| l.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string()),
+            Some(c) if c.is_empty() => v["probability"].to_string(),
+            Some(c) => v["probabilities"][c].to_string(),
+        }
+    };
+    let ext = output.and_then(|p| p.extension()).map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let mut bytes = Vec::new();
+    match rows {
+        FileRows::Table { delimiter, header, rows } => {
+            let delimiter = match ext.as_deref() {
+                Some("csv") => b',',
+                Some("tsv" | "tab") => b'\t',
+                _ => delimiter,
+            };
+            let mut w = csv::WriterBuilder::new().delimiter(delimiter).flexible(true).from_writer(&mut bytes);
+            let mut head = header.clone();
+            head.extend(columns.iter().map(|c| c.0.clone()));
+            if any_error {
+                head.push("error".into());
+            }
+            w.write_record(&head)?;
+            for ((mut fields, answer), error) in rows.into_iter().zip(answers).zip(errors) {
+                fields.resize(header.len(), String::new());
+                for (_, key, class) in &columns {
+                    fields.push(answer.as_ref().map(|a| cell(a, key, class)).unwrap_or_default());
+                }
+                if any_error {
+                    fields.push(error.clone().unwrap_or_default());
+                }
+                w.write_record(&fields)?;
+            }
+            w.flush()?;
+        }
+        FileRows::Objects(rows) => {
+            for ((mut obj, answer), error) in rows.into_iter().zip(answers).zip(errors) {
+                if let Some(a) = answer {
+                    for key in keys {
+                        obj.insert(key.clone(), a[key].clone());
+                    }
+                }
+                if let Some(e) = error {
+                    obj.insert("error".into(), serde_json::Value::from(e.as_str()));
+                }
+                bytes.extend(serde_json::to_string(&obj)?.into_bytes());
+                bytes.push(b'\n');
+            }
+        }
+    }
+    match output {
+        Some(path) => {
+            let tmp = path.with_extension("plinth-tmp");
+            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().lock().write_all(&bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// One input and where it came from, for error messages.
@@ -149,7 +338,30 @@ pub(crate) fn predict(
         .enumerate()
         .map(|(i, text)| Input { origin: format!("argument {}", i + 1), line: None, text })
         .collect();
-    if inputs.is_empty() {
+    let (ck, tasks) = load_tasks(runs, base, device)?;
+    let mut file: Option<FileRows> = None;
+    let mut missing: Vec<Option<String>> = Vec::new();
+    if let Some(path) = &how.input {
+        if !inputs.is_empty() {
+            bail!("give inputs as arguments or with --input, not both");
+        }
+        if how.output.as_deref().is_some_and(|o| o == path.as_path()) {
+            bail!(
+                "--output {} is the input file; choose another path (the input is never overwritten)",
+                path.display()
+            );
+        }
+        let column = match (&how.column, tasks.iter().find_map(|t| t.meta.data.as_ref())) {
+            (Some(c), _) => c.clone(),
+            (None, Some(d)) => d.input.clone(),
+            (None, None) => bail!("--input needs --column (the column holding the inputs)"),
+        };
+        let (rows, file_inputs, file_missing) = read_input_file(path, &column)?;
+        file = Some(rows);
+        inputs = file_inputs;
+        missing = file_missing;
+    }
+    if inputs.is_empty() && file.is_none() {
         for (i, line) in std::io::stdin().lock().lines().enumerate() {
             let text = line.with_context(|| format!("reading line {} of stdin", i + 1))?;
             if !text.trim().is_empty() {
@@ -158,9 +370,8 @@ pub(crate) fn predict(
         }
     }
     if inputs.is_empty() {
-        bail!("nothing to predict: pass inputs as arguments or one per line on stdin");
+        bail!("nothing to predict: pass inputs as arguments, one per line on stdin, or --input FILE");
     }
-    let (ck, tasks) = load_tasks(runs, base, device)?;
     if let Some(t) = tasks.iter().find(|t| t.meta.spec.kind == plinth_plugin_protocol::TaskKind::Generation) {
         bail!(
             "{} is a generation task; use `plinth generate --checkpoint {} --adapter {}`",
@@ -173,6 +384,9 @@ pub(crate) fn predict(
     // the plugin's own check (an invalid SMILES, say) and the task's length.
     let texts: Vec<String> = inputs.iter().map(|i| i.text.clone()).collect();
     let mut problems: Vec<Vec<String>> = vec![Vec::new(); inputs.len()];
+    for (p, m) in problems.iter_mut().zip(&missing) {
+        p.extend(m.clone());
+    }
     let mut cut: Vec<bool> = vec![false; inputs.len()];
     let needs_check = tasks.iter().any(|t| t.meta.spec.input_check.is_some());
     let plugins = if needs_check { Some(plugin_data()?) } else { None };
@@ -253,6 +467,24 @@ pub(crate) fn predict(
             };
             answer.insert(key.clone(), value);
         }
+    }
+    if let Some(rows) = file {
+        let mut by_row: Vec<Option<serde_json::Map<String, serde_json::Value>>> = vec![None; inputs.len()];
+        for (&i, a) in keep.iter().zip(answers) {
+            by_row[i] = Some(a);
+        }
+        let errors: Vec<Option<String>> = problems.iter().map(|p| (!p.is_empty()).then(|| p.join("; "))).collect();
+        write_output_file(rows, &by_row, &errors, &keys, how.output.as_deref())?;
+        if let Some(out) = &how.output {
+            eprintln!("wrote {} rows with predictions to {}", inputs.len(), out.display());
+        }
+        if invalid > 0 {
+            bail!(
+                "skipped {invalid} invalid inputs of {} (listed above; their rows carry the reason in `error`)",
+                inputs.len()
+            );
+        }
+        return Ok(());
     }
     let json = how.json;
     for a in &answers {

@@ -1,0 +1,617 @@
+//! A finetuning task from a user's own file (`[task] data = { ... }`): CSV, TSV or
+//! JSON Lines with an input column and a label column, split here, with every row
+//! that cannot be used kept as a reject (its line and the reason) instead of being
+//! dropped silently. The result is the same [`TaskSpec`] and rows a plugin task
+//! gives, so training, evaluation, baselines, reports and prediction do not know
+//! where a task came from.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use plinth_plugin_protocol::{LabelledExample, Split, TaskKind, TaskSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::{FinetuneError, Result};
+
+/// The plugin id a file task reports as its source (in `task.json` and reports).
+pub const FILE_SOURCE: &str = "file";
+
+/// `[task] data = { path, input, label, kind, ... }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTaskConfig {
+    /// The data file (relative to the working directory).
+    pub path: PathBuf,
+    /// `csv`, `tsv` or `jsonl`; default from the extension (`.csv`, `.tsv`/`.tab`, `.jsonl`/`.ndjson`).
+    #[serde(default)]
+    pub format: Option<FileFormat>,
+    /// The column (or JSON key) holding the text or SMILES the model reads.
+    pub input: String,
+    /// The column holding the label: a number for regression, any value for classification.
+    pub label: String,
+    /// `regression` or `classification` (binary or multi-class; class names are kept).
+    pub kind: FileTaskKind,
+    /// `random` (default, seeded), `column:NAME` (each row's split named in a column:
+    /// `train`, `validation`/`valid`/`val`, `test`), or `group:NAME` (rows sharing the
+    /// column's value land in the same split).
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// Seed of the random and grouped splits, default 0.
+    #[serde(default)]
+    pub seed: u64,
+    /// Shares of rows (random) or groups' rows (grouped) for validation and test, default 0.1 each.
+    #[serde(default = "tenth")]
+    pub validation_fraction: f64,
+    #[serde(default = "tenth")]
+    pub test_fraction: f64,
+    /// A run refuses to start when more than this share of rows is bad, default 0.05.
+    #[serde(default = "default_max_bad")]
+    pub max_bad_share: f64,
+    /// Validation metric; default `rmse` (regression), `roc_auc` (two classes) or `accuracy`.
+    #[serde(default)]
+    pub metric: Option<String>,
+}
+
+fn default_split() -> String {
+    "random".into()
+}
+fn tenth() -> f64 {
+    0.1
+}
+fn default_max_bad() -> f64 {
+    0.05
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Csv,
+    Tsv,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileTaskKind {
+    Regression,
+    Classification,
+}
+
+/// A row that could not be used: its line in the file (1-based, the header is line 1
+/// in CSV/TSV) and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reject {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// A file task, read and split.
+#[derive(Debug, Clone)]
+pub struct FileTask {
+    pub spec: TaskSpec,
+    pub train: Vec<LabelledExample>,
+    pub validation: Vec<LabelledExample>,
+    pub test: Vec<LabelledExample>,
+    pub rejects: Vec<Reject>,
+    /// Data rows in the file (kept and rejected).
+    pub rows_read: usize,
+}
+
+impl FileTask {
+    pub fn split(&self, split: Split) -> &[LabelledExample] {
+        match split {
+            Split::Train => &self.train,
+            Split::Validation => &self.validation,
+            Split::Test => &self.test,
+        }
+    }
+}
+
+/// One usable row before splitting.
+struct Row {
+    text: String,
+    label: String,
+    /// The split or group column's value, when the split uses one.
+    key: Option<String>,
+}
+
+enum SplitBy {
+    /// Every row is a test row: a labelled file that scores a trained task.
+    All,
+    Random,
+    Column(String),
+    Group(String),
+}
+
+impl FileTaskConfig {
+    /// The task's name when the config gives none: the file's stem.
+    pub fn default_name(&self) -> String {
+        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into())
+    }
+
+    fn split_by(&self) -> std::result::Result<SplitBy, String> {
+        match self.split.split_once(':') {
+            None if self.split == "random" => Ok(SplitBy::Random),
+            Some(("column", c)) if !c.is_empty() => Ok(SplitBy::Column(c.into())),
+            Some(("group", c)) if !c.is_empty() => Ok(SplitBy::Group(c.into())),
+            _ => Err(format!("task.data.split = {:?}: use \"random\", \"column:NAME\" or \"group:NAME\"", self.split)),
+        }
+    }
+
+    /// Settings that cannot work, named by key; no file is read.
+    pub fn problems(&self) -> std::result::Result<(), String> {
+        self.split_by()?;
+        let (v, t) = (self.validation_fraction, self.test_fraction);
+        if !(v > 0.0 && t > 0.0 && v + t < 1.0) {
+            return Err(format!(
+                "task.data.validation_fraction and test_fraction must be positive and leave rows to train on; got {v} and {t}"
+            ));
+        }
+        if !(0.0..1.0).contains(&self.max_bad_share) {
+            return Err(format!("task.data.max_bad_share must be in [0, 1), got {}", self.max_bad_share));
+        }
+        if self.input.is_empty() || self.label.is_empty() {
+            return Err("task.data.input and task.data.label must name columns".into());
+        }
+        Ok(())
+    }
+
+    fn format(&self) -> Result<FileFormat> {
+        if let Some(f) = self.format {
+            return Ok(f);
+        }
+        let ext = self.path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        match ext.as_str() {
+            "csv" => Ok(FileFormat::Csv),
+            "tsv" | "tab" => Ok(FileFormat::Tsv),
+            "jsonl" | "ndjson" => Ok(FileFormat::Jsonl),
+            _ => Err(self.error(format!(
+                "cannot tell the format from the extension {ext:?}; set task.data.format = \"csv\", \"tsv\" or \"jsonl\""
+            ))),
+        }
+    }
+
+    fn error(&self, message: String) -> FinetuneError {
+        FinetuneError::Invalid(format!("{}: {message}", self.path.display()))
+    }
+}
+
+/// Reads, checks and splits the file. Bad rows become [`Reject`]s; more of them than
+/// `max_bad_share` allows is an error that lists the first few.
+pub fn load(cfg: &FileTaskConfig) -> Result<FileTask> {
+    load_as(cfg, None)
+}
+
+/// Reads a labelled file as the test set of a task already trained (`trained`, its
+/// spec): every usable row is a test row, classes are the task's own (a row of
+/// another class is a reject), and the metric is the task's.
+pub fn load_external(cfg: &FileTaskConfig, trained: &TaskSpec) -> Result<FileTask> {
+    load_as(cfg, Some(trained))
+}
+
+fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask> {
+    cfg.problems().map_err(FinetuneError::Settings)?;
+    let split_by = match trained {
+        Some(_) => SplitBy::All,
+        None => cfg.split_by().map_err(FinetuneError::Settings)?,
+    };
+    let known: Option<&[String]> = trained.filter(|t| t.kind == TaskKind::Classification).map(|t| t.labels.as_slice());
+    let key_column = match &split_by {
+        SplitBy::All | SplitBy::Random => None,
+        SplitBy::Column(c) | SplitBy::Group(c) => Some(c.as_str()),
+    };
+    let text =
+        std::fs::read_to_string(&cfg.path).map_err(|source| FinetuneError::Io { path: cfg.path.clone(), source })?;
+    let mut rejects = Vec::new();
+    let mut rows: Vec<(usize, Row)> = Vec::new();
+    let mut read = 0;
+    let check = |get: &dyn Fn(&str) -> Option<String>| -> std::result::Result<Row, String> {
+        let input = get(&cfg.input)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| format!("no {} (the input column is empty or missing)", cfg.input))?;
+        let label = get(&cfg.label)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("no {} (the label is empty or missing)", cfg.label))?;
+        if cfg.kind == FileTaskKind::Regression && !label.parse::<f64>().is_ok_and(f64::is_finite) {
+            return Err(format!("label {label:?} is not a number (a regression label must be one)"));
+        }
+        if let Some(classes) = known.filter(|k| !k.contains(&label)) {
+            return Err(format!("class {label:?} is not one the task was trained on ({})", classes.join(", ")));
+        }
+        let key = match key_column {
+            Some(c) => Some(
+                get(c)
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| format!("no {c} (the split column is empty or missing)"))?,
+            ),
+            None => None,
+        };
+        Ok(Row { text: input, label, key })
+    };
+    let mut keep = |line: usize, row: std::result::Result<Row, String>, rows: &mut Vec<(usize, Row)>| match row {
+        Ok(r) => rows.push((line, r)),
+        Err(reason) => rejects.push(Reject { line, reason }),
+    };
+    match cfg.format()? {
+        FileFormat::Jsonl => {
+            for (i, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line) {
+                    Ok(obj) => {
+                        let get = |k: &str| {
+                            obj.get(k).and_then(|v| match v {
+                                serde_json::Value::String(s) => Some(s.clone()),
+                                serde_json::Value::Number(n) => Some(n.to_string()),
+                                serde_json::Value::Bool(b) => Some(b.to_string()),
+                                _ => None,
+                            })
+                        };
+                        read += 1;
+                        keep(i + 1, check(&get), &mut rows);
+                    }
+                    Err(e) => {
+                        read += 1;
+                        keep(i + 1, Err(format!("not a JSON object: {e}")), &mut rows);
+                    }
+                }
+            }
+        }
+        format => {
+            let delimiter = if format == FileFormat::Tsv { b'\t' } else { b',' };
+            let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(text.as_bytes());
+            let header: Vec<String> = reader
+                .headers()
+                .map_err(|e| cfg.error(format!("cannot read the header row: {e}")))?
+                .iter()
+                .map(|h| h.trim().to_string())
+                .collect();
+            if header.iter().all(String::is_empty) {
+                return Err(cfg.error("the file is empty; it needs a header row and data rows".into()));
+            }
+            let wanted = [Some(cfg.input.as_str()), Some(cfg.label.as_str()), key_column];
+            for name in wanted.into_iter().flatten() {
+                if !header.iter().any(|h| h == name) {
+                    let other = if format == FileFormat::Tsv { ',' } else { '\t' };
+                    let hint = match header.as_slice() {
+                        [only] if only.contains(other) || only.contains(';') => format!(
+                            "; the header is one column, {only:?}: is the file delimited by something else (set task.data.format)?"
+                        ),
+                        _ => String::new(),
+                    };
+                    return Err(cfg.error(format!("no column {name:?} in the header ({}){hint}", header.join(", "))));
+                }
+            }
+            let index: std::collections::HashMap<&str, usize> =
+                header.iter().enumerate().map(|(i, h)| (h.as_str(), i)).collect();
+            for record in reader.records() {
+                let record = record.map_err(|e| cfg.error(format!("cannot read a row: {e}")))?;
+                let line = record.position().map_or(0, |p| p.line() as usize);
+                read += 1;
+                if record.len() != header.len() {
+                    keep(
+                        line,
+                        Err(format!("{} fields where the header has {}", record.len(), header.len())),
+                        &mut rows,
+                    );
+                    continue;
+                }
+                let get = |k: &str| index.get(k).and_then(|&i| record.get(i)).map(str::to_string);
+                keep(line, check(&get), &mut rows);
+            }
+        }
+    }
+    if read == 0 {
+        return Err(
+            cfg.error("the file has no data rows (a CSV or TSV file needs a header row and rows under it)".into())
+        );
+    }
+    for (what, column) in [("input", &cfg.input), ("label", &cfg.label)] {
+        if rows.is_empty() && rejects.iter().all(|r| r.reason.starts_with(&format!("no {column} "))) {
+            return Err(cfg.error(format!("no row has the {what} {column:?}")));
+        }
+    }
+    let bad_share = rejects.len() as f64 / read as f64;
+    if bad_share > cfg.max_bad_share {
+        let first: Vec<String> = rejects.iter().take(5).map(|r| format!("line {}: {}", r.line, r.reason)).collect();
+        return Err(cfg.error(format!(
+            "{} of {read} rows cannot be used ({:.1}%, more than task.data.max_bad_share = {}); the first: {}. Fix the file, or raise task.data.max_bad_share to use the rest",
+            rejects.len(),
+            100.0 * bad_share,
+            cfg.max_bad_share,
+            first.join("; ")
+        )));
+    }
+    let (kind, labels) = match (trained, cfg.kind) {
+        (Some(t), _) => (t.kind, t.labels.clone()),
+        (None, FileTaskKind::Regression) => (TaskKind::Regression, Vec::new()),
+        (None, FileTaskKind::Classification) => {
+            let names: BTreeSet<&str> = rows.iter().map(|(_, r)| r.label.as_str()).collect();
+            let mut names: Vec<String> = names.into_iter().map(String::from).collect();
+            // Numeric class names in numeric order (2 before 10).
+            if names.iter().all(|n| n.parse::<f64>().is_ok()) {
+                names.sort_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)));
+            }
+            if names.len() < 2 {
+                return Err(cfg.error(format!(
+                    "column {:?} holds one class ({:?}); classification needs two or more",
+                    cfg.label,
+                    names.first().map(String::as_str).unwrap_or("")
+                )));
+            }
+            (TaskKind::Classification, names)
+        }
+    };
+    let metric = trained.map(|t| t.metric.clone()).or_else(|| cfg.metric.clone()).unwrap_or_else(|| {
+        match (kind, labels.len()) {
+            (TaskKind::Regression, _) => "rmse",
+            (_, 2) => "roc_auc",
+            _ => "accuracy",
+        }
+        .into()
+    });
+    let allowed: &[&str] = match kind {
+        TaskKind::Regression => &["rmse", "mae", "r2"],
+        _ if labels.len() == 2 => &["accuracy", "macro_f1", "roc_auc"],
+        _ => &["accuracy", "macro_f1"],
+    };
+    if !allowed.contains(&metric.as_str()) {
+        return Err(FinetuneError::Settings(format!(
+            "task.data.metric = {metric:?} does not apply to this task; use one of {}",
+            allowed.join(", ")
+        )));
+    }
+    let example = |r: &Row| {
+        let label = match kind {
+            TaskKind::Regression => r.label.parse::<f64>().unwrap_or(f64::NAN),
+            _ => labels.iter().position(|l| *l == r.label).unwrap_or(0) as f64,
+        };
+        LabelledExample::new(r.text.clone(), label)
+    };
+    let mut parts: [Vec<LabelledExample>; 3] = Default::default();
+    match &split_by {
+        SplitBy::All => parts[2] = rows.iter().map(|(_, r)| example(r)).collect(),
+        SplitBy::Column(c) => {
+            let mut unknown = Vec::new();
+            for (line, r) in &rows {
+                let key = r.key.as_deref().unwrap_or("").to_ascii_lowercase();
+                let at = match key.as_str() {
+                    "train" | "training" => 0,
+                    "validation" | "valid" | "val" | "dev" => 1,
+                    "test" => 2,
+                    _ => {
+                        unknown.push(*line);
+                        continue;
+                    }
+                };
+                parts[at].push(example(r));
+            }
+            if !unknown.is_empty() {
+                return Err(cfg.error(format!(
+                    "column {c:?} must say train, validation (or valid, val, dev) or test; lines {} say something else",
+                    unknown.iter().take(10).map(usize::to_string).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        SplitBy::Random | SplitBy::Group(_) => {
+            // Units (rows, or groups of rows) in an order fixed by the seed, then cut
+            // so that test and validation get their shares of rows.
+            let mut units: Vec<(u64, Vec<usize>)> = match &split_by {
+                SplitBy::Random => (0..rows.len()).map(|i| (mix(cfg.seed, i as u64), vec![i])).collect(),
+                _ => {
+                    let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+                    for (i, (_, r)) in rows.iter().enumerate() {
+                        groups.entry(r.key.as_deref().unwrap_or("")).or_default().push(i);
+                    }
+                    groups.into_iter().map(|(k, members)| (mix(cfg.seed, fnv(k)), members)).collect()
+                }
+            };
+            units.sort_by_key(|u| u.0);
+            let n = rows.len() as f64;
+            let (test_rows, val_rows) =
+                ((cfg.test_fraction * n).round() as usize, (cfg.validation_fraction * n).round() as usize);
+            let mut taken = 0;
+            for (_, members) in units {
+                let at = if taken < test_rows.max(1) {
+                    2
+                } else if taken < test_rows.max(1) + val_rows.max(1) {
+                    1
+                } else {
+                    0
+                };
+                taken += members.len();
+                parts[at].extend(members.iter().map(|&i| example(&rows[i].1)));
+            }
+        }
+    }
+    let [train, validation, test] = parts;
+    for (name, part) in [("train", &train), ("validation", &validation), ("test", &test)] {
+        if part.is_empty() && (trained.is_none() || name == "test") {
+            return Err(cfg.error(format!(
+                "the {name} split is empty ({} usable rows, split {:?}); add rows or change the split",
+                rows.len(),
+                cfg.split
+            )));
+        }
+    }
+    let spec = TaskSpec {
+        kind,
+        labels,
+        data: FILE_SOURCE.into(),
+        metric,
+        source: format!(
+            "{} ({} of {read} rows used; split {}, seed {})",
+            cfg.path.display(),
+            rows.len(),
+            cfg.split,
+            cfg.seed
+        ),
+        features: None,
+        input_check: None,
+        completion: None,
+        head: None,
+    };
+    Ok(FileTask { spec, train, validation, test, rejects, rows_read: read })
+}
+
+/// Writes rejects as JSON lines (`{"line": N, "reason": "..."}`), atomically.
+pub fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<()> {
+    let mut out = String::new();
+    for r in rejects {
+        out.push_str(&serde_json::to_string(r).map_err(|e| FinetuneError::Checkpoint(e.to_string()))?);
+        out.push('\n');
+    }
+    plinth_model::checkpoint::write_atomic(path, out.as_bytes())?;
+    Ok(())
+}
+
+/// SplitMix64 of `seed` and `x`: a fixed pseudo-random order for a seed.
+fn mix(seed: u64, x: u64) -> u64 {
+    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a of a group value.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, name: &str, body: &str, kind: FileTaskKind) -> FileTaskConfig {
+        let path = dir.join(name);
+        std::fs::write(&path, body).expect("write");
+        FileTaskConfig {
+            path,
+            format: None,
+            input: "text".into(),
+            label: "y".into(),
+            kind,
+            split: "random".into(),
+            seed: 0,
+            validation_fraction: 0.1,
+            test_fraction: 0.1,
+            max_bad_share: 0.05,
+            metric: None,
+        }
+    }
+
+    fn csv_rows(n: usize, label: impl Fn(usize) -> String) -> String {
+        let mut s = String::from("id,text,y,fold\n");
+        for i in 0..n {
+            let fold = ["train", "train", "train", "val", "test"][i % 5];
+            s.push_str(&format!("{i},\"row number {i}, with a comma\",{},{fold}\n", label(i)));
+        }
+        s
+    }
+
+    #[test]
+    fn regression_rows_split_by_seed_and_by_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg =
+            config(dir.path(), "a.csv", &csv_rows(200, |i| format!("{}", i as f64 / 10.0)), FileTaskKind::Regression);
+        let t = load(&cfg).expect("load");
+        assert_eq!((t.train.len(), t.validation.len(), t.test.len()), (160, 20, 20));
+        assert_eq!((t.spec.kind, t.spec.metric.as_str(), t.rows_read), (TaskKind::Regression, "rmse", 200));
+        assert!(t.train[0].text.contains(", with a comma"), "quoted fields stay whole");
+        let again = load(&cfg).expect("load");
+        assert_eq!(again.test[0].text, t.test[0].text, "the same seed gives the same split");
+        cfg.seed = 1;
+        assert_ne!(
+            load(&cfg).expect("load").test.iter().map(|r| &r.text).collect::<Vec<_>>(),
+            t.test.iter().map(|r| &r.text).collect::<Vec<_>>()
+        );
+        cfg.split = "column:fold".into();
+        let t = load(&cfg).expect("load");
+        assert_eq!((t.train.len(), t.validation.len(), t.test.len()), (120, 40, 40));
+    }
+
+    #[test]
+    fn classes_keep_their_names_and_groups_stay_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = csv_rows(200, |i| ["spam", "ham", "eggs"][i % 3].to_string());
+        let mut cfg = config(dir.path(), "c.csv", &body, FileTaskKind::Classification);
+        let t = load(&cfg).expect("load");
+        assert_eq!(t.spec.labels, ["eggs", "ham", "spam"]);
+        assert_eq!(t.spec.metric, "accuracy");
+        cfg.split = "group:y".into();
+        cfg.validation_fraction = 0.3;
+        cfg.test_fraction = 0.3;
+        let t = load(&cfg).expect("grouped");
+        for part in [&t.train, &t.validation, &t.test] {
+            let classes: BTreeSet<u64> = part.iter().map(|r| r.label as u64).collect();
+            assert_eq!(classes.len(), 1, "each group (here: each class) lies in one split");
+        }
+        let binary = csv_rows(200, |i| if i % 4 == 0 { "10" } else { "2" }.to_string());
+        let t = load(&config(dir.path(), "b.csv", &binary, FileTaskKind::Classification)).expect("binary");
+        assert_eq!(
+            (t.spec.labels.as_slice(), t.spec.metric.as_str()),
+            (&["2".to_string(), "10".to_string()][..], "roc_auc")
+        );
+    }
+
+    #[test]
+    fn bad_rows_are_rejected_with_their_line_and_too_many_refuse_the_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut body = csv_rows(100, |i| format!("{i}"));
+        body.push_str("100,,3.0,train\n101,text,,train\n102,text,many,train\n103,short row\n");
+        let mut cfg = config(dir.path(), "bad.csv", &body, FileTaskKind::Regression);
+        let t = load(&cfg).expect("4 of 104 rows (3.8%) are bad: under the default 5%, so they become rejects");
+        let lines: Vec<usize> = t.rejects.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [102, 103, 104, 105]);
+        assert!(t.rejects[0].reason.contains("no text") && t.rejects[1].reason.contains("no y"), "{:?}", t.rejects);
+        assert!(t.rejects[2].reason.contains("\"many\" is not a number") && t.rejects[3].reason.contains("2 fields"));
+        cfg.max_bad_share = 0.01;
+        let err = load(&cfg).expect_err("over 1%").to_string();
+        assert!(
+            err.contains("4 of 104 rows") && err.contains("line 102: no text") && err.contains("max_bad_share"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_external_file_is_all_test_rows_in_the_trained_classes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = csv_rows(100, |i| ["spam", "ham"][i % 2].to_string());
+        let cfg = config(dir.path(), "train.csv", &body, FileTaskKind::Classification);
+        let trained = load(&cfg).expect("train").spec;
+        let mut other = body.replace("spam", "eggs");
+        other.push_str("101,\"one more\",ham,train\n");
+        let external = FileTaskConfig { path: dir.path().join("other.csv"), max_bad_share: 0.9, ..cfg.clone() };
+        std::fs::write(&external.path, other).expect("write");
+        let t = load_external(&external, &trained).expect("external");
+        assert_eq!((t.train.len(), t.validation.len(), t.test.len()), (0, 0, 51));
+        assert_eq!(t.spec.labels, trained.labels, "the task's own classes, in its order");
+        assert_eq!(t.rejects.len(), 50);
+        assert!(t.rejects[0].reason.contains("class \"eggs\" is not one the task was trained on (ham, spam)"));
+    }
+
+    #[test]
+    fn unusable_files_say_what_to_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("empty.csv", "", "empty"),
+            ("header.csv", "text,y\n", "no data rows"),
+            ("semi.csv", "text;y\nhello;1\n", "delimited by something else"),
+            ("missing.csv", "text,label\nhello,1\n", "no column \"y\""),
+            ("words.csv", "text,y\nhello,one\nbye,two\n", "not a number"),
+            ("data.txt", "text,y\n", "set task.data.format"),
+        ];
+        for (name, body, want) in cases {
+            let err = load(&config(dir.path(), name, body, FileTaskKind::Regression)).expect_err(name).to_string();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+        let jsonl = "{\"text\": \"a\", \"y\": 1}\n{\"text\": \"b\", \"y\": \"x\"}\nnot json\n";
+        let mut cfg = config(dir.path(), "j.jsonl", jsonl, FileTaskKind::Classification);
+        cfg.max_bad_share = 0.5;
+        let err = load(&cfg).expect_err("too few rows").to_string();
+        assert!(err.contains("split is empty"), "{err}");
+    }
+}

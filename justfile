@@ -77,3 +77,7 @@ bench: build
 # fuzz each parser for SECONDS (default 120), or only the TARGETs named (nightly + cargo-fuzz, installed if missing)
 fuzz seconds="120" *targets="": setup
     scripts/fuzz.sh {{seconds}} {{targets}}
+
+# Lipophilicity as a user's own CSV file task on the tiny molecule base (BENCHMARKS.md, "Your own data")
+bench-file-tasks: build
+    bench/file_tasks.sh

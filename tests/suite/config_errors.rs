@@ -160,3 +160,19 @@ fn nan_and_infinity_are_refused_naming_the_key_and_line() {
         plinth_finetune::FinetuneConfig::from_file(&write(tmp.path(), "f.toml", &ft)).expect_err("ft").to_string();
     assert!(err.contains("adapter.alpha"), "{err}");
 }
+
+#[test]
+fn shipped_finetune_configs_all_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/finetune");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&root).expect("configs/finetune") {
+        let path = entry.expect("entry").path();
+        let cfg =
+            plinth_finetune::FinetuneConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if cfg.task.data.is_some() {
+            assert_eq!(cfg.task.plugin, "file", "{}", path.display());
+        }
+        files += 1;
+    }
+    assert!(files >= 5, "{files}");
+}

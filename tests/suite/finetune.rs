@@ -177,7 +177,7 @@ fn config(base: &Path, out: &Path, task: &str, mode: Mode) -> FinetuneConfig {
 }
 
 fn opts(resume: bool) -> FinetuneOptions {
-    FinetuneOptions { resume, device: Device::Cpu, group: None }
+    FinetuneOptions { resume, device: Device::Cpu, group: None, progress: false }
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {

@@ -164,6 +164,41 @@ fn pretrain_info_fill_generate_and_resume() {
         assert!(!out.status.success() && text(&out).contains(want), "{flag} {value:?}: {}", text(&out));
     }
 
+    // A generation task from a CSV: prompt and completion templates over its columns.
+    let mut csv = String::from("animal,sound\n");
+    for i in 0..60 {
+        let (a, b) = [("dog", "woof"), ("cat", "meow"), ("cow", "moo")][i % 3];
+        csv.push_str(&format!("the {a},{b} {b}\n"));
+    }
+    std::fs::write(dir.join("sounds.csv"), csv).expect("write");
+    std::fs::write(
+        dir.join("gen.toml"),
+        "base = \"run-causal/checkpoint\"\nout_dir = \"ft-gen\"\n[task]\ndata = { path = \"sounds.csv\", kind = \"generation\", prompt = \"{animal} says \", completion = \"{sound}\" }\n[train]\nbatch_size = 8\nmax_steps = 4\neval_every = 2\nmax_len = 32\n",
+    )
+    .expect("write");
+    let out = plinth(&["finetune", "--config", "gen.toml"], dir);
+    assert!(
+        out.status.success() && text(&out).contains("finetuned file/sounds") && text(&out).contains("perplexity"),
+        "{}",
+        text(&out)
+    );
+    let out = plinth(&["eval", "--run", "ft-gen"], dir);
+    assert!(out.status.success() && text(&out).contains("perplexity"), "{}", text(&out));
+    let out = plinth(
+        &[
+            "generate",
+            "--checkpoint",
+            "run-causal/checkpoint",
+            "--adapter",
+            "ft-gen",
+            "--max-tokens",
+            "4",
+            "the dog says ",
+        ],
+        dir,
+    );
+    assert!(out.status.success() && text(&out).starts_with("the dog says "), "{}", text(&out));
+
     // Hugging Face round trip: export as Llama, import back, generate the same text.
     let out = plinth(&["export", "run-causal/checkpoint", "--out", "hf-causal"], dir);
     assert!(out.status.success() && text(&out).contains("LlamaForCausalLM"), "{}", text(&out));

@@ -25,12 +25,24 @@ pub struct FileTaskConfig {
     /// `csv`, `tsv` or `jsonl`; default from the extension (`.csv`, `.tsv`/`.tab`, `.jsonl`/`.ndjson`).
     #[serde(default)]
     pub format: Option<FileFormat>,
-    /// The column (or JSON key) holding the text or SMILES the model reads.
+    /// The column (or JSON key) holding the text or SMILES the model reads
+    /// (regression and classification).
+    #[serde(default)]
     pub input: String,
     /// The column holding the label: a number for regression, any value for classification.
+    #[serde(default)]
     pub label: String,
-    /// `regression` or `classification` (binary or multi-class; class names are kept).
+    /// `regression`, `classification` (binary or multi-class; class names are kept)
+    /// or `generation` (a causal base learns `completion` after `prompt`).
     pub kind: FileTaskKind,
+    /// Generation: what the model is given, a template over columns such as
+    /// `"Task: {request}\n"` (`{{` and `}}` for braces); none: the model learns the
+    /// completion alone.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    /// Generation: what the model learns to write, a template such as `"{task}"`.
+    #[serde(default)]
+    pub completion: Option<String>,
     /// `random` (default, seeded), `column:NAME` (each row's split named in a column:
     /// `train`, `validation`/`valid`/`val`, `test`), or `group:NAME` (rows sharing the
     /// column's value land in the same split).
@@ -75,6 +87,54 @@ pub enum FileFormat {
 pub enum FileTaskKind {
     Regression,
     Classification,
+    Generation,
+}
+
+/// The columns a template names: `{name}`; `{{` and `}}` are literal braces.
+pub fn template_columns(template: &str) -> std::result::Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(at) = rest.find(['{', '}']) {
+        let (c, after) = (rest.as_bytes()[at], &rest[at + 1..]);
+        if after.starts_with(c as char) {
+            rest = &after[1..];
+            continue;
+        }
+        if c == b'}' {
+            return Err(format!("template {template:?} has a `}}` without its `{{` (write `}}}}` for a brace)"));
+        }
+        let end = after.find('}').ok_or_else(|| format!("template {template:?} has a `{{` that is not closed"))?;
+        let name = &after[..end];
+        if name.is_empty() || name.contains('{') {
+            return Err(format!("template {template:?}: `{{{name}}}` does not name a column"));
+        }
+        out.push(name.to_string());
+        rest = &after[end + 1..];
+    }
+    Ok(out)
+}
+
+/// `template` with each `{name}` replaced by that column's value.
+fn render(template: &str, get: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find(['{', '}']) {
+        out.push_str(&rest[..at]);
+        let (c, after) = (rest.as_bytes()[at], &rest[at + 1..]);
+        if after.starts_with(c as char) {
+            out.push(c as char);
+            rest = &after[1..];
+            continue;
+        }
+        let end = after.find('}').unwrap_or(after.len());
+        let name = &after[..end];
+        let value =
+            get(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| format!("no {name} (the template needs it)"))?;
+        out.push_str(&value);
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// A row that could not be used: its line in the file (1-based, the header is line 1
@@ -111,6 +171,8 @@ impl FileTask {
 struct Row {
     text: String,
     label: String,
+    /// Generation: the rendered prompt.
+    prompt: Option<String>,
     /// The split or group column's value, when the split uses one.
     key: Option<String>,
 }
@@ -150,8 +212,33 @@ impl FileTaskConfig {
         if !(0.0..1.0).contains(&self.max_bad_share) {
             return Err(format!("task.data.max_bad_share must be in [0, 1), got {}", self.max_bad_share));
         }
-        if self.input.is_empty() || self.label.is_empty() {
-            return Err("task.data.input and task.data.label must name columns".into());
+        match self.kind {
+            FileTaskKind::Generation => {
+                let Some(completion) = &self.completion else {
+                    return Err(
+                        "a generation file task needs task.data.completion, a template such as \"{answer}\"".into()
+                    );
+                };
+                for t in std::iter::once(completion).chain(&self.prompt) {
+                    if template_columns(t).map_err(|e| format!("task.data: {e}"))?.is_empty() {
+                        return Err(format!("task.data: template {t:?} names no column; write {{column}}"));
+                    }
+                }
+                if !self.input.is_empty() || !self.label.is_empty() {
+                    return Err(
+                        "a generation file task reads its columns through prompt and completion, not input and label"
+                            .into(),
+                    );
+                }
+            }
+            _ => {
+                if self.input.is_empty() || self.label.is_empty() {
+                    return Err("task.data.input and task.data.label must name columns".into());
+                }
+                if self.prompt.is_some() || self.completion.is_some() {
+                    return Err("task.data.prompt and completion are for kind = \"generation\"".into());
+                }
+            }
         }
         Ok(())
     }
@@ -206,6 +293,20 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
     let mut rows: Vec<(usize, Row)> = Vec::new();
     let mut read = 0;
     let check = |get: &dyn Fn(&str) -> Option<String>| -> std::result::Result<Row, String> {
+        let key = match key_column {
+            Some(c) => Some(
+                get(c)
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| format!("no {c} (the split column is empty or missing)"))?,
+            ),
+            None => None,
+        };
+        if cfg.kind == FileTaskKind::Generation {
+            let text = render(cfg.completion.as_deref().unwrap_or(""), get)?;
+            let prompt = cfg.prompt.as_deref().map(|p| render(p, get)).transpose()?;
+            return Ok(Row { text, label: String::new(), prompt, key });
+        }
         let input = get(&cfg.input)
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| format!("no {} (the input column is empty or missing)", cfg.input))?;
@@ -219,16 +320,7 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
         if let Some(classes) = known.filter(|k| !k.contains(&label)) {
             return Err(format!("class {label:?} is not one the task was trained on ({})", classes.join(", ")));
         }
-        let key = match key_column {
-            Some(c) => Some(
-                get(c)
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .ok_or_else(|| format!("no {c} (the split column is empty or missing)"))?,
-            ),
-            None => None,
-        };
-        Ok(Row { text: input, label, key })
+        Ok(Row { text: input, label, prompt: None, key })
     };
     let mut keep = |line: usize, row: std::result::Result<Row, String>, rows: &mut Vec<(usize, Row)>| match row {
         Ok(r) => rows.push((line, r)),
@@ -272,8 +364,17 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
             if header.iter().all(String::is_empty) {
                 return Err(cfg.error("the file is empty; it needs a header row and data rows".into()));
             }
-            let wanted = [Some(cfg.input.as_str()), Some(cfg.label.as_str()), key_column];
-            for name in wanted.into_iter().flatten() {
+            let mut wanted: Vec<String> = match cfg.kind {
+                FileTaskKind::Generation => cfg
+                    .completion
+                    .iter()
+                    .chain(&cfg.prompt)
+                    .flat_map(|t| template_columns(t).unwrap_or_default())
+                    .collect(),
+                _ => vec![cfg.input.clone(), cfg.label.clone()],
+            };
+            wanted.extend(key_column.map(String::from));
+            for name in &wanted {
                 if !header.iter().any(|h| h == name) {
                     let other = if format == FileFormat::Tsv { ',' } else { '\t' };
                     let hint = match header.as_slice() {
@@ -328,6 +429,7 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
     let (kind, labels) = match (trained, cfg.kind) {
         (Some(t), _) => (t.kind, t.labels.clone()),
         (None, FileTaskKind::Regression) => (TaskKind::Regression, Vec::new()),
+        (None, FileTaskKind::Generation) => (TaskKind::Generation, Vec::new()),
         (None, FileTaskKind::Classification) => {
             let names: BTreeSet<&str> = rows.iter().map(|(_, r)| r.label.as_str()).collect();
             let mut names: Vec<String> = names.into_iter().map(String::from).collect();
@@ -348,6 +450,7 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
     let metric = trained.map(|t| t.metric.clone()).or_else(|| cfg.metric.clone()).unwrap_or_else(|| {
         match (kind, labels.len()) {
             (TaskKind::Regression, _) => "rmse",
+            (TaskKind::Generation, _) => "perplexity",
             (_, 2) => "roc_auc",
             _ => "accuracy",
         }
@@ -355,6 +458,7 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
     });
     let allowed: &[&str] = match kind {
         TaskKind::Regression => &["rmse", "mae", "r2"],
+        TaskKind::Generation => &["perplexity"],
         _ if labels.len() == 2 => &["accuracy", "macro_f1", "roc_auc"],
         _ => &["accuracy", "macro_f1"],
     };
@@ -367,9 +471,10 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
     let example = |r: &Row| {
         let label = match kind {
             TaskKind::Regression => r.label.parse::<f64>().unwrap_or(f64::NAN),
-            _ => labels.iter().position(|l| *l == r.label).unwrap_or(0) as f64,
+            TaskKind::Generation => 0.0,
+            TaskKind::Classification => labels.iter().position(|l| *l == r.label).unwrap_or(0) as f64,
         };
-        LabelledExample::new(r.text.clone(), label)
+        LabelledExample { prompt: r.prompt.clone(), ..LabelledExample::new(r.text.clone(), label) }
     };
     let mut parts: [Vec<LabelledExample>; 3] = Default::default();
     match &split_by {
@@ -500,6 +605,8 @@ mod tests {
             test_fraction: 0.1,
             max_bad_share: 0.05,
             metric: None,
+            prompt: None,
+            completion: None,
         }
     }
 
@@ -591,6 +698,35 @@ mod tests {
         assert_eq!(t.spec.labels, trained.labels, "the task's own classes, in its order");
         assert_eq!(t.rejects.len(), 50);
         assert!(t.rejects[0].reason.contains("class \"eggs\" is not one the task was trained on (ham, spam)"));
+    }
+
+    #[test]
+    fn generation_rows_come_from_templates_over_columns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut body = String::from("request,task\n");
+        for i in 0..50 {
+            body.push_str(&format!("install package {i},\"- ansible.builtin.package: {{name: p{i}}}\"\n"));
+        }
+        body.push_str("no task here,\n");
+        let mut cfg = config(dir.path(), "g.csv", &body, FileTaskKind::Generation);
+        cfg.input.clear();
+        cfg.label.clear();
+        cfg.prompt = Some("# {request}\n".into());
+        cfg.completion = Some("{task}".into());
+        let t = load(&cfg).expect("generation");
+        assert_eq!((t.spec.kind, t.spec.metric.as_str()), (TaskKind::Generation, "perplexity"));
+        let row = t.train.iter().chain(&t.test).find(|r| r.text.ends_with("p7}")).expect("row 7");
+        assert_eq!(row.prompt.as_deref(), Some("# install package 7\n"));
+        assert_eq!(t.rejects.len(), 1);
+        assert!(t.rejects[0].reason.contains("no task"), "{:?}", t.rejects);
+        assert_eq!(template_columns("{{literal}} {a} and {b}").expect("ok"), ["a", "b"]);
+        for bad in ["{a", "a}", "{}"] {
+            assert!(template_columns(bad).is_err(), "{bad}");
+        }
+        cfg.completion = Some("{answer}".into());
+        assert!(load(&cfg).expect_err("missing column").to_string().contains("no column \"answer\""));
+        cfg.completion = None;
+        assert!(load(&cfg).expect_err("no completion").to_string().contains("task.data.completion"));
     }
 
     #[test]

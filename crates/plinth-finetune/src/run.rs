@@ -86,6 +86,8 @@ pub struct FinetuneOptions {
     /// The process group of a data-parallel run; none for one process. Every rank
     /// evaluates (so early stopping agrees without messages); rank 0 alone writes.
     pub group: Option<std::sync::Arc<plinth_dist::ProcessGroup>>,
+    /// Show a progress bar (steps, loss, rate) while training, as pretraining does.
+    pub progress: bool,
 }
 
 /// What `report.json` holds.
@@ -342,7 +344,7 @@ impl Finetuner {
             out_dir: cfg.out_dir.clone(),
             plot: CURVES_FILE,
             plot_metric: spec.metric.clone(),
-            progress_bar: false,
+            progress_bar: opts.progress,
         };
         let trainer = Trainer::new(loop_cfg, opt, ddp, LoopProgress::default());
         let job = FinetuneJob {

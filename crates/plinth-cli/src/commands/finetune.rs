@@ -16,7 +16,8 @@ pub fn finetune(config: &std::path::Path, resume: bool, device: tch::Device) -> 
     let out_dir = cfg.out_dir.clone();
     let (group, device) = join_group(device)?;
     let writer = group.as_ref().is_none_or(|g| g.rank() == 0);
-    let mut ft = Finetuner::new(cfg, &plugins, FinetuneOptions { resume, device, group })
+    let progress = writer && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut ft = Finetuner::new(cfg, &plugins, FinetuneOptions { resume, device, group, progress })
         .with_context(|| format!("preparing the finetune in {}", config.display()))?;
     tracing::info!(trainable = ft.trainable_params(), steps = ft.total_steps(), rows = ?ft.rows(), "finetuning");
     if !writer {

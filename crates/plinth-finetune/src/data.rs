@@ -118,7 +118,9 @@ pub fn encode(tokenizer: &PlinthTokenizer, rows: &[LabelledExample], max_len: us
     let (bos, eos) = (tokenizer.id(Special::Bos), tokenizer.id(Special::Eos));
     let mut learn_from = Vec::with_capacity(rows.len());
     let mut ids = Vec::with_capacity(rows.len());
+    let mut cut = 0;
     for (mut t, p) in tokenizer.encode_batch(&texts)?.into_iter().zip(prompt_ids) {
+        cut += usize::from(t.len() > max_len - 2 - p.len());
         t.truncate(max_len - 2 - p.len());
         let mut seq = Vec::with_capacity(p.len() + t.len() + 2);
         seq.push(bos);
@@ -127,6 +129,13 @@ pub fn encode(tokenizer: &PlinthTokenizer, rows: &[LabelledExample], max_len: us
         seq.extend(t);
         seq.push(eos);
         ids.push(seq);
+    }
+    if cut > 0 {
+        tracing::warn!(
+            rows = cut,
+            max_len,
+            "rows longer than max_len tokens are cut to fit; raise [train] max_len to keep them whole"
+        );
     }
     Ok(Encoded {
         ids,

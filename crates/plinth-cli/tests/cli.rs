@@ -607,7 +607,7 @@ max_len = 32
         rows[0].ends_with(",error") && rows[2].starts_with("2,,,") && rows[2].contains("no text") && rows.len() == 4,
         "{written}"
     );
-    let out = plinth(&["predict", "--run", "ft-file", "--input", "in.csv", "--output", "in.csv"], dir);
+    let out = plinth(&["predict", "--run", "ft-file", "--input", "in.csv", "--output", "./in.csv"], dir);
     assert!(!out.status.success() && text(&out).contains("never overwritten"), "{}", text(&out));
     std::fs::write(
         dir.join("bad-file.toml"),

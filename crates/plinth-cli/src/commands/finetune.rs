@@ -340,13 +340,22 @@ pub(crate) fn predict(
         .map(|(i, text)| Input { origin: format!("argument {}", i + 1), line: None, text })
         .collect();
     let (ck, tasks) = load_tasks(runs, base, device)?;
+    if let Some(t) = tasks.iter().find(|t| t.meta.spec.kind == plinth_plugin_protocol::TaskKind::Generation) {
+        bail!(
+            "{} is a generation task; use `plinth generate --checkpoint {} --adapter {}`",
+            t.meta.task,
+            t.meta.base.display(),
+            t.dir.display()
+        );
+    }
     let mut file: Option<FileRows> = None;
     let mut missing: Vec<Option<String>> = Vec::new();
     if let Some(path) = &how.input {
         if !inputs.is_empty() {
             bail!("give inputs as arguments or with --input, not both");
         }
-        if how.output.as_deref().is_some_and(|o| o == path.as_path()) {
+        let same = |o: &std::path::Path| o == path || std::fs::canonicalize(o).ok() == std::fs::canonicalize(path).ok();
+        if how.output.as_deref().is_some_and(same) {
             bail!(
                 "--output {} is the input file; choose another path (the input is never overwritten)",
                 path.display()
@@ -372,14 +381,6 @@ pub(crate) fn predict(
     }
     if inputs.is_empty() {
         bail!("nothing to predict: pass inputs as arguments, one per line on stdin, or --input FILE");
-    }
-    if let Some(t) = tasks.iter().find(|t| t.meta.spec.kind == plinth_plugin_protocol::TaskKind::Generation) {
-        bail!(
-            "{} is a generation task; use `plinth generate --checkpoint {} --adapter {}`",
-            t.meta.task,
-            t.meta.base.display(),
-            t.dir.display()
-        );
     }
     // Every input is checked against every task before anything is predicted:
     // the plugin's own check (an invalid SMILES, say) and the task's length.

@@ -609,6 +609,17 @@ max_len = 32
     );
     let out = plinth(&["predict", "--run", "ft-file", "--input", "in.csv", "--output", "./in.csv"], dir);
     assert!(!out.status.success() && text(&out).contains("never overwritten"), "{}", text(&out));
+    // The file task in a pipeline: a TSV read with a column renamed, then its predict stage.
+    std::fs::write(dir.join("in.tsv"), "ID\tSentence\n1\tthe cat sat\n2\tthe big dog ran far away today\n")
+        .expect("write");
+    let pipeline = "name = \"sizes\"\nout_dir = \"sized\"\n[[stage]]\nop = \"read\"\npath = \"in.tsv\"\nrename = { Sentence = \"text\" }\n\
+                    [[stage]]\nop = \"predict\"\nrun = \"ft-file\"\ninput = \"text\"\n";
+    std::fs::write(dir.join("sizes.toml"), pipeline).expect("write");
+    let out = plinth(&["run", "sizes.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let results = std::fs::read_to_string(dir.join("sized/results.jsonl")).expect("results");
+    assert_eq!(results.lines().count(), 2, "{results}");
+    assert!(results.contains("\"sizes\":\"") && results.contains("sizes_probability"), "{results}");
     std::fs::write(
         dir.join("bad-file.toml"),
         "base = \"run-mlm/checkpoint\"\nout_dir = \"ft-bad\"\n[task]\n\

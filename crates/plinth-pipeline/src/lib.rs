@@ -250,6 +250,54 @@ mod tests {
         assert_eq!(key_line(text, first, "bye"), None, "not past the next header");
     }
 
+    /// A host with no plugins, for pipelines of host operations.
+    #[derive(Debug)]
+    struct NoPlugins;
+
+    impl Plugins for NoPlugins {
+        fn spec(
+            &self,
+            p: &str,
+            c: &str,
+        ) -> Result<plinth_plugin_protocol::ComponentSpec, plinth_plugin_protocol::CallError> {
+            Err(plinth_plugin_protocol::CallError::new(p, c, "no plugins here"))
+        }
+        fn call(&self, p: &str, c: &str, _: &str) -> Result<String, plinth_plugin_protocol::CallError> {
+            Err(plinth_plugin_protocol::CallError::new(p, c, "no plugins here"))
+        }
+        fn open(&self, p: &str, c: &str, _: &str) -> Result<u64, plinth_plugin_protocol::CallError> {
+            Err(plinth_plugin_protocol::CallError::new(p, c, "no plugins here"))
+        }
+        fn process(&self, p: &str, c: &str, _: u64, _: &str) -> Result<String, plinth_plugin_protocol::CallError> {
+            Err(plinth_plugin_protocol::CallError::new(p, c, "no plugins here"))
+        }
+        fn close(&self, _: &str, _: &str, _: u64) {}
+    }
+
+    #[test]
+    fn read_takes_tsv_and_renames_columns_to_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("assay.tsv");
+        std::fs::write(&data, "SMILES\tpIC50\nCCO\t5.5\nc1ccccc1\t7.25\n").expect("write");
+        let pipeline = |rename: &str| {
+            format!(
+                "name = \"p\"\nout_dir = \"o\"\n[[stage]]\nop = \"read\"\npath = {data:?}\nrename = {rename}\n\
+                 [[stage]]\nop = \"filter\"\nexpr = \"potency > 6 and smiles != 'x'\"\n"
+            )
+        };
+        let p =
+            Pipeline::parse(&pipeline("{ SMILES = \"smiles\", pIC50 = \"potency\" }"), Path::new("p.toml"), &NoPlugins)
+                .expect("renamed fields type-check");
+        assert_eq!(p.stages[0].schema_after.get("potency"), Some(&FieldType::Number));
+        let records = p.stages[0].op.source().expect("read").expect("a source");
+        assert_eq!(records[1]["smiles"], "c1ccccc1");
+        assert_eq!(records[1]["potency"], 7.25);
+        let err = Pipeline::parse(&pipeline("{ Smiles = \"smiles\" }"), Path::new("p.toml"), &NoPlugins)
+            .expect_err("no such column")
+            .to_string();
+        assert!(err.contains("p.toml:3") && err.contains("no column \"Smiles\"") && err.contains("SMILES"), "{err}");
+    }
+
     #[test]
     fn unknown_keys_and_ops_are_named() {
         let t = |s: &str| toml::from_str::<toml::Table>(s).expect("toml");

@@ -1,4 +1,4 @@
-//! Records in and out of files: CSV (a header row; numbers and true/false typed),
+//! Records in and out of files: CSV and TSV (a header row; numbers and true/false typed),
 //! JSON Lines (one object per line) and plain lines (each becomes `{field: line}`).
 
 use crate::StageError;
@@ -13,6 +13,8 @@ pub type Record = Map<String, Value>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Csv,
+    /// Tab-separated, with a header row, like CSV.
+    Tsv,
     Jsonl,
     Lines,
 }
@@ -24,9 +26,12 @@ pub fn format_of(path: &Path, given: Option<&str>) -> Result<Format, StageError>
         .unwrap_or_else(|| path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default());
     match f.as_str() {
         "csv" => Ok(Format::Csv),
+        "tsv" | "tab" => Ok(Format::Tsv),
         "jsonl" | "json" => Ok(Format::Jsonl),
         "lines" | "txt" | "smi" => Ok(Format::Lines),
-        other => Err(format!("unknown format {other:?}; use csv, jsonl or lines (or a path ending in one)").into()),
+        other => {
+            Err(format!("unknown format {other:?}; use csv, tsv, jsonl or lines (or a path ending in one)").into())
+        }
     }
 }
 
@@ -48,8 +53,9 @@ pub fn parse_records(text: &str, format: Format, field: &str, max: usize) -> Res
                 }
             }
         }
-        Format::Csv => {
-            let mut r = csv::Reader::from_reader(text.as_bytes());
+        Format::Csv | Format::Tsv => {
+            let delimiter = if format == Format::Tsv { b'\t' } else { b',' };
+            let mut r = csv::ReaderBuilder::new().delimiter(delimiter).from_reader(text.as_bytes());
             let headers = r.headers().map_err(|e| e.to_string())?.clone();
             for (i, rec) in r.records().take(max).enumerate() {
                 let rec = rec.map_err(|e| format!("row {}: {e}", i + 2))?;
@@ -94,8 +100,9 @@ pub fn write_records(path: &Path, format: Format, field: Option<&str>, records: 
             };
             records.iter().map(|r| value(r).unwrap_or_default() + "\n").collect::<String>()
         }
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
+        Format::Csv | Format::Tsv => {
+            let delimiter = if format == Format::Tsv { b'\t' } else { b',' };
+            let mut w = csv::WriterBuilder::new().delimiter(delimiter).from_writer(Vec::new());
             w.write_record(&columns).map_err(|e| e.to_string())?;
             for r in records {
                 w.write_record(columns.iter().map(|c| r.get(c).map(plain).unwrap_or_default()))

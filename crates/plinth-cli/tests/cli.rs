@@ -198,6 +198,12 @@ fn pretrain_info_fill_generate_and_resume() {
         dir,
     );
     assert!(out.status.success() && text(&out).starts_with("the dog says "), "{}", text(&out));
+    // Its adapter exports as a PEFT folder like any generation task's.
+    let out = plinth(&["export", "ft-gen", "--base", "run-causal/checkpoint", "--out", "peft-gen"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        assert!(dir.join("peft-gen").join(f).exists(), "{f} missing: {}", text(&out));
+    }
 
     // Hugging Face round trip: export as Llama, import back, generate the same text.
     let out = plinth(&["export", "run-causal/checkpoint", "--out", "hf-causal"], dir);

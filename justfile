@@ -78,6 +78,6 @@ bench: build
 fuzz seconds="120" *targets="": setup
     scripts/fuzz.sh {{seconds}} {{targets}}
 
-# Lipophilicity as a user's own CSV file task on the tiny molecule base (BENCHMARKS.md, "Your own data")
+# Lipophilicity and BBC News used as a user's own CSV files (file tasks) on the tiny bases (BENCHMARKS.md, "Your own data")
 bench-file-tasks: build
     bench/file_tasks.sh

@@ -319,9 +319,9 @@ fn write_output_file(
 
 /// One input and where it came from, for error messages.
 struct Input {
-    /// `line N` (stdin, counting blank lines) or `argument N`.
+    /// `line N` (stdin counting blank lines, or the input file's line) or `argument N`.
     origin: String,
-    /// The stdin line number, reported in JSON output.
+    /// The line number (stdin or the input file), reported in JSON output.
     line: Option<usize>,
     text: String,
 }

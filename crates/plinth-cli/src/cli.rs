@@ -147,8 +147,8 @@ pub(crate) enum Command {
         /// task was trained on).
         #[arg(long, requires = "input")]
         column: Option<String>,
-        /// Where the rows with predictions go (format by extension; default: stdout,
-        /// in the input's format). Never the input file itself.
+        /// Where the rows with predictions go (default: stdout), in the input's format
+        /// (a table as CSV or TSV by this path's extension). Never the input file itself.
         #[arg(long, requires = "input")]
         output: Option<PathBuf>,
         /// Inputs (a text, or a SMILES for molecule tasks); none: one per line on

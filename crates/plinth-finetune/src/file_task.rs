@@ -82,6 +82,28 @@ pub enum FileFormat {
     Jsonl,
 }
 
+impl FileFormat {
+    /// The format a path's extension names: `.csv`, `.tsv`/`.tab`, `.jsonl`/`.ndjson`.
+    pub fn of_path(path: &Path) -> Option<FileFormat> {
+        let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Some(FileFormat::Csv),
+            "tsv" | "tab" => Some(FileFormat::Tsv),
+            "jsonl" | "ndjson" => Some(FileFormat::Jsonl),
+            _ => None,
+        }
+    }
+
+    /// The field separator of a table format (`,` for CSV, a tab for TSV).
+    pub fn delimiter(self) -> u8 {
+        if self == FileFormat::Tsv {
+            b'\t'
+        } else {
+            b','
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileTaskKind {
@@ -90,13 +112,21 @@ pub enum FileTaskKind {
     Generation,
 }
 
-/// The columns a template names: `{name}`; `{{` and `}}` are literal braces.
-pub fn template_columns(template: &str) -> std::result::Result<Vec<String>, String> {
+/// A piece of a template: text as it stands, or a `{column}` to fill in.
+enum Part<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Column(&'a str),
+}
+
+/// Splits a template into text and `{name}` columns; `{{` and `}}` are literal braces.
+fn template_parts(template: &str) -> std::result::Result<Vec<Part<'_>>, String> {
     let mut out = Vec::new();
     let mut rest = template;
     while let Some(at) = rest.find(['{', '}']) {
+        out.push(Part::Text(rest[..at].into()));
         let (c, after) = (rest.as_bytes()[at], &rest[at + 1..]);
         if after.starts_with(c as char) {
+            out.push(Part::Text((c as char).to_string().into()));
             rest = &after[1..];
             continue;
         }
@@ -108,32 +138,37 @@ pub fn template_columns(template: &str) -> std::result::Result<Vec<String>, Stri
         if name.is_empty() || name.contains('{') {
             return Err(format!("template {template:?}: `{{{name}}}` does not name a column"));
         }
-        out.push(name.to_string());
+        out.push(Part::Column(name));
         rest = &after[end + 1..];
     }
+    out.push(Part::Text(rest.into()));
     Ok(out)
+}
+
+/// The columns a template names: `{name}`; `{{` and `}}` are literal braces.
+pub fn template_columns(template: &str) -> std::result::Result<Vec<String>, String> {
+    Ok(template_parts(template)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Part::Column(name) => Some(name.to_string()),
+            Part::Text(_) => None,
+        })
+        .collect())
 }
 
 /// `template` with each `{name}` replaced by that column's value.
 fn render(template: &str, get: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
     let mut out = String::new();
-    let mut rest = template;
-    while let Some(at) = rest.find(['{', '}']) {
-        out.push_str(&rest[..at]);
-        let (c, after) = (rest.as_bytes()[at], &rest[at + 1..]);
-        if after.starts_with(c as char) {
-            out.push(c as char);
-            rest = &after[1..];
-            continue;
+    for part in template_parts(template)? {
+        match part {
+            Part::Text(t) => out.push_str(&t),
+            Part::Column(name) => out.push_str(
+                &get(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| format!("no {name} (the template needs it)"))?,
+            ),
         }
-        let end = after.find('}').unwrap_or(after.len());
-        let name = &after[..end];
-        let value =
-            get(name).filter(|v| !v.trim().is_empty()).ok_or_else(|| format!("no {name} (the template needs it)"))?;
-        out.push_str(&value);
-        rest = after.get(end + 1..).unwrap_or("");
     }
-    out.push_str(rest);
     Ok(out)
 }
 
@@ -244,18 +279,12 @@ impl FileTaskConfig {
     }
 
     fn format(&self) -> Result<FileFormat> {
-        if let Some(f) = self.format {
-            return Ok(f);
-        }
-        let ext = self.path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-        match ext.as_str() {
-            "csv" => Ok(FileFormat::Csv),
-            "tsv" | "tab" => Ok(FileFormat::Tsv),
-            "jsonl" | "ndjson" => Ok(FileFormat::Jsonl),
-            _ => Err(self.error(format!(
+        self.format.or_else(|| FileFormat::of_path(&self.path)).ok_or_else(|| {
+            let ext = self.path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+            self.error(format!(
                 "cannot tell the format from the extension {ext:?}; set task.data.format = \"csv\", \"tsv\" or \"jsonl\""
-            ))),
-        }
+            ))
+        })
     }
 
     fn error(&self, message: String) -> FinetuneError {
@@ -353,8 +382,8 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
             }
         }
         format => {
-            let delimiter = if format == FileFormat::Tsv { b'\t' } else { b',' };
-            let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(text.as_bytes());
+            let mut reader =
+                csv::ReaderBuilder::new().delimiter(format.delimiter()).flexible(true).from_reader(text.as_bytes());
             let header: Vec<String> = reader
                 .headers()
                 .map_err(|e| cfg.error(format!("cannot read the header row: {e}")))?
@@ -456,18 +485,6 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
         }
         .into()
     });
-    let allowed: &[&str] = match kind {
-        TaskKind::Regression => &["rmse", "mae", "r2"],
-        TaskKind::Generation => &["perplexity"],
-        _ if labels.len() == 2 => &["accuracy", "macro_f1", "roc_auc"],
-        _ => &["accuracy", "macro_f1"],
-    };
-    if !allowed.contains(&metric.as_str()) {
-        return Err(FinetuneError::Settings(format!(
-            "task.data.metric = {metric:?} does not apply to this task; use one of {}",
-            allowed.join(", ")
-        )));
-    }
     let example = |r: &Row| {
         let label = match kind {
             TaskKind::Regression => r.label.parse::<f64>().unwrap_or(f64::NAN),
@@ -559,6 +576,8 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
         completion: None,
         head: None,
     };
+    // The checks every task spec gets (the metric fits the kind and the classes).
+    spec.validate().map_err(|e| FinetuneError::Settings(format!("task.data.metric: {e}")))?;
     Ok(FileTask { spec, train, validation, test, rejects, rows_read: read })
 }
 
@@ -648,6 +667,10 @@ mod tests {
         let t = load(&cfg).expect("load");
         assert_eq!(t.spec.labels, ["eggs", "ham", "spam"]);
         assert_eq!(t.spec.metric, "accuracy");
+        for wrong in ["rmse", "roc_auc"] {
+            let err = load(&FileTaskConfig { metric: Some(wrong.into()), ..cfg.clone() }).expect_err(wrong).to_string();
+            assert!(err.contains("task.data.metric") && err.contains(wrong), "{err}");
+        }
         cfg.split = "group:y".into();
         cfg.validation_fraction = 0.3;
         cfg.test_fraction = 0.3;

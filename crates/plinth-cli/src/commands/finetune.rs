@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use plinth_finetune::file_task::FileFormat;
 use plinth_finetune::Prediction;
 
 use super::pretrain::join_group;
@@ -185,7 +186,7 @@ enum FileRows {
 /// it is an input with a problem, reported like any other invalid input.
 fn read_input_file(path: &std::path::Path, column: &str) -> Result<(FileRows, Vec<Input>, Vec<Option<String>>)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let format = FileFormat::of_path(path);
     let mut inputs = Vec::new();
     let mut missing = Vec::new();
     let mut push = |line: usize, value: Option<String>| {
@@ -196,9 +197,9 @@ fn read_input_file(path: &std::path::Path, column: &str) -> Result<(FileRows, Ve
             _ => Some(format!("no {column} in this row")),
         });
     };
-    let rows = match ext.as_str() {
-        "csv" | "tsv" | "tab" => {
-            let delimiter = if ext == "csv" { b',' } else { b'\t' };
+    let rows = match format {
+        Some(table @ (FileFormat::Csv | FileFormat::Tsv)) => {
+            let delimiter = table.delimiter();
             let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(text.as_bytes());
             let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
             let Some(at) = header.iter().position(|h| h.trim() == column) else {
@@ -214,7 +215,7 @@ fn read_input_file(path: &std::path::Path, column: &str) -> Result<(FileRows, Ve
             }
             FileRows::Table { delimiter, header, rows }
         }
-        "jsonl" | "ndjson" => {
+        Some(FileFormat::Jsonl) => {
             let mut rows = Vec::new();
             for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l)
@@ -224,7 +225,7 @@ fn read_input_file(path: &std::path::Path, column: &str) -> Result<(FileRows, Ve
             }
             FileRows::Objects(rows)
         }
-        _ => bail!("{}: the input file must be .csv, .tsv or .jsonl", path.display()),
+        None => bail!("{}: the input file must be .csv, .tsv or .jsonl", path.display()),
     };
     Ok((rows, inputs, missing))
 }
@@ -260,13 +261,12 @@ fn write_output_file(
             Some(c) => v["probabilities"][c].to_string(),
         }
     };
-    let ext = output.and_then(|p| p.extension()).map(|e| e.to_string_lossy().to_ascii_lowercase());
     let mut bytes = Vec::new();
     match rows {
         FileRows::Table { delimiter, header, rows } => {
-            let delimiter = match ext.as_deref() {
-                Some("csv") => b',',
-                Some("tsv" | "tab") => b'\t',
+            // `--output`'s extension picks CSV or TSV; otherwise the input's separator.
+            let delimiter = match output.and_then(FileFormat::of_path) {
+                Some(table @ (FileFormat::Csv | FileFormat::Tsv)) => table.delimiter(),
                 _ => delimiter,
             };
             let mut w = csv::WriterBuilder::new().delimiter(delimiter).flexible(true).from_writer(&mut bytes);
@@ -304,11 +304,7 @@ fn write_output_file(
         }
     }
     match output {
-        Some(path) => {
-            let tmp = path.with_extension("plinth-tmp");
-            std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-        }
+        Some(path) => plinth_model::checkpoint::write_atomic(path, &bytes)?,
         None => {
             use std::io::Write;
             std::io::stdout().lock().write_all(&bytes)?;

@@ -58,6 +58,7 @@ fn spec(kind: TaskKind, labels: &[&str], data: &str, metric: &str) -> TaskSpec {
     TaskSpec {
         kind,
         labels: labels.iter().map(|l| l.to_string()).collect(),
+        targets: vec![],
         data: data.into(),
         metric: metric.into(),
         source: String::new(),

@@ -94,11 +94,11 @@ fn refused_headers_run_no_plugin_function() {
         (build("c_magic", 0x1234, plinth_abi::ABI_MAJOR, UNWIND, ""), "bad magic"),
         (
             build("c_major", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR + 1, UNWIND, ""),
-            "speaks plugin ABI 3.0, newer than this plinth's 2.0",
+            "speaks plugin ABI 3.0, newer than this plinth's 2.1",
         ),
         (
             build("c_old", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR - 1, UNWIND, ""),
-            "built against plugin ABI 1.0, older than this plinth's 2.0; rebuild it against the current plinth-plugin-sdk",
+            "built against plugin ABI 1.0, older than this plinth's 2.1; rebuild it against the current plinth-plugin-sdk",
         ),
         (build("c_abort", plinth_abi::MAGIC, plinth_abi::ABI_MAJOR, 0, ""), "panic = \"abort\""),
         (

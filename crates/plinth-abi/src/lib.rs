@@ -44,7 +44,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"PLINTHPL");
 /// Incompatible changes bump the major; a host loads only plugins of its major.
 pub const ABI_MAJOR: u32 = 2;
 /// Compatible additions bump the minor; host and plugin negotiate the lower one.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 /// The exported symbol holding the plugin's [`PluginHeader`].
 pub const HEADER_SYMBOL: &[u8] = b"plinth_plugin_header\0";
 

@@ -259,7 +259,7 @@ mod tests {
             e.ids.push(ids);
             e.texts.push(format!("answer {i}"));
             e.prompts.push(format!("prompt {i}"));
-            e.labels.push(0.0);
+            e.labels.push(vec![0.0]);
         }
         e
     }

@@ -12,7 +12,9 @@ use crate::Result;
 #[derive(Debug, Clone, Default)]
 pub struct Encoded {
     pub ids: Vec<Vec<u32>>,
-    pub labels: Vec<f64>,
+    /// Each row's targets: `[class index]` or `[value]`, or one entry per the
+    /// spec's `targets` with NaN where the row has none.
+    pub labels: Vec<Vec<f64>>,
     pub texts: Vec<String>,
     /// Domain feature indices per row (empty when the task declares none).
     pub features: Vec<Vec<u32>>,
@@ -36,7 +38,7 @@ impl Encoded {
 /// Reads a task's spec from its plugin (or its file) and checks it.
 pub fn task_spec(plugins: &dyn Plugins, task: &TaskRef) -> Result<TaskSpec> {
     if let Some(d) = &task.data {
-        return Ok(crate::file_task::load(d)?.spec);
+        return Ok(crate::file_task::load(d, Some(plugins))?.spec);
     }
     plugins.task(&task.plugin, &task.name).map_err(|e| {
         FinetuneError::Plugin(format!("task {e}; `plinth plugins inspect {}` lists its components", task.plugin))
@@ -51,7 +53,7 @@ pub fn fetch_split(
     split: Split,
 ) -> Result<Vec<LabelledExample>> {
     if let Some(d) = &task.data {
-        return Ok(crate::file_task::load(d)?.split(split).to_vec());
+        return Ok(crate::file_task::load(d, Some(plugins))?.split(split).to_vec());
     }
     // The host sets `task` and `split`; a config's request cannot override them.
     let mut options = task.request.clone();
@@ -61,21 +63,11 @@ pub fn fetch_split(
         .ask(&task.plugin, &spec.data, &request)
         .map_err(|e| FinetuneError::Plugin(format!("data {e} (asked for {split:?})")))?;
     for (i, row) in rows.iter().enumerate() {
-        let ok = match spec.kind {
-            TaskKind::Classification => {
-                row.label.fract() == 0.0 && row.label >= 0.0 && (row.label as usize) < spec.labels.len()
-            }
-            TaskKind::Regression => row.label.is_finite(),
-            TaskKind::Generation => true,
-        } && spec.features.as_ref().is_none_or(|f| row.features.iter().all(|&i| (i as usize) < f.size));
-        if !ok {
+        let problem = row_problem(spec, row);
+        if let Some(problem) = problem {
             return Err(FinetuneError::Invalid(format!(
-                "data {}/{} {split:?} row {i} has label {} which is not valid for {:?} with {} labels",
-                task.plugin,
-                spec.data,
-                row.label,
-                spec.kind,
-                spec.labels.len()
+                "data {}/{} {split:?} row {i}: {problem}",
+                task.plugin, spec.data
             )));
         }
     }
@@ -83,6 +75,46 @@ pub fn fetch_split(
         return Err(FinetuneError::Invalid(format!("data {}/{} has no {split:?} rows", task.plugin, spec.data)));
     }
     Ok(rows)
+}
+
+/// What is wrong with a row's label(s) or features for `spec`, if anything.
+fn row_problem(spec: &TaskSpec, row: &LabelledExample) -> Option<String> {
+    if let Some(f) = spec.features.as_ref().filter(|f| row.features.iter().any(|&i| (i as usize) >= f.size)) {
+        return Some(format!("a feature index is past the {} {} dimensions", f.size, f.name));
+    }
+    if spec.multi_target() {
+        if row.targets.len() != spec.targets.len() {
+            return Some(format!("{} targets, the task has {}", row.targets.len(), spec.targets.len()));
+        }
+        let bad = |v: f64| match spec.kind {
+            TaskKind::MultiLabel => v != 0.0 && v != 1.0,
+            _ => !v.is_finite(),
+        };
+        return row
+            .targets
+            .iter()
+            .flatten()
+            .find(|&&v| bad(v))
+            .map(|v| format!("target {v} is not valid for {:?}", spec.kind));
+    }
+    let ok = match spec.kind {
+        TaskKind::Classification => {
+            row.label.fract() == 0.0 && row.label >= 0.0 && (row.label as usize) < spec.labels.len()
+        }
+        TaskKind::Regression => row.label.is_finite(),
+        TaskKind::MultiLabel => false, // a multi-label spec always has targets
+        TaskKind::Generation => true,
+    };
+    (!ok).then(|| format!("label {} is not valid for {:?} with {} labels", row.label, spec.kind, spec.labels.len()))
+}
+
+/// A row's targets as [`Encoded::labels`] holds them.
+pub fn row_targets(row: &LabelledExample) -> Vec<f64> {
+    if row.targets.is_empty() {
+        vec![row.label]
+    } else {
+        row.targets.iter().map(|t| t.unwrap_or(f64::NAN)).collect()
+    }
 }
 
 /// Tokenizes rows as `<bos> text <eos>`, cutting the text to fit `max_len`; a
@@ -139,7 +171,7 @@ pub fn encode(tokenizer: &PlinthTokenizer, rows: &[LabelledExample], max_len: us
     }
     Ok(Encoded {
         ids,
-        labels: rows.iter().map(|r| r.label).collect(),
+        labels: rows.iter().map(|r| row_targets(r)).collect(),
         texts,
         features: rows.iter().map(|r| r.features.clone()).collect(),
         prompts: if prompted { prompts } else { Vec::new() },
@@ -175,20 +207,44 @@ pub fn batch(seqs: &[&[u32]], pad: u32, device: Device) -> (Tensor, Tensor) {
     (ids, mask)
 }
 
-/// Label tensor for a loss: class ids (B,) int64, or standardised values (B, 1) float.
-pub fn label_tensor(labels: &[f64], kind: TaskKind, scale: (f64, f64), device: Device) -> Tensor {
+/// Label tensor for a loss: class ids (B,) int64; or (B, outputs) float, values
+/// standardised by each output's `(mean, std)` in `scales` (regression) or 0/1
+/// (multi-label), NaN where a row lacks the entry.
+pub fn label_tensor(labels: &[Vec<f64>], kind: TaskKind, scales: &[(f64, f64)], device: Device) -> Tensor {
     match kind {
         TaskKind::Classification => {
-            Tensor::from_slice(&labels.iter().map(|&l| l as i64).collect::<Vec<_>>()).to_device(device)
+            Tensor::from_slice(&labels.iter().map(|l| l[0] as i64).collect::<Vec<_>>()).to_device(device)
         }
-        TaskKind::Regression => {
-            Tensor::from_slice(&labels.iter().map(|&l| ((l - scale.0) / scale.1) as f32).collect::<Vec<_>>())
-                .view([-1, 1])
-                .to_kind(Kind::Float)
-                .to_device(device)
+        TaskKind::Regression | TaskKind::MultiLabel => {
+            let width = labels.first().map_or(1, Vec::len) as i64;
+            let flat: Vec<f32> = labels
+                .iter()
+                .flat_map(|row| {
+                    row.iter().enumerate().map(|(j, &v)| match scales.get(j) {
+                        Some(&(mean, std)) if kind == TaskKind::Regression => ((v - mean) / std) as f32,
+                        _ => v as f32,
+                    })
+                })
+                .collect();
+            Tensor::from_slice(&flat).view([-1, width]).to_device(device)
         }
         TaskKind::Generation => Tensor::zeros([labels.len() as i64], (Kind::Float, device)),
     }
+}
+
+/// Each output's `(mean, std)` over the rows that have it (std 1 when constant or
+/// absent): regression learns standardised targets and predicts in their units.
+pub fn label_scales(labels: &[Vec<f64>]) -> Vec<(f64, f64)> {
+    let width = labels.first().map_or(1, Vec::len);
+    (0..width)
+        .map(|j| {
+            let known: Vec<f64> = labels.iter().map(|r| r[j]).filter(|v| !v.is_nan()).collect();
+            let n = known.len().max(1) as f64;
+            let mean = known.iter().sum::<f64>() / n;
+            let std = (known.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n).sqrt();
+            (mean, if std > 0.0 { std } else { 1.0 })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use plinth_plugin_protocol::{LabelledExample, Split, TaskKind, TaskSpec};
+use plinth_plugin_protocol::{
+    ComponentSpec, DomainRequest, DomainSpec, DomainSplit, DomainValue, LabelledExample, Plugins, PluginsExt, Split,
+    TaskKind, TaskSpec,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{FinetuneError, Result};
@@ -29,11 +32,20 @@ pub struct FileTaskConfig {
     /// (regression and classification).
     #[serde(default)]
     pub input: String,
-    /// The column holding the label: a number for regression, any value for classification.
+    /// What the input column holds, when a plugin knows the kind: `"molecule"`
+    /// (the plugin's `domain` component) or `"PLUGIN/COMPONENT"`. The domain
+    /// checks and canonicalises each value (a rejected one is a bad row), gives
+    /// its features to the baselines and offers its own splits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The label column: a number for regression, any value for classification;
+    /// or a list of columns: several values (multi-output regression) or several
+    /// 0/1 labels (multi-label), where an empty cell is a missing entry.
     #[serde(default)]
-    pub label: String,
-    /// `regression`, `classification` (binary or multi-class; class names are kept)
-    /// or `generation` (a causal base learns `completion` after `prompt`).
+    pub label: Labels,
+    /// `regression`, `classification` (binary or multi-class; class names are kept),
+    /// `multilabel` (several 0/1 columns) or `generation` (a causal base learns
+    /// `completion` after `prompt`).
     pub kind: FileTaskKind,
     /// Generation: what the model is given, a template over columns such as
     /// `"Task: {request}\n"` (`{{` and `}}` for braces); none: the model learns the
@@ -44,8 +56,9 @@ pub struct FileTaskConfig {
     #[serde(default)]
     pub completion: Option<String>,
     /// `random` (default, seeded), `column:NAME` (each row's split named in a column:
-    /// `train`, `validation`/`valid`/`val`, `test`), or `group:NAME` (rows sharing the
-    /// column's value land in the same split).
+    /// `train`, `validation`/`valid`/`val`, `test`), `group:NAME` (rows sharing the
+    /// column's value land in the same split), or a split the input's domain offers
+    /// (`scaffold` for molecules).
     #[serde(default = "default_split")]
     pub split: String,
     /// Seed of the random and grouped splits, default 0.
@@ -109,7 +122,37 @@ impl FileFormat {
 pub enum FileTaskKind {
     Regression,
     Classification,
+    #[serde(alias = "multi_label", alias = "multi-label")]
+    MultiLabel,
     Generation,
+}
+
+/// `label = "col"` or `label = ["a", "b", ...]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Labels {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Labels {
+    /// The label columns named.
+    pub fn columns(&self) -> Vec<String> {
+        match self {
+            Labels::None => Vec::new(),
+            Labels::One(c) if c.is_empty() => Vec::new(),
+            Labels::One(c) => vec![c.clone()],
+            Labels::Many(cs) => cs.clone(),
+        }
+    }
+}
+
+impl From<&str> for Labels {
+    fn from(c: &str) -> Self {
+        Labels::One(c.into())
+    }
 }
 
 /// A piece of a template: text as it stands, or a `{column}` to fill in.
@@ -205,7 +248,12 @@ impl FileTask {
 /// One usable row before splitting.
 struct Row {
     text: String,
-    label: String,
+    /// One cell per label column (empty: missing, for several columns).
+    labels: Vec<String>,
+    /// The domain's features for the input, once asked.
+    features: Vec<u32>,
+    /// The domain's split, when the split is the domain's.
+    domain_split: Option<Split>,
     /// Generation: the rendered prompt.
     prompt: Option<String>,
     /// The split or group column's value, when the split uses one.
@@ -218,6 +266,8 @@ enum SplitBy {
     Random,
     Column(String),
     Group(String),
+    /// A split the input's domain assigns.
+    Domain(String),
 }
 
 impl FileTaskConfig {
@@ -231,8 +281,21 @@ impl FileTaskConfig {
             None if self.split == "random" => Ok(SplitBy::Random),
             Some(("column", c)) if !c.is_empty() => Ok(SplitBy::Column(c.into())),
             Some(("group", c)) if !c.is_empty() => Ok(SplitBy::Group(c.into())),
-            _ => Err(format!("task.data.split = {:?}: use \"random\", \"column:NAME\" or \"group:NAME\"", self.split)),
+            None if self.domain.is_some() && !self.split.is_empty() => Ok(SplitBy::Domain(self.split.clone())),
+            _ => Err(format!(
+                "task.data.split = {:?}: use \"random\", \"column:NAME\", \"group:NAME\" or a split of the input's domain (with task.data.domain)",
+                self.split
+            )),
         }
+    }
+
+    /// The domain as `(plugin, component)`: `"molecule"` is the molecule plugin's
+    /// component `domain`.
+    pub fn domain_component(&self) -> Option<(String, String)> {
+        self.domain.as_ref().map(|d| match d.split_once('/') {
+            Some((p, c)) => (p.to_string(), c.to_string()),
+            None => (d.clone(), "domain".to_string()),
+        })
     }
 
     /// Settings that cannot work, named by key; no file is read.
@@ -259,7 +322,7 @@ impl FileTaskConfig {
                         return Err(format!("task.data: template {t:?} names no column; write {{column}}"));
                     }
                 }
-                if !self.input.is_empty() || !self.label.is_empty() {
+                if !self.input.is_empty() || !self.label.columns().is_empty() {
                     return Err(
                         "a generation file task reads its columns through prompt and completion, not input and label"
                             .into(),
@@ -267,13 +330,33 @@ impl FileTaskConfig {
                 }
             }
             _ => {
-                if self.input.is_empty() || self.label.is_empty() {
+                let labels = self.label.columns();
+                if self.input.is_empty() || labels.is_empty() || labels.iter().any(String::is_empty) {
                     return Err("task.data.input and task.data.label must name columns".into());
                 }
                 if self.prompt.is_some() || self.completion.is_some() {
                     return Err("task.data.prompt and completion are for kind = \"generation\"".into());
                 }
+                if self.kind == FileTaskKind::Classification && labels.len() > 1 {
+                    return Err(format!(
+                        "task.data.label names {} columns; a classification reads one (several 0/1 columns: kind = \"multilabel\")",
+                        labels.len()
+                    ));
+                }
+                let mut seen = BTreeSet::new();
+                if let Some(c) = labels.iter().find(|c| !seen.insert(c.as_str()) || **c == self.input) {
+                    return Err(format!("task.data.label names column {c:?} twice (or it is the input)"));
+                }
             }
+        }
+        if self.domain.is_some() && self.kind == FileTaskKind::Generation {
+            return Err("task.data.domain is for an input column; a generation task has prompt and completion".into());
+        }
+        if self.domain.as_deref().is_some_and(|d| d.is_empty() || d.split('/').any(str::is_empty)) {
+            return Err(format!(
+                "task.data.domain = {:?}: name a plugin, or PLUGIN/COMPONENT",
+                self.domain.as_deref().unwrap_or("")
+            ));
         }
         Ok(())
     }
@@ -293,33 +376,95 @@ impl FileTaskConfig {
 }
 
 /// Reads, checks and splits the file. Bad rows become [`Reject`]s; more of them than
-/// `max_bad_share` allows is an error that lists the first few.
-pub fn load(cfg: &FileTaskConfig) -> Result<FileTask> {
-    load_as(cfg, None)
+/// `max_bad_share` allows is an error that lists the first few. `plugins` serve a
+/// `domain`; none is needed without one.
+pub fn load(cfg: &FileTaskConfig, plugins: Option<&dyn Plugins>) -> Result<FileTask> {
+    load_as(cfg, None, plugins)
 }
 
 /// Reads a labelled file as the test set of a task already trained (`trained`, its
 /// spec): every usable row is a test row, classes are the task's own (a row of
 /// another class is a reject), and the metric is the task's.
-pub fn load_external(cfg: &FileTaskConfig, trained: &TaskSpec) -> Result<FileTask> {
-    load_as(cfg, Some(trained))
+pub fn load_external(cfg: &FileTaskConfig, trained: &TaskSpec, plugins: Option<&dyn Plugins>) -> Result<FileTask> {
+    load_as(cfg, Some(trained), plugins)
 }
 
-fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask> {
+/// A domain's spec, checked to be one: the message says how to fix the name.
+pub fn domain_spec(cfg: &FileTaskConfig, plugins: Option<&dyn Plugins>) -> Result<Option<DomainSpec>> {
+    let Some((plugin, component)) = cfg.domain_component() else { return Ok(None) };
+    let plugins = plugins.ok_or_else(|| {
+        FinetuneError::Settings(format!("task.data.domain = {:?} needs its plugin loaded", cfg.domain))
+    })?;
+    match plugins.spec(&plugin, &component) {
+        Ok(ComponentSpec::Domain(d)) => Ok(Some(d)),
+        Ok(other) => Err(FinetuneError::Settings(format!(
+            "task.data.domain: {plugin}/{component} is a {}, not a domain",
+            other.role()
+        ))),
+        Err(e) => Err(FinetuneError::Settings(format!(
+            "task.data.domain = {:?}: {e}; `plinth plugins list` shows the plugins found and `plinth plugins inspect PLUGIN` their domains",
+            cfg.domain.as_deref().unwrap_or("")
+        ))),
+    }
+}
+
+/// Inputs through a domain: each value's canonical form or the reason it is
+/// rejected, with features and the split when asked.
+pub fn ask_domain(
+    plugins: &dyn Plugins,
+    (plugin, component): (&str, &str),
+    values: Vec<String>,
+    features: bool,
+    split: Option<DomainSplit>,
+) -> Result<Vec<DomainValue>> {
+    let n = values.len();
+    let out = plugins
+        .ask(plugin, component, &DomainRequest { values, features, split })
+        .map_err(|e| FinetuneError::Plugin(format!("domain {e}")))?;
+    if out.len() != n {
+        return Err(FinetuneError::Plugin(format!(
+            "domain {plugin}/{component} answered {} values for {n}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>, plugins: Option<&dyn Plugins>) -> Result<FileTask> {
     cfg.problems().map_err(FinetuneError::Settings)?;
+    let domain = domain_spec(cfg, plugins)?;
     let split_by = match trained {
         Some(_) => SplitBy::All,
         None => cfg.split_by().map_err(FinetuneError::Settings)?,
     };
     let known: Option<&[String]> = trained.filter(|t| t.kind == TaskKind::Classification).map(|t| t.labels.as_slice());
+    if let (SplitBy::Domain(name), Some(d)) = (&split_by, &domain) {
+        if !d.splits.iter().any(|s| &s.name == name) {
+            let offered: Vec<&str> = d.splits.iter().map(|s| s.name.as_str()).collect();
+            return Err(FinetuneError::Settings(format!(
+                "task.data.split = {name:?} is not a split of domain {:?} (it offers {offered:?}); or use random, column:NAME, group:NAME",
+                cfg.domain.as_deref().unwrap_or("")
+            )));
+        }
+    }
     let key_column = match &split_by {
-        SplitBy::All | SplitBy::Random => None,
+        SplitBy::All | SplitBy::Random | SplitBy::Domain(_) => None,
         SplitBy::Column(c) | SplitBy::Group(c) => Some(c.as_str()),
     };
+    let label_columns = cfg.label.columns();
+    let several = label_columns.len() > 1 || cfg.kind == FileTaskKind::MultiLabel;
     let text =
         std::fs::read_to_string(&cfg.path).map_err(|source| FinetuneError::Io { path: cfg.path.clone(), source })?;
     let mut rejects = Vec::new();
     let mut rows: Vec<(usize, Row)> = Vec::new();
+    let empty_row = |text: String, labels: Vec<String>, prompt, key| Row {
+        text,
+        labels,
+        features: Vec::new(),
+        domain_split: None,
+        prompt,
+        key,
+    };
     let mut read = 0;
     let check = |get: &dyn Fn(&str) -> Option<String>| -> std::result::Result<Row, String> {
         let key = match key_column {
@@ -334,22 +479,51 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
         if cfg.kind == FileTaskKind::Generation {
             let text = render(cfg.completion.as_deref().unwrap_or(""), get)?;
             let prompt = cfg.prompt.as_deref().map(|p| render(p, get)).transpose()?;
-            return Ok(Row { text, label: String::new(), prompt, key });
+            return Ok(empty_row(text, Vec::new(), prompt, key));
         }
         let input = get(&cfg.input)
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| format!("no {} (the input column is empty or missing)", cfg.input))?;
-        let label = get(&cfg.label)
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| format!("no {} (the label is empty or missing)", cfg.label))?;
-        if cfg.kind == FileTaskKind::Regression && !label.parse::<f64>().is_ok_and(f64::is_finite) {
-            return Err(format!("label {label:?} is not a number (a regression label must be one)"));
+        let cells: Vec<String> =
+            label_columns.iter().map(|c| get(c).map(|s| s.trim().to_string()).unwrap_or_default()).collect();
+        if !several {
+            let (label, column) = (&cells[0], &label_columns[0]);
+            if label.is_empty() {
+                return Err(format!("no {column} (the label is empty or missing)"));
+            }
+            if cfg.kind == FileTaskKind::Regression && !label.parse::<f64>().is_ok_and(f64::is_finite) {
+                return Err(format!("label {label:?} is not a number (a regression label must be one)"));
+            }
+            if let Some(classes) = known.filter(|k| !k.contains(label)) {
+                return Err(format!("class {label:?} is not one the task was trained on ({})", classes.join(", ")));
+            }
+            return Ok(empty_row(input, cells, None, key));
         }
-        if let Some(classes) = known.filter(|k| !k.contains(&label)) {
-            return Err(format!("class {label:?} is not one the task was trained on ({})", classes.join(", ")));
+        // Several columns: an empty cell is a missing entry; a row needs one entry.
+        let mut cells = cells;
+        for (cell, column) in cells.iter_mut().zip(&label_columns) {
+            if cell.is_empty() {
+                continue;
+            }
+            match cfg.kind {
+                FileTaskKind::MultiLabel => match binary(cell) {
+                    Some(b) => *cell = b.to_string(),
+                    None => {
+                        return Err(format!(
+                            "{column} = {cell:?} is not 0 or 1 (a multi-label entry must be one, or empty)"
+                        ))
+                    }
+                },
+                _ if !cell.parse::<f64>().is_ok_and(f64::is_finite) => {
+                    return Err(format!("{column} = {cell:?} is not a number (or empty for a missing value)"))
+                }
+                _ => {}
+            }
         }
-        Ok(Row { text: input, label, prompt: None, key })
+        if cells.iter().all(String::is_empty) {
+            return Err(format!("no label in any of {}", label_columns.join(", ")));
+        }
+        Ok(empty_row(input, cells, None, key))
     };
     let mut keep = |line: usize, row: std::result::Result<Row, String>, rows: &mut Vec<(usize, Row)>| match row {
         Ok(r) => rows.push((line, r)),
@@ -400,7 +574,7 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
                     .chain(&cfg.prompt)
                     .flat_map(|t| template_columns(t).unwrap_or_default())
                     .collect(),
-                _ => vec![cfg.input.clone(), cfg.label.clone()],
+                _ => std::iter::once(cfg.input.clone()).chain(label_columns.iter().cloned()).collect(),
             };
             wanted.extend(key_column.map(String::from));
             for name in &wanted {
@@ -439,10 +613,51 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
             cfg.error("the file has no data rows (a CSV or TSV file needs a header row and rows under it)".into())
         );
     }
-    for (what, column) in [("input", &cfg.input), ("label", &cfg.label)] {
+    for (what, column) in std::iter::once(("input", &cfg.input)).chain(label_columns.iter().map(|c| ("label", c))) {
         if rows.is_empty() && rejects.iter().all(|r| r.reason.starts_with(&format!("no {column} "))) {
             return Err(cfg.error(format!("no row has the {what} {column:?}")));
         }
+    }
+    // The domain checks and canonicalises every input of the rows kept so far,
+    // gives their features and, for its own split, their splits.
+    if let (Some((plugin, component)), Some(plugins)) = (cfg.domain_component(), plugins) {
+        let values: Vec<String> = rows.iter().map(|(_, r)| r.text.clone()).collect();
+        let split = match &split_by {
+            SplitBy::Domain(name) => Some(DomainSplit {
+                name: name.clone(),
+                validation_fraction: cfg.validation_fraction,
+                test_fraction: cfg.test_fraction,
+                seed: cfg.seed,
+            }),
+            _ => None,
+        };
+        let asked_split = split.is_some();
+        let answers = ask_domain(
+            plugins,
+            (&plugin, &component),
+            values,
+            domain.as_ref().is_some_and(|d| d.features.is_some()),
+            split,
+        )?;
+        let mut kept = Vec::with_capacity(rows.len());
+        for ((line, mut row), answer) in rows.into_iter().zip(answers) {
+            match answer.reject {
+                Some(reason) => {
+                    rejects.push(Reject { line, reason: format!("{} {:?}: {reason}", cfg.input, row.text) })
+                }
+                None if asked_split && answer.split.is_none() => {
+                    return Err(FinetuneError::Plugin(format!("domain {plugin}/{component} gave line {line} no split")))
+                }
+                None => {
+                    row.text = answer.value;
+                    row.features = answer.features;
+                    row.domain_split = answer.split;
+                    kept.push((line, row));
+                }
+            }
+        }
+        rows = kept;
+        rejects.sort_by_key(|r| r.line);
     }
     let bad_share = rejects.len() as f64 / read as f64;
     if bad_share > cfg.max_bad_share {
@@ -458,9 +673,10 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
     let (kind, labels) = match (trained, cfg.kind) {
         (Some(t), _) => (t.kind, t.labels.clone()),
         (None, FileTaskKind::Regression) => (TaskKind::Regression, Vec::new()),
+        (None, FileTaskKind::MultiLabel) => (TaskKind::MultiLabel, Vec::new()),
         (None, FileTaskKind::Generation) => (TaskKind::Generation, Vec::new()),
         (None, FileTaskKind::Classification) => {
-            let names: BTreeSet<&str> = rows.iter().map(|(_, r)| r.label.as_str()).collect();
+            let names: BTreeSet<&str> = rows.iter().map(|(_, r)| r.labels[0].as_str()).collect();
             let mut names: Vec<String> = names.into_iter().map(String::from).collect();
             // Numeric class names in numeric order (2 before 10).
             if names.iter().all(|n| n.parse::<f64>().is_ok()) {
@@ -469,7 +685,7 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
             if names.len() < 2 {
                 return Err(cfg.error(format!(
                     "column {:?} holds one class ({:?}); classification needs two or more",
-                    cfg.label,
+                    label_columns[0],
                     names.first().map(String::as_str).unwrap_or("")
                 )));
             }
@@ -480,22 +696,39 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
         match (kind, labels.len()) {
             (TaskKind::Regression, _) => "rmse",
             (TaskKind::Generation, _) => "perplexity",
-            (_, 2) => "roc_auc",
+            (TaskKind::MultiLabel, _) | (_, 2) => "roc_auc",
             _ => "accuracy",
         }
         .into()
     });
     let example = |r: &Row| {
-        let label = match kind {
-            TaskKind::Regression => r.label.parse::<f64>().unwrap_or(f64::NAN),
-            TaskKind::Generation => 0.0,
-            TaskKind::Classification => labels.iter().position(|l| *l == r.label).unwrap_or(0) as f64,
+        let number = |c: &String| c.parse::<f64>().ok();
+        let (label, targets) = match kind {
+            _ if several => (0.0, r.labels.iter().map(number).collect()),
+            TaskKind::Regression => (number(&r.labels[0]).unwrap_or(f64::NAN), Vec::new()),
+            TaskKind::Classification => (labels.iter().position(|l| *l == r.labels[0]).unwrap_or(0) as f64, Vec::new()),
+            TaskKind::MultiLabel | TaskKind::Generation => (0.0, Vec::new()),
         };
-        LabelledExample { prompt: r.prompt.clone(), ..LabelledExample::new(r.text.clone(), label) }
+        LabelledExample {
+            prompt: r.prompt.clone(),
+            targets,
+            features: r.features.clone(),
+            ..LabelledExample::new(r.text.clone(), label)
+        }
     };
     let mut parts: [Vec<LabelledExample>; 3] = Default::default();
     match &split_by {
         SplitBy::All => parts[2] = rows.iter().map(|(_, r)| example(r)).collect(),
+        SplitBy::Domain(_) => {
+            for (_, r) in &rows {
+                let at = match r.domain_split {
+                    Some(Split::Train) => 0,
+                    Some(Split::Validation) => 1,
+                    _ => 2,
+                };
+                parts[at].push(example(r));
+            }
+        }
         SplitBy::Column(c) => {
             let mut unknown = Vec::new();
             for (line, r) in &rows {
@@ -559,9 +792,19 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
             )));
         }
     }
+    let targets =
+        if several { trained.map_or_else(|| label_columns.clone(), |t| t.targets.clone()) } else { Vec::new() };
+    if trained.is_some_and(|t| t.targets.len() != targets.len()) {
+        return Err(cfg.error(format!(
+            "the task was trained on {} label columns; this file names {}",
+            trained.map_or(0, |t| t.targets.len()),
+            label_columns.len()
+        )));
+    }
     let spec = TaskSpec {
         kind,
         labels,
+        targets,
         data: FILE_SOURCE.into(),
         metric,
         source: format!(
@@ -571,7 +814,7 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>) -> Result<FileTask>
             cfg.split,
             cfg.seed
         ),
-        features: None,
+        features: domain.and_then(|d| d.features),
         input_check: None,
         completion: None,
         head: None,
@@ -590,6 +833,15 @@ pub fn write_rejects(path: &Path, rejects: &[Reject]) -> Result<()> {
     }
     plinth_model::checkpoint::write_atomic(path, out.as_bytes())?;
     Ok(())
+}
+
+/// A 0/1 cell: `0`, `1` (also `0.0`, `1.0`), `true`, `false`, `yes`, `no`.
+fn binary(cell: &str) -> Option<u8> {
+    match cell.to_ascii_lowercase().as_str() {
+        "1" | "1.0" | "true" | "yes" => Some(1),
+        "0" | "0.0" | "false" | "no" => Some(0),
+        _ => None,
+    }
 }
 
 /// SplitMix64 of `seed` and `x`: a fixed pseudo-random order for a seed.
@@ -616,6 +868,7 @@ mod tests {
             path,
             format: None,
             input: "text".into(),
+            domain: None,
             label: "y".into(),
             kind,
             split: "random".into(),
@@ -643,19 +896,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg =
             config(dir.path(), "a.csv", &csv_rows(200, |i| format!("{}", i as f64 / 10.0)), FileTaskKind::Regression);
-        let t = load(&cfg).expect("load");
+        let t = load(&cfg, None).expect("load");
         assert_eq!((t.train.len(), t.validation.len(), t.test.len()), (160, 20, 20));
         assert_eq!((t.spec.kind, t.spec.metric.as_str(), t.rows_read), (TaskKind::Regression, "rmse", 200));
         assert!(t.train[0].text.contains(", with a comma"), "quoted fields stay whole");
-        let again = load(&cfg).expect("load");
+        let again = load(&cfg, None).expect("load");
         assert_eq!(again.test[0].text, t.test[0].text, "the same seed gives the same split");
         cfg.seed = 1;
         assert_ne!(
-            load(&cfg).expect("load").test.iter().map(|r| &r.text).collect::<Vec<_>>(),
+            load(&cfg, None).expect("load").test.iter().map(|r| &r.text).collect::<Vec<_>>(),
             t.test.iter().map(|r| &r.text).collect::<Vec<_>>()
         );
         cfg.split = "column:fold".into();
-        let t = load(&cfg).expect("load");
+        let t = load(&cfg, None).expect("load");
         assert_eq!((t.train.len(), t.validation.len(), t.test.len()), (120, 40, 40));
     }
 
@@ -664,23 +917,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let body = csv_rows(200, |i| ["spam", "ham", "eggs"][i % 3].to_string());
         let mut cfg = config(dir.path(), "c.csv", &body, FileTaskKind::Classification);
-        let t = load(&cfg).expect("load");
+        let t = load(&cfg, None).expect("load");
         assert_eq!(t.spec.labels, ["eggs", "ham", "spam"]);
         assert_eq!(t.spec.metric, "accuracy");
         for wrong in ["rmse", "roc_auc"] {
-            let err = load(&FileTaskConfig { metric: Some(wrong.into()), ..cfg.clone() }).expect_err(wrong).to_string();
+            let err =
+                load(&FileTaskConfig { metric: Some(wrong.into()), ..cfg.clone() }, None).expect_err(wrong).to_string();
             assert!(err.contains("task.data.metric") && err.contains(wrong), "{err}");
         }
         cfg.split = "group:y".into();
         cfg.validation_fraction = 0.3;
         cfg.test_fraction = 0.3;
-        let t = load(&cfg).expect("grouped");
+        let t = load(&cfg, None).expect("grouped");
         for part in [&t.train, &t.validation, &t.test] {
             let classes: BTreeSet<u64> = part.iter().map(|r| r.label as u64).collect();
             assert_eq!(classes.len(), 1, "each group (here: each class) lies in one split");
         }
         let binary = csv_rows(200, |i| if i % 4 == 0 { "10" } else { "2" }.to_string());
-        let t = load(&config(dir.path(), "b.csv", &binary, FileTaskKind::Classification)).expect("binary");
+        let t = load(&config(dir.path(), "b.csv", &binary, FileTaskKind::Classification), None).expect("binary");
         assert_eq!(
             (t.spec.labels.as_slice(), t.spec.metric.as_str()),
             (&["2".to_string(), "10".to_string()][..], "roc_auc")
@@ -693,13 +947,13 @@ mod tests {
         let mut body = csv_rows(100, |i| format!("{i}"));
         body.push_str("100,,3.0,train\n101,text,,train\n102,text,many,train\n103,short row\n");
         let mut cfg = config(dir.path(), "bad.csv", &body, FileTaskKind::Regression);
-        let t = load(&cfg).expect("4 of 104 rows (3.8%) are bad: under the default 5%, so they become rejects");
+        let t = load(&cfg, None).expect("4 of 104 rows (3.8%) are bad: under the default 5%, so they become rejects");
         let lines: Vec<usize> = t.rejects.iter().map(|r| r.line).collect();
         assert_eq!(lines, [102, 103, 104, 105]);
         assert!(t.rejects[0].reason.contains("no text") && t.rejects[1].reason.contains("no y"), "{:?}", t.rejects);
         assert!(t.rejects[2].reason.contains("\"many\" is not a number") && t.rejects[3].reason.contains("2 fields"));
         cfg.max_bad_share = 0.01;
-        let err = load(&cfg).expect_err("over 1%").to_string();
+        let err = load(&cfg, None).expect_err("over 1%").to_string();
         assert!(
             err.contains("4 of 104 rows") && err.contains("line 102: no text") && err.contains("max_bad_share"),
             "{err}"
@@ -711,12 +965,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let body = csv_rows(100, |i| ["spam", "ham"][i % 2].to_string());
         let cfg = config(dir.path(), "train.csv", &body, FileTaskKind::Classification);
-        let trained = load(&cfg).expect("train").spec;
+        let trained = load(&cfg, None).expect("train").spec;
         let mut other = body.replace("spam", "eggs");
         other.push_str("101,\"one more\",ham,train\n");
         let external = FileTaskConfig { path: dir.path().join("other.csv"), max_bad_share: 0.9, ..cfg.clone() };
         std::fs::write(&external.path, other).expect("write");
-        let t = load_external(&external, &trained).expect("external");
+        let t = load_external(&external, &trained, None).expect("external");
         assert_eq!((t.train.len(), t.validation.len(), t.test.len()), (0, 0, 51));
         assert_eq!(t.spec.labels, trained.labels, "the task's own classes, in its order");
         assert_eq!(t.rejects.len(), 50);
@@ -733,10 +987,10 @@ mod tests {
         body.push_str("no task here,\n");
         let mut cfg = config(dir.path(), "g.csv", &body, FileTaskKind::Generation);
         cfg.input.clear();
-        cfg.label.clear();
+        cfg.label = Labels::None;
         cfg.prompt = Some("# {request}\n".into());
         cfg.completion = Some("{task}".into());
-        let t = load(&cfg).expect("generation");
+        let t = load(&cfg, None).expect("generation");
         assert_eq!((t.spec.kind, t.spec.metric.as_str()), (TaskKind::Generation, "perplexity"));
         let row = t.train.iter().chain(&t.test).find(|r| r.text.ends_with("p7}")).expect("row 7");
         assert_eq!(row.prompt.as_deref(), Some("# install package 7\n"));
@@ -747,9 +1001,9 @@ mod tests {
             assert!(template_columns(bad).is_err(), "{bad}");
         }
         cfg.completion = Some("{answer}".into());
-        assert!(load(&cfg).expect_err("missing column").to_string().contains("no column \"answer\""));
+        assert!(load(&cfg, None).expect_err("missing column").to_string().contains("no column \"answer\""));
         cfg.completion = None;
-        assert!(load(&cfg).expect_err("no completion").to_string().contains("task.data.completion"));
+        assert!(load(&cfg, None).expect_err("no completion").to_string().contains("task.data.completion"));
     }
 
     #[test]
@@ -764,13 +1018,216 @@ mod tests {
             ("data.txt", "text,y\n", "set task.data.format"),
         ];
         for (name, body, want) in cases {
-            let err = load(&config(dir.path(), name, body, FileTaskKind::Regression)).expect_err(name).to_string();
+            let err =
+                load(&config(dir.path(), name, body, FileTaskKind::Regression), None).expect_err(name).to_string();
             assert!(err.contains(want), "{name}: {err}");
         }
         let jsonl = "{\"text\": \"a\", \"y\": 1}\n{\"text\": \"b\", \"y\": \"x\"}\nnot json\n";
         let mut cfg = config(dir.path(), "j.jsonl", jsonl, FileTaskKind::Classification);
         cfg.max_bad_share = 0.5;
-        let err = load(&cfg).expect_err("too few rows").to_string();
+        let err = load(&cfg, None).expect_err("too few rows").to_string();
         assert!(err.contains("split is empty"), "{err}");
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data").join(name)
+    }
+
+    fn fixture_config(name: &str, input: &str, label: Labels, kind: FileTaskKind) -> FileTaskConfig {
+        FileTaskConfig {
+            path: fixture(name),
+            format: None,
+            input: input.into(),
+            domain: None,
+            label,
+            kind,
+            split: "random".into(),
+            seed: 0,
+            validation_fraction: 0.1,
+            test_fraction: 0.1,
+            max_bad_share: 0.05,
+            metric: None,
+            prompt: None,
+            completion: None,
+        }
+    }
+
+    fn many(columns: &[&str]) -> Labels {
+        Labels::Many(columns.iter().map(|c| c.to_string()).collect())
+    }
+
+    #[test]
+    fn every_kind_reads_from_its_fixture() {
+        let t = load(&fixture_config("permeable.csv", "smiles", "crosses".into(), FileTaskKind::Classification), None)
+            .expect("binary with string labels");
+        assert_eq!((t.spec.labels.as_slice(), t.spec.metric.as_str()), (&["no".into(), "yes".into()][..], "roc_auc"));
+        assert_eq!(t.train.len() + t.validation.len() + t.test.len(), 200);
+        let t = load(&fixture_config("topics.jsonl", "text", "topic".into(), FileTaskKind::Classification), None)
+            .expect("multi-class from JSON lines");
+        assert_eq!((t.spec.labels.len(), t.spec.metric.as_str()), (3, "accuracy"));
+        let t = load(
+            &fixture_config("properties.csv", "smiles", many(&["size", "polarity"]), FileTaskKind::Regression),
+            None,
+        )
+        .expect("multi-output regression");
+        assert_eq!(
+            (t.spec.kind, t.spec.targets.as_slice()),
+            (TaskKind::Regression, &["size".into(), "polarity".into()][..])
+        );
+        let rows: Vec<&LabelledExample> = t.train.iter().chain(&t.validation).chain(&t.test).collect();
+        assert_eq!(rows.len(), 198, "a row missing one value keeps the other");
+        assert_eq!(t.rejects.len(), 2, "two rows miss both");
+        assert!(t.rejects[0].reason.contains("no label in any of size, polarity"), "{:?}", t.rejects);
+        assert!(rows.iter().all(|r| r.targets.len() == 2 && r.targets.iter().any(Option::is_some)));
+        assert_eq!(rows.iter().filter(|r| r.targets[0].is_none()).count(), 16, "size is empty on 16 kept rows");
+        let cfg =
+            fixture_config("alerts.tsv", "smiles", many(&["nitrogen", "oxygen", "ring"]), FileTaskKind::MultiLabel);
+        let t = load(&cfg, None).expect("multi-label with missing entries");
+        assert_eq!((t.spec.kind, t.spec.metric.as_str(), t.spec.outputs()), (TaskKind::MultiLabel, "roc_auc", 3));
+        let rows: Vec<&LabelledExample> = t.train.iter().chain(&t.validation).chain(&t.test).collect();
+        assert!(rows.iter().flat_map(|r| &r.targets).flatten().all(|&v| v == 0.0 || v == 1.0));
+        assert_eq!(rows.iter().flat_map(|r| &r.targets).filter(|v| v.is_none()).count(), 46);
+        let mut cfg = fixture_config("requests.csv", "", Labels::None, FileTaskKind::Generation);
+        cfg.prompt = Some("Request: {request}\n".into());
+        cfg.completion = Some("{task}".into());
+        let t = load(&cfg, None).expect("generation");
+        assert!(t.train[0].prompt.as_deref().is_some_and(|p| p.starts_with("Request: ")));
+        assert!(t.train[0].text.starts_with("ansible.builtin."), "{}", t.train[0].text);
+    }
+
+    #[test]
+    fn several_label_columns_are_checked_per_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = (0..100).map(|i| format!("row {i},{},{}\n", i % 2, (i + 1) % 2)).collect::<String>();
+        let body = format!("text,a,b\n{body}row x,,\nrow y,2,1\nrow z,1,yes\n");
+        let mut cfg = config(dir.path(), "m.csv", &body, FileTaskKind::MultiLabel);
+        cfg.label = many(&["a", "b"]);
+        let t = load(&cfg, None).expect("3 bad rows of 103");
+        let reasons: Vec<&str> = t.rejects.iter().map(|r| r.reason.as_str()).collect();
+        assert!(
+            reasons[0].contains("no label in any of a, b") && reasons[1].contains("a = \"2\" is not 0 or 1"),
+            "{reasons:?}"
+        );
+        assert_eq!(t.rejects.len(), 2, "yes reads as 1: {reasons:?}");
+        cfg.kind = FileTaskKind::Classification;
+        assert!(load(&cfg, None).expect_err("one column").to_string().contains("kind = \"multilabel\""));
+        cfg.kind = FileTaskKind::Regression;
+        cfg.label = many(&["a", "a"]);
+        assert!(load(&cfg, None).expect_err("twice").to_string().contains("twice"));
+    }
+
+    #[test]
+    fn wrong_files_from_the_fixtures_say_what_to_fix() {
+        let reg = |name: &str| fixture_config(name, "smiles", "logS".into(), FileTaskKind::Regression);
+        let t = load(&FileTaskConfig { max_bad_share: 0.1, ..reg("bad_rows.csv") }, None).expect("4 of 100 bad");
+        let got: Vec<(usize, &str)> = t.rejects.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [12, 22, 32, 42], "{got:?}");
+        assert!(got[1].1.contains("\"n/a\" is not a number") && got[3].1.contains("1 fields"), "{got:?}");
+        let err = load(&FileTaskConfig { max_bad_share: 0.03, ..reg("bad_rows.csv") }, None).expect_err("4% > 3%");
+        assert!(err.to_string().contains("4 of 100 rows cannot be used"), "{err}");
+        for (name, want) in [
+            ("semicolons.csv", "delimited by something else"),
+            ("no_label.csv", "no column \"logS\""),
+            ("empty.csv", "empty"),
+            ("text_labels.csv", "not a number"),
+        ] {
+            let err = load(&reg(name), None).expect_err(name).to_string();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+    }
+
+    /// A stand-in domain plugin: lower-cases values (its "canonical form"), rejects
+    /// values with an unclosed parenthesis, one feature per first letter, and a
+    /// split by position.
+    #[derive(Debug)]
+    struct FakeDomain;
+
+    impl Plugins for FakeDomain {
+        fn spec(
+            &self,
+            plugin: &str,
+            component: &str,
+        ) -> std::result::Result<ComponentSpec, plinth_plugin_protocol::CallError> {
+            match (plugin, component) {
+                ("mol", "domain") => Ok(ComponentSpec::Domain(DomainSpec {
+                    value: "test".into(),
+                    splits: vec![plinth_plugin_protocol::DomainSplitSpec {
+                        name: "scaffold".into(),
+                        description: String::new(),
+                    }],
+                    features: Some(plinth_plugin_protocol::FeatureSpec { name: "fp".into(), size: 128 }),
+                })),
+                ("mol", "validate") => Ok(ComponentSpec::Query),
+                _ => Err(plinth_plugin_protocol::CallError::new(plugin, component, "no such component")),
+            }
+        }
+        fn call(
+            &self,
+            _: &str,
+            _: &str,
+            request: &str,
+        ) -> std::result::Result<String, plinth_plugin_protocol::CallError> {
+            let req: DomainRequest = serde_json::from_str(request).expect("a domain request");
+            let out: Vec<DomainValue> = req
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v.matches('(').count() == v.matches(')').count() {
+                    true => DomainValue {
+                        features: if req.features { vec![u32::from(v.as_bytes()[0]) % 128] } else { vec![] },
+                        split: req
+                            .split
+                            .as_ref()
+                            .map(|_| [Split::Train, Split::Train, Split::Validation, Split::Test][i % 4]),
+                        ..DomainValue::accepted(v.to_lowercase())
+                    },
+                    false => DomainValue::rejected("unclosed parenthesis"),
+                })
+                .collect();
+            Ok(serde_json::to_string(&out).expect("json"))
+        }
+        fn open(&self, _: &str, _: &str, _: &str) -> std::result::Result<u64, plinth_plugin_protocol::CallError> {
+            unreachable!("no stages")
+        }
+        fn process(
+            &self,
+            _: &str,
+            _: &str,
+            _: u64,
+            _: &str,
+        ) -> std::result::Result<String, plinth_plugin_protocol::CallError> {
+            unreachable!("no stages")
+        }
+        fn close(&self, _: &str, _: &str, _: u64) {}
+    }
+
+    #[test]
+    fn a_domain_checks_canonicalises_featurises_and_splits_the_inputs() {
+        let mut cfg = fixture_config("solubility.csv", "smiles", "logS".into(), FileTaskKind::Regression);
+        cfg.domain = Some("mol".into());
+        cfg.split = "scaffold".into();
+        let t = load(&cfg, Some(&FakeDomain)).expect("domain");
+        assert_eq!(t.rejects.len(), 1, "{:?}", t.rejects);
+        assert_eq!(t.rejects[0].line, 122);
+        assert!(t.rejects[0].reason.contains("smiles \"C(C\": unclosed parenthesis"), "{:?}", t.rejects);
+        assert_eq!((t.train.len(), t.validation.len(), t.test.len()), (101, 51, 51), "the domain's split");
+        assert!(t.train.iter().all(|r| r.text == r.text.to_lowercase() && r.features.len() == 1));
+        assert_eq!(t.spec.features.as_ref().map(|f| f.size), Some(128), "the baselines get the domain's features");
+        cfg.split = "murcko".into();
+        assert!(load(&cfg, Some(&FakeDomain))
+            .expect_err("no such split")
+            .to_string()
+            .contains("offers [\"scaffold\"]"));
+        cfg.split = "random".into();
+        let t = load(&cfg, Some(&FakeDomain)).expect("random split, domain inputs");
+        assert_eq!(t.train.len() + t.validation.len() + t.test.len(), 203);
+        cfg.domain = Some("mol/validate".into());
+        assert!(load(&cfg, Some(&FakeDomain))
+            .expect_err("not a domain")
+            .to_string()
+            .contains("is a query, not a domain"));
+        cfg.domain = Some("protein".into());
+        let err = load(&cfg, Some(&FakeDomain)).expect_err("no plugin").to_string();
+        assert!(err.contains("task.data.domain = \"protein\"") && err.contains("plinth plugins list"), "{err}");
     }
 }

@@ -77,6 +77,57 @@ pub fn regression(pred: &[f64], target: &[f64]) -> Metrics {
     out
 }
 
+/// Metrics of a multi-output regression (`multilabel = false`: values) or a
+/// multi-label task (`multilabel = true`: probabilities), `pred` and `target` (N,
+/// outputs) with NaN where a row lacks an entry: each output's metrics over the
+/// rows that have it, as `<metric>.<name>`, and their mean as `<metric>`, as
+/// MoleculeNet reports multi-task results. A label whose rows are all of one
+/// class has no ROC-AUC and is left out of the mean (all such: 0.5).
+pub fn multi_target(pred: &[Vec<f64>], target: &[Vec<f64>], names: &[String], multilabel: bool) -> Metrics {
+    let mut out = Metrics::new();
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for (j, name) in names.iter().enumerate() {
+        let (p, y): (Vec<f64>, Vec<f64>) =
+            pred.iter().zip(target).filter(|(_, t)| !t[j].is_nan()).map(|(p, t)| (p[j], t[j])).unzip();
+        if y.is_empty() {
+            continue;
+        }
+        let each = if multilabel {
+            let probs: Vec<Vec<f64>> = p.iter().map(|&q| vec![1.0 - q, q]).collect();
+            let labels: Vec<usize> = y.iter().map(|&v| v as usize).collect();
+            let mut m = classification(&probs, &labels);
+            // Per label, F1 of the positive class is what a multi-label macro-F1 averages.
+            let (tp, fp, fneg) =
+                p.iter().zip(&labels).fold((0.0, 0.0, 0.0), |(tp, fp, fneg), (&q, &l)| match (q >= 0.5, l == 1) {
+                    (true, true) => (tp + 1.0, fp, fneg),
+                    (true, false) => (tp, fp + 1.0, fneg),
+                    (false, true) => (tp, fp, fneg + 1.0),
+                    (false, false) => (tp, fp, fneg),
+                });
+            m.insert("macro_f1".into(), if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fneg) });
+            if labels.iter().all(|&l| l == labels[0]) {
+                m.remove("roc_auc");
+            }
+            m
+        } else {
+            regression(&p, &y)
+        };
+        for (k, v) in each {
+            out.insert(format!("{k}.{name}"), v);
+            let s = sums.entry(k).or_insert((0.0, 0));
+            s.0 += v;
+            s.1 += 1;
+        }
+    }
+    for (k, (sum, n)) in sums {
+        out.insert(k, sum / n as f64);
+    }
+    if multilabel {
+        out.entry("roc_auc".into()).or_insert(0.5);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +149,24 @@ mod tests {
         // class 0: tp 1, fp 1, fn 0 -> 2/3; class 1: tp 2, fp 0, fn 1 -> 4/5.
         assert!((m["macro_f1"] - (2.0 / 3.0 + 0.8) / 2.0).abs() < 1e-12);
         assert!((m["roc_auc"] - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn multi_target_metrics_skip_missing_entries_and_average_targets() {
+        let nan = f64::NAN;
+        let names = ["a".to_string(), "b".to_string()];
+        let pred = vec![vec![0.9, 0.2], vec![0.1, 0.7], vec![0.8, 0.6], vec![0.3, 0.1]];
+        let target = vec![vec![1.0, 0.0], vec![0.0, nan], vec![1.0, 1.0], vec![nan, 1.0]];
+        let m = multi_target(&pred, &target, &names, true);
+        // a: rows 0-2, perfectly ranked; b: rows 0, 2, 3 -> pairs (0.6 vs 0.2) right, (0.1 vs 0.2) wrong.
+        assert_eq!((m["roc_auc.a"], m["roc_auc.b"], m["roc_auc"]), (1.0, 0.5, 0.75));
+        assert_eq!(m["accuracy.a"], 1.0);
+        assert!((m["accuracy.b"] - 2.0 / 3.0).abs() < 1e-12);
+        let one_class = multi_target(&pred, &vec![vec![1.0, nan]; 4], &names, true);
+        assert_eq!(one_class["roc_auc"], 0.5, "no label with both classes: no ROC-AUC to average");
+        let reg = multi_target(&[vec![1.0, 2.0], vec![3.0, 0.0]], &[vec![1.0, nan], vec![5.0, 0.0]], &names, false);
+        assert_eq!((reg["rmse.a"], reg["rmse.b"]), (2.0f64.sqrt(), 0.0));
+        assert_eq!(reg["rmse"], 2.0f64.sqrt() / 2.0);
     }
 
     #[test]

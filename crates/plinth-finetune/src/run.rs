@@ -194,7 +194,7 @@ impl Finetuner {
         let (spec, mut train_rows, val_rows, test_rows) = match &cfg.task.data {
             Some(d) => {
                 // Read once; rows that cannot be used are listed, never dropped silently.
-                let file = crate::file_task::load(d)?;
+                let file = crate::file_task::load(d, Some(plugins))?;
                 if lock.is_some() {
                     crate::file_task::write_rejects(&cfg.out_dir.join(REJECTS_FILE), &file.rejects)?;
                 }
@@ -236,13 +236,8 @@ impl Finetuner {
         let val = encode(&base.tokenizer, &val_rows, max_len)?;
         let test = encode(&base.tokenizer, &test_rows, max_len)?;
         let label_scale = match spec.kind {
-            TaskKind::Regression => {
-                let n = train.labels.len() as f64;
-                let mean = train.labels.iter().sum::<f64>() / n;
-                let std = (train.labels.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / n).sqrt();
-                (mean, if std > 0.0 { std } else { 1.0 })
-            }
-            TaskKind::Classification | TaskKind::Generation => (0.0, 1.0),
+            TaskKind::Regression => crate::data::label_scales(&train.labels),
+            _ => vec![(0.0, 1.0); spec.outputs().max(1)],
         };
         let generation = spec.kind == TaskKind::Generation;
         if generation && base.mode() != AttentionMode::Causal {
@@ -279,9 +274,16 @@ impl Finetuner {
                 pooling,
                 hidden: hidden.clone(),
             }),
-            TaskKind::Regression => {
-                Some(HeadConfig { task: HeadKind::Regression { outputs: 1 }, pooling, hidden: hidden.clone() })
-            }
+            TaskKind::Regression => Some(HeadConfig {
+                task: HeadKind::Regression { outputs: spec.outputs() as i64 },
+                pooling,
+                hidden: hidden.clone(),
+            }),
+            TaskKind::MultiLabel => Some(HeadConfig {
+                task: HeadKind::MultiLabel { labels: spec.outputs() as i64 },
+                pooling,
+                hidden: hidden.clone(),
+            }),
             TaskKind::Generation => None,
         };
         let mode = cfg.adapter.mode;
@@ -502,19 +504,10 @@ impl Finetuner {
             extra_baselines.push(("retrieval".to_string(), retrieval));
         }
         let vocab = self.job.base.model.config().vocab_size;
-        let baselines = baselines::run(
-            self.job.spec.kind,
-            self.job.spec.labels.len(),
-            vocab,
-            &self.job.train,
-            &self.job.val,
-            &self.job.test,
-            &self.job.spec.metric,
-            self.job.spec.features.as_ref().map(|f| (f.name.as_str(), f.size)),
-        )
-        .into_iter()
-        .chain(extra_baselines)
-        .collect();
+        let baselines = baselines::run(&self.job.spec, vocab, &self.job.train, &self.job.val, &self.job.test)
+            .into_iter()
+            .chain(extra_baselines)
+            .collect();
         let saved_bytes = std::fs::read_dir(&best)
             .map_err(io(&best))?
             .filter_map(|e| e.ok().and_then(|e| e.metadata().ok()))
@@ -563,7 +556,7 @@ impl FinetuneJob {
         };
         let pad = self.base.tokenizer.id(Special::Pad);
         let (model, mode) = (&self.base.model, self.base.mode());
-        evaluate_encoded(model, mode, &self.parts, self.spec.kind, self.meta.label_scale, data, pad, bs)
+        evaluate_encoded(model, mode, &self.parts, &self.spec, &self.meta.label_scale, data, pad, bs)
     }
 
     /// Writes the task (and with `resume`, the optimizer and `progress`) to `dir`,
@@ -618,7 +611,7 @@ impl Objective for FinetuneJob {
         let rows: Vec<usize> = ddp.map_or(global.clone(), |d| d.shard(&global).to_vec());
         let (pad, device) = (self.base.tokenizer.id(Special::Pad), self.base.model.device());
         let seqs: Vec<&[u32]> = rows.iter().map(|&i| self.train.ids[i].as_slice()).collect();
-        let labels: Vec<f64> = rows.iter().map(|&i| self.train.labels[i]).collect();
+        let labels: Vec<Vec<f64>> = rows.iter().map(|&i| self.train.labels[i].clone()).collect();
         let (ids, valid) = batch(&seqs, pad, device);
         match &self.parts.head {
             None => {
@@ -627,7 +620,7 @@ impl Objective for FinetuneJob {
                 Ok(crate::lm::lm_loss(&self.base.model, &ids, &valid, &learn, self.parts.adapter.as_ref())?.0)
             }
             Some(head) => {
-                let y = label_tensor(&labels, self.spec.kind, self.meta.label_scale, device);
+                let y = label_tensor(&labels, self.spec.kind, &self.meta.label_scale, device);
                 let opts = ForwardOptions {
                     mode: self.base.mode(),
                     adapter: self.parts.adapter.as_ref(),

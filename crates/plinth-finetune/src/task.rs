@@ -58,13 +58,30 @@ pub struct FinetuneMeta {
     /// SHA-256 of the base's `model.safetensors`.
     pub base_sha256: String,
     pub max_len: usize,
-    /// Regression targets are learnt standardised: the training labels' (mean, std).
-    pub label_scale: (f64, f64),
+    /// Regression targets are learnt standardised: each output's (mean, std) over
+    /// the training labels (one pair per output; a single pair reads as one output).
+    #[serde(deserialize_with = "scales")]
+    pub label_scale: Vec<(f64, f64)>,
     pub step: u64,
     /// Validation value of `spec.metric` at `step`; none before the first
     /// validation, and for tasks that were not trained here (an imported adapter).
     #[serde(default)]
     pub metric_value: Option<f64>,
+}
+
+/// Reads `label_scale` as a list of `[mean, std]` pairs, or as the one pair that
+/// single-output tasks wrote before multi-output regression.
+fn scales<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<(f64, f64)>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scales {
+        One((f64, f64)),
+        Many(Vec<(f64, f64)>),
+    }
+    Ok(match Scales::deserialize(d)? {
+        Scales::One(pair) => vec![pair],
+        Scales::Many(pairs) => pairs,
+    })
 }
 
 /// The trainable part of a task, built on a base model's config.
@@ -94,16 +111,16 @@ impl TaskParts {
     }
 }
 
-/// Predictions for token sequences: class probabilities (N, K), or values (N, 1)
-/// in the label's own units. Rows are run shortest first (less padding) and
-/// returned in input order.
+/// Predictions for token sequences: class probabilities (N, K), label
+/// probabilities (N, labels), or values (N, outputs) in the labels' own units.
+/// Rows are run shortest first (less padding) and returned in input order.
 #[allow(clippy::too_many_arguments)]
 pub fn predict_ids(
     model: &Transformer,
     mode: AttentionMode,
     parts: &TaskParts,
     kind: TaskKind,
-    scale: (f64, f64),
+    scale: &[(f64, f64)],
     ids: &[Vec<u32>],
     pad: u32,
     batch_size: usize,
@@ -114,6 +131,13 @@ pub fn predict_ids(
     })?;
     let mut order: Vec<usize> = (0..ids.len()).collect();
     order.sort_by_key(|&i| ids[i].len());
+    let column = |f: fn(&(f64, f64)) -> f64| {
+        Tensor::from_slice(&scale.iter().map(f).collect::<Vec<f64>>())
+            .to_kind(Kind::Float)
+            .to_device(device)
+            .view([1, -1])
+    };
+    let (mean, std) = (column(|s| s.0), column(|s| s.1));
     let mut outs = Vec::new();
     tch::no_grad(|| -> Result<()> {
         for chunk in order.chunks(batch_size.max(1)) {
@@ -124,7 +148,8 @@ pub fn predict_ids(
             let out = head.forward(&hidden, &valid).to_kind(Kind::Float);
             outs.push(match kind {
                 TaskKind::Classification => out.softmax(-1, Kind::Float),
-                TaskKind::Regression | TaskKind::Generation => out * scale.1 + scale.0,
+                TaskKind::MultiLabel => out.sigmoid(),
+                TaskKind::Regression | TaskKind::Generation => out * &std + &mean,
             });
         }
         Ok(())
@@ -147,18 +172,18 @@ pub fn evaluate_encoded(
     model: &Transformer,
     mode: AttentionMode,
     parts: &TaskParts,
-    kind: TaskKind,
-    scale: (f64, f64),
+    spec: &TaskSpec,
+    scale: &[(f64, f64)],
     data: &crate::data::Encoded,
     pad: u32,
     batch_size: usize,
 ) -> Result<crate::metrics::Metrics> {
-    if kind == TaskKind::Generation {
+    if spec.kind == TaskKind::Generation {
         let adapter = parts.adapter.as_ref();
         return crate::lm::perplexity(model, adapter, &data.ids, &data.learn_from, pad, batch_size, model.device());
     }
-    let pred = predict_ids(model, mode, parts, kind, scale, &data.ids, pad, batch_size)?;
-    Ok(crate::baselines::score(kind, &pred, data))
+    let pred = predict_ids(model, mode, parts, spec.kind, scale, &data.ids, pad, batch_size)?;
+    Ok(crate::baselines::score(spec, &pred, data))
 }
 
 /// A finetuned task's answer for one input.
@@ -169,6 +194,9 @@ pub enum Prediction {
     /// Classification: the most probable label, its probability, and every label's
     /// probability in the spec's label order.
     Label { label: String, probability: f64, probabilities: Vec<(String, f64)> },
+    /// Multi-output regression: each target's value; multi-label: each label's
+    /// probability; in the spec's target order.
+    Targets(Vec<(String, f64)>),
 }
 
 /// A finetuned task loaded for inference on a base checkpoint.
@@ -244,6 +272,37 @@ impl FinetunedTask {
         self.predict_ids(base, &enc.ids, batch_size)
     }
 
+    /// Each input as the task reads it, or why it cannot: a file task whose input
+    /// has a domain gets the domain's canonical form (a molecule's canonical
+    /// SMILES, as it was trained on) or its reason; a plugin task with an input
+    /// check gets the input unchanged or the check's reason; other inputs pass.
+    pub fn prepare_inputs(
+        &self,
+        plugins: &dyn Plugins,
+        inputs: &[String],
+    ) -> Result<Vec<std::result::Result<String, String>>> {
+        if let Some(component) = self.meta.data.as_ref().and_then(|d| d.domain_component()) {
+            let (plugin, name) = (component.0.as_str(), component.1.as_str());
+            let answers = crate::file_task::ask_domain(plugins, (plugin, name), inputs.to_vec(), false, None)?;
+            return Ok(answers.into_iter().map(|a| a.reject.map_or(Ok(a.value), Err)).collect());
+        }
+        match &self.meta.spec.input_check {
+            Some(check) => Ok(plugins
+                .check_inputs(&self.meta.plugin, check, inputs)
+                .map_err(|e| FinetuneError::Plugin(e.to_string()))?
+                .into_iter()
+                .zip(inputs)
+                .map(|(verdict, input)| verdict.map_or(Ok(input.clone()), Err))
+                .collect()),
+            None => Ok(inputs.iter().cloned().map(Ok).collect()),
+        }
+    }
+
+    /// True when [`Self::prepare_inputs`] asks a plugin (a domain or an input check).
+    pub fn needs_plugins(&self) -> bool {
+        self.meta.spec.input_check.is_some() || self.meta.data.as_ref().is_some_and(|d| d.domain.is_some())
+    }
+
     /// How many tokens each of `texts` takes and how many the task reads
     /// (`max_len` less `<bos>` and `<eos>`); [`Self::predict`] cuts a longer text.
     pub fn input_tokens(&self, base: &Checkpoint, texts: &[String]) -> Result<(Vec<usize>, usize)> {
@@ -270,7 +329,10 @@ impl FinetunedTask {
                         probabilities: labels.iter().cloned().zip(row).collect(),
                     }
                 }
-                TaskKind::Regression | TaskKind::Generation => Prediction::Value(row[0]),
+                _ if self.meta.spec.multi_target() => {
+                    Prediction::Targets(self.meta.spec.targets.iter().cloned().zip(row).collect())
+                }
+                TaskKind::Regression | TaskKind::MultiLabel | TaskKind::Generation => Prediction::Value(row[0]),
             })
             .collect())
     }
@@ -282,7 +344,7 @@ impl FinetunedTask {
             base.mode(),
             &self.parts,
             self.meta.spec.kind,
-            self.meta.label_scale,
+            &self.meta.label_scale,
             ids,
             base.tokenizer.id(Special::Pad),
             batch_size,
@@ -300,7 +362,7 @@ impl FinetunedTask {
         let enc = crate::data::encode(&base.tokenizer, rows, self.meta.max_len)?;
         let m = &self.meta;
         let pad = base.tokenizer.id(Special::Pad);
-        evaluate_encoded(self.model(base), base.mode(), &self.parts, m.spec.kind, m.label_scale, &enc, pad, batch_size)
+        evaluate_encoded(self.model(base), base.mode(), &self.parts, &m.spec, &m.label_scale, &enc, pad, batch_size)
     }
 
     /// Metrics on one split of the task's data, asked from its plugin with the
@@ -333,7 +395,7 @@ impl FinetunedTask {
         let m = &self.meta;
         let pad = base.tokenizer.id(Special::Pad);
         let mut metrics =
-            evaluate_encoded(model, base.mode(), &self.parts, m.spec.kind, m.label_scale, &enc, pad, batch_size)?;
+            evaluate_encoded(model, base.mode(), &self.parts, &m.spec, &m.label_scale, &enc, pad, batch_size)?;
         if let Some(spec) = &self.completion_spec(plugins) {
             let adapter = self.parts.adapter.as_ref();
             let task = self.prompted(plugins, spec);

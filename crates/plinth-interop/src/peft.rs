@@ -320,6 +320,7 @@ pub fn import_peft(src: &Path, base_dir: &Path, out: &Path, overwrite: bool) -> 
         spec: TaskSpec {
             kind: TaskKind::Generation,
             labels: Vec::new(),
+            targets: vec![],
             data: String::new(),
             metric: "perplexity".into(),
             source: format!("PEFT LoRA adapter imported from {}", src.display()),
@@ -336,7 +337,7 @@ pub fn import_peft(src: &Path, base_dir: &Path, out: &Path, overwrite: bool) -> 
         base: base_dir.to_path_buf(),
         base_sha256: plinth_checkpoint::checkpoint_sha256(base_dir)?,
         max_len: mcfg.max_seq_len as usize,
-        label_scale: (0.0, 1.0),
+        label_scale: vec![(0.0, 1.0)],
         step: 0,
         metric_value: None,
     };

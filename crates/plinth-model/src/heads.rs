@@ -31,6 +31,9 @@ pub enum HeadKind {
     Regression { outputs: i64 },
     /// One of `classes` labels (2 for binary), cross-entropy loss.
     Classification { classes: i64 },
+    /// `labels` independent yes/no labels (logits), binary cross-entropy loss.
+    #[serde(rename = "multilabel")]
+    MultiLabel { labels: i64 },
 }
 
 /// A head's configuration, as written in a finetuning config:
@@ -60,6 +63,7 @@ impl TaskHead {
         let out = match cfg.task {
             HeadKind::Regression { outputs } => outputs,
             HeadKind::Classification { classes } => classes,
+            HeadKind::MultiLabel { labels } => labels,
         };
         if out < 1 || matches!(cfg.task, HeadKind::Classification { classes } if classes < 2) {
             return Err(ModelError::Config(format!(
@@ -108,16 +112,24 @@ impl TaskHead {
         self.proj.forward(&x)
     }
 
-    /// Mean loss: MSE against float targets (B, outputs), or cross-entropy against
-    /// int64 class ids (B,).
+    /// Mean loss: cross-entropy against int64 class ids (B,); or, against float
+    /// targets (B, outputs) where NaN marks an entry the row lacks, MSE
+    /// (regression) or binary cross-entropy on logits (multi-label) over the
+    /// entries present only. A batch with no entry present has loss 0.
     pub fn loss(&self, predictions: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        Ok(match self.cfg.task {
-            HeadKind::Regression { .. } => {
-                predictions.f_mse_loss(&targets.to_kind(predictions.kind()), Reduction::Mean)?
+        if let HeadKind::Classification { .. } = self.cfg.task {
+            return Ok(predictions.f_cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)?);
+        }
+        let targets = targets.to_kind(predictions.kind());
+        let known = targets.isnan().logical_not();
+        let y = targets.nan_to_num(0.0, None::<f64>, None::<f64>);
+        let each = match self.cfg.task {
+            HeadKind::MultiLabel { .. } => {
+                predictions.f_binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::None)?
             }
-            HeadKind::Classification { .. } => {
-                predictions.f_cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)?
-            }
-        })
+            _ => (predictions - &y).square(),
+        };
+        let w = known.to_kind(predictions.kind());
+        Ok((each * &w).sum(predictions.kind()) / w.sum(predictions.kind()).clamp_min(1.0))
     }
 }

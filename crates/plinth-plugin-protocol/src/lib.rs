@@ -7,7 +7,7 @@
 //!   tokenizer, a task, a data role, a stage's record schema, a module);
 //! * [`Request`]: a data request and the reply type it gets ([`TaskRequest`] →
 //!   rows, [`CorpusRequest`] → documents, [`ScoreRequest`] → metrics,
-//!   [`GuideRequest`] → [`Step`]);
+//!   [`GuideRequest`] → [`Step`], [`DomainRequest`] → one [`DomainValue`] per value);
 //! * stages: typed params sent once when a stage opens, then batches of
 //!   [`Record`]s in and one [`Outcome`] per record out;
 //! * [`Plugins`]: what host code asks of loaded plugins, implemented over the C ABI
@@ -15,11 +15,13 @@
 //!
 //! This crate depends on serde alone and knows nothing of tensors or of the host.
 
+mod domain;
 mod guide;
 mod plugins;
 mod stage;
 mod task;
 
+pub use domain::{DomainRequest, DomainSpec, DomainSplit, DomainSplitSpec, DomainValue};
 pub use guide::{GuideRequest, Step};
 pub use plugins::{decode, CallError, Plugins, PluginsExt, StageSession};
 pub use stage::{FieldType, Outcome, Record, Schema, StageBatch, StageSpec};
@@ -49,6 +51,9 @@ pub enum ComponentSpec {
     Guide,
     /// A plugin-specific question: any JSON request, any JSON reply.
     Query,
+    /// Answers [`DomainRequest`]s: checks, canonicalises, featurises and splits the
+    /// values of a user's data column of its kind (ABI minor 1).
+    Domain(DomainSpec),
     /// A pipeline stage: the record fields it reads and adds, and its params.
     Stage(StageSpec),
     /// A tensor module (adapter or head) with JSON defaults; only in plugins built
@@ -57,6 +62,15 @@ pub enum ComponentSpec {
 }
 
 impl ComponentSpec {
+    /// The ABI minor that introduced this role: a host speaking an older minor
+    /// cannot read it, so the SDK leaves such components out for that host.
+    pub fn since_minor(&self) -> u32 {
+        match self {
+            ComponentSpec::Domain(_) => 1,
+            _ => 0,
+        }
+    }
+
     /// The role's name as `plinth plugins inspect` shows it.
     pub fn role(&self) -> &'static str {
         match self {
@@ -67,6 +81,7 @@ impl ComponentSpec {
             ComponentSpec::Scorer => "scorer",
             ComponentSpec::Guide => "guide",
             ComponentSpec::Query => "query",
+            ComponentSpec::Domain(_) => "domain",
             ComponentSpec::Stage(_) => "stage",
             ComponentSpec::Module(_) => "module",
         }

@@ -14,8 +14,12 @@ use serde::{Deserialize, Serialize};
 pub enum TaskKind {
     /// One of `labels`; the label is the class index.
     Classification,
-    /// One real value.
+    /// One real value, or one per `targets` (multi-output; a row may lack some).
     Regression,
+    /// Several independent yes/no labels, one per `targets` (Tox21-style); a row
+    /// may lack some, which are left out of the loss and the metrics.
+    #[serde(alias = "multi_label", alias = "multi-label")]
+    MultiLabel,
     /// Language modelling on the rows' texts (labels ignored): a LoRA adapter that
     /// shifts what a causal base generates toward the task's data.
     Generation,
@@ -29,6 +33,10 @@ pub struct TaskSpec {
     /// Class names, in label-index order (classification only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// Names of the outputs of a multi-output regression or a multi-label task, in
+    /// the order rows list their `targets`; empty for a single value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
     /// The data component that serves this task's rows.
     pub data: String,
     /// The validation metric that picks the best checkpoint and stops early:
@@ -139,12 +147,28 @@ pub struct FeatureSpec {
 }
 
 impl TaskSpec {
-    /// Number of head outputs: classes, or 1 for regression.
+    /// Number of head outputs: classes, targets (multi-label), values (regression).
     pub fn outputs(&self) -> usize {
         match self.kind {
             TaskKind::Classification => self.labels.len(),
-            TaskKind::Regression => 1,
+            TaskKind::Regression => self.targets.len().max(1),
+            TaskKind::MultiLabel => self.targets.len(),
             TaskKind::Generation => 0,
+        }
+    }
+
+    /// True when rows carry `targets` (several values, some possibly missing)
+    /// rather than one `label`.
+    pub fn multi_target(&self) -> bool {
+        !self.targets.is_empty()
+    }
+
+    /// The name of each output: the targets, or the task's single value.
+    pub fn output_names(&self) -> Vec<String> {
+        match self.kind {
+            TaskKind::Classification => self.labels.clone(),
+            _ if self.multi_target() => self.targets.clone(),
+            _ => vec!["value".into()],
         }
     }
 
@@ -157,6 +181,7 @@ impl TaskSpec {
         let known = match self.kind {
             TaskKind::Classification => &["accuracy", "macro_f1", "roc_auc"][..],
             TaskKind::Regression => &["rmse", "mae", "r2"][..],
+            TaskKind::MultiLabel => &["roc_auc", "accuracy", "macro_f1"][..],
             TaskKind::Generation => &["perplexity"][..],
         };
         if !known.contains(&self.metric.as_str()) {
@@ -164,6 +189,16 @@ impl TaskSpec {
         }
         if self.kind == TaskKind::Classification && self.labels.len() < 2 {
             return Some(format!("a classification task needs at least 2 labels, got {:?}", self.labels));
+        }
+        if self.kind == TaskKind::MultiLabel && self.targets.is_empty() {
+            return Some("a multi-label task needs `targets`, the name of each label".into());
+        }
+        if self.multi_target() && !matches!(self.kind, TaskKind::Regression | TaskKind::MultiLabel) {
+            return Some("`targets` belongs to regression and multi-label tasks".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(t) = self.targets.iter().find(|t| t.is_empty() || !seen.insert(t.as_str())) {
+            return Some(format!("target names must be distinct and non-empty; {t:?} is not"));
         }
         if let Some(h) = &self.head {
             if self.kind == TaskKind::Generation {
@@ -181,7 +216,7 @@ impl TaskSpec {
         if self.completion.is_some() && self.kind != TaskKind::Generation {
             return Some("`completion` belongs to generation tasks only".into());
         }
-        if self.metric == "roc_auc" && self.labels.len() != 2 {
+        if self.metric == "roc_auc" && self.kind == TaskKind::Classification && self.labels.len() != 2 {
             return Some("roc_auc needs a binary task (2 labels)".into());
         }
         None
@@ -193,7 +228,13 @@ impl TaskSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabelledExample {
     pub text: String,
+    /// The class index or value; unused when the task has `targets`.
+    #[serde(default)]
     pub label: f64,
+    /// Multi-output and multi-label tasks: one entry per the spec's `targets`
+    /// (a value, or 0/1), `null` where the row has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<Option<f64>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<u32>,
     /// For prompted generation: what the model is given; `text` is what it
@@ -204,7 +245,7 @@ pub struct LabelledExample {
 
 impl LabelledExample {
     pub fn new(text: impl Into<String>, label: f64) -> Self {
-        LabelledExample { text: text.into(), label, features: Vec::new(), prompt: None }
+        LabelledExample { text: text.into(), label, targets: Vec::new(), features: Vec::new(), prompt: None }
     }
 }
 
@@ -260,6 +301,7 @@ mod tests {
         let mut spec = TaskSpec {
             kind: TaskKind::Classification,
             labels: vec!["no".into(), "yes".into()],
+            targets: vec![],
             data: "d".into(),
             metric: "roc_auc".into(),
             source: String::new(),
@@ -274,6 +316,16 @@ mod tests {
         spec.metric = "accuracy".into();
         spec.labels.pop();
         assert!(spec.validate().is_err());
+        spec.kind = TaskKind::MultiLabel;
+        spec.metric = "roc_auc".into();
+        assert!(spec.validate().expect_err("no targets").0.contains("targets"));
+        spec.targets = vec!["NR-AR".into(), "SR-MMP".into()];
+        assert!(spec.validate().is_ok());
+        assert_eq!((spec.outputs(), spec.output_names()), (2, spec.targets.clone()));
+        spec.targets.push("NR-AR".into());
+        assert!(spec.validate().expect_err("twice").0.contains("distinct"));
+        let row: LabelledExample = serde_json::from_str(r#"{"text": "C", "targets": [1, null]}"#).expect("row");
+        assert_eq!(row.targets, [Some(1.0), None]);
     }
 
     #[test]

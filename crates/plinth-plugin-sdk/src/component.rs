@@ -6,8 +6,8 @@ use std::marker::PhantomData;
 
 use plinth_abi::ComponentKind;
 use plinth_plugin_protocol::{
-    ComponentSpec, CorpusRequest, GuideRequest, LabelledExample, Metrics, Outcome, Record, ScoreRequest, Split,
-    StageBatch, StageSpec, Step, TaskRequest, TaskSpec, TokenizerSpec,
+    ComponentSpec, CorpusRequest, DomainRequest, DomainSpec, DomainValue, GuideRequest, LabelledExample, Metrics,
+    Outcome, Record, ScoreRequest, Split, StageBatch, StageSpec, Step, TaskRequest, TaskSpec, TokenizerSpec,
 };
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -131,6 +131,30 @@ impl Component {
             encode(&f(&req.task, req.split, options)?)
         };
         Self::new(ComponentKind::Data, name, description, Ok(ComponentSpec::TaskData), Behaviour::Call(Box::new(call)))
+    }
+
+    /// A domain for user data files (`domain = "PLUGIN"` on an input column): one
+    /// [`DomainValue`] per value, in order; the SDK checks the count and that an
+    /// asked-for split is one the spec lists.
+    pub fn domain<F>(name: &str, description: &str, spec: DomainSpec, f: F) -> Self
+    where
+        F: Fn(DomainRequest) -> Result<Vec<DomainValue>, Error> + Send + Sync + 'static,
+    {
+        let splits: Vec<String> = spec.splits.iter().map(|s| s.name.clone()).collect();
+        let call = move |text: &str| -> Result<String, Error> {
+            let req: DomainRequest = decode(text, "a domain request")?;
+            if let Some(split) = req.split.as_ref().filter(|s| !splits.contains(&s.name)) {
+                return Err(Error::new(format!("this domain has no split {:?}; it offers {splits:?}", split.name)));
+            }
+            let n = req.values.len();
+            let out = f(req)?;
+            if out.len() != n {
+                return Err(Error::new(format!("the domain answered {} values for {n}", out.len())));
+            }
+            encode(&out)
+        };
+        let spec = Ok(ComponentSpec::Domain(spec));
+        Self::new(ComponentKind::Data, name, description, spec, Behaviour::Call(Box::new(call)))
     }
 
     /// Metrics of scored completions (a prompted task's `scorer`).

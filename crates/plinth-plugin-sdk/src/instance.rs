@@ -30,12 +30,16 @@ struct Instance {
 type Failure = (Status, String);
 
 impl Instance {
-    fn start(links_libtorch: bool, create: impl FnOnce() -> Box<dyn Plugin>) -> Result<Instance, Failure> {
+    /// Builds the plugin's components for a host speaking ABI minor `minor`:
+    /// components of a role newer than that minor are left out, since that host
+    /// could not read their spec.
+    fn start(links_libtorch: bool, minor: u32, create: impl FnOnce() -> Box<dyn Plugin>) -> Result<Instance, Failure> {
         let built = catch_unwind(AssertUnwindSafe(|| create().components()));
-        let components = built
+        let mut components = built
             .map_err(|p| (Status::Panicked, format!("plugin panicked while starting: {}", panic_text(p.as_ref()))))?;
         check_components(&components, links_libtorch)
             .map_err(|e| (Status::Failed, format!("plugin components are inconsistent: {e}")))?;
+        components.retain(|c| c.spec.as_ref().map_or(true, |s| s.since_minor() <= minor));
         let specs = components
             .iter()
             .map(|c| c.spec.as_ref().map(|s| serde_json::to_string(s).unwrap_or_default()).unwrap_or_default())
@@ -179,7 +183,9 @@ impl LocalPlugin {
     /// Starts the plugin as the host's load would: components built, cross-checked.
     /// Tensor modules are allowed (a local test has libtorch if it has tensors).
     pub fn start(plugin: impl Plugin) -> Result<Self, LocalStatus> {
-        Instance::start(true, || Box::new(plugin)).map(|instance| LocalPlugin { instance }).map_err(local)
+        Instance::start(true, plinth_abi::ABI_MINOR, || Box::new(plugin))
+            .map(|instance| LocalPlugin { instance })
+            .map_err(local)
     }
 
     /// `(kind, name, description, spec)` of each component, in order.
@@ -237,16 +243,15 @@ pub unsafe fn __entry(
     if api.is_null() {
         return Status::InvalidArgument;
     }
-    let instance = match Instance::start(links_libtorch, create) {
+    // Negotiation: the lower of the two minors.
+    let minor = host_minor.min(plinth_abi::ABI_MINOR);
+    let instance = match Instance::start(links_libtorch, minor, create) {
         Ok(i) => Box::into_raw(Box::new(i)),
         Err((status, message)) => {
             write_err(err, &message);
             return status;
         }
     };
-    // Negotiation: the lower of the two minors (a no-op while ABI_MINOR is 0).
-    #[allow(clippy::unnecessary_min_or_max)]
-    let minor = host_minor.min(plinth_abi::ABI_MINOR);
     let ours = PluginApi {
         size: 0,
         minor,

@@ -348,6 +348,7 @@ pub fn task_spec() -> TaskSpec {
     TaskSpec {
         kind: TaskKind::Generation,
         labels: Vec::new(),
+        targets: vec![],
         data: "ansible-data".into(),
         metric: "perplexity".into(),
         source: "EXAMPLES of ansible 14.5.0 and ansible-core 2.21.5 (PyPI), (name -> task) pairs split 80/10/10 by module file".into(),

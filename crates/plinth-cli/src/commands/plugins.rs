@@ -124,6 +124,17 @@ fn describe_spec(spec: &plinth_plugin_protocol::ComponentSpec) -> Option<String>
         }
         ComponentSpec::Tokenizer(TokenizerSpec::File(json)) => Some(format!("tokenizer.json ({} bytes)", json.len())),
         ComponentSpec::Module(defaults) => Some(format!("defaults {defaults}")),
+        ComponentSpec::Domain(d) => {
+            let mut line = format!("values: {}", d.value);
+            if !d.splits.is_empty() {
+                let names: Vec<&str> = d.splits.iter().map(|s| s.name.as_str()).collect();
+                line.push_str(&format!(", splits {}", names.join(", ")));
+            }
+            if let Some(f) = &d.features {
+                line.push_str(&format!(", features {} ({} dims)", f.name, f.size));
+            }
+            Some(line)
+        }
         _ => None,
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use plinth_checkpoint::Checkpoint;
 use plinth_finetune::{FinetunedTask, Prediction};
-use plinth_plugin_protocol::{PluginsExt, TaskKind};
+use plinth_plugin_protocol::TaskKind;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -24,7 +24,8 @@ pub struct PredictToml {
     /// The record field the task reads.
     input: String,
     /// Where the answer goes (default: the task's name); a classification adds
-    /// `<output>_probability` too.
+    /// `<output>_probability` too; several targets (multi-output regression,
+    /// multi-label) go to `<output>_<target>` each.
     output: Option<String>,
 }
 
@@ -43,7 +44,12 @@ impl PredictToml {
                 )
                 .into());
             }
-            TaskKind::Regression => {
+            _ if meta.spec.multi_target() => {
+                for t in &meta.spec.targets {
+                    schema.insert(format!("{output}_{t}"), FieldType::Number);
+                }
+            }
+            TaskKind::Regression | TaskKind::MultiLabel => {
                 schema.insert(output.clone(), FieldType::Number);
             }
             TaskKind::Classification => {
@@ -95,31 +101,28 @@ impl OpRun for Predicting<'_> {
         }
         let (base, task) = self.model.as_ref().ok_or("model not loaded")?;
         let (mut kept, mut rejected) = (Vec::new(), Vec::new());
-        let mut checked = Vec::new();
-        match &task.meta.spec.input_check {
-            Some(check) => {
-                let texts: Vec<String> =
-                    records.iter().map(|r| r.get(&op.input).map(plain).unwrap_or_default()).collect();
-                match env.plugins.check_inputs(&task.meta.plugin, check, &texts) {
-                    Ok(verdicts) => {
-                        for (r, verdict) in records.into_iter().zip(verdicts) {
-                            match verdict {
-                                None => checked.push(r),
-                                Some(reason) => rejected.push((r, reason)),
-                            }
+        // The task's reading of each input (a domain's canonical form) or why it has none.
+        let inputs: Vec<String> = records.iter().map(|r| r.get(&op.input).map(plain).unwrap_or_default()).collect();
+        let (mut checked, mut texts) = (Vec::new(), Vec::new());
+        match task.prepare_inputs(env.plugins, &inputs) {
+            Ok(readings) => {
+                for (r, reading) in records.into_iter().zip(readings) {
+                    match reading {
+                        Ok(text) => {
+                            checked.push(r);
+                            texts.push(text);
                         }
+                        Err(reason) => rejected.push((r, reason)),
                     }
-                    // The check itself failed (a panic, a poisoned plugin): the batch is
-                    // rejected with the reason, as a failed plugin stage's would be.
-                    Err(e) => rejected.extend(records.into_iter().map(|r| (r, e.to_string()))),
                 }
             }
-            None => checked = records,
+            // The check itself failed (a panic, a poisoned plugin): the batch is
+            // rejected with the reason, as a failed plugin stage's would be.
+            Err(e) => rejected.extend(records.into_iter().map(|r| (r, e.to_string()))),
         }
         if checked.is_empty() {
             return Ok((kept, rejected));
         }
-        let texts: Vec<String> = checked.iter().map(|r| r.get(&op.input).map(plain).unwrap_or_default()).collect();
         match task.predict_labelled(base, &texts, env.pipeline.batch_size) {
             Ok(predictions) => {
                 for (mut r, p) in checked.into_iter().zip(predictions) {
@@ -130,6 +133,11 @@ impl OpRun for Predicting<'_> {
                         Prediction::Label { label, probability, .. } => {
                             r.insert(op.output.clone(), Value::from(label));
                             r.insert(format!("{}_probability", op.output), Value::from(round4(probability)));
+                        }
+                        Prediction::Targets(values) => {
+                            for (t, v) in values {
+                                r.insert(format!("{}_{t}", op.output), Value::from(round4(v)));
+                            }
                         }
                     }
                     kept.push(r);

@@ -695,6 +695,112 @@ max_len = 64
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// A user's molecule files as tasks, the SMILES column declared a `molecule`
+/// domain: multi-label with missing entries on DeepChem's scaffold split, a
+/// multi-output regression scored on another file, invalid SMILES as rejects,
+/// predictions into a CSV, and the task in a pipeline.
+#[test]
+fn molecule_files_run_through_the_molecule_domain() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    micro_molecule_models(dir);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/data");
+    for f in ["alerts.tsv", "properties.csv", "solubility.csv"] {
+        std::fs::copy(fixtures.join(f), dir.join(f)).expect("copy fixture");
+    }
+    let finetune = |name: &str, data: &str| {
+        let cfg = format!(
+            "base = \"mol/checkpoint\"\nout_dir = \"{name}\"\n[task]\ndata = {{ {data} }}\n\
+             [train]\nbatch_size = 16\nmax_steps = 6\neval_every = 3\nmax_len = 64\n"
+        );
+        std::fs::write(dir.join(format!("{name}.toml")), cfg).expect("write");
+        plinth(&["finetune", "--config", &format!("{name}.toml")], dir)
+    };
+    let out = finetune(
+        "ft-alerts",
+        "path = \"alerts.tsv\", input = \"smiles\", domain = \"molecule\", label = [\"nitrogen\", \"oxygen\", \"ring\"], kind = \"multilabel\", split = \"scaffold\"",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ft-alerts/report.json")).expect("report"))
+            .expect("json");
+    assert!(
+        report["test"]["roc_auc"].as_f64().is_some() && report["test"]["roc_auc.nitrogen"].as_f64().is_some(),
+        "{report}"
+    );
+    for b in ["majority", "bag_of_tokens", "ecfp4_linear", "ecfp4_forest"] {
+        assert!(report["baselines"][b]["roc_auc"].as_f64().is_some(), "baseline {b}: {report}");
+    }
+    let out = finetune(
+        "ft-sol",
+        "path = \"solubility.csv\", input = \"smiles\", domain = \"molecule\", label = \"logS\", kind = \"regression\"",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let rejects = std::fs::read_to_string(dir.join("ft-sol/rejects.jsonl")).expect("rejects");
+    let lines: Vec<u64> = rejects
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["line"].as_u64().expect("line"))
+        .collect();
+    assert_eq!(lines, [22, 72, 122, 172], "the SMILES that are not molecules: {rejects}");
+    assert!(rejects.contains("smiles \\\"C(C\\\""), "the input and the molecule plugin's reason: {rejects}");
+    let out = finetune(
+        "ft-props",
+        "path = \"properties.csv\", input = \"smiles\", domain = \"molecule\", label = [\"size\", \"polarity\"], kind = \"regression\"",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = plinth(&["eval", "--run", "ft-props", "--data", "properties.csv"], dir);
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("\"rmse.polarity\"") && t.contains("\"rmse\""), "{t}");
+    // Predictions: the SMILES is read canonicalised; a non-molecule is refused by line.
+    std::fs::write(dir.join("in.csv"), "id,smiles\n1,OCC\n2,C1CC\n3,c1ccccc1O\n").expect("write");
+    let out = plinth(&["predict", "--run", "ft-alerts", "--input", "in.csv", "--output", "out.csv"], dir);
+    assert!(!out.status.success() && text(&out).contains("line 3:"), "{}", text(&out));
+    let out = plinth(
+        &[
+            "predict",
+            "--run",
+            "ft-alerts",
+            "--run",
+            "ft-props",
+            "--input",
+            "in.csv",
+            "--output",
+            "out.csv",
+            "--skip-invalid",
+        ],
+        dir,
+    );
+    assert!(text(&out).contains("skipped 1 invalid inputs of 3"), "{}", text(&out));
+    let written = std::fs::read_to_string(dir.join("out.csv")).expect("out.csv");
+    let rows: Vec<&str> = written.lines().collect();
+    assert_eq!(
+        rows[0], "id,smiles,alerts_nitrogen,alerts_oxygen,alerts_ring,properties_size,properties_polarity,error",
+        "{written}"
+    );
+    assert!(rows[1].starts_with("1,OCC,0.") && rows[2].starts_with("2,C1CC,,") && rows.len() == 4, "{written}");
+    // The multi-label task as a pipeline stage: one field per label.
+    std::fs::write(dir.join("in.smi"), "CCO\nc1ccccc1N\nC1CC\n").expect("write");
+    let pipeline =
+        "name = \"alerts\"\nout_dir = \"screened\"\n[[stage]]\nop = \"read\"\npath = \"in.smi\"\nfield = \"smiles\"\n\
+                    [[stage]]\nop = \"predict\"\nrun = \"ft-alerts\"\ninput = \"smiles\"\n";
+    std::fs::write(dir.join("alerts.toml"), pipeline).expect("write");
+    let out = plinth(&["run", "alerts.toml"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let results = std::fs::read_to_string(dir.join("screened/results.jsonl")).expect("results");
+    assert!(results.lines().count() == 2 && results.contains("\"alerts_ring\":"), "{results}");
+    let rejected = std::fs::read_to_string(dir.join("screened/rejects.jsonl")).expect("rejects");
+    assert!(rejected.contains("C1CC"), "{rejected}");
+    // A split the domain does not offer, and a domain no plugin has, are refused before any work.
+    let out = finetune("ft-no", "path = \"solubility.csv\", input = \"smiles\", domain = \"molecule\", label = \"logS\", kind = \"regression\", split = \"murcko\"");
+    assert!(!out.status.success() && text(&out).contains("offers [\"scaffold\"]"), "{}", text(&out));
+    let out = finetune(
+        "ft-no",
+        "path = \"solubility.csv\", input = \"smiles\", domain = \"protein\", label = \"logS\", kind = \"regression\"",
+    );
+    assert!(!out.status.success() && text(&out).contains("domain = \"protein\""), "{}", text(&out));
+    assert!(!dir.join("ft-no").exists());
+}
+
 #[test]
 fn pipelines_check_run_and_reject_per_record() {
     let tmp = tempfile::tempdir().expect("tempdir");

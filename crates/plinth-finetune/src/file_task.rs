@@ -1086,7 +1086,7 @@ mod tests {
         assert_eq!((t.spec.kind, t.spec.metric.as_str(), t.spec.outputs()), (TaskKind::MultiLabel, "roc_auc", 3));
         let rows: Vec<&LabelledExample> = t.train.iter().chain(&t.validation).chain(&t.test).collect();
         assert!(rows.iter().flat_map(|r| &r.targets).flatten().all(|&v| v == 0.0 || v == 1.0));
-        assert_eq!(rows.iter().flat_map(|r| &r.targets).filter(|v| v.is_none()).count(), 46);
+        assert_eq!(rows.iter().flat_map(|r| &r.targets).filter(|v| v.is_none()).count(), 47);
         let mut cfg = fixture_config("requests.csv", "", Labels::None, FileTaskKind::Generation);
         cfg.prompt = Some("Request: {request}\n".into());
         cfg.completion = Some("{task}".into());

@@ -240,6 +240,7 @@ fn write_output_file(
     answers: &[Option<serde_json::Map<String, serde_json::Value>>],
     errors: &[Option<String>],
     keys: &[String],
+    targets: &[Vec<String>],
     output: Option<&std::path::Path>,
 ) -> Result<()> {
     // Each key's columns: KEY, and for classes KEY_probability and KEY_p_CLASS;
@@ -252,9 +253,10 @@ fn write_output_file(
     }
     let mut columns: Vec<(String, String, Cell)> = Vec::new(); // (column, key, what)
     let first = answers.iter().flatten().next();
-    for key in keys {
-        if let Some(targets) = first.and_then(|a| a[key].get("targets")).and_then(|t| t.as_object()) {
-            for t in targets.keys() {
+    for (key, targets) in keys.iter().zip(targets) {
+        // Several targets, in the task's order.
+        if !targets.is_empty() {
+            for t in targets {
                 columns.push((format!("{key}_{t}"), key.clone(), Cell::Target(t.clone())));
             }
             continue;
@@ -501,7 +503,8 @@ pub(crate) fn predict(
             by_row[i] = Some(a);
         }
         let errors: Vec<Option<String>> = problems.iter().map(|p| (!p.is_empty()).then(|| p.join("; "))).collect();
-        write_output_file(rows, &by_row, &errors, &keys, how.output.as_deref())?;
+        let targets: Vec<Vec<String>> = tasks.iter().map(|t| t.meta.spec.targets.clone()).collect();
+        write_output_file(rows, &by_row, &errors, &keys, &targets, how.output.as_deref())?;
         if let Some(out) = &how.output {
             eprintln!("wrote {} rows with predictions to {}", inputs.len(), out.display());
         }

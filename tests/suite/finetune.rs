@@ -461,3 +461,86 @@ fn prompted_generation_learns_answers_and_is_scored_beside_retrieval() {
     let err = story.answer(&base, &tasks(), "x", &sampling, 1).expect_err("not prompted");
     assert!(err.to_string().contains("not a prompted generation task"), "{err}");
 }
+
+/// A domain served through the SDK (`Component::domain`): the SDK refuses a split
+/// the spec does not list and a reply of the wrong length before the host sees it.
+struct Words {
+    short_reply: bool,
+}
+
+impl Plugin for Words {
+    fn components(&self) -> Vec<Component> {
+        let spec = plinth_plugin_protocol::DomainSpec {
+            value: "a word".into(),
+            splits: vec![plinth_plugin_protocol::DomainSplitSpec {
+                name: "initial".into(),
+                description: String::new(),
+            }],
+            features: None,
+        };
+        let short = self.short_reply;
+        vec![Component::domain("domain", "words", spec, move |req: plinth_plugin_protocol::DomainRequest| {
+            let n = if short { req.values.len() - 1 } else { req.values.len() };
+            Ok::<_, Error>(
+                req.values[..n]
+                    .iter()
+                    .map(|v| plinth_plugin_protocol::DomainValue {
+                        split: req.split.as_ref().map(|_| if v.starts_with('a') { Split::Test } else { Split::Train }),
+                        ..plinth_plugin_protocol::DomainValue::accepted(v.to_uppercase())
+                    })
+                    .collect(),
+            )
+        })]
+    }
+}
+
+#[test]
+fn a_domain_through_the_sdk_is_checked_on_both_sides() {
+    use plinth_finetune::file_task::{load, FileTaskConfig, FileTaskKind, Labels};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut body = String::from("word,n\n");
+    for (i, w) in
+        ["apple", "avocado", "banana", "cherry", "blueberry", "cranberry", "apricot", "date"].iter().enumerate()
+    {
+        body.push_str(&format!("{w},{i}\n"));
+    }
+    std::fs::write(dir.path().join("w.csv"), body).expect("write");
+    let mut cfg = FileTaskConfig {
+        path: dir.path().join("w.csv"),
+        format: None,
+        input: "word".into(),
+        domain: Some("words".into()),
+        label: Labels::One("n".into()),
+        kind: FileTaskKind::Regression,
+        split: "initial".into(),
+        seed: 0,
+        validation_fraction: 0.1,
+        test_fraction: 0.1,
+        max_bad_share: 0.05,
+        metric: None,
+        prompt: None,
+        completion: None,
+    };
+    let plugins = PluginTest::new("words", Words { short_reply: false }).expect("plugin");
+    let err = load(&cfg, Some(&plugins)).expect_err("no validation rows").to_string();
+    assert!(err.contains("validation split is empty"), "the domain's split is used as given: {err}");
+    cfg.split = "random".into();
+    let t = load(&cfg, Some(&plugins)).expect("random split");
+    assert!(t.train.iter().chain(&t.test).all(|r| r.text == r.text.to_uppercase()), "canonical values are read");
+    let short = PluginTest::new("words", Words { short_reply: true }).expect("plugin");
+    let err = load(&cfg, Some(&short)).expect_err("short reply").to_string();
+    assert!(err.contains("answered 7 values for 8"), "{err}");
+    let request = plinth_plugin_protocol::DomainRequest {
+        values: vec!["a".into()],
+        features: false,
+        split: Some(plinth_plugin_protocol::DomainSplit {
+            name: "alphabet".into(),
+            validation_fraction: 0.1,
+            test_fraction: 0.1,
+            seed: 0,
+        }),
+    };
+    use plinth_plugin_protocol::PluginsExt;
+    let err = plugins.ask("words", "domain", &request).expect_err("unknown split").to_string();
+    assert!(err.contains("no split \"alphabet\"") && err.contains("initial"), "{err}");
+}

@@ -139,7 +139,7 @@ pub(crate) enum Command {
         /// on stderr; the exit status is still non-zero if any was skipped.
         #[arg(long)]
         skip_invalid: bool,
-        /// Read the inputs from a CSV, TSV or JSON Lines file; its rows come out whole,
+        /// Read the inputs from a CSV, TSV, JSON Lines or Parquet file; its rows come out whole (Parquet as CSV),
         /// with each task's prediction (and class probabilities) added.
         #[arg(long, conflicts_with = "json")]
         input: Option<PathBuf>,

@@ -254,13 +254,13 @@ fn plugins_list_and_inspect_show_the_workspace_plugin() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = plinth(&["plugins", "list"], tmp.path());
     assert!(
-        out.status.success() && text(&out).contains("example") && text(&out).contains("8 components"),
+        out.status.success() && text(&out).contains("example") && text(&out).contains("9 components"),
         "{}",
         text(&out)
     );
     let out = plinth(&["plugins", "inspect", "example"], tmp.path());
     assert!(out.status.success(), "{}", text(&out));
-    for want in ["negotiated 2.0", "tch=0.24.0;torch=2.11.0", "stage      shout", "reads {text: string}", "sha256"] {
+    for want in ["negotiated 2.1", "tch=0.24.0;torch=2.11.0", "stage      shout", "reads {text: string}", "sha256"] {
         assert!(text(&out).contains(want), "missing {want:?} in {}", text(&out));
     }
     let out = plinth(&["plugins", "inspect", "nope"], tmp.path());
@@ -778,6 +778,29 @@ fn molecule_files_run_through_the_molecule_domain() {
         "{written}"
     );
     assert!(rows[1].starts_with("1,OCC,0.") && rows[2].starts_with("2,C1CC,,") && rows.len() == 4, "{written}");
+    // A Parquet file of inputs: its rows come back as CSV with the predictions.
+    {
+        use parquet::data_type::{ByteArray, ByteArrayType};
+        let schema = parquet::schema::parser::parse_message_type("message m { REQUIRED BYTE_ARRAY smiles (UTF8); }")
+            .expect("schema");
+        let file = std::fs::File::create(dir.join("in.parquet")).expect("create");
+        let mut writer =
+            parquet::file::writer::SerializedFileWriter::new(file, std::sync::Arc::new(schema), Default::default())
+                .expect("writer");
+        let mut group = writer.next_row_group().expect("group");
+        let mut col = group.next_column().expect("column").expect("smiles");
+        let values = [ByteArray::from("CCO"), ByteArray::from("c1ccccc1N")];
+        col.typed::<ByteArrayType>().write_batch(&values, None, None).expect("write");
+        col.close().expect("close");
+        group.close().expect("close");
+        writer.close().expect("close");
+    }
+    let out = plinth(&["predict", "--run", "ft-alerts", "--input", "in.parquet"], dir);
+    let written = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && written.starts_with("smiles,alerts_nitrogen,"), "{}", text(&out));
+    assert!(written.lines().count() == 3 && written.contains("\nc1ccccc1N,0."), "{written}");
+    let out = plinth(&["predict", "--run", "ft-alerts", "--input", "in.parquet", "--output", "out.parquet"], dir);
+    assert!(!out.status.success() && text(&out).contains("not Parquet"), "{}", text(&out));
     // The multi-label task as a pipeline stage: one field per label.
     std::fs::write(dir.join("in.smi"), "CCO\nc1ccccc1N\nC1CC\n").expect("write");
     let pipeline =

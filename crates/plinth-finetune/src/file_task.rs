@@ -25,7 +25,8 @@ pub const FILE_SOURCE: &str = "file";
 pub struct FileTaskConfig {
     /// The data file (relative to the working directory).
     pub path: PathBuf,
-    /// `csv`, `tsv` or `jsonl`; default from the extension (`.csv`, `.tsv`/`.tab`, `.jsonl`/`.ndjson`).
+    /// `csv`, `tsv`, `jsonl` or `parquet`; default from the extension (`.csv`,
+    /// `.tsv`/`.tab`, `.jsonl`/`.ndjson`, `.parquet`/`.pq`).
     #[serde(default)]
     pub format: Option<FileFormat>,
     /// The column (or JSON key) holding the text or SMILES the model reads
@@ -41,7 +42,7 @@ pub struct FileTaskConfig {
     /// The label column: a number for regression, any value for classification;
     /// or a list of columns: several values (multi-output regression) or several
     /// 0/1 labels (multi-label), where an empty cell is a missing entry.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Labels::is_none")]
     pub label: Labels,
     /// `regression`, `classification` (binary or multi-class; class names are kept),
     /// `multilabel` (several 0/1 columns) or `generation` (a causal base learns
@@ -93,16 +94,19 @@ pub enum FileFormat {
     Csv,
     Tsv,
     Jsonl,
+    Parquet,
 }
 
 impl FileFormat {
-    /// The format a path's extension names: `.csv`, `.tsv`/`.tab`, `.jsonl`/`.ndjson`.
+    /// The format a path's extension names: `.csv`, `.tsv`/`.tab`, `.jsonl`/`.ndjson`,
+    /// `.parquet`/`.pq`.
     pub fn of_path(path: &Path) -> Option<FileFormat> {
         let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
         match ext.as_str() {
             "csv" => Some(FileFormat::Csv),
             "tsv" | "tab" => Some(FileFormat::Tsv),
             "jsonl" | "ndjson" => Some(FileFormat::Jsonl),
+            "parquet" | "pq" => Some(FileFormat::Parquet),
             _ => None,
         }
     }
@@ -138,6 +142,10 @@ pub enum Labels {
 }
 
 impl Labels {
+    pub fn is_none(&self) -> bool {
+        *self == Labels::None
+    }
+
     /// The label columns named.
     pub fn columns(&self) -> Vec<String> {
         match self {
@@ -365,7 +373,7 @@ impl FileTaskConfig {
         self.format.or_else(|| FileFormat::of_path(&self.path)).ok_or_else(|| {
             let ext = self.path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
             self.error(format!(
-                "cannot tell the format from the extension {ext:?}; set task.data.format = \"csv\", \"tsv\" or \"jsonl\""
+                "cannot tell the format from the extension {ext:?}; set task.data.format = \"csv\", \"tsv\", \"jsonl\" or \"parquet\""
             ))
         })
     }
@@ -453,8 +461,13 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>, plugins: Option<&dy
     };
     let label_columns = cfg.label.columns();
     let several = label_columns.len() > 1 || cfg.kind == FileTaskKind::MultiLabel;
-    let text =
-        std::fs::read_to_string(&cfg.path).map_err(|source| FinetuneError::Io { path: cfg.path.clone(), source })?;
+    let format = cfg.format()?;
+    let text = match format {
+        FileFormat::Parquet => String::new(),
+        _ => {
+            std::fs::read_to_string(&cfg.path).map_err(|source| FinetuneError::Io { path: cfg.path.clone(), source })?
+        }
+    };
     let mut rejects = Vec::new();
     let mut rows: Vec<(usize, Row)> = Vec::new();
     let empty_row = |text: String, labels: Vec<String>, prompt, key| Row {
@@ -529,7 +542,21 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>, plugins: Option<&dy
         Ok(r) => rows.push((line, r)),
         Err(reason) => rejects.push(Reject { line, reason }),
     };
-    match cfg.format()? {
+    match format {
+        FileFormat::Parquet => {
+            let (header, table) = read_parquet(&cfg.path).map_err(|e| cfg.error(e))?;
+            let index: std::collections::HashMap<&str, usize> =
+                header.iter().enumerate().map(|(i, h)| (h.as_str(), i)).collect();
+            let wanted = wanted_columns(cfg, &label_columns, key_column);
+            if let Some(name) = wanted.iter().find(|n| !index.contains_key(n.as_str())) {
+                return Err(cfg.error(format!("no column {name:?} in the file ({})", header.join(", "))));
+            }
+            for (i, row) in table.iter().enumerate() {
+                read += 1;
+                let get = |k: &str| index.get(k).and_then(|&c| row[c].clone());
+                keep(i + 1, check(&get), &mut rows);
+            }
+        }
         FileFormat::Jsonl => {
             for (i, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {
@@ -567,17 +594,7 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>, plugins: Option<&dy
             if header.iter().all(String::is_empty) {
                 return Err(cfg.error("the file is empty; it needs a header row and data rows".into()));
             }
-            let mut wanted: Vec<String> = match cfg.kind {
-                FileTaskKind::Generation => cfg
-                    .completion
-                    .iter()
-                    .chain(&cfg.prompt)
-                    .flat_map(|t| template_columns(t).unwrap_or_default())
-                    .collect(),
-                _ => std::iter::once(cfg.input.clone()).chain(label_columns.iter().cloned()).collect(),
-            };
-            wanted.extend(key_column.map(String::from));
-            for name in &wanted {
+            for name in &wanted_columns(cfg, &label_columns, key_column) {
                 if !header.iter().any(|h| h == name) {
                     let other = if format == FileFormat::Tsv { ',' } else { '\t' };
                     let hint = match header.as_slice() {
@@ -822,6 +839,62 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>, plugins: Option<&dy
     // The checks every task spec gets (the metric fits the kind and the classes).
     spec.validate().map_err(|e| FinetuneError::Settings(format!("task.data.metric: {e}")))?;
     Ok(FileTask { spec, train, validation, test, rejects, rows_read: read })
+}
+
+/// One row of a Parquet file as text cells (`None`: null).
+pub type Cells = Vec<Option<String>>;
+
+/// The columns a file task reads: the input and labels (or the templates'
+/// columns), and the split's key column.
+fn wanted_columns(cfg: &FileTaskConfig, labels: &[String], key_column: Option<&str>) -> Vec<String> {
+    let mut wanted: Vec<String> = match cfg.kind {
+        FileTaskKind::Generation => {
+            cfg.completion.iter().chain(&cfg.prompt).flat_map(|t| template_columns(t).unwrap_or_default()).collect()
+        }
+        _ => std::iter::once(cfg.input.clone()).chain(labels.iter().cloned()).collect(),
+    };
+    wanted.extend(key_column.map(String::from));
+    wanted
+}
+
+/// A Parquet file's top-level column names and each row's cells as text (numbers
+/// and booleans written out, strings as they are, nulls as `None`). Nested
+/// columns (lists, maps, groups) are refused by name.
+pub fn read_parquet(path: &Path) -> std::result::Result<(Vec<String>, Vec<Cells>), String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| format!("not a readable Parquet file: {e}"))?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let header: Vec<String> = schema.root_schema().get_fields().iter().map(|f| f.name().to_string()).collect();
+    let mut rows = Vec::new();
+    for (i, row) in reader.get_row_iter(None).map_err(|e| e.to_string())?.enumerate() {
+        let row = row.map_err(|e| format!("row {}: {e}", i + 1))?;
+        let mut cells = Vec::with_capacity(header.len());
+        for (name, field) in row.get_column_iter() {
+            cells.push(match field {
+                Field::Null => None,
+                Field::Str(s) => Some(s.clone()),
+                Field::Bool(b) => Some(b.to_string()),
+                Field::Byte(x) => Some(x.to_string()),
+                Field::Short(x) => Some(x.to_string()),
+                Field::Int(x) => Some(x.to_string()),
+                Field::Long(x) => Some(x.to_string()),
+                Field::UByte(x) => Some(x.to_string()),
+                Field::UShort(x) => Some(x.to_string()),
+                Field::UInt(x) => Some(x.to_string()),
+                Field::ULong(x) => Some(x.to_string()),
+                Field::Float(x) => Some(x.to_string()),
+                Field::Double(x) => Some(x.to_string()),
+                Field::Group(_) | Field::ListInternal(_) | Field::MapInternal(_) => {
+                    return Err(format!("column {name:?} is nested (a list, map or group); plinth reads flat columns"))
+                }
+                other => Some(other.to_string()),
+            });
+        }
+        rows.push(cells);
+    }
+    Ok((header, rows))
 }
 
 /// Writes rejects as JSON lines (`{"line": N, "reason": "..."}`), atomically.
@@ -1229,5 +1302,53 @@ mod tests {
         cfg.domain = Some("protein".into());
         let err = load(&cfg, Some(&FakeDomain)).expect_err("no plugin").to_string();
         assert!(err.contains("task.data.domain = \"protein\"") && err.contains("plinth plugins list"), "{err}");
+    }
+
+    /// A Parquet file with a required text column and an optional number column.
+    fn write_parquet(path: &Path, texts: &[String], ys: &[Option<f64>]) {
+        use parquet::data_type::{ByteArray, ByteArrayType, DoubleType};
+        use parquet::file::writer::SerializedFileWriter;
+        let schema = parquet::schema::parser::parse_message_type(
+            "message rows { REQUIRED BYTE_ARRAY text (UTF8); OPTIONAL DOUBLE y; }",
+        )
+        .expect("schema");
+        let file = std::fs::File::create(path).expect("create");
+        let mut writer =
+            SerializedFileWriter::new(file, std::sync::Arc::new(schema), Default::default()).expect("writer");
+        let mut group = writer.next_row_group().expect("row group");
+        let mut col = group.next_column().expect("column").expect("text");
+        let values: Vec<ByteArray> = texts.iter().map(|t| ByteArray::from(t.as_str())).collect();
+        col.typed::<ByteArrayType>().write_batch(&values, None, None).expect("texts");
+        col.close().expect("close");
+        let mut col = group.next_column().expect("column").expect("y");
+        let present: Vec<f64> = ys.iter().flatten().copied().collect();
+        let levels: Vec<i16> = ys.iter().map(|y| i16::from(y.is_some())).collect();
+        col.typed::<DoubleType>().write_batch(&present, Some(&levels), None).expect("ys");
+        col.close().expect("close");
+        group.close().expect("close group");
+        writer.close().expect("close file");
+    }
+
+    #[test]
+    fn parquet_files_read_like_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let texts: Vec<String> = (0..100).map(|i| format!("row {i}")).collect();
+        let ys: Vec<Option<f64>> = (0..100).map(|i| (i != 7).then_some(i as f64 / 10.0)).collect();
+        let path = dir.path().join("rows.parquet");
+        write_parquet(&path, &texts, &ys);
+        let mut cfg = config(dir.path(), "unused.csv", "", FileTaskKind::Regression);
+        cfg.path = path.clone();
+        let t = load(&cfg, None).expect("parquet");
+        assert_eq!(t.rows_read, 100);
+        assert_eq!(t.rejects, [Reject { line: 8, reason: "no y (the label is empty or missing)".into() }]);
+        let all: Vec<&LabelledExample> = t.train.iter().chain(&t.validation).chain(&t.test).collect();
+        assert!(all.iter().any(|r| r.text == "row 12" && r.label == 1.2), "numbers read as numbers");
+        cfg.label = "weight".into();
+        assert!(load(&cfg, None)
+            .expect_err("no column")
+            .to_string()
+            .contains("no column \"weight\" in the file (text, y)"));
+        std::fs::write(&path, "not parquet").expect("write");
+        assert!(load(&cfg, None).expect_err("garbage").to_string().contains("not a readable Parquet file"));
     }
 }

@@ -10,9 +10,15 @@
 //!   zero-copy hand-over (both from `plinth-plugin-tensors`, so this plugin links
 //!   libtorch and says so in `export_plugin!`);
 //! * stage `shout`: upper-cases a record's `text`;
-//! * stage `explode`: panics when `text` contains `boom` (tests panic containment).
+//! * stage `explode`: panics when `text` contains `boom` (tests panic containment);
+//! * domain `phrases`: a user's text column as phrases: whitespace collapsed and
+//!   lower-cased, an empty one rejected, each word's first letter a feature, and a
+//!   `first-word` split that keeps phrases sharing a first word together.
 
-use plinth_plugin_sdk::protocol::{HeadSpec, LabelledExample, Split, TaskKind, TaskSpec, TokenizerSpec};
+use plinth_plugin_sdk::protocol::{
+    DomainRequest, DomainSpec, DomainSplitSpec, DomainValue, FeatureSpec, HeadSpec, LabelledExample, Split, TaskKind,
+    TaskSpec, TokenizerSpec,
+};
 use plinth_plugin_sdk::{export_plugin, Component, Error, NoParams, Plugin};
 use plinth_plugin_tensors::tch::{Device, Kind, Tensor};
 use plinth_plugin_tensors::{module, TensorModule, LIBTORCH};
@@ -20,6 +26,51 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub struct Example;
+
+fn phrases_spec() -> DomainSpec {
+    DomainSpec {
+        value: "a phrase (whitespace collapsed, lower case)".into(),
+        splits: vec![DomainSplitSpec {
+            name: "first-word".into(),
+            description:
+                "phrases sharing a first word stay together; every tenth such group is test, the next validation".into(),
+        }],
+        features: Some(FeatureSpec { name: "letters".into(), size: 26 }),
+    }
+}
+
+/// The `phrases` domain: see the crate docs.
+fn phrases(req: DomainRequest) -> Result<Vec<DomainValue>, Error> {
+    Ok(req
+        .values
+        .iter()
+        .map(|v| {
+            let phrase = v.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+            if phrase.is_empty() {
+                return DomainValue::rejected("an empty phrase");
+            }
+            let mut features: Vec<u32> = phrase
+                .split(' ')
+                .filter_map(|w| w.bytes().next().filter(u8::is_ascii_lowercase).map(|b| u32::from(b - b'a')))
+                .collect();
+            features.sort_unstable();
+            features.dedup();
+            let split = req.split.as_ref().map(|_| {
+                let first = phrase.split(' ').next().unwrap_or("");
+                match plinth_plugin_sdk::protocol::fnv1a(first.bytes()) % 10 {
+                    0 => Split::Test,
+                    1 => Split::Validation,
+                    _ => Split::Train,
+                }
+            });
+            DomainValue {
+                features: if req.features { features } else { Vec::new() },
+                split,
+                ..DomainValue::accepted(phrase)
+            }
+        })
+        .collect())
+}
 
 struct Scale {
     w: Tensor,
@@ -143,6 +194,7 @@ impl Plugin for Example {
                 Scale { w: Tensor::full([1], 2.0, (Kind::Float, Device::Cpu)).set_requires_grad(true) },
             ),
             module("identity", "returns its input unchanged", serde_json::json!({}), Identity),
+            Component::domain("phrases", "a text column as phrases (see the crate docs)", phrases_spec(), phrases),
             Component::stage_fn("shout", "upper-cases the text field", shout),
             Component::stage_fn("explode", "panics on records whose text contains boom", |r: Text| {
                 if r.text.contains("boom") {

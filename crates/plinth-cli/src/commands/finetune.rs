@@ -169,7 +169,7 @@ pub(crate) struct PredictOptions {
     pub json: bool,
     pub too_long: TooLong,
     pub skip_invalid: bool,
-    /// A CSV, TSV or JSON Lines file of inputs (`column` names the input column).
+    /// A CSV, TSV, JSON Lines or Parquet file of inputs (`column` names the input column).
     pub input: Option<PathBuf>,
     pub column: Option<String>,
     /// Where the input file's rows go with the predictions added (default: stdout).
@@ -187,8 +187,11 @@ enum FileRows {
 /// Reads `path` (format by extension) and the inputs in `column`; a row without
 /// it is an input with a problem, reported like any other invalid input.
 fn read_input_file(path: &std::path::Path, column: &str) -> Result<(FileRows, Vec<Input>, Vec<Option<String>>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let format = FileFormat::of_path(path);
+    let text = match format {
+        Some(FileFormat::Parquet) => String::new(),
+        _ => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    };
     let mut inputs = Vec::new();
     let mut missing = Vec::new();
     let mut push = |line: usize, value: Option<String>| {
@@ -227,7 +230,21 @@ fn read_input_file(path: &std::path::Path, column: &str) -> Result<(FileRows, Ve
             }
             FileRows::Objects(rows)
         }
-        None => bail!("{}: the input file must be .csv, .tsv or .jsonl", path.display()),
+        Some(FileFormat::Parquet) => {
+            // Rows go out as CSV (or as --output's extension says); Parquet is not written.
+            let (header, table) = plinth_finetune::file_task::read_parquet(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let Some(at) = header.iter().position(|h| h == column) else {
+                bail!("{}: no column {column:?} in the file ({}); pass --column", path.display(), header.join(", "));
+            };
+            let rows: Vec<Vec<String>> =
+                table.into_iter().map(|r| r.into_iter().map(Option::unwrap_or_default).collect()).collect();
+            for (i, r) in rows.iter().enumerate() {
+                push(i + 1, Some(r[at].clone()));
+            }
+            FileRows::Table { delimiter: b',', header, rows }
+        }
+        None => bail!("{}: the input file must be .csv, .tsv, .jsonl or .parquet", path.display()),
     };
     Ok((rows, inputs, missing))
 }
@@ -374,6 +391,9 @@ pub(crate) fn predict(
                 "--output {} is the input file; choose another path (the input is never overwritten)",
                 path.display()
             );
+        }
+        if how.output.as_deref().and_then(FileFormat::of_path) == Some(FileFormat::Parquet) {
+            bail!("--output: predictions are written as CSV, TSV or JSON Lines, not Parquet; name a .csv, .tsv or .jsonl file");
         }
         let column = match (&how.column, tasks.iter().find_map(|t| t.meta.data.as_ref())) {
             (Some(c), _) => c.clone(),

@@ -109,12 +109,27 @@ fn example_plugin_loads_with_every_component_kind() {
                 "Data:lengths",
                 "Module:scale",
                 "Module:identity",
+                "Data:phrases",
                 "Stage:shout",
                 "Stage:explode"
             ]
         );
         let ComponentSpec::Task(spec) = &plugin.components[2].spec else { panic!("a task spec") };
         assert_eq!((spec.kind, spec.data.as_str()), (plinth_plugin_protocol::TaskKind::Regression, "lengths"));
+        // A domain over the C ABI: one answer per value, in order, with the split asked for.
+        let request = plinth_plugin_protocol::DomainRequest {
+            values: vec!["  Hello   World ".into(), "   ".into()],
+            features: true,
+            split: Some(plinth_plugin_protocol::DomainSplit {
+                name: "first-word".into(),
+                validation_fraction: 0.1,
+                test_fraction: 0.1,
+                seed: 0,
+            }),
+        };
+        let answers = host.ask("example", "phrases", &request).expect("domain answers");
+        assert_eq!((answers[0].value.as_str(), answers[0].features.as_slice()), ("hello world", &[7, 22][..]));
+        assert!(answers[0].split.is_some() && answers[1].reject.as_deref() == Some("an empty phrase"), "{answers:?}");
         let shout = host.open_stage("example", "shout", &Value::Null).expect("opens");
         let out = shout.run(&[rec(json!({"text": "hello", "id": 7})), rec(json!({"id": 8}))]).expect("one batch");
         assert_eq!(out[0], Outcome::Add(rec(json!({"text": "HELLO"}))), "only what the stage adds comes back");

@@ -570,3 +570,19 @@ impl FinetunedTask {
         count(&self.parts.vs) + self.own_base.as_ref().map_or(0, |(vs, _)| count(vs))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_scales_read_as_one_pair_or_a_list() {
+        #[derive(serde::Deserialize)]
+        struct Scales {
+            #[serde(deserialize_with = "super::scales")]
+            label_scale: Vec<(f64, f64)>,
+        }
+        let one: Scales = serde_json::from_str(r#"{"label_scale": [1.5, 2.0]}"#).expect("one pair");
+        assert_eq!(one.label_scale, [(1.5, 2.0)], "task.json files written before multi-output regression");
+        let many: Scales = serde_json::from_str(r#"{"label_scale": [[1.5, 2.0], [0.0, 1.0]]}"#).expect("pairs");
+        assert_eq!(many.label_scale, [(1.5, 2.0), (0.0, 1.0)]);
+    }
+}

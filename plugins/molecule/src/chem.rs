@@ -11,14 +11,19 @@ use crate::smiles;
 /// ECFP4 (Morgan radius 2) bit-vector width.
 pub const ECFP_BITS: usize = 2048;
 
+/// A valid molecule with its aromaticity perceived by RDKit's rules (chematic's
+/// RDKit-parity engine), so a Kekulé and an aromatic spelling of one molecule are
+/// the same molecule to everything after (canonical SMILES, fingerprints, SMARTS),
+/// as they are in RDKit. A molecule the engine cannot kekulize keeps the
+/// aromaticity it was written with.
 fn chematic_mol(s: &str) -> Result<chematic_core::Molecule, String> {
     smiles::parse(s).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
-    chematic_smiles::parse(s.trim()).map_err(|e| format!("invalid SMILES {s:?}: {e}"))
+    let mol = chematic_smiles::parse(s.trim()).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
+    Ok(chematic_perception::apply_aromaticity_rdkit_parity_experimental(&mol).unwrap_or(mol))
 }
 
-/// Canonical SMILES of a valid molecule (aromatic input stays aromatic: plinth
-/// does not re-perceive aromaticity, so a Kekulé and an aromatic spelling of
-/// one molecule canonicalise differently).
+/// Canonical SMILES of a valid molecule (aromaticity perceived as RDKit does, so
+/// a Kekulé and an aromatic spelling canonicalise alike).
 pub fn canonical(s: &str) -> Result<String, String> {
     let written =
         canonical_connected(&chematic_mol(s)?).map_err(|why| format!("no canonical SMILES for {s:?}: {why}"))?;

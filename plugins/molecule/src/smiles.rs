@@ -682,21 +682,12 @@ impl Mol {
             degree[b.a] += 1;
             degree[b.b] += 1;
         }
-        // Peel terminal non-ring atoms until only rings and linkers remain; an
-        // atom joined by a double bond to a kept ring/linker atom stays.
+        // Peel terminal non-ring atoms until only rings and the linkers between
+        // them remain (the frame).
         loop {
             let mut changed = false;
             for i in 0..n {
                 if !keep[i] || self.in_ring[i] || degree[i] > 1 {
-                    continue;
-                }
-                let exo_double = self.bonds.iter().any(|b| {
-                    (b.a == i || b.b == i)
-                        && b.order == Order::Double
-                        && keep[if b.a == i { b.b } else { b.a }]
-                        && self.in_ring[if b.a == i { b.b } else { b.a }]
-                });
-                if exo_double && degree[i] == 1 {
                     continue;
                 }
                 keep[i] = false;
@@ -714,14 +705,23 @@ impl Mol {
                 break;
             }
         }
+        // As RDKit's MurckoDecompose: an atom joined by a double bond to a frame
+        // atom stays (a ring or linker C=O, a sulfone's oxygens, an exocyclic C=C),
+        // without its own other substituents.
+        let frame = keep.clone();
+        for b in self.bonds.iter().filter(|b| b.order == Order::Double) {
+            if frame[b.a] != frame[b.b] {
+                keep[if frame[b.a] { b.b } else { b.a }] = true;
+            }
+        }
         if !self.in_ring.iter().zip(&keep).any(|(r, k)| *r && *k) {
             return String::new();
         }
         self.write_subgraph(&keep)
     }
 
-    /// A (non-canonical) SMILES of the atoms in `keep`. Aromatic atoms that lost a
-    /// substituent and need a hydrogen to stay valid are written `[nH]`.
+    /// A (non-canonical) SMILES of the atoms in `keep`, hydrogens filled in where
+    /// substituents were cut (see `atom_text`).
     fn write_subgraph(&self, keep: &[bool]) -> String {
         let n = self.atoms.len();
         let mut adj: Vec<Vec<(usize, Order)>> = vec![Vec::new(); n];
@@ -783,8 +783,15 @@ impl Mol {
         let atom_text = |i: usize| {
             let a = &self.atoms[i];
             let sym = if a.aromatic { a.element.to_lowercase() } else { a.element.clone() };
-            let needs_h = a.aromatic && a.element == "N" && lost[i] > 0 && a.hcount.is_none();
-            if a.bracket || needs_h {
+            // An aromatic nitrogen that lost a substituent takes a hydrogen; a charged
+            // bracket atom takes one per bond lost; an uncharged aliphatic bracket atom
+            // of the organic subset is written plain (its chirality dropped, its
+            // hydrogens implicit), as RDKit's scaffold without chirality has it.
+            let organic = ["B", "C", "N", "O", "P", "S", "F", "Cl", "Br", "I"].contains(&a.element.as_str());
+            let plain = a.bracket && organic && a.charge == 0 && !a.aromatic;
+            let needs_h = (a.aromatic && a.element == "N" && lost[i] > 0 && a.hcount.is_none())
+                || (a.bracket && a.charge != 0 && lost[i] > 0);
+            if (a.bracket && !plain) || needs_h {
                 let h = a.hcount.unwrap_or(0) + if needs_h { lost[i] } else { 0 };
                 let hs = match h {
                     0 => String::new(),

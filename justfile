@@ -81,3 +81,7 @@ fuzz seconds="120" *targets="": setup
 # Lipophilicity and BBC News used as a user's own CSV files (file tasks) on the tiny bases (BENCHMARKS.md, "Your own data")
 bench-file-tasks: build
     bench/file_tasks.sh
+
+# ESOL and BBBP on DeepChem's scaffold split, three seeds each, with their baselines (BENCHMARKS.md, "Molecules")
+bench-molecule-seeds *tasks="": build
+    bench/molecule_seeds.sh {{tasks}}

@@ -17,8 +17,33 @@ pub const ECFP_BITS: usize = 2048;
 /// as they are in RDKit. A molecule the engine cannot kekulize keeps the
 /// aromaticity it was written with.
 fn chematic_mol(s: &str) -> Result<chematic_core::Molecule, String> {
-    smiles::parse(s).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
-    let mol = chematic_smiles::parse(s.trim()).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
+    let ours = smiles::parse(s).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
+    let mut mol = chematic_smiles::parse(s.trim()).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
+    // The checker's clean-up (an N-oxide written `n=O` becomes `[n+][O-]`, as RDKit
+    // reads it) carried over: both parsers number atoms in the order written.
+    if ours.atoms.len() == mol.atom_count() {
+        for (i, a) in ours.atoms.iter().enumerate() {
+            let idx = chematic_core::AtomIdx(i as u32);
+            if i32::from(mol.atom(idx).charge) != a.charge {
+                mol.set_charge(idx, a.charge as i8);
+            }
+        }
+        let single: Vec<chematic_core::BondIdx> = mol
+            .bonds()
+            .filter(|(_, b)| {
+                b.order == chematic_core::BondOrder::Double
+                    && ours.bonds.iter().any(|o| {
+                        o.order == smiles::Order::Single
+                            && ((o.a, o.b) == (b.atom1.0 as usize, b.atom2.0 as usize)
+                                || (o.b, o.a) == (b.atom1.0 as usize, b.atom2.0 as usize))
+                    })
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in single {
+            mol = mol.with_bond_order(k, chematic_core::BondOrder::Single);
+        }
+    }
     Ok(chematic_perception::apply_aromaticity_rdkit_parity_experimental(&mol).unwrap_or(mol))
 }
 
@@ -396,5 +421,12 @@ mod tests {
         assert!(tanimoto(&a, &b) > tanimoto(&a, &c));
         let (wa, wb) = (ecfp4_words("CCOc1ccccc1").expect("a"), ecfp4_words("CCOc1ccccc1C").expect("b"));
         assert!((tanimoto_words(&wa, &wb) - tanimoto(&a, &b)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_n_oxide_written_n_double_o_canonicalises_like_its_charge_separated_form() {
+        let a = canonical("Nc1cc(nc(N)n1=O)N2CCCCC2").expect("minoxidil as ESOL writes it");
+        let b = canonical("Nc1cc(nc(N)[n+]1[O-])N2CCCCC2").expect("charge-separated");
+        assert_eq!(a, b);
     }
 }

@@ -498,8 +498,9 @@ fn ring_atoms(n: usize, bonds: &[Bond]) -> Vec<bool> {
     in_ring
 }
 
-fn check(atoms: Vec<Atom>, mut bonds: Vec<Bond>) -> Result<Mol, Invalid> {
+fn check(mut atoms: Vec<Atom>, mut bonds: Vec<Bond>) -> Result<Mol, Invalid> {
     let n = atoms.len();
+    charge_separate_n_oxides(&mut atoms, &mut bonds);
     let in_ring = ring_atoms(n, &bonds);
     for (i, a) in atoms.iter().enumerate() {
         if a.aromatic && !in_ring[i] {
@@ -594,6 +595,52 @@ fn check(atoms: Vec<Atom>, mut bonds: Vec<Bond>) -> Result<Mol, Invalid> {
 
 /// Backtracking perfect matching, the most constrained atom first; molecules are
 /// small, and `budget` bounds pathological inputs.
+/// RDKit's clean-up of five-valent nitrogen before its valence check: a neutral
+/// nitrogen with a double bond to a terminal neutral oxygen and five bonds in all
+/// (a nitro group written `N(=O)=O`, an N-oxide written `n=O` in an aromatic
+/// ring) becomes `[N+]-[O-]`, one oxygen per nitrogen.
+fn charge_separate_n_oxides(atoms: &mut [Atom], bonds: &mut [Bond]) {
+    let mut degree = vec![0usize; atoms.len()];
+    let mut sum = vec![0u32; atoms.len()];
+    for b in bonds.iter() {
+        degree[b.a] += 1;
+        degree[b.b] += 1;
+        sum[b.a] += b.order.valence();
+        sum[b.b] += b.order.valence();
+    }
+    for i in 0..atoms.len() {
+        let a = &atoms[i];
+        if a.element != "N" || a.charge != 0 {
+            continue;
+        }
+        // Aromatic bonds count 1 here; an aromatic nitrogen's ring gives it one more.
+        let total = sum[i] + a.hcount.unwrap_or(0) + u32::from(a.aromatic);
+        if total != 5 {
+            continue;
+        }
+        let oxygen = bonds.iter().position(|b| {
+            let o = if b.a == i {
+                b.b
+            } else if b.b == i {
+                b.a
+            } else {
+                return false;
+            };
+            b.order == Order::Double
+                && atoms[o].element == "O"
+                && atoms[o].charge == 0
+                && degree[o] == 1
+                && atoms[o].hcount.unwrap_or(0) == 0
+        });
+        if let Some(k) = oxygen {
+            let o = if bonds[k].a == i { bonds[k].b } else { bonds[k].a };
+            bonds[k].order = Order::Single;
+            atoms[i].charge = 1;
+            atoms[o].charge = -1;
+        }
+    }
+}
+
 fn kekule(needs: &[bool], adj: &[Vec<(usize, usize)>], mate: &mut [usize], budget: &mut usize) -> bool {
     if *budget == 0 {
         return false;
@@ -916,9 +963,14 @@ mod tests {
             "C[n+]1ccccc1",
             "Cc1ccc2[nH]c(=O)oc2c1",
             "CCN(=O)=O",
+            // ESOL's minoxidil: an N-oxide written n=O, which RDKit reads as [n+][O-].
+            "Nc1cc(nc(N)n1=O)N2CCCCC2",
+            "O=n1ccccc1",
         ] {
             assert!(parse(s).is_ok(), "{s}: {:?}", parse(s).err());
         }
+        let m = parse("Nc1cc(nc(N)n1=O)N2CCCCC2").expect("minoxidil");
+        assert_eq!(m.atoms.iter().map(|a| a.charge).filter(|&c| c != 0).collect::<Vec<_>>(), [1, -1]);
     }
 
     #[test]

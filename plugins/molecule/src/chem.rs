@@ -20,29 +20,38 @@ fn chematic_mol(s: &str) -> Result<chematic_core::Molecule, String> {
     let ours = smiles::parse(s).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
     let mut mol = chematic_smiles::parse(s.trim()).map_err(|e| format!("invalid SMILES {s:?}: {e}"))?;
     // The checker's clean-up (an N-oxide written `n=O` becomes `[n+][O-]`, as RDKit
-    // reads it) carried over: both parsers number atoms in the order written.
-    if ours.atoms.len() == mol.atom_count() {
-        for (i, a) in ours.atoms.iter().enumerate() {
-            let idx = chematic_core::AtomIdx(i as u32);
-            if i32::from(mol.atom(idx).charge) != a.charge {
-                mol.set_charge(idx, a.charge as i8);
+    // reads it) carried over, the molecule rebuilt as if written charge-separated:
+    // both parsers number atoms in the order written.
+    let changed: Vec<usize> = (0..ours.atoms.len())
+        .filter(|&i| i32::from(mol.atom(chematic_core::AtomIdx(i as u32)).charge) != ours.atoms[i].charge)
+        .collect();
+    if !changed.is_empty() && ours.atoms.len() == mol.atom_count() {
+        let mut built = chematic_core::MoleculeBuilder::new();
+        for (idx, atom) in mol.atoms() {
+            let mut atom = atom.clone();
+            let i = idx.0 as usize;
+            if changed.contains(&i) {
+                atom.charge = ours.atoms[i].charge as i8;
+                atom.hydrogen_count = Some(ours.hydrogens[i] as u8);
             }
+            built.add_atom(atom);
         }
-        let single: Vec<chematic_core::BondIdx> = mol
-            .bonds()
-            .filter(|(_, b)| {
-                b.order == chematic_core::BondOrder::Double
-                    && ours.bonds.iter().any(|o| {
-                        o.order == smiles::Order::Single
-                            && ((o.a, o.b) == (b.atom1.0 as usize, b.atom2.0 as usize)
-                                || (o.b, o.a) == (b.atom1.0 as usize, b.atom2.0 as usize))
-                    })
-            })
-            .map(|(k, _)| k)
-            .collect();
-        for k in single {
-            mol = mol.with_bond_order(k, chematic_core::BondOrder::Single);
+        for (_, b) in mol.bonds() {
+            let (a1, a2) = (b.atom1.0 as usize, b.atom2.0 as usize);
+            let single = ours
+                .bonds
+                .iter()
+                .any(|o| o.order == smiles::Order::Single && ((o.a, o.b) == (a1, a2) || (o.b, o.a) == (a1, a2)));
+            let order = if single && b.order == chematic_core::BondOrder::Double {
+                chematic_core::BondOrder::Single
+            } else {
+                b.order
+            };
+            let _ = built.add_bond(b.atom1, b.atom2, order);
         }
+        built.copy_stereo_from(&mol);
+        built.copy_bond_directions_from(&mol);
+        mol = built.build();
     }
     Ok(chematic_perception::apply_aromaticity_rdkit_parity_experimental(&mol).unwrap_or(mol))
 }

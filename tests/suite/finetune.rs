@@ -506,20 +506,11 @@ fn a_domain_through_the_sdk_is_checked_on_both_sides() {
     }
     std::fs::write(dir.path().join("w.csv"), body).expect("write");
     let mut cfg = FileTaskConfig {
-        path: dir.path().join("w.csv"),
-        format: None,
         input: "word".into(),
         domain: Some("words".into()),
         label: Labels::One("n".into()),
-        kind: FileTaskKind::Regression,
         split: "initial".into(),
-        seed: 0,
-        validation_fraction: 0.1,
-        test_fraction: 0.1,
-        max_bad_share: 0.05,
-        metric: None,
-        prompt: None,
-        completion: None,
+        ..FileTaskConfig::new(dir.path().join("w.csv"), FileTaskKind::Regression)
     };
     let plugins = PluginTest::new("words", Words { short_reply: false }).expect("plugin");
     let err = load(&cfg, Some(&plugins)).expect_err("no validation rows").to_string();

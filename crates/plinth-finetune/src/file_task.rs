@@ -279,6 +279,27 @@ enum SplitBy {
 }
 
 impl FileTaskConfig {
+    /// A config for `path` and `kind` with every other key at its default (the
+    /// columns still to be named: `input` and `label`, or `prompt`/`completion`).
+    pub fn new(path: impl Into<PathBuf>, kind: FileTaskKind) -> Self {
+        FileTaskConfig {
+            path: path.into(),
+            format: None,
+            input: String::new(),
+            domain: None,
+            label: Labels::None,
+            kind,
+            split: default_split(),
+            seed: 0,
+            validation_fraction: tenth(),
+            test_fraction: tenth(),
+            max_bad_share: default_max_bad(),
+            metric: None,
+            prompt: None,
+            completion: None,
+        }
+    }
+
     /// The task's name when the config gives none: the file's stem.
     pub fn default_name(&self) -> String {
         self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into())
@@ -937,22 +958,7 @@ mod tests {
     fn config(dir: &Path, name: &str, body: &str, kind: FileTaskKind) -> FileTaskConfig {
         let path = dir.join(name);
         std::fs::write(&path, body).expect("write");
-        FileTaskConfig {
-            path,
-            format: None,
-            input: "text".into(),
-            domain: None,
-            label: "y".into(),
-            kind,
-            split: "random".into(),
-            seed: 0,
-            validation_fraction: 0.1,
-            test_fraction: 0.1,
-            max_bad_share: 0.05,
-            metric: None,
-            prompt: None,
-            completion: None,
-        }
+        FileTaskConfig { input: "text".into(), label: "y".into(), ..FileTaskConfig::new(path, kind) }
     }
 
     fn csv_rows(n: usize, label: impl Fn(usize) -> String) -> String {
@@ -1107,22 +1113,7 @@ mod tests {
     }
 
     fn fixture_config(name: &str, input: &str, label: Labels, kind: FileTaskKind) -> FileTaskConfig {
-        FileTaskConfig {
-            path: fixture(name),
-            format: None,
-            input: input.into(),
-            domain: None,
-            label,
-            kind,
-            split: "random".into(),
-            seed: 0,
-            validation_fraction: 0.1,
-            test_fraction: 0.1,
-            max_bad_share: 0.05,
-            metric: None,
-            prompt: None,
-            completion: None,
-        }
+        FileTaskConfig { input: input.into(), label, ..FileTaskConfig::new(fixture(name), kind) }
     }
 
     fn many(columns: &[&str]) -> Labels {

@@ -59,8 +59,24 @@ fn chematic_mol(s: &str) -> Result<chematic_core::Molecule, String> {
 /// Canonical SMILES of a valid molecule (aromaticity perceived as RDKit does, so
 /// a Kekulé and an aromatic spelling canonicalise alike).
 pub fn canonical(s: &str) -> Result<String, String> {
-    let written =
-        canonical_connected(&chematic_mol(s)?).map_err(|why| format!("no canonical SMILES for {s:?}: {why}"))?;
+    canonical_of(s, &chematic_mol(s)?)
+}
+
+/// The canonical SMILES and the packed ECFP4 of one molecule, parsed (and its
+/// aromaticity perceived) once: what the novelty reference needs per molecule.
+pub fn canonical_and_ecfp4_words(s: &str) -> Result<(String, Words), String> {
+    let mol = chematic_mol(s)?;
+    let fp = chematic_fp::ecfp4(&mol);
+    let mut w = [0u64; ECFP_BITS / 64];
+    for b in (0..ECFP_BITS).filter(|&b| fp.get(b)) {
+        w[b / 64] |= 1 << (b % 64);
+    }
+    Ok((canonical_of(s, &mol)?, w))
+}
+
+/// [`canonical`] of `s` parsed as `mol`.
+fn canonical_of(s: &str, mol: &chematic_core::Molecule) -> Result<String, String> {
+    let written = canonical_connected(mol).map_err(|why| format!("no canonical SMILES for {s:?}: {why}"))?;
     if !written.contains('.') {
         return Ok(written);
     }

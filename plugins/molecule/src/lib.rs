@@ -565,10 +565,8 @@ fn reference(max: usize) -> Result<std::sync::Arc<Reference>, String> {
     let mut canonical = std::collections::HashSet::with_capacity(train.len());
     let mut fps = Vec::with_capacity(train.len());
     for s in &train {
-        if let Ok(c) = chem::canonical(s) {
+        if let Ok((c, f)) = chem::canonical_and_ecfp4_words(s) {
             canonical.insert(c);
-        }
-        if let Ok(f) = chem::ecfp4_words(s) {
             fps.push(f);
         }
     }

@@ -670,6 +670,7 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>, plugins: Option<&dy
             _ => None,
         };
         let asked_split = split.is_some();
+        let feature_size = domain.as_ref().and_then(|d| d.features.as_ref()).map_or(0, |f| f.size);
         let answers = ask_domain(
             plugins,
             (&plugin, &component),
@@ -685,6 +686,11 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>, plugins: Option<&dy
                 }
                 None if asked_split && answer.split.is_none() => {
                     return Err(FinetuneError::Plugin(format!("domain {plugin}/{component} gave line {line} no split")))
+                }
+                None if answer.features.iter().any(|&k| k as usize >= feature_size) => {
+                    return Err(FinetuneError::Plugin(format!(
+                        "domain {plugin}/{component} gave line {line} a feature index past its {feature_size} features"
+                    )))
                 }
                 None => {
                     row.text = answer.value;
@@ -1238,7 +1244,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, v)| match v.matches('(').count() == v.matches(')').count() {
                     true => DomainValue {
-                        features: if req.features { vec![u32::from(v.as_bytes()[0]) % 128] } else { vec![] },
+                        features: if req.features { vec![u32::from(v.as_bytes()[0])] } else { vec![] },
                         split: req
                             .split
                             .as_ref()
@@ -1285,6 +1291,14 @@ mod tests {
         cfg.split = "random".into();
         let t = load(&cfg, Some(&FakeDomain)).expect("random split, domain inputs");
         assert_eq!(t.train.len() + t.validation.len() + t.test.len(), 203);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body: String = std::iter::once("smiles,logS\n".to_string())
+            .chain((0..40).map(|i| format!("{}CCO,{i}\n", if i == 3 { "é" } else { "" })))
+            .collect();
+        let odd = config(dir.path(), "odd.csv", &body, FileTaskKind::Regression);
+        let odd = FileTaskConfig { input: "smiles".into(), label: "logS".into(), domain: Some("mol".into()), ..odd };
+        let err = load(&odd, Some(&FakeDomain)).expect_err("index 195 of 128").to_string();
+        assert!(err.contains("gave line 5 a feature index past its 128 features"), "{err}");
         cfg.domain = Some("mol/validate".into());
         assert!(load(&cfg, Some(&FakeDomain))
             .expect_err("not a domain")

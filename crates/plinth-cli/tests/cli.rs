@@ -613,6 +613,28 @@ max_len = 32
         rows[0].ends_with(",error") && rows[2].starts_with("2,,,") && rows[2].contains("no text") && rows.len() == 4,
         "{written}"
     );
+    // A file longer than one chunk (2,048 rows) streams through in order, its header
+    // written once; a file with a bad row leaves an existing output untouched.
+    let many: String = std::iter::once("id,text\n".to_string())
+        .chain((0..4500).map(|i| format!("{i},the cat sat {}\n", ["down", "up", "still"][i % 3])))
+        .collect();
+    std::fs::write(dir.join("many.csv"), many).expect("write");
+    let out = plinth(&["predict", "--run", "ft-file", "--input", "many.csv", "--output", "many-out.csv"], dir);
+    assert!(out.status.success(), "{}", text(&out));
+    let written = std::fs::read_to_string(dir.join("many-out.csv")).expect("many-out.csv");
+    let ids: Vec<&str> = written.lines().skip(1).map(|l| l.split(',').next().unwrap_or("")).collect();
+    assert_eq!(ids.len(), 4500, "every row once");
+    assert!(ids.iter().enumerate().all(|(i, id)| *id == i.to_string()), "rows in the input's order");
+    assert_eq!(written.matches("id,text,sizes").count(), 1, "one header");
+    std::fs::write(dir.join("kept.csv"), "old output\n").expect("write");
+    let out = plinth(&["predict", "--run", "ft-file", "--input", "holes.csv", "--output", "kept.csv"], dir);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(dir.join("kept.csv")).expect("kept"), "old output\n");
+    assert!(std::fs::read_dir(dir).expect("dir").all(|e| !e
+        .expect("entry")
+        .file_name()
+        .to_string_lossy()
+        .contains(".partial-")));
     let out = plinth(&["predict", "--run", "ft-file", "--input", "in.csv", "--output", "./in.csv"], dir);
     assert!(!out.status.success() && text(&out).contains("never overwritten"), "{}", text(&out));
     // The file task in a pipeline: a TSV read with a column renamed, then its predict stage.

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use plinth_finetune::file_task::FileFormat;
-use plinth_finetune::Prediction;
 
 use super::pretrain::join_group;
 use super::{load_tasks, plugin_data};
@@ -176,178 +175,6 @@ pub(crate) struct PredictOptions {
     pub output: Option<PathBuf>,
 }
 
-/// An input file's rows, kept whole so the output lines up with them.
-enum FileRows {
-    /// CSV or TSV: the header and each row's fields.
-    Table { delimiter: u8, header: Vec<String>, rows: Vec<Vec<String>> },
-    /// JSON Lines: each row's object.
-    Objects(Vec<serde_json::Map<String, serde_json::Value>>),
-}
-
-/// Reads `path` (format by extension) and the inputs in `column`; a row without
-/// it is an input with a problem, reported like any other invalid input.
-fn read_input_file(path: &std::path::Path, column: &str) -> Result<(FileRows, Vec<Input>, Vec<Option<String>>)> {
-    let format = FileFormat::of_path(path);
-    let text = match format {
-        Some(FileFormat::Parquet) => String::new(),
-        _ => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-    };
-    let mut inputs = Vec::new();
-    let mut missing = Vec::new();
-    let mut push = |line: usize, value: Option<String>| {
-        let text = value.clone().unwrap_or_default();
-        inputs.push(Input { origin: format!("line {line}"), line: Some(line), text });
-        missing.push(match value {
-            Some(v) if !v.trim().is_empty() => None,
-            _ => Some(format!("no {column} in this row")),
-        });
-    };
-    let rows = match format {
-        Some(table @ (FileFormat::Csv | FileFormat::Tsv)) => {
-            let delimiter = table.delimiter();
-            let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).from_reader(text.as_bytes());
-            let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
-            let Some(at) = header.iter().position(|h| h.trim() == column) else {
-                bail!("{}: no column {column:?} in the header ({}); pass --column", path.display(), header.join(", "));
-            };
-            let mut rows = Vec::new();
-            for record in reader.records() {
-                let record = record.with_context(|| format!("reading {}", path.display()))?;
-                let line = record.position().map_or(0, |p| p.line() as usize);
-                let fields: Vec<String> = record.iter().map(str::to_string).collect();
-                push(line, fields.get(at).cloned());
-                rows.push(fields);
-            }
-            FileRows::Table { delimiter, header, rows }
-        }
-        Some(FileFormat::Jsonl) => {
-            let mut rows = Vec::new();
-            for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(l)
-                    .with_context(|| format!("{} line {}: not a JSON object", path.display(), i + 1))?;
-                push(i + 1, obj.get(column).and_then(|v| v.as_str()).map(str::to_string));
-                rows.push(obj);
-            }
-            FileRows::Objects(rows)
-        }
-        Some(FileFormat::Parquet) => {
-            // Rows go out as CSV (or as --output's extension says); Parquet is not written.
-            let (header, table) = plinth_finetune::file_task::read_parquet(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let Some(at) = header.iter().position(|h| h == column) else {
-                bail!("{}: no column {column:?} in the file ({}); pass --column", path.display(), header.join(", "));
-            };
-            let rows: Vec<Vec<String>> =
-                table.into_iter().map(|r| r.into_iter().map(Option::unwrap_or_default).collect()).collect();
-            for (i, r) in rows.iter().enumerate() {
-                push(i + 1, Some(r[at].clone()));
-            }
-            FileRows::Table { delimiter: b',', header, rows }
-        }
-        None => bail!("{}: the input file must be .csv, .tsv, .jsonl or .parquet", path.display()),
-    };
-    Ok((rows, inputs, missing))
-}
-
-/// Writes the input rows with `answers` (one per row; none for a skipped row, whose
-/// reason goes in an `error` column) to `output` or stdout, in the input's format
-/// (or `output`'s, by extension).
-fn write_output_file(
-    rows: FileRows,
-    answers: &[Option<serde_json::Map<String, serde_json::Value>>],
-    errors: &[Option<String>],
-    keys: &[String],
-    targets: &[Vec<String>],
-    output: Option<&std::path::Path>,
-) -> Result<()> {
-    // Each key's columns: KEY, and for classes KEY_probability and KEY_p_CLASS;
-    // for several targets (values or label probabilities) KEY_TARGET each.
-    enum Cell {
-        Main,
-        Probability,
-        Class(String),
-        Target(String),
-    }
-    let mut columns: Vec<(String, String, Cell)> = Vec::new(); // (column, key, what)
-    let first = answers.iter().flatten().next();
-    for (key, targets) in keys.iter().zip(targets) {
-        // Several targets, in the task's order.
-        if !targets.is_empty() {
-            for t in targets {
-                columns.push((format!("{key}_{t}"), key.clone(), Cell::Target(t.clone())));
-            }
-            continue;
-        }
-        columns.push((key.clone(), key.clone(), Cell::Main));
-        if let Some(probs) = first.and_then(|a| a[key].get("probabilities")).and_then(|p| p.as_object()) {
-            columns.push((format!("{key}_probability"), key.clone(), Cell::Probability));
-            for class in probs.keys() {
-                columns.push((format!("{key}_p_{class}"), key.clone(), Cell::Class(class.clone())));
-            }
-        }
-    }
-    let any_error = errors.iter().any(Option::is_some);
-    let cell = |a: &serde_json::Map<String, serde_json::Value>, key: &str, what: &Cell| -> String {
-        let v = &a[key];
-        match what {
-            Cell::Main => v.get("label").and_then(|l| l.as_str()).map(str::to_string).unwrap_or_else(|| v.to_string()),
-            Cell::Probability => v["probability"].to_string(),
-            Cell::Class(c) => v["probabilities"][c].to_string(),
-            Cell::Target(t) => v["targets"][t].to_string(),
-        }
-    };
-    let mut bytes = Vec::new();
-    match rows {
-        FileRows::Table { delimiter, header, rows } => {
-            // `--output`'s extension picks CSV or TSV; otherwise the input's separator.
-            let delimiter = match output.and_then(FileFormat::of_path) {
-                Some(table @ (FileFormat::Csv | FileFormat::Tsv)) => table.delimiter(),
-                _ => delimiter,
-            };
-            let mut w = csv::WriterBuilder::new().delimiter(delimiter).flexible(true).from_writer(&mut bytes);
-            let mut head = header.clone();
-            head.extend(columns.iter().map(|c| c.0.clone()));
-            if any_error {
-                head.push("error".into());
-            }
-            w.write_record(&head)?;
-            for ((mut fields, answer), error) in rows.into_iter().zip(answers).zip(errors) {
-                fields.resize(header.len(), String::new());
-                for (_, key, class) in &columns {
-                    fields.push(answer.as_ref().map(|a| cell(a, key, class)).unwrap_or_default());
-                }
-                if any_error {
-                    fields.push(error.clone().unwrap_or_default());
-                }
-                w.write_record(&fields)?;
-            }
-            w.flush()?;
-        }
-        FileRows::Objects(rows) => {
-            for ((mut obj, answer), error) in rows.into_iter().zip(answers).zip(errors) {
-                if let Some(a) = answer {
-                    for key in keys {
-                        obj.insert(key.clone(), a[key].clone());
-                    }
-                }
-                if let Some(e) = error {
-                    obj.insert("error".into(), serde_json::Value::from(e.as_str()));
-                }
-                bytes.extend(serde_json::to_string(&obj)?.into_bytes());
-                bytes.push(b'\n');
-            }
-        }
-    }
-    match output {
-        Some(path) => plinth_model::checkpoint::write_atomic(path, &bytes)?,
-        None => {
-            use std::io::Write;
-            std::io::stdout().lock().write_all(&bytes)?;
-        }
-    }
-    Ok(())
-}
-
 /// One input and where it came from, for error messages.
 struct Input {
     /// `line N` (stdin counting blank lines, or the input file's line) or `argument N`.
@@ -379,8 +206,6 @@ pub(crate) fn predict(
             t.dir.display()
         );
     }
-    let mut file: Option<FileRows> = None;
-    let mut missing: Vec<Option<String>> = Vec::new();
     if let Some(path) = &how.input {
         if !inputs.is_empty() {
             bail!("give inputs as arguments or with --input, not both");
@@ -400,12 +225,18 @@ pub(crate) fn predict(
             (None, Some(d)) => d.input.clone(),
             (None, None) => bail!("--input needs --column (the column holding the inputs)"),
         };
-        let (rows, file_inputs, file_missing) = read_input_file(path, &column)?;
-        file = Some(rows);
-        inputs = file_inputs;
-        missing = file_missing;
+        return super::predict_file::predict_file(
+            &tasks,
+            &ck,
+            &answer_keys(&tasks, runs),
+            path,
+            &column,
+            how.output.as_deref(),
+            how.too_long,
+            how.skip_invalid,
+        );
     }
-    if inputs.is_empty() && file.is_none() {
+    if inputs.is_empty() {
         for (i, line) in std::io::stdin().lock().lines().enumerate() {
             let text = line.with_context(|| format!("reading line {} of stdin", i + 1))?;
             if !text.trim().is_empty() {
@@ -420,9 +251,6 @@ pub(crate) fn predict(
     // the plugin's own check (an invalid SMILES, say) and the task's length.
     let texts: Vec<String> = inputs.iter().map(|i| i.text.clone()).collect();
     let mut problems: Vec<Vec<String>> = vec![Vec::new(); inputs.len()];
-    for (p, m) in problems.iter_mut().zip(&missing) {
-        p.extend(m.clone());
-    }
     let mut cut: Vec<bool> = vec![false; inputs.len()];
     let plugins = if tasks.iter().any(|t| t.needs_plugins()) { Some(plugin_data()?) } else { None };
     // Each task's reading of each input (a domain's canonical form, say).
@@ -489,52 +317,13 @@ pub(crate) fn predict(
             a
         })
         .collect();
-    // Answers are keyed by task name, or name@run when two runs learnt the same task.
-    let keys: Vec<String> = tasks
-        .iter()
-        .zip(runs)
-        .map(|(t, r)| match tasks.iter().filter(|o| o.meta.task == t.meta.task).count() {
-            1 => t.meta.task.clone(),
-            _ => format!("{}@{}", t.meta.task, r.display()),
-        })
-        .collect();
+    let keys = answer_keys(&tasks, runs);
     for ((task, key), reads) in tasks.iter().zip(&keys).zip(&prepared) {
         let texts: Vec<String> = keep.iter().map(|&i| reads[i].clone()).collect();
         for (answer, p) in answers.iter_mut().zip(task.predict_labelled(&ck, &texts, 64)?) {
-            let value = match p {
-                Prediction::Value(v) => serde_json::json!(v),
-                Prediction::Label { label, probability, probabilities } => {
-                    let probs: serde_json::Map<String, serde_json::Value> =
-                        probabilities.into_iter().map(|(l, p)| (l, serde_json::json!(p))).collect();
-                    serde_json::json!({"label": label, "probability": probability, "probabilities": probs})
-                }
-                Prediction::Targets(values) => {
-                    let each: serde_json::Map<String, serde_json::Value> =
-                        values.into_iter().map(|(t, v)| (t, serde_json::json!(v))).collect();
-                    serde_json::json!({ "targets": each })
-                }
-            };
+            let value = super::predict_file::prediction_json(p);
             answer.insert(key.clone(), value);
         }
-    }
-    if let Some(rows) = file {
-        let mut by_row: Vec<Option<serde_json::Map<String, serde_json::Value>>> = vec![None; inputs.len()];
-        for (&i, a) in keep.iter().zip(answers) {
-            by_row[i] = Some(a);
-        }
-        let errors: Vec<Option<String>> = problems.iter().map(|p| (!p.is_empty()).then(|| p.join("; "))).collect();
-        let targets: Vec<Vec<String>> = tasks.iter().map(|t| t.meta.spec.targets.clone()).collect();
-        write_output_file(rows, &by_row, &errors, &keys, &targets, how.output.as_deref())?;
-        if let Some(out) = &how.output {
-            eprintln!("wrote {} rows with predictions to {}", inputs.len(), out.display());
-        }
-        if invalid > 0 {
-            bail!(
-                "skipped {invalid} invalid inputs of {} (listed above; their rows carry the reason in `error`)",
-                inputs.len()
-            );
-        }
-        return Ok(());
     }
     let json = how.json;
     for a in &answers {
@@ -567,8 +356,20 @@ pub(crate) fn predict(
     Ok(())
 }
 
+/// Answers are keyed by task name, or name@run when two runs learnt the same task.
+fn answer_keys(tasks: &[plinth_finetune::FinetunedTask], runs: &[PathBuf]) -> Vec<String> {
+    tasks
+        .iter()
+        .zip(runs)
+        .map(|(t, r)| match tasks.iter().filter(|o| o.meta.task == t.meta.task).count() {
+            1 => t.meta.task.clone(),
+            _ => format!("{}@{}", t.meta.task, r.display()),
+        })
+        .collect()
+}
+
 /// An input as an error message shows it: its first 60 characters.
-fn shorten(text: &str) -> String {
+pub(crate) fn shorten(text: &str) -> String {
     match text.char_indices().nth(60) {
         Some((at, _)) => format!("{}...", &text[..at]),
         None => text.to_string(),

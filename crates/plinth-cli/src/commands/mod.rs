@@ -7,6 +7,7 @@ pub mod finetune;
 pub mod interop;
 pub mod pipeline;
 pub mod plugins;
+pub mod predict_file;
 pub mod pretrain;
 
 use std::path::{Path, PathBuf};

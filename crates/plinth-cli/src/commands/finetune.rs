@@ -247,64 +247,24 @@ pub(crate) fn predict(
     if inputs.is_empty() {
         bail!("nothing to predict: pass inputs as arguments, one per line on stdin, or --input FILE");
     }
-    // Every input is checked against every task before anything is predicted:
-    // the plugin's own check (an invalid SMILES, say) and the task's length.
+    // Every input is checked against every task before anything is predicted.
     let texts: Vec<String> = inputs.iter().map(|i| i.text.clone()).collect();
-    let mut problems: Vec<Vec<String>> = vec![Vec::new(); inputs.len()];
-    let mut cut: Vec<bool> = vec![false; inputs.len()];
     let plugins = if tasks.iter().any(|t| t.needs_plugins()) { Some(plugin_data()?) } else { None };
-    // Each task's reading of each input (a domain's canonical form, say).
-    let mut prepared: Vec<Vec<String>> = Vec::with_capacity(tasks.len());
-    for t in &tasks {
-        let name = format!("{}/{}", t.meta.plugin, t.meta.task);
-        let readings = match &plugins {
-            Some(host) => t.prepare_inputs(host, &texts)?,
-            None => texts.iter().cloned().map(Ok).collect(),
-        };
-        let mut reads = Vec::with_capacity(texts.len());
-        for (i, r) in readings.into_iter().enumerate() {
-            match r {
-                Ok(text) => reads.push(text),
-                Err(reason) => {
-                    problems[i].push(format!("not valid for {name}: {reason}"));
-                    reads.push(texts[i].clone());
-                }
-            }
-        }
-        let (lens, most) = t.input_tokens(&ck, &reads)?;
-        for (i, len) in lens.into_iter().enumerate().filter(|(_, len)| *len > most) {
-            match how.too_long {
-                TooLong::Refuse => problems[i].push(format!(
-                    "{len} tokens, longer than the {most} {name} reads (pass --too-long truncate to cut it)"
-                )),
-                TooLong::Truncate => cut[i] = true,
-            }
-        }
-        prepared.push(reads);
-    }
+    let checked =
+        super::predict_file::check(&tasks, &ck, plugins.as_ref(), &texts, vec![Vec::new(); texts.len()], how.too_long)?;
+    let (prepared, problems) = (checked.prepared, checked.problems);
     let invalid = problems.iter().filter(|p| !p.is_empty()).count();
     for (input, why) in inputs.iter().zip(&problems).filter(|(_, p)| !p.is_empty()) {
         eprintln!("{}: {:?}: {}", input.origin, shorten(&input.text), why.join("; "));
     }
-    if invalid > 0 && !how.skip_invalid {
-        bail!(
-            "{invalid} of {} inputs are invalid (listed above); nothing was predicted. Fix them, or pass --skip-invalid to predict the rest",
-            inputs.len()
-        );
-    }
-    if invalid == inputs.len() {
-        bail!("all {invalid} inputs are invalid (listed above); nothing was predicted");
-    }
-    let cut_at: Vec<&str> = inputs
+    let cut_at: Vec<String> = inputs
         .iter()
-        .zip(&cut)
+        .zip(&checked.cut)
         .zip(&problems)
         .filter(|((_, c), p)| **c && p.is_empty())
-        .map(|((i, _), _)| i.origin.as_str())
+        .map(|((i, _), _)| i.origin.clone())
         .collect();
-    if !cut_at.is_empty() {
-        eprintln!("cut to the tokens the task reads (--too-long truncate): {}", cut_at.join(", "));
-    }
+    super::predict_file::refuse_or_go(invalid, inputs.len(), how.skip_invalid, &cut_at)?;
     let keep: Vec<usize> = (0..inputs.len()).filter(|&i| problems[i].is_empty()).collect();
     let mut answers: Vec<serde_json::Map<String, serde_json::Value>> = keep
         .iter()

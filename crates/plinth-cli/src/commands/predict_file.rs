@@ -120,27 +120,29 @@ fn for_each_chunk(path: &Path, column: &str, f: &mut dyn FnMut(Rows, Vec<Input>)
 }
 
 /// Each task's reading of each input, each input's problems, and whether it is cut.
-struct Checked {
-    prepared: Vec<Vec<String>>,
-    problems: Vec<Vec<String>>,
-    cut: Vec<bool>,
+pub(crate) struct Checked {
+    pub prepared: Vec<Vec<String>>,
+    pub problems: Vec<Vec<String>>,
+    pub cut: Vec<bool>,
 }
 
-fn check(
+/// Checks every input against every task: the plugin's own check or domain (an
+/// invalid SMILES, say) and the task's length. `problems` starts with any the
+/// inputs already have (a row without the input column).
+pub(crate) fn check(
     tasks: &[FinetunedTask],
     ck: &Checkpoint,
     plugins: Option<&plinth_plugin_host::PluginHost>,
-    inputs: &[Input],
+    texts: &[String],
+    mut problems: Vec<Vec<String>>,
     too_long: TooLong,
 ) -> Result<Checked> {
-    let texts: Vec<String> = inputs.iter().map(|i| i.text.clone()).collect();
-    let mut problems: Vec<Vec<String>> = inputs.iter().map(|i| i.missing.iter().cloned().collect()).collect();
-    let mut cut = vec![false; inputs.len()];
+    let mut cut = vec![false; texts.len()];
     let mut prepared = Vec::with_capacity(tasks.len());
     for t in tasks {
         let name = format!("{}/{}", t.meta.plugin, t.meta.task);
         let readings = match plugins {
-            Some(host) => t.prepare_inputs(host, &texts)?,
+            Some(host) => t.prepare_inputs(host, texts)?,
             None => texts.iter().cloned().map(Ok).collect(),
         };
         let mut reads = Vec::with_capacity(texts.len());
@@ -165,6 +167,36 @@ fn check(
         prepared.push(reads);
     }
     Ok(Checked { prepared, problems, cut })
+}
+
+/// The checks of one chunk of file inputs.
+fn check_inputs(
+    tasks: &[FinetunedTask],
+    ck: &Checkpoint,
+    plugins: Option<&plinth_plugin_host::PluginHost>,
+    inputs: &[Input],
+    too_long: TooLong,
+) -> Result<Checked> {
+    let texts: Vec<String> = inputs.iter().map(|i| i.text.clone()).collect();
+    let problems = inputs.iter().map(|i| i.missing.iter().cloned().collect()).collect();
+    check(tasks, ck, plugins, &texts, problems, too_long)
+}
+
+/// Refuses the run when inputs are invalid (unless `skip_invalid`, and some are
+/// valid), and names the inputs cut to fit (`--too-long truncate`).
+pub(crate) fn refuse_or_go(invalid: usize, total: usize, skip_invalid: bool, cut_at: &[String]) -> Result<()> {
+    if invalid > 0 && !skip_invalid {
+        bail!(
+            "{invalid} of {total} inputs are invalid (listed above); nothing was predicted. Fix them, or pass --skip-invalid to predict the rest"
+        );
+    }
+    if invalid == total {
+        bail!("all {invalid} inputs are invalid (listed above); nothing was predicted");
+    }
+    if !cut_at.is_empty() {
+        eprintln!("cut to the tokens the task reads (--too-long truncate): {}", cut_at.join(", "));
+    }
+    Ok(())
 }
 
 /// A prediction as the JSON the output carries for a task.
@@ -256,7 +288,7 @@ pub(crate) fn predict_file(
     // Pass 1: every input of every chunk checked against every task.
     let (mut total, mut invalid, mut cut_at) = (0usize, 0usize, Vec::new());
     for_each_chunk(path, column, &mut |_, inputs| {
-        let c = check(tasks, ck, plugins.as_ref(), &inputs, too_long)?;
+        let c = check_inputs(tasks, ck, plugins.as_ref(), &inputs, too_long)?;
         for (input, why) in inputs.iter().zip(&c.problems).filter(|(_, p)| !p.is_empty()) {
             eprintln!("{}: {:?}: {}", input.origin, super::finetune::shorten(&input.text), why.join("; "));
             invalid += 1;
@@ -272,17 +304,7 @@ pub(crate) fn predict_file(
     if total == 0 {
         bail!("{}: no rows to predict", path.display());
     }
-    if invalid > 0 && !skip_invalid {
-        bail!(
-            "{invalid} of {total} inputs are invalid (listed above); nothing was predicted. Fix them, or pass --skip-invalid to predict the rest"
-        );
-    }
-    if invalid == total {
-        bail!("all {invalid} inputs are invalid (listed above); nothing was predicted");
-    }
-    if !cut_at.is_empty() {
-        eprintln!("cut to the tokens the task reads (--too-long truncate): {}", cut_at.join(", "));
-    }
+    refuse_or_go(invalid, total, skip_invalid, &cut_at)?;
     // The output's columns, from the tasks' specs: KEY, and for classes
     // KEY_probability and KEY_p_CLASS; for several targets KEY_TARGET each.
     let mut columns: Vec<(String, String, Cell)> = Vec::new();
@@ -320,7 +342,7 @@ pub(crate) fn predict_file(
     let mut sink = Sink::open(output)?;
     let mut first = true;
     let written = for_each_chunk(path, column, &mut |rows, inputs| {
-        let c = check(tasks, ck, plugins.as_ref(), &inputs, too_long)?;
+        let c = check_inputs(tasks, ck, plugins.as_ref(), &inputs, too_long)?;
         let keep: Vec<usize> = (0..inputs.len()).filter(|&i| c.problems[i].is_empty()).collect();
         let mut answers: Vec<Option<serde_json::Map<String, serde_json::Value>>> = vec![None; inputs.len()];
         for &i in &keep {

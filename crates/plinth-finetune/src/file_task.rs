@@ -675,7 +675,8 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>, plugins: Option<&dy
             plugins,
             (&plugin, &component),
             values,
-            domain.as_ref().is_some_and(|d| d.features.is_some()),
+            // Features feed the baselines, which only a training run fits.
+            trained.is_none() && domain.as_ref().is_some_and(|d| d.features.is_some()),
             split,
         )?;
         let mut kept = Vec::with_capacity(rows.len());

@@ -66,12 +66,7 @@ pub fn canonical(s: &str) -> Result<String, String> {
 /// aromaticity perceived) once: what the novelty reference needs per molecule.
 pub fn canonical_and_ecfp4_words(s: &str) -> Result<(String, Words), String> {
     let mol = chematic_mol(s)?;
-    let fp = chematic_fp::ecfp4(&mol);
-    let mut w = [0u64; ECFP_BITS / 64];
-    for b in (0..ECFP_BITS).filter(|&b| fp.get(b)) {
-        w[b / 64] |= 1 << (b % 64);
-    }
-    Ok((canonical_of(s, &mol)?, w))
+    Ok((canonical_of(s, &mol)?, pack(&set_bits(&mol))))
 }
 
 /// [`canonical`] of `s` parsed as `mol`.
@@ -221,19 +216,29 @@ pub fn scaffold(s: &str) -> Result<String, String> {
 
 /// Indices of the set ECFP4 bits.
 pub fn ecfp4_bits(s: &str) -> Result<Vec<u32>, String> {
-    let fp = chematic_fp::ecfp4(&chematic_mol(s)?);
-    Ok((0..ECFP_BITS).filter(|&b| fp.get(b)).map(|b| b as u32).collect())
+    Ok(set_bits(&chematic_mol(s)?))
 }
 
 /// ECFP4 as 32 64-bit words, for fast Tanimoto over many molecules.
 pub type Words = [u64; ECFP_BITS / 64];
 
 pub fn ecfp4_words(s: &str) -> Result<Words, String> {
+    Ok(pack(&ecfp4_bits(s)?))
+}
+
+/// Indices of the set ECFP4 bits of a parsed molecule.
+fn set_bits(mol: &chematic_core::Molecule) -> Vec<u32> {
+    let fp = chematic_fp::ecfp4(mol);
+    (0..ECFP_BITS).filter(|&b| fp.get(b)).map(|b| b as u32).collect()
+}
+
+/// Set bit indices packed into words.
+fn pack(bits: &[u32]) -> Words {
     let mut w = [0u64; ECFP_BITS / 64];
-    for b in ecfp4_bits(s)? {
+    for &b in bits {
         w[b as usize / 64] |= 1 << (b % 64);
     }
-    Ok(w)
+    w
 }
 
 /// Tanimoto similarity of two word-packed fingerprints.

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use plinth_plugin_protocol::{
-    ComponentSpec, DomainRequest, DomainSpec, DomainSplit, DomainValue, LabelledExample, Plugins, PluginsExt, Split,
-    TaskKind, TaskSpec,
+    fnv1a, splitmix64, ComponentSpec, DomainRequest, DomainSpec, DomainSplit, DomainValue, LabelledExample, Plugins,
+    PluginsExt, Split, TaskKind, TaskSpec,
 };
 use serde::{Deserialize, Serialize};
 
@@ -800,13 +800,13 @@ fn load_as(cfg: &FileTaskConfig, trained: Option<&TaskSpec>, plugins: Option<&dy
             // Units (rows, or groups of rows) in an order fixed by the seed, then cut
             // so that test and validation get their shares of rows.
             let mut units: Vec<(u64, Vec<usize>)> = match &split_by {
-                SplitBy::Random => (0..rows.len()).map(|i| (mix(cfg.seed, i as u64), vec![i])).collect(),
+                SplitBy::Random => (0..rows.len()).map(|i| (splitmix64(cfg.seed, i as u64), vec![i])).collect(),
                 _ => {
                     let mut groups: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
                     for (i, (_, r)) in rows.iter().enumerate() {
                         groups.entry(r.key.as_deref().unwrap_or("")).or_default().push(i);
                     }
-                    groups.into_iter().map(|(k, members)| (mix(cfg.seed, fnv(k)), members)).collect()
+                    groups.into_iter().map(|(k, members)| (splitmix64(cfg.seed, fnv1a(k.bytes())), members)).collect()
                 }
             };
             units.sort_by_key(|u| u.0);
@@ -943,19 +943,6 @@ fn binary(cell: &str) -> Option<u8> {
         "0" | "0.0" | "false" | "no" => Some(0),
         _ => None,
     }
-}
-
-/// SplitMix64 of `seed` and `x`: a fixed pseudo-random order for a seed.
-fn mix(seed: u64, x: u64) -> u64 {
-    let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// FNV-1a of a group value.
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]

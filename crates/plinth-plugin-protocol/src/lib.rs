@@ -26,8 +26,8 @@ pub use guide::{GuideRequest, Step};
 pub use plugins::{decode, CallError, Plugins, PluginsExt, StageSession};
 pub use stage::{FieldType, Outcome, Record, Schema, StageBatch, StageSpec};
 pub use task::{
-    fnv1a, CompletionSpec, FeatureSpec, HeadSpec, InputCheck, InvalidSpec, LabelledExample, Split, TaskKind,
-    TaskRequest, TaskSpec, POOLINGS,
+    fnv1a, splitmix64, CompletionSpec, FeatureSpec, HeadSpec, InputCheck, InvalidSpec, LabelledExample, Split,
+    TaskKind, TaskRequest, TaskSpec, POOLINGS,
 };
 
 use serde::de::DeserializeOwned;

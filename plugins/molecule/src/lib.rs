@@ -230,14 +230,8 @@ pub struct PropertyOptions {
 /// A seeded random 80/10/10 split of `n` rows: the rows in an order fixed by
 /// `seed` (SplitMix64 keys), the first 10% test, the next 10% validation.
 pub fn random_split(n: usize, seed: u64) -> Vec<Split> {
-    let key = |i: u64| {
-        let mut z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| key(i as u64));
+    order.sort_by_key(|&i| plinth_plugin_sdk::protocol::splitmix64(seed, i as u64));
     let tenth = (n as f64 * 0.1).round() as usize;
     let mut out = vec![Split::Train; n];
     for (rank, &i) in order.iter().enumerate() {
